@@ -1,0 +1,181 @@
+//! `obs`: the one command of the observability pipeline. Each subcommand runs one stage (or
+//! all of them), applies migrations, or talks to a running pipeline.
+
+mod demo;
+mod sql;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use obs_runtime::{Config, clickhouse as ch, ops, telemetry};
+use obs_schemas::migrations;
+use obs_schemas::registry::{SchemaStore, router as registry_router};
+
+/// An observability pipeline around Kafka: collectors publish metrics, logs, spans and
+/// events to Kafka as Avro; sinks store them in ClickHouse; the query API serves them.
+///
+/// Configuration: defaults, then the TOML file given by --config (or OBS_CONFIG), then
+/// OBS_* environment variables (OBS_KAFKA__BROKERS sets [kafka] brokers). See
+/// `obs config` for the merged result and config/obs.example.toml for every key.
+#[derive(Parser)]
+#[command(name = "obs", version, propagate_version = true)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "OBS_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every stage in one process: registry, migrations, collector, sink, query API.
+    /// Kafka and ClickHouse must be reachable (scripts/stack up starts local ones).
+    Up,
+    /// Run the collectors (OTLP/HTTP logs on [collector] listen and otlp_http_listen).
+    Collector,
+    /// Run the sinks (Kafka → ClickHouse; consumer group per table).
+    Sink,
+    /// Run the query API (read-only SQL at /api/v1/sql).
+    Query,
+    /// Run the schema registry (Confluent REST API) on [registry] listen.
+    Registry,
+    /// Create the ClickHouse database and apply pending migrations (idempotent).
+    Migrate,
+    /// Run the stream processors (not available yet).
+    Processor,
+    /// Re-read a topic's time range into the sinks (not available yet).
+    Replay,
+    /// Measure throughput against the peers (not available yet).
+    Bench,
+    /// Run read-only SQL through the query API and print the result.
+    Sql {
+        /// The statement, e.g. "SELECT ServiceName, count() FROM otel_logs GROUP BY 1".
+        query: String,
+        /// Output: table, json or csv.
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// Query API base URL (default: http://<[query] listen>).
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Send a burst of demo logs to the collector over OTLP/HTTP.
+    Demo {
+        /// Number of log records.
+        #[arg(long, default_value_t = 200)]
+        records: usize,
+        /// Collector base URL (default: http://<[collector] listen>).
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Print the merged configuration as TOML.
+    Config,
+}
+
+#[tokio::main]
+async fn main() {
+    telemetry::init_logging();
+    if let Err(e) = run(Cli::parse()).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let cfg = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Up => up(cfg).await,
+        Command::Collector => obs_producers::run(cfg, ops::Readiness::default()).await,
+        Command::Sink => {
+            migrate(&cfg).await?;
+            let ready = ops::Readiness::default();
+            let ops_server = ops::serve(&cfg.sink.listen, ops::router(ready.clone()), "sink ops");
+            tokio::try_join!(obs_sinks::run(cfg.clone(), ready), ops_server).map(|_| ())
+        }
+        Command::Query => obs_query_api::run(cfg, ops::Readiness::default()).await,
+        Command::Registry => registry(cfg).await,
+        Command::Migrate => migrate(&cfg).await,
+        Command::Processor | Command::Replay | Command::Bench => anyhow::bail!(
+            "this subcommand is not implemented yet; see the open issues for its status"
+        ),
+        Command::Sql { query, format, url } => {
+            let url = url.unwrap_or_else(|| format!("http://{}", cfg.query.listen));
+            sql::run(&url, &query, &format).await
+        }
+        Command::Demo { records, url } => {
+            let url = url.unwrap_or_else(|| format!("http://{}", cfg.collector.listen));
+            demo::run(&url, records).await
+        }
+        Command::Config => {
+            print!("{}", toml::to_string_pretty(&cfg)?);
+            Ok(())
+        }
+    }
+}
+
+async fn registry(cfg: Config) -> anyhow::Result<()> {
+    let store = SchemaStore::open(&cfg.registry.data_dir)
+        .with_context(|| format!("opening the registry in {}", cfg.registry.data_dir.display()))?;
+    tracing::info!(log = %store.path().display(), "registry storage");
+    let app = registry_router(Arc::new(store)).merge(ops::router(ready_now()));
+    ops::serve(&cfg.registry.listen, app, "schema registry").await
+}
+
+fn ready_now() -> ops::Readiness {
+    let r = ops::Readiness::default();
+    r.set(true);
+    r
+}
+
+/// Applies migrations, waiting up to a minute for ClickHouse to come up.
+async fn migrate(cfg: &Config) -> anyhow::Result<()> {
+    let client = ch::server_client(&cfg.clickhouse);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match migrations::migrate(&client, &cfg.clickhouse.database, &cfg.retention).await {
+            Ok(report) => {
+                tracing::info!(applied = ?report.applied, already = ?report.already, database = %cfg.clickhouse.database, "migrations done");
+                return Ok(());
+            }
+            Err(e) if std::time::Instant::now() < deadline && is_connection_error(&e) => {
+                tracing::info!("waiting for ClickHouse at {}: {e}", cfg.clickhouse.url);
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e.context(format!("migrating ClickHouse at {}", cfg.clickhouse.url))),
+        }
+    }
+}
+
+fn is_connection_error(e: &anyhow::Error) -> bool {
+    matches!(e.downcast_ref::<clickhouse::error::Error>(), Some(clickhouse::error::Error::Network(_)))
+}
+
+/// Every stage in one process, sharing nothing but configuration.
+async fn up(cfg: Config) -> anyhow::Result<()> {
+    let registry = tokio::spawn(registry(cfg.clone()));
+    migrate(&cfg).await?;
+    let collector = tokio::spawn(obs_producers::run(cfg.clone(), ops::Readiness::default()));
+    let sink_ready = ops::Readiness::default();
+    let (sink_addr, sink_router) = (cfg.sink.listen.clone(), ops::router(sink_ready.clone()));
+    let sink_ops = tokio::spawn(async move { ops::serve(&sink_addr, sink_router, "sink ops").await });
+    let sink = tokio::spawn(obs_sinks::run(cfg.clone(), sink_ready));
+    let query = tokio::spawn(obs_query_api::run(cfg.clone(), ops::Readiness::default()));
+    eprintln!(
+        "obs is up: OTLP/HTTP http://{} and http://{} · registry {} · query API http://{} · ClickHouse {} (database {})",
+        cfg.collector.listen, cfg.collector.otlp_http_listen, cfg.registry.url, cfg.query.listen, cfg.clickhouse.url, cfg.clickhouse.database
+    );
+    let (name, result) = tokio::select! {
+        r = registry => ("registry", r),
+        r = collector => ("collector", r),
+        r = sink => ("sink", r),
+        r = sink_ops => ("sink ops", r),
+        r = query => ("query API", r),
+    };
+    match result {
+        Ok(Ok(())) => anyhow::bail!("{name} stopped"),
+        Ok(Err(e)) => Err(e.context(format!("{name} failed"))),
+        Err(e) => Err(anyhow::anyhow!("{name} panicked: {e}")),
+    }
+}

@@ -1,0 +1,50 @@
+//! `obs sql`: ad-hoc SQL through the query API, printed as a table, JSON or CSV.
+
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use serde_json::Value;
+
+/// Runs `query` against the query API at `base` and prints the result in `format`.
+pub async fn run(base: &str, query: &str, format: &str) -> anyhow::Result<()> {
+    let api_format = match format {
+        "table" | "json" => "json",
+        "csv" => "csv",
+        other => anyhow::bail!("unknown --format {other:?}: use table, json or csv"),
+    };
+    let url = format!("{}/api/v1/sql", base.trim_end_matches('/'));
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .query(&[("query", query), ("format", api_format)])
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the query API at {url}: {e} (is `obs up` or `obs query` running?)"))?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    if !status.is_success() {
+        let msg = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("error").and_then(Value::as_str).map(String::from))
+            .unwrap_or(text);
+        anyhow::bail!("query failed ({status}): {msg}");
+    }
+    if format != "table" {
+        print!("{text}");
+        return Ok(());
+    }
+    let v: Value = serde_json::from_str(&text)?;
+    let columns: Vec<String> = v["meta"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|c| c["name"].as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(&columns);
+    let rows = v["data"].as_array().cloned().unwrap_or_default();
+    for row in &rows {
+        table.add_row(columns.iter().map(|c| match &row[c] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }));
+    }
+    println!("{table}");
+    println!("{} row{}", rows.len(), if rows.len() == 1 { "" } else { "s" });
+    Ok(())
+}

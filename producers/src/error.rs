@@ -1,0 +1,55 @@
+//! Every way a collector request can fail, and the HTTP answer each one gets.
+
+use axum::http::StatusCode;
+
+/// A failed request. The message is sent to the client, so it names what is wrong and,
+/// where it can, what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    /// The payload cannot be decoded or is invalid (400): the client must not retry it.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The body is larger than `collector.max_body_bytes` (413).
+    #[error("request body is larger than the limit of {limit} bytes; send smaller batches")]
+    TooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The content type or encoding is not one this endpoint reads (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The broker or registry did not acknowledge in time (503): retry later.
+    #[error("the pipeline could not store the records right now ({0}); retry later")]
+    Unavailable(String),
+}
+
+impl CollectorError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            CollectorError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            CollectorError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            CollectorError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            CollectorError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The gRPC status code OTLP puts in its `Status` body.
+    pub fn grpc_code(&self) -> i32 {
+        match self {
+            CollectorError::BadRequest(_) | CollectorError::UnsupportedMediaType(_) => 3, // INVALID_ARGUMENT
+            CollectorError::TooLarge { .. } => 8, // RESOURCE_EXHAUSTED
+            CollectorError::Unavailable(_) => 14, // UNAVAILABLE
+        }
+    }
+
+    /// A short label for the `obs_collector_rejected_total` metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CollectorError::BadRequest(_) => "bad_request",
+            CollectorError::TooLarge { .. } => "too_large",
+            CollectorError::UnsupportedMediaType(_) => "unsupported_media_type",
+            CollectorError::Unavailable(_) => "unavailable",
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Collectors: where the outside world's telemetry enters the pipeline.
+//!
+//! In: HTTP requests in the protocols clients already speak (today OTLP/HTTP logs, protobuf
+//! or JSON, optionally gzip). Out: normalised [`obs_schemas::records`] published to the raw
+//! Kafka topics in Confluent's wire format. A request is answered 2xx only after the broker
+//! acknowledged every record in it; a broker that is down or slow gets the client a 503
+//! with `Retry-After`, never a silent drop.
+//!
+//! * [`server`]: the listeners, routes and shared state.
+//! * `body`: reading, size-limiting and decompressing request bodies.
+//! * `otlp`: decoding and normalising OTLP.
+//! * `publish`: batching per Kafka key, encoding and awaiting acknowledgements.
+//! * `error`: how each failure is answered.
+
+mod body;
+mod error;
+mod otlp;
+mod publish;
+pub mod server;
+
+pub use server::run;

@@ -1,0 +1,102 @@
+//! Publishing: records grouped by Kafka key, one wire-format message per group (chunked),
+//! sent concurrently, and acknowledged only when the broker acknowledged every message.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use obs_schemas::Topic;
+use obs_schemas::records::{LogBatch, LogRecord};
+use obs_schemas::stream_fingerprint;
+use obs_schemas::wire::Codec;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::Serialize;
+
+use crate::error::CollectorError;
+
+/// Most records in one Kafka message; larger groups are split.
+const MAX_RECORDS_PER_MESSAGE: usize = 2_000;
+
+/// How long a send may wait for room in the producer's queue before the client is told to
+/// back off: the queue being full means the broker is not keeping up.
+const ENQUEUE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Publishes normalised records to their topics.
+#[derive(Clone)]
+pub struct Publisher {
+    producer: FutureProducer,
+    codec: Arc<Codec>,
+}
+
+impl Publisher {
+    /// A publisher over an (idempotent) producer and a registry codec.
+    pub fn new(producer: FutureProducer, codec: Arc<Codec>) -> Self {
+        Publisher { producer, codec }
+    }
+
+    /// Publishes log records, keyed by stream (tenant, service, resource attributes).
+    pub async fn logs(&self, records: Vec<LogRecord>) -> Result<(), CollectorError> {
+        let mut groups: BTreeMap<i64, Vec<LogRecord>> = BTreeMap::new();
+        for r in records {
+            let fp = stream_fingerprint(
+                &r.tenant,
+                &r.service,
+                r.resource_attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            );
+            groups.entry(fp).or_default().push(r);
+        }
+        let mut messages = Vec::new();
+        for (fp, mut recs) in groups {
+            while !recs.is_empty() {
+                let rest = recs.split_off(recs.len().min(MAX_RECORDS_PER_MESSAGE));
+                messages.push((fp.to_be_bytes().to_vec(), LogBatch { records: recs }));
+                recs = rest;
+            }
+        }
+        self.send(Topic::Logs, messages).await
+    }
+
+    /// Encodes and sends `(key, value)` messages; Ok only when every one is acknowledged.
+    async fn send<T: Serialize>(&self, topic: Topic, messages: Vec<(Vec<u8>, T)>) -> Result<(), CollectorError> {
+        let mut encoded = Vec::with_capacity(messages.len());
+        for (key, value) in messages {
+            let bytes = self
+                .codec
+                .encode(topic, &value)
+                .await
+                .map_err(|e| CollectorError::Unavailable(e.to_string()))?;
+            encoded.push((key, bytes));
+        }
+        let sends = encoded.iter().map(|(key, payload)| {
+            self.producer
+                .send(FutureRecord::to(topic.name()).key(key).payload(payload), ENQUEUE_TIMEOUT)
+        });
+        let mut failure = None;
+        for result in join_all(sends).await {
+            if let Err((e, _)) = result {
+                failure.get_or_insert(e);
+            }
+        }
+        match failure {
+            None => {
+                metrics::counter!("obs_collector_messages_published_total", "topic" => topic.name())
+                    .increment(encoded.len() as u64);
+                Ok(())
+            }
+            Some(e) => {
+                tracing::warn!(topic = topic.name(), error = %e, "publish failed");
+                Err(CollectorError::Unavailable(describe(&e)))
+            }
+        }
+    }
+}
+
+fn describe(e: &KafkaError) -> String {
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::MessageTimedOut) => "the Kafka broker did not acknowledge in time".into(),
+        Some(RDKafkaErrorCode::QueueFull) => "the Kafka producer queue is full".into(),
+        _ => format!("Kafka: {e}"),
+    }
+}

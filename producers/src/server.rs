@@ -1,0 +1,154 @@
+//! The collector's HTTP listeners: routes, tenant resolution and response shaping.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use obs_runtime::config::{CollectorConfig, Config};
+use obs_runtime::{kafka, ops};
+use obs_schemas::wire::Codec;
+use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
+use prost::Message;
+
+use crate::body::{self, Format};
+use crate::error::CollectorError;
+use crate::otlp::{self, Status};
+use crate::publish::Publisher;
+
+/// Header that names the tenant (Loki, Mimir and Tempo use the same).
+pub const TENANT_HEADER: &str = "X-Scope-OrgID";
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    publisher: Publisher,
+    cfg: Arc<CollectorConfig>,
+}
+
+/// The collector's routes (the same on every listener).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/logs", post(otlp_logs))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+/// The tenant of a request: `X-Scope-OrgID`, or the configured default.
+fn tenant(headers: &HeaderMap, default: &str) -> Result<String, CollectorError> {
+    let Some(value) = headers.get(TENANT_HEADER) else {
+        return Ok(default.to_string());
+    };
+    let t = value
+        .to_str()
+        .map_err(|_| CollectorError::BadRequest(format!("{TENANT_HEADER} is not valid text")))?
+        .trim();
+    let valid = !t.is_empty()
+        && t.len() <= 128
+        && t.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !valid {
+        return Err(CollectorError::BadRequest(format!(
+            "invalid {TENANT_HEADER} {t:?}: use 1-128 letters, digits, '-', '_' or '.'"
+        )));
+    }
+    Ok(t.to_string())
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, CollectorError> {
+    axum::body::to_bytes(body, limit + 1)
+        .await
+        .map_err(|_| CollectorError::TooLarge { limit })
+}
+
+/// `POST /v1/logs`: OTLP/HTTP logs, protobuf or JSON, optionally gzip.
+async fn otlp_logs(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let format = match body::format(&headers) {
+        Ok(f) => f,
+        Err(e) => return otlp_error(Format::Json, e),
+    };
+    let result = async {
+        let tenant = tenant(&headers, &state.cfg.default_tenant)?;
+        let raw = read_body(body, state.cfg.max_body_bytes).await?;
+        let bytes = body::decode(&headers, raw, state.cfg.max_body_bytes)?;
+        let req: ExportLogsServiceRequest = otlp::decode_request(format, &bytes, "logs request")?;
+        let records = otlp::logs::normalise(req, &tenant, now_ns())?;
+        let n = records.len();
+        if n > 0 {
+            state.publisher.logs(records).await?;
+        }
+        Ok::<usize, CollectorError>(n)
+    }
+    .await;
+    match result {
+        Ok(n) => {
+            metrics::counter!("obs_collector_records_total", "signal" => "logs").increment(n as u64);
+            let resp = ExportLogsServiceResponse::default();
+            let bytes = match format {
+                Format::Protobuf => resp.encode_to_vec(),
+                Format::Json => b"{}".to_vec(),
+            };
+            (StatusCode::OK, [(CONTENT_TYPE, format.content_type())], bytes).into_response()
+        }
+        Err(e) => otlp_error(format, e),
+    }
+}
+
+/// An OTLP error answer: the status code, and a `google.rpc.Status` body in the request's
+/// format carrying the message.
+fn otlp_error(format: Format, e: CollectorError) -> Response {
+    metrics::counter!("obs_collector_rejected_total", "reason" => e.reason()).increment(1);
+    let status = Status { code: e.grpc_code(), message: e.to_string() };
+    let body = match format {
+        Format::Protobuf => status.encode_to_vec(),
+        Format::Json => serde_json::json!({"code": status.code, "message": status.message})
+            .to_string()
+            .into_bytes(),
+    };
+    let mut resp = (e.status(), [(CONTENT_TYPE, format.content_type())], body).into_response();
+    if matches!(e, CollectorError::Unavailable(_)) {
+        resp.headers_mut().insert(RETRY_AFTER, "5".parse().expect("static header"));
+    }
+    resp
+}
+
+/// Runs the collector until the process ends: creates the topics, then serves the main
+/// and OTLP/HTTP listeners.
+pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
+    kafka::ensure_topics(&cfg.kafka).await?;
+    let producer = kafka::producer(&cfg.kafka)?;
+    let codec = Arc::new(Codec::new(&cfg.registry.url));
+    let state = AppState { publisher: Publisher::new(producer, codec), cfg: Arc::new(cfg.collector.clone()) };
+    let app = router(state).merge(ops::router(ready.clone()));
+    ready.set(true);
+    let main = ops::serve(&cfg.collector.listen, app.clone(), "collector");
+    if cfg.collector.otlp_http_listen.is_empty() || cfg.collector.otlp_http_listen == cfg.collector.listen {
+        return main.await;
+    }
+    let otlp = ops::serve(&cfg.collector.otlp_http_listen, app, "collector OTLP/HTTP");
+    tokio::try_join!(main, otlp).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn tenant_header_is_validated() {
+        let mut h = HeaderMap::new();
+        assert_eq!(tenant(&h, "default").unwrap(), "default");
+        h.insert(TENANT_HEADER, HeaderValue::from_static("team-a.prod"));
+        assert_eq!(tenant(&h, "default").unwrap(), "team-a.prod");
+        h.insert(TENANT_HEADER, HeaderValue::from_static("a b"));
+        assert!(tenant(&h, "default").is_err());
+    }
+}

@@ -1,0 +1,34 @@
+//! The query API's listener and shared state.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use obs_runtime::config::{Config, QueryConfig};
+use obs_runtime::{clickhouse as ch, ops};
+
+use crate::sql;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Client for the pipeline's database.
+    pub client: clickhouse::Client,
+    /// Limits and listener.
+    pub cfg: Arc<QueryConfig>,
+}
+
+/// The API's routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/v1/sql", get(sql::get).post(sql::post))
+        .with_state(state)
+}
+
+/// Serves the query API until the process ends.
+pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
+    let state = ApiState { client: ch::client(&cfg.clickhouse), cfg: Arc::new(cfg.query.clone()) };
+    let app = router(state).merge(ops::router(ready.clone()));
+    ready.set(true);
+    ops::serve(&cfg.query.listen, app, "query API").await
+}

@@ -1,0 +1,216 @@
+//! Configuration: documented defaults, then a TOML file, then `OBS_*` environment variables.
+//!
+//! Environment names are the TOML path in upper case with `__` between levels, e.g.
+//! `OBS_KAFKA__BROKERS=10.0.0.1:9092` sets `[kafka] brokers`. The file is `--config PATH`
+//! or `OBS_CONFIG`; `obs config` prints the merged result. `config/obs.example.toml`
+//! documents every key.
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+pub use obs_schemas::migrations::Retention;
+
+/// Everything a stage can be told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the Kafka brokers are and how we talk to them.
+    pub kafka: KafkaConfig,
+    /// The schema registry the stages use, and the one `obs registry` serves.
+    pub registry: RegistryConfig,
+    /// The ClickHouse HTTP endpoint.
+    pub clickhouse: ClickHouseConfig,
+    /// The collector's listeners and limits.
+    pub collector: CollectorConfig,
+    /// The sink's batching.
+    pub sink: SinkConfig,
+    /// The query API's listener and limits.
+    pub query: QueryConfig,
+    /// Table retention applied by `obs migrate`.
+    pub retention: Retention,
+}
+
+/// `[kafka]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma separated.
+    pub brokers: String,
+    /// Partitions of each raw topic (obs.metrics, obs.logs, obs.spans) when we create it.
+    pub raw_partitions: i32,
+    /// How long a produce may wait for the broker's acknowledgement before the collector
+    /// answers 503 (librdkafka `message.timeout.ms`).
+    pub produce_timeout_ms: u64,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig { brokers: "127.0.0.1:9092".into(), raw_partitions: 3, produce_timeout_ms: 10_000 }
+    }
+}
+
+/// `[registry]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// URL the stages use (ours or Confluent's).
+    pub url: String,
+    /// Address `obs registry` listens on.
+    pub listen: String,
+    /// Directory where `obs registry` keeps its log.
+    pub data_dir: PathBuf,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            url: "http://127.0.0.1:8081".into(),
+            listen: "127.0.0.1:8081".into(),
+            data_dir: PathBuf::from(".obs/registry"),
+        }
+    }
+}
+
+/// `[clickhouse]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    /// HTTP interface URL.
+    pub url: String,
+    /// Database holding the pipeline's tables (created by `obs migrate`).
+    pub database: String,
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: String,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        ClickHouseConfig {
+            url: "http://127.0.0.1:8123".into(),
+            database: "obs".into(),
+            user: "default".into(),
+            password: String::new(),
+        }
+    }
+}
+
+/// `[collector]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// Main HTTP listener (every push protocol).
+    pub listen: String,
+    /// OTLP/HTTP listener (the standard port; same routes as `listen`).
+    pub otlp_http_listen: String,
+    /// Largest accepted request body, after decompression.
+    pub max_body_bytes: usize,
+    /// Tenant for requests without `X-Scope-OrgID`.
+    pub default_tenant: String,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        CollectorConfig {
+            listen: "127.0.0.1:8080".into(),
+            otlp_http_listen: "127.0.0.1:4318".into(),
+            max_body_bytes: 16 << 20,
+            default_tenant: "default".into(),
+        }
+    }
+}
+
+/// `[sink]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Consumer group id prefix; each table's sink appends its name.
+    pub group_prefix: String,
+    /// A batch is inserted when it holds this many rows...
+    pub batch_max_rows: usize,
+    /// ...or when its first message is this old.
+    pub batch_max_wait_ms: u64,
+    /// Address serving the sink's /metrics, /healthz, /readyz.
+    pub listen: String,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig {
+            group_prefix: "obs-sink".into(),
+            batch_max_rows: 50_000,
+            batch_max_wait_ms: 1_000,
+            listen: "127.0.0.1:8091".into(),
+        }
+    }
+}
+
+/// `[query]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryConfig {
+    /// Listener of the query API.
+    pub listen: String,
+    /// Rows an ad-hoc SQL query may return.
+    pub sql_max_rows: u64,
+    /// Seconds an ad-hoc SQL query may run.
+    pub sql_max_seconds: u64,
+    /// Bytes an ad-hoc SQL query may return.
+    pub sql_max_result_bytes: u64,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            listen: "127.0.0.1:8090".into(),
+            sql_max_rows: 10_000,
+            sql_max_seconds: 30,
+            sql_max_result_bytes: 64 << 20,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` (if given, it must exist), then `OBS_*` variables.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig.merge(Env::prefixed("OBS_").ignore(&["CONFIG"]).split("__"));
+        fig.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env_override_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("obs.toml", "[kafka]\nbrokers = \"file:9092\"\n[query]\nsql_max_rows = 5\n")?;
+            jail.set_env("OBS_QUERY__SQL_MAX_ROWS", "7");
+            let c = Config::load(Some(Path::new("obs.toml"))).unwrap();
+            assert_eq!(c.kafka.brokers, "file:9092");
+            assert_eq!(c.query.sql_max_rows, 7);
+            assert_eq!(c.collector.listen, "127.0.0.1:8080");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("obs.toml", "[kafka]\nbrokerz = \"x\"\n")?;
+            let e = Config::load(Some(Path::new("obs.toml"))).unwrap_err().to_string();
+            assert!(e.contains("brokerz"), "{e}");
+            Ok(())
+        });
+    }
+}

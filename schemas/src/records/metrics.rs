@@ -1,0 +1,59 @@
+use serde::{Deserialize, Serialize};
+
+use super::Attrs;
+
+/// Value of `obs.metrics`: series of one partition, each label set once with its samples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct MetricBatch {
+    /// The series with their samples.
+    pub series: Vec<MetricSeries>,
+}
+
+/// One series and its samples in column form (timestamps and values side by side).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct MetricSeries {
+    /// [`crate::fingerprint`] of tenant, name and labels.
+    pub fingerprint: i64,
+    /// The `__name__` label.
+    pub name: String,
+    /// All labels except `__name__`.
+    pub labels: Attrs,
+    /// `gauge`, `counter`, `histogram`, `summary` or `unknown`.
+    pub kind: String,
+    /// Sample times, ms since the Unix epoch.
+    pub timestamps_ms: Vec<i64>,
+    /// Sample values, one per timestamp.
+    pub values: Vec<f64>,
+    /// Native histogram points converted to classic buckets.
+    pub histograms: Vec<HistogramPoint>,
+    /// Exemplars attached to the series.
+    pub exemplars: Vec<Exemplar>,
+    /// Tenant the series belongs to.
+    pub tenant: String,
+}
+
+/// A histogram observation as classic cumulative buckets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct HistogramPoint {
+    /// Observation time, ms since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// Upper bounds, ascending, without `+Inf`.
+    pub bounds: Vec<f64>,
+    /// Cumulative counts per bound, then the `+Inf` count.
+    pub counts: Vec<i64>,
+    /// Sum of observations.
+    pub sum: f64,
+    /// Number of observations.
+    pub count: i64,
+}
+
+/// An exemplar: a sample of a trace that contributed to a value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Exemplar {
+    /// When it was observed, ms since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// The observed value.
+    pub value: f64,
+    /// Exemplar labels (typically `trace_id`, `span_id`).
+    pub labels: Attrs,
+}

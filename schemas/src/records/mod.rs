@@ -1,0 +1,20 @@
+//! The Rust side of every record in `schemas/avro/`: one struct per Avro record, field for
+//! field, so serde through `apache-avro` maps them without glue code.
+//!
+//! Attribute maps are `BTreeMap`s so a record's encoding (and so its content hash) does not
+//! depend on insertion order.
+
+mod derived;
+mod events;
+mod logs;
+mod metrics;
+mod spans;
+
+pub use derived::{Alert, DeadLetter, MetricRollup, ServiceGraphEdge, TraceSummary};
+pub use events::{Event, EventBatch};
+pub use logs::{LogBatch, LogRecord};
+pub use metrics::{Exemplar, HistogramPoint, MetricBatch, MetricSeries};
+pub use spans::{Span, SpanBatch, SpanEvent, SpanLink};
+
+/// String-to-string attributes, as every table stores them (`Map(LowCardinality(String), String)`).
+pub type Attrs = std::collections::BTreeMap<String, String>;

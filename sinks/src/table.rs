@@ -1,0 +1,21 @@
+//! The contract between the generic driver and one table.
+
+use clickhouse::Row;
+use obs_schemas::Topic;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A table fed from a topic: the driver does the Kafka and ClickHouse work, the table says
+/// only what a message becomes.
+pub trait TableSink: Send + Sync + 'static {
+    /// The topic's value type.
+    type Message: DeserializeOwned + Send;
+    /// One row of the table; field names are the table's column names.
+    type Row: Row + for<'a> Row<Value<'a> = Self::Row> + Serialize + Send + Sync + 'static;
+    /// Source topic.
+    const TOPIC: Topic;
+    /// Target table.
+    const TABLE: &'static str;
+    /// Appends the rows a message becomes to `out`.
+    fn rows(message: Self::Message, out: &mut Vec<Self::Row>);
+}

@@ -1,0 +1,355 @@
+#!/usr/bin/env python3
+"""A ClickHouse HTTP interface over the chDB engine, for local runs and tests.
+
+chDB embeds ClickHouse but has no server. This endpoint speaks the subset of
+ClickHouse's HTTP protocol that the Rust `clickhouse` crate and curl use, so
+the pipeline talks to it exactly as it talks to clickhouse-server in
+production (docker-compose). Nothing in the Rust code knows it is chDB.
+
+Supported request shapes (ClickHouse semantics):
+  * query in the URL (`?query=`) and/or in the body; for `INSERT ... FORMAT X`
+    the body is the data, streamed into the engine's insert API;
+  * `database`, `default_format`, `param_<name>` (bound query parameters),
+    `compress=1` (LZ4-compressed response blocks), `decompress=1`
+    (LZ4-compressed request body), chunked request bodies, and any other URL
+    parameter as a query setting (e.g. `readonly=1`, `max_result_rows=10`,
+    `insert_deduplication_token=...`);
+  * errors as HTTP 500 with `X-ClickHouse-Exception-Code` and the engine's text;
+  * several statements in one request are rejected (code 62), as the real
+    server does.
+
+Each request gets its own connection to the one engine, so `SET`/`USE` never
+leak between requests.
+
+Run: python3 server.py --path DATA_DIR --port 8123
+"""
+
+import argparse
+import json
+import re
+import struct
+import sys
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
+
+import chdb
+import lz4.block
+from clickhouse_cityhash.cityhash import CityHash128
+
+# URL parameters that are part of the HTTP protocol, not query settings.
+PROTOCOL_PARAMS = {
+    "query", "database", "default_format", "compress", "decompress", "user",
+    "password", "query_id", "session_id", "session_timeout", "session_check",
+    "enable_http_compression", "role", "buffer_size", "wait_end_of_query",
+    "http_wait_end_of_query", "send_progress_in_http_headers", "quota_key",
+}
+
+LZ4_METHOD = 0x82
+NONE_METHOD = 0x02
+BLOCK_SIZE = 1 << 20
+
+INSERT_FORMAT_RE = re.compile(
+    rb"^\s*(INSERT\s+INTO\s.*?)\s+FORMAT\s+([A-Za-z0-9_]+)[ \t]*\r?\n?", re.I | re.S
+)
+IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+CODE_RE = re.compile(r"Code: (\d+)\.")
+
+
+class ClickHouseError(Exception):
+    """An error carrying a ClickHouse exception code."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def quote_string(value):
+    """Quote a value as a ClickHouse string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def check_single_statement(sql):
+    """Reject text holding more than one statement, ignoring quoted text and comments."""
+    i, n = 0, len(sql)
+    seen_semicolon = False
+    while i < n:
+        ch = sql[i]
+        if ch in "'\"`":
+            if seen_semicolon:
+                break
+            j = i + 1
+            while j < n:
+                if sql[j] == "\\":
+                    j += 2
+                    continue
+                if sql[j] == ch:
+                    if j + 1 < n and sql[j + 1] == ch:
+                        j += 2
+                        continue
+                    break
+                j += 1
+            i = j + 1
+            continue
+        if sql.startswith("--", i) or ch == "#":
+            j = sql.find("\n", i)
+            i = n if j < 0 else j + 1
+            continue
+        if sql.startswith("/*", i):
+            j = sql.find("*/", i + 2)
+            i = n if j < 0 else j + 2
+            continue
+        if ch == ";":
+            seen_semicolon = True
+        elif not ch.isspace() and seen_semicolon:
+            break
+        i += 1
+    else:
+        return
+    raise ClickHouseError(
+        62, "Code: 62. DB::Exception: Syntax error (Multi-statements are not allowed). (SYNTAX_ERROR)"
+    )
+
+
+def city_checksum(block):
+    """CityHash128 (v1.0.2) of a block as ClickHouse stores it: high 64 bits first, each LE."""
+    h = CityHash128(block)
+    return struct.pack("<QQ", h >> 64, h & (2**64 - 1))
+
+
+def decompress_blocks(data):
+    """Decode ClickHouse's compressed block stream (checksum, header, LZ4 data)."""
+    out = bytearray()
+    pos = 0
+    while pos < len(data):
+        if len(data) - pos < 25:
+            raise ClickHouseError(432, "Code: 432. DB::Exception: Truncated compressed block. (UNKNOWN_CODEC)")
+        checksum = data[pos:pos + 16]
+        method = data[pos + 16]
+        compressed_size, size = struct.unpack_from("<II", data, pos + 17)
+        block = data[pos + 16:pos + 16 + compressed_size]
+        if len(block) != compressed_size:
+            raise ClickHouseError(432, "Code: 432. DB::Exception: Truncated compressed block. (UNKNOWN_CODEC)")
+        if city_checksum(bytes(block)) != checksum:
+            raise ClickHouseError(40, "Code: 40. DB::Exception: Checksum doesn't match: corrupted data. (CHECKSUM_DOESNT_MATCH)")
+        payload = bytes(block[9:])
+        if method == LZ4_METHOD:
+            out += lz4.block.decompress(payload, uncompressed_size=size)
+        elif method == NONE_METHOD:
+            out += payload
+        else:
+            raise ClickHouseError(89, f"Code: 89. DB::Exception: Unknown codec family code: {method}. (UNKNOWN_CODEC)")
+        pos += 16 + compressed_size
+    return bytes(out)
+
+
+def compress_blocks(data):
+    """Encode bytes as ClickHouse compressed LZ4 blocks."""
+    out = bytearray()
+    for start in range(0, max(len(data), 1), BLOCK_SIZE):
+        chunk = data[start:start + BLOCK_SIZE]
+        payload = lz4.block.compress(chunk, store_size=False)
+        block = struct.pack("<BII", LZ4_METHOD, len(payload) + 9, len(chunk)) + payload
+        out += city_checksum(block) + block
+    return bytes(out)
+
+
+def error_from(exc):
+    """Turn a chDB exception into a ClickHouseError with the engine's code."""
+    text = str(exc)
+    m = CODE_RE.search(text)
+    code = int(m.group(1)) if m else 1002
+    if not m:
+        text = f"Code: 1002. DB::Exception: {text}. (UNKNOWN_EXCEPTION)"
+    return ClickHouseError(code, text)
+
+
+class Engine:
+    """The one chDB engine of this process, handing out per-request connections."""
+
+    def __init__(self, path):
+        self.path = path
+        # Holding one connection open keeps the engine alive between requests.
+        self.anchor = chdb.connect(path)
+
+    def run(self, params, body):
+        """Execute one HTTP request; returns (bytes, format, summary)."""
+        conn = chdb.connect(self.path)
+        try:
+            return self._run(conn, params, body)
+        finally:
+            conn.close()
+
+    def _run(self, conn, params, body):
+        for name, value in params.items():
+            if name in PROTOCOL_PARAMS or name.startswith("param_") or name == "readonly":
+                continue
+            if not IDENT_RE.match(name):
+                raise ClickHouseError(115, f"Code: 115. DB::Exception: Unknown setting '{name}'. (UNKNOWN_SETTING)")
+            self._exec(conn, f"SET {name} = {quote_string(value)}")
+        database = params.get("database")
+        if database:
+            if not IDENT_RE.match(database):
+                raise ClickHouseError(81, f"Code: 81. DB::Exception: Database {database} does not exist. (UNKNOWN_DATABASE)")
+            self._exec(conn, f"USE {database}")
+        if "readonly" in params:
+            self._exec(conn, f"SET readonly = {quote_string(params['readonly'])}")
+        bound = {k[len("param_"):]: v for k, v in params.items() if k.startswith("param_")}
+
+        url_query = params.get("query")
+        if url_query is not None:
+            head = url_query.encode()
+            data = body
+            m = INSERT_FORMAT_RE.match(head + b"\n")
+            if m and m.end() >= len(head):
+                return self._insert(conn, m, data)
+            sql = url_query + ("\n" + body.decode("utf-8") if body else "")
+        else:
+            m = INSERT_FORMAT_RE.match(body)
+            if m:
+                return self._insert(conn, m, body[m.end():])
+            sql = body.decode("utf-8")
+        if not sql.strip():
+            raise ClickHouseError(62, "Code: 62. DB::Exception: Empty query. (SYNTAX_ERROR)")
+        check_single_statement(sql)
+        fmt = params.get("default_format") or "TabSeparated"
+        try:
+            result = conn.query(sql, fmt, params=bound)
+        except Exception as exc:  # chDB raises ChdbError/RuntimeError with the engine's text
+            raise error_from(exc) from None
+        data = result.bytes() if hasattr(result, "bytes") else bytes(result)
+        summary = {"read_rows": str(getattr(result, "rows_read", lambda: 0)()),
+                   "written_rows": str(getattr(result, "rows_written", lambda: 0)())}
+        return data, fmt, summary
+
+    def _insert(self, conn, match, data):
+        sql = match.group(1).decode("utf-8")
+        fmt = match.group(2).decode("ascii")
+        check_single_statement(sql)
+        try:
+            inserter = conn.send_insert(sql, fmt)
+            try:
+                if data:
+                    inserter.append(data)
+                res = inserter.finish()
+            except BaseException:
+                try:
+                    inserter.cancel()
+                except Exception:
+                    pass
+                raise
+        except ClickHouseError:
+            raise
+        except Exception as exc:
+            raise error_from(exc) from None
+        written = getattr(res, "rows_written", 0)
+        return b"", fmt, {"read_rows": "0", "written_rows": str(written)}
+
+    @staticmethod
+    def _exec(conn, sql):
+        try:
+            conn.query(sql, "TabSeparated")
+        except Exception as exc:
+            raise error_from(exc) from None
+
+
+class Handler(BaseHTTPRequestHandler):
+    """One HTTP request → one engine call."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "obs-chdb-http"
+    engine = None
+
+    def log_message(self, fmt, *args):  # quiet by default; errors are logged below
+        pass
+
+    def _read_body(self):
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            out = bytearray()
+            while True:
+                line = self.rfile.readline()
+                size = int(line.split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return bytes(out)
+                out += self.rfile.read(size)
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _send(self, status, body, headers=None):
+        self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _handle(self):
+        url = urlsplit(self.path)
+        body = self._read_body() if self.command == "POST" else b""
+        if url.path in ("/ping",) or (url.path == "/" and not url.query and not body):
+            self._send(200, b"Ok.\n", {"Content-Type": "text/plain; charset=UTF-8"})
+            return
+        if url.path not in ("/", ""):
+            self._send(404, b"There is no handle " + url.path.encode() + b"\n")
+            return
+        params = dict(parse_qsl(url.query, keep_blank_values=True))
+        query_id = params.get("query_id") or str(uuid.uuid4())
+        try:
+            if params.get("decompress") == "1" and body:
+                body = decompress_blocks(body)
+            data, fmt, summary = self.engine.run(params, body)
+        except ClickHouseError as exc:
+            self._send(500, (exc.message + "\n").encode(), {
+                "Content-Type": "text/plain; charset=UTF-8",
+                "X-ClickHouse-Exception-Code": str(exc.code),
+                "X-ClickHouse-Query-Id": query_id,
+            })
+            return
+        except Exception as exc:  # a bug here must still answer, with a code
+            print(f"chdb-http: internal error: {exc!r}", file=sys.stderr)
+            self._send(500, f"Code: 1001. DB::Exception: {exc}. (STD_EXCEPTION)\n".encode(), {
+                "X-ClickHouse-Exception-Code": "1001"})
+            return
+        if params.get("compress") == "1":
+            data = compress_blocks(data)
+        self._send(200, data, {
+            "Content-Type": "text/plain; charset=UTF-8",
+            "X-ClickHouse-Format": fmt,
+            "X-ClickHouse-Query-Id": query_id,
+            "X-ClickHouse-Summary": json.dumps(summary),
+        })
+
+    def do_GET(self):
+        """GET runs read-only queries, as on the real server."""
+        url = urlsplit(self.path)
+        params = dict(parse_qsl(url.query, keep_blank_values=True))
+        if "query" in params and "readonly" not in params:
+            self.path = self.path + "&readonly=2"
+        self._handle()
+
+    def do_POST(self):
+        self._handle()
+
+
+def main():
+    parser = argparse.ArgumentParser(description="ClickHouse HTTP interface over chDB")
+    parser.add_argument("--path", required=True, help="chDB data directory")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8123)
+    args = parser.parse_args()
+    Handler.engine = Engine(args.path)
+    server = ThreadingHTTPServer((args.host, args.port), Handler)
+    server.daemon_threads = True
+    print(f"chdb-http listening on http://{args.host}:{args.port} data={args.path}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
