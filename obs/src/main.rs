@@ -76,7 +76,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() {
-    telemetry::init_logging();
+    telemetry::init();
     if let Err(e) = run(Cli::parse()).await {
         eprintln!("error: {e:#}");
         std::process::exit(1);

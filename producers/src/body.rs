@@ -98,8 +98,11 @@ mod tests {
     fn gzip_is_decoded_and_limited_after_decompression() {
         let mut h = HeaderMap::new();
         h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        assert_eq!(decode(&h, gz(b"hello"), 5).unwrap(), Bytes::from_static(b"hello"));
-        assert!(matches!(decode(&h, gz(&[0u8; 100]), 50), Err(CollectorError::TooLarge { limit: 50 })));
+        assert_eq!(decode(&h, gz(b"hello"), 100).unwrap(), Bytes::from_static(b"hello"));
+        // 1000 zeros compress to far less than the limit but expand past it.
+        let bomb = gz(&[0u8; 1000]);
+        assert!(bomb.len() < 100);
+        assert!(matches!(decode(&h, bomb, 100), Err(CollectorError::TooLarge { limit: 100 })));
         assert!(matches!(decode(&h, Bytes::from_static(b"not gzip"), 50), Err(CollectorError::BadRequest(_))));
     }
 

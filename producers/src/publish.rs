@@ -11,7 +11,8 @@ use obs_schemas::records::{LogBatch, LogRecord};
 use obs_schemas::stream_fingerprint;
 use obs_schemas::wire::Codec;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use obs_runtime::kafka::SharedProducer;
+use rdkafka::producer::FutureRecord;
 use serde::Serialize;
 
 use crate::error::CollectorError;
@@ -26,13 +27,13 @@ const ENQUEUE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Publishes normalised records to their topics.
 #[derive(Clone)]
 pub struct Publisher {
-    producer: FutureProducer,
+    producer: SharedProducer,
     codec: Arc<Codec>,
 }
 
 impl Publisher {
     /// A publisher over an (idempotent) producer and a registry codec.
-    pub fn new(producer: FutureProducer, codec: Arc<Codec>) -> Self {
+    pub fn new(producer: SharedProducer, codec: Arc<Codec>) -> Self {
         Publisher { producer, codec }
     }
 
@@ -69,8 +70,9 @@ impl Publisher {
                 .map_err(|e| CollectorError::Unavailable(e.to_string()))?;
             encoded.push((key, bytes));
         }
+        let (generation, producer) = self.producer.get();
         let sends = encoded.iter().map(|(key, payload)| {
-            self.producer
+            producer
                 .send(FutureRecord::to(topic.name()).key(key).payload(payload), ENQUEUE_TIMEOUT)
         });
         let mut failure = None;
@@ -87,6 +89,7 @@ impl Publisher {
             }
             Some(e) => {
                 tracing::warn!(topic = topic.name(), error = %e, "publish failed");
+                self.producer.reset(generation);
                 Err(CollectorError::Unavailable(describe(&e)))
             }
         }

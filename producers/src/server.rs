@@ -124,7 +124,7 @@ fn otlp_error(format: Format, e: CollectorError) -> Response {
 /// and OTLP/HTTP listeners.
 pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
     kafka::ensure_topics(&cfg.kafka).await?;
-    let producer = kafka::producer(&cfg.kafka)?;
+    let producer = kafka::SharedProducer::new(&cfg.kafka)?;
     let codec = Arc::new(Codec::new(&cfg.registry.url));
     let state = AppState { publisher: Publisher::new(producer, codec), cfg: Arc::new(cfg.collector.clone()) };
     let app = router(state).merge(ops::router(ready.clone()));

@@ -127,9 +127,17 @@ async fn run(state: ApiState, params: HashMap<String, String>) -> Response {
         .with_setting("result_overflow_mode", "throw")
         .with_setting("max_execution_time", limits.sql_max_seconds.to_string())
         .with_setting("readonly", "1");
-    let bytes = match query.fetch_bytes(ch_format) {
-        Ok(mut cursor) => cursor.collect().await,
-        Err(e) => Err(e),
+    // The engine stops at max_execution_time; this bounds a server that does not answer.
+    let deadline = std::time::Duration::from_secs(limits.sql_max_seconds + 5);
+    let fetched = tokio::time::timeout(deadline, async {
+        match query.fetch_bytes(ch_format) {
+            Ok(mut cursor) => cursor.collect().await,
+            Err(e) => Err(e),
+        }
+    })
+    .await;
+    let Ok(bytes) = fetched else {
+        return error(StatusCode::GATEWAY_TIMEOUT, format!("ClickHouse did not answer within {deadline:?}"));
     };
     match bytes {
         Ok(b) => ([(CONTENT_TYPE, content_type)], b).into_response(),

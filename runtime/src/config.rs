@@ -182,7 +182,9 @@ impl Config {
             anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
             fig = fig.merge(Toml::file(path));
         }
-        fig = fig.merge(Env::prefixed("OBS_").ignore(&["CONFIG"]).split("__"));
+        // Only nested keys (OBS_SECTION__KEY) are configuration; other OBS_* variables
+        // (OBS_CONFIG, the test harness's OBS_BIN, ...) are not.
+        fig = fig.merge(Env::prefixed("OBS_").filter(|k| k.as_str().contains("__")).split("__"));
         fig.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
     }
 }
@@ -196,6 +198,7 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.create_file("obs.toml", "[kafka]\nbrokers = \"file:9092\"\n[query]\nsql_max_rows = 5\n")?;
             jail.set_env("OBS_QUERY__SQL_MAX_ROWS", "7");
+            jail.set_env("OBS_UNRELATED", "ignored");
             let c = Config::load(Some(Path::new("obs.toml"))).unwrap();
             assert_eq!(c.kafka.brokers, "file:9092");
             assert_eq!(c.query.sql_max_rows, 7);

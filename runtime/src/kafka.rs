@@ -4,6 +4,7 @@
 //! commits only after its output is durable). The broker may not create topics on first
 //! produce (tansu does not), so every stage calls [`ensure_topics`] at start-up.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -30,6 +31,53 @@ pub fn producer(cfg: &KafkaConfig) -> anyhow::Result<FutureProducer> {
         .set("message.max.bytes", (8 << 20).to_string())
         .create()
         .context("creating the Kafka producer")
+}
+
+/// An idempotent producer that is replaced by a fresh one after a failed delivery.
+///
+/// Why: once a message of an idempotent producer has timed out (broker down), librdkafka
+/// bumps the producer epoch when the broker returns, and tansu 0.6 then refuses every later
+/// produce of that producer ("Unknown broker error") until the process restarts. A new
+/// producer session is accepted at once (checked with confluent-kafka 2.16 too). Messages of
+/// the old session that were still queued fail, and their callers answer "retry later".
+#[derive(Clone)]
+pub struct SharedProducer {
+    cfg: KafkaConfig,
+    current: Arc<RwLock<(u64, FutureProducer)>>,
+}
+
+impl SharedProducer {
+    /// Creates the first producer session.
+    pub fn new(cfg: &KafkaConfig) -> anyhow::Result<Self> {
+        Ok(SharedProducer { cfg: cfg.clone(), current: Arc::new(RwLock::new((0, producer(cfg)?))) })
+    }
+
+    /// The current session and its generation (pass it to [`SharedProducer::reset`]).
+    pub fn get(&self) -> (u64, FutureProducer) {
+        let guard = self.current.read().expect("producer lock");
+        (guard.0, guard.1.clone())
+    }
+
+    /// Replaces session `generation` with a new one, unless another caller already did.
+    pub fn reset(&self, generation: u64) {
+        let fresh = match producer(&self.cfg) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create a new Kafka producer");
+                return;
+            }
+        };
+        let old = {
+            let mut guard = self.current.write().expect("producer lock");
+            if guard.0 != generation {
+                return;
+            }
+            tracing::info!(generation = generation + 1, "starting a new Kafka producer session after a failed delivery");
+            std::mem::replace(&mut *guard, (generation + 1, fresh))
+        };
+        // Dropping a producer flushes it, which may block: not on the async runtime.
+        std::thread::spawn(move || drop(old));
+    }
 }
 
 /// A consumer in `group` that commits only when told to, starting from the earliest offset

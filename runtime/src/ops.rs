@@ -28,6 +28,8 @@ impl Readiness {
 
 /// Routes for `/metrics` (Prometheus text), `/healthz` (alive) and `/readyz` (503 until ready).
 pub fn router(ready: Readiness) -> Router {
+    // Install the recorder now: counts made before the first scrape must not be lost.
+    metrics_handle();
     Router::new()
         .route("/metrics", get(|| async { metrics_handle().render() }))
         .route("/healthz", get(|| async { "ok\n" }))

@@ -7,8 +7,10 @@ use tracing_subscriber::EnvFilter;
 
 static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// Starts logging to stderr, filtered by `RUST_LOG` (default `info`). Safe to call twice.
-pub fn init_logging() {
+/// Starts logging to stderr, filtered by `RUST_LOG` (default `info`), and installs the
+/// metrics recorder. Safe to call twice.
+pub fn init() {
+    metrics_handle();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)

@@ -17,7 +17,8 @@ use obs_schemas::records::DeadLetter;
 use obs_schemas::wire::{Codec, WireError};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use obs_runtime::kafka::SharedProducer;
+use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::table::TableSink;
@@ -30,7 +31,7 @@ type Ranges = BTreeMap<i32, (i64, i64)>;
 /// Drives one [`TableSink`].
 pub struct SinkDriver<T: TableSink> {
     consumer: StreamConsumer,
-    dlq: FutureProducer,
+    dlq: SharedProducer,
     codec: Arc<Codec>,
     client: clickhouse::Client,
     max_rows: usize,
@@ -49,7 +50,7 @@ impl<T: TableSink> SinkDriver<T> {
             .with_context(|| format!("subscribing to {}", T::TOPIC))?;
         Ok(SinkDriver {
             consumer,
-            dlq: kafka::producer(&cfg.kafka)?,
+            dlq: SharedProducer::new(&cfg.kafka)?,
             codec: Arc::new(Codec::new(&cfg.registry.url)),
             client: ch::client(&cfg.clickhouse),
             max_rows: cfg.sink.batch_max_rows.max(1),
@@ -132,11 +133,15 @@ impl<T: TableSink> SinkDriver<T> {
             let sent = match self.codec.encode(Topic::Dlq, &letter).await {
                 Ok(bytes) => {
                     let key = msg.key().unwrap_or_default();
-                    self.dlq
+                    let (generation, producer) = self.dlq.get();
+                    producer
                         .send(FutureRecord::to(Topic::Dlq.name()).key(key).payload(&bytes), Duration::from_secs(5))
                         .await
                         .map(|_| ())
-                        .map_err(|(e, _)| e.to_string())
+                        .map_err(|(e, _)| {
+                            self.dlq.reset(generation);
+                            e.to_string()
+                        })
                 }
                 Err(e) => Err(e.to_string()),
             };

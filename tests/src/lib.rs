@@ -1,1 +1,315 @@
-//! placeholder
+//! The harness for end-to-end tests: every test starts its own real stack on free loopback
+//! ports — the tansu broker (sqlite storage), the ClickHouse HTTP endpoint over chDB, and the
+//! `obs` binary — and stops it when dropped. Nothing is mocked.
+//!
+//! Where the parts come from (`scripts/stack test` sets all three):
+//! * `OBS_TANSU_BIN`: the tansu binary (else `tansu` on PATH);
+//! * `OBS_PYTHON`: a Python with chdb and the OpenTelemetry SDK (else `python3`);
+//! * `OBS_BIN`: the `obs` binary (else the one next to the test binary's target dir).
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tempfile::TempDir;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// The Python interpreter with the test dependencies.
+pub fn python() -> PathBuf {
+    std::env::var_os("OBS_PYTHON").map(PathBuf::from).unwrap_or_else(|| "python3".into())
+}
+
+fn tansu_bin() -> PathBuf {
+    std::env::var_os("OBS_TANSU_BIN").map(PathBuf::from).unwrap_or_else(|| "tansu".into())
+}
+
+/// The `obs` binary under test.
+pub fn obs_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("OBS_BIN") {
+        return p.into();
+    }
+    // target/debug/deps/<test> → target/debug/obs
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent().and_then(Path::parent).map(|d| d.join("obs")).expect("target dir")
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or fails after `timeout` naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn http_ok(url: &str) -> bool {
+    reqwest::get(url).await.map(|r| r.status().is_success()).unwrap_or(false)
+}
+
+fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// A child process that is killed when dropped; its output goes to a log file.
+pub struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Spawns `cmd` with its stdout and stderr in `dir/<name>.log`.
+    pub fn spawn(name: &str, mut cmd: Command, dir: &Path) -> anyhow::Result<Proc> {
+        let log = dir.join(format!("{name}.log"));
+        let out = File::options().create(true).append(true).open(&log)?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {name}: {cmd:?}"))?;
+        Ok(Proc { name: name.into(), child, log })
+    }
+
+    /// Kills the process (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The last lines of its log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        format!("--- {} ({}) ---\n{}", self.name, self.log.display(), lines[lines.len().saturating_sub(30)..].join("\n"))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tail());
+        }
+        self.kill();
+    }
+}
+
+/// The tansu broker with durable sqlite storage in its own directory.
+pub struct Broker {
+    /// Kafka port.
+    pub port: u16,
+    dir: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl Broker {
+    /// Starts a broker storing in `dir`, waiting until it accepts connections.
+    pub async fn start(dir: &Path) -> anyhow::Result<Broker> {
+        let mut b = Broker { port: free_port(), dir: dir.to_path_buf(), proc: None };
+        b.restart().await?;
+        Ok(b)
+    }
+
+    /// `host:port` for clients.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the broker (its storage stays).
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    /// Starts the broker again on the same port and storage.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let mut cmd = Command::new(tansu_bin());
+        cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .arg("--storage-engine")
+            .arg(format!("sqlite:///{}", self.dir.join("tansu.db").display()));
+        self.proc = Some(Proc::spawn("tansu", cmd, &self.dir)?);
+        let port = self.port;
+        wait_for("tansu to listen", Duration::from_secs(30), || async move { port_open(port).then_some(()) }).await
+    }
+}
+
+/// The ClickHouse HTTP endpoint over chDB (tools/chdb-http/server.py).
+pub struct ClickHouse {
+    /// HTTP port.
+    pub port: u16,
+    _proc: Proc,
+}
+
+impl ClickHouse {
+    /// Starts the endpoint with its data in `dir`, waiting for `/ping`.
+    pub async fn start(dir: &Path) -> anyhow::Result<ClickHouse> {
+        let port = free_port();
+        let mut cmd = Command::new(python());
+        cmd.arg(repo_root().join("tools/chdb-http/server.py"))
+            .arg("--path")
+            .arg(dir.join("clickhouse"))
+            .args(["--port", &port.to_string()]);
+        let proc = Proc::spawn("clickhouse", cmd, dir)?;
+        let url = format!("http://127.0.0.1:{port}/ping");
+        wait_for("ClickHouse endpoint /ping", Duration::from_secs(60), || {
+            let url = url.clone();
+            async move { http_ok(&url).await.then_some(()) }
+        })
+        .await?;
+        Ok(ClickHouse { port, _proc: proc })
+    }
+
+    /// Base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A `clickhouse` crate client with its defaults (LZ4, validation).
+    pub fn client(&self) -> clickhouse::Client {
+        clickhouse::Client::default().with_url(self.url())
+    }
+}
+
+/// Ports of one `obs up`.
+#[derive(Debug, Clone, Copy)]
+pub struct ObsPorts {
+    /// Schema registry.
+    pub registry: u16,
+    /// Collector main listener.
+    pub collector: u16,
+    /// Collector OTLP/HTTP listener.
+    pub otlp_http: u16,
+    /// Sink ops.
+    pub sink: u16,
+    /// Query API.
+    pub query: u16,
+}
+
+/// A whole local stack: broker, ClickHouse and `obs up`.
+pub struct Stack {
+    /// The broker (tests may stop and restart it).
+    pub broker: Broker,
+    /// The ClickHouse endpoint.
+    pub clickhouse: ClickHouse,
+    /// The pipeline's ports.
+    pub ports: ObsPorts,
+    obs: Proc,
+    dir: TempDir,
+}
+
+impl Stack {
+    /// Starts everything with default settings.
+    pub async fn start() -> anyhow::Result<Stack> {
+        Stack::start_with(&[]).await
+    }
+
+    /// Starts everything, with extra `OBS_*` settings for the pipeline.
+    pub async fn start_with(env: &[(&str, &str)]) -> anyhow::Result<Stack> {
+        let dir = tempfile::Builder::new().prefix("obs-e2e-").tempdir()?;
+        let (broker, clickhouse) = tokio::try_join!(Broker::start(dir.path()), ClickHouse::start(dir.path()))?;
+        let ports = ObsPorts {
+            registry: free_port(),
+            collector: free_port(),
+            otlp_http: free_port(),
+            sink: free_port(),
+            query: free_port(),
+        };
+        let mut cmd = Command::new(obs_bin());
+        cmd.arg("up")
+            .env("RUST_LOG", "info")
+            .env("OBS_KAFKA__BROKERS", broker.bootstrap())
+            .env("OBS_REGISTRY__URL", format!("http://127.0.0.1:{}", ports.registry))
+            .env("OBS_REGISTRY__LISTEN", format!("127.0.0.1:{}", ports.registry))
+            .env("OBS_REGISTRY__DATA_DIR", dir.path().join("registry"))
+            .env("OBS_CLICKHOUSE__URL", clickhouse.url())
+            .env("OBS_COLLECTOR__LISTEN", format!("127.0.0.1:{}", ports.collector))
+            .env("OBS_COLLECTOR__OTLP_HTTP_LISTEN", format!("127.0.0.1:{}", ports.otlp_http))
+            .env("OBS_SINK__LISTEN", format!("127.0.0.1:{}", ports.sink))
+            .env("OBS_SINK__BATCH_MAX_WAIT_MS", "200")
+            .env("OBS_QUERY__LISTEN", format!("127.0.0.1:{}", ports.query));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let obs = Proc::spawn("obs", cmd, dir.path())?;
+        let stack = Stack { broker, clickhouse, ports, obs, dir };
+        for port in [ports.collector, ports.sink, ports.query, ports.registry] {
+            let url = format!("http://127.0.0.1:{port}/readyz");
+            let ready = wait_for("obs up to be ready", Duration::from_secs(60), || {
+                let url = url.clone();
+                async move { http_ok(&url).await.then_some(()) }
+            })
+            .await;
+            if let Err(e) = ready {
+                bail!("{e}\n{}", stack.obs.log_tail());
+            }
+        }
+        Ok(stack)
+    }
+
+    /// The collector's OTLP/HTTP logs URL.
+    pub fn otlp_logs_url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1/logs", self.ports.otlp_http)
+    }
+
+    /// The query API's base URL.
+    pub fn query_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports.query)
+    }
+
+    /// A client for the pipeline's database.
+    pub fn db(&self) -> clickhouse::Client {
+        self.clickhouse.client().with_database("obs")
+    }
+
+    /// The stack's scratch directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The pipeline's log so far.
+    pub fn obs_log(&self) -> String {
+        self.obs.log_tail()
+    }
+
+    /// Polls until `SELECT count() FROM otel_logs WHERE <filter>` reaches `n` (exactly),
+    /// failing if it overshoots or times out.
+    pub async fn wait_log_count(&self, filter: &str, n: u64, timeout: Duration) -> anyhow::Result<()> {
+        let db = self.db();
+        let sql = format!("SELECT count() FROM otel_logs WHERE {filter}");
+        let got = wait_for(&format!("{n} rows where {filter}"), timeout, || {
+            let (db, sql) = (db.clone(), sql.clone());
+            async move {
+                let c: u64 = db.query(&sql).fetch_one().await.ok()?;
+                (c >= n).then_some(c)
+            }
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", self.obs_log()))?;
+        anyhow::ensure!(got == n, "expected exactly {n} rows where {filter}, found {got}");
+        Ok(())
+    }
+}

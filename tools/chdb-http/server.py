@@ -26,6 +26,7 @@ Run: python3 server.py --path DATA_DIR --port 8123
 
 import argparse
 import json
+import os
 import re
 import struct
 import sys
@@ -54,6 +55,7 @@ INSERT_FORMAT_RE = re.compile(
 )
 IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 CODE_RE = re.compile(r"Code: (\d+)\.")
+DEBUG = bool(os.environ.get("OBS_CHDB_DEBUG"))
 
 
 class ClickHouseError(Exception):
@@ -110,6 +112,23 @@ def check_single_statement(sql):
     raise ClickHouseError(
         62, "Code: 62. DB::Exception: Syntax error (Multi-statements are not allowed). (SYNTAX_ERROR)"
     )
+
+
+def parse_multipart(content_type, body):
+    """Fields of a multipart/form-data body (query, param_*, settings) as a dict."""
+    m = re.search(r'boundary="?([^";]+)"?', content_type)
+    if not m:
+        raise ClickHouseError(27, "Code: 27. DB::Exception: multipart body without a boundary. (CANNOT_PARSE_INPUT_ASSERTION_FAILED)")
+    delimiter = b"--" + m.group(1).encode()
+    fields = {}
+    for part in body.split(delimiter)[1:]:
+        if part.startswith(b"--"):
+            break
+        head, _, value = part.partition(b"\r\n\r\n")
+        name = re.search(rb'name="([^"]*)"', head)
+        if name:
+            fields[name.group(1).decode()] = value[:-2].decode("utf-8") if value.endswith(b"\r\n") else value.decode("utf-8")
+    return fields
 
 
 def city_checksum(block):
@@ -182,6 +201,8 @@ class Engine:
             conn.close()
 
     def _run(self, conn, params, body):
+        if DEBUG:
+            print(f"chdb-http: params={params!r} body={body[:300]!r}", file=sys.stderr, flush=True)
         for name, value in params.items():
             if name in PROTOCOL_PARAMS or name.startswith("param_") or name == "readonly":
                 continue
@@ -299,6 +320,11 @@ class Handler(BaseHTTPRequestHandler):
         params = dict(parse_qsl(url.query, keep_blank_values=True))
         query_id = params.get("query_id") or str(uuid.uuid4())
         try:
+            content_type = self.headers.get("Content-Type", "")
+            if content_type.lower().startswith("multipart/form-data"):
+                # The clickhouse crate sends queries with bound parameters as a form.
+                params.update(parse_multipart(content_type, body))
+                body = b""
             if params.get("decompress") == "1" and body:
                 body = decompress_blocks(body)
             data, fmt, summary = self.engine.run(params, body)

@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Send log records with the OpenTelemetry Python SDK's OTLP/HTTP exporter (a client we did
+not write), then print one JSON line per record describing exactly what was sent.
+
+Usage: send_otlp_logs.py --endpoint URL --run-id ID --count N [--compression gzip|none]
+Exits non-zero if the exporter reports a failure.
+"""
+
+import argparse
+import json
+import sys
+import time
+
+from opentelemetry._logs import LogRecord, SeverityNumber
+from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import LogRecordExportResult, SimpleLogRecordProcessor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.trace import TraceFlags
+
+SEVERITIES = [
+    ("DEBUG", SeverityNumber.DEBUG),
+    ("INFO", SeverityNumber.INFO),
+    ("WARN", SeverityNumber.WARN),
+    ("ERROR", SeverityNumber.ERROR),
+]
+
+
+class CheckedExporter(OTLPLogExporter):
+    """Remembers whether any export failed."""
+
+    failed = False
+
+    def export(self, batch):
+        result = super().export(batch)
+        if result != LogRecordExportResult.SUCCESS:
+            CheckedExporter.failed = True
+        return result
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--endpoint", required=True)
+    p.add_argument("--run-id", required=True)
+    p.add_argument("--count", type=int, default=20)
+    p.add_argument("--compression", default="none", choices=["none", "gzip"])
+    args = p.parse_args()
+
+    compression = Compression.Gzip if args.compression == "gzip" else Compression.NoCompression
+    exporter = CheckedExporter(endpoint=args.endpoint, compression=compression, timeout=10)
+    provider = LoggerProvider(resource=Resource.create({"service.name": "sdk-test-svc", "deployment.environment": "e2e"}))
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    logger = provider.get_logger("obs.e2e", "1.2.3")
+
+    base = time.time_ns()
+    for seq in range(args.count):
+        text, number = SEVERITIES[seq % len(SEVERITIES)]
+        ts = base - (args.count - seq) * 1_000_000
+        trace_id = (0x0AF7651916CD43DD8448EB211C80319C + seq) & ((1 << 128) - 1)
+        span_id = 0xB7AD6B7169203331 + seq
+        record = LogRecord(
+            timestamp=ts,
+            observed_timestamp=ts + 500,
+            trace_id=trace_id,
+            span_id=span_id,
+            trace_flags=TraceFlags(1),
+            severity_text=text,
+            severity_number=number,
+            body=f"order {seq} processed",
+            attributes={
+                "test.run_id": args.run_id,
+                "test.seq": seq,
+                "ratio": 0.25,
+                "ok": True,
+                "tags": ["a", "b"],
+                "user": f"u{seq}",
+            },
+        )
+        logger.emit(record)
+        print(json.dumps({
+            "seq": seq,
+            "timestamp_ns": ts,
+            "observed_timestamp_ns": ts + 500,
+            "trace_id": f"{trace_id:032x}",
+            "span_id": f"{span_id:016x}",
+            "severity_text": text,
+            "severity_number": int(number.value),
+            "body": f"order {seq} processed",
+        }))
+    provider.shutdown()
+    if CheckedExporter.failed:
+        print("export failed", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+//! The ClickHouse HTTP endpoint over chDB, exercised with the `clickhouse` crate (its
+//! defaults: LZ4 both ways, RowBinaryWithNamesAndTypes with schema validation) and plain
+//! HTTP; plus the migrations against it.
+
+use clickhouse::Row;
+use obs_e2e::ClickHouse;
+use obs_schemas::migrations::{MIGRATIONS, Retention, migrate};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+struct AllTypes {
+    ts: i64,
+    ts_sec: u32,
+    s: String,
+    lc: String,
+    u8v: u8,
+    u32v: u32,
+    u64v: u64,
+    i64v: i64,
+    f64v: f64,
+    m: Vec<(String, String)>,
+    #[serde(rename = "ev.Timestamp")]
+    ev_timestamp: Vec<i64>,
+    #[serde(rename = "ev.Name")]
+    ev_name: Vec<String>,
+    #[serde(rename = "ev.Attributes")]
+    ev_attributes: Vec<Vec<(String, String)>>,
+}
+
+const DDL: &str = "CREATE TABLE all_types (
+    ts DateTime64(9), ts_sec DateTime, s String, lc LowCardinality(String), u8v UInt8, u32v UInt32,
+    u64v UInt64, i64v Int64, f64v Float64, m Map(LowCardinality(String), String),
+    ev Nested (Timestamp DateTime64(9), Name LowCardinality(String), Attributes Map(LowCardinality(String), String))
+) ENGINE = MergeTree ORDER BY ts SETTINGS non_replicated_deduplication_window = 100";
+
+fn row(i: u32) -> AllTypes {
+    AllTypes {
+        ts: 1_763_000_000_123_456_789 + i as i64,
+        ts_sec: 1_763_000_000 + i,
+        s: format!("body 'quoted' \\ {i} ✓"),
+        lc: ["a", "b"][i as usize % 2].into(),
+        u8v: 255,
+        u32v: i,
+        u64v: u64::MAX - i as u64,
+        i64v: -(i as i64),
+        f64v: 0.1 * i as f64,
+        m: vec![("k".into(), format!("v{i}")), ("z".into(), String::new())],
+        ev_timestamp: vec![1, 2],
+        ev_name: vec!["e1".into(), "e2".into()],
+        ev_attributes: vec![vec![("a".into(), "1".into())], vec![]],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn insert_and_select_every_column_type_the_tables_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let ch = ClickHouse::start(dir.path()).await.unwrap();
+    let client = ch.client();
+    client.query(DDL).execute().await.unwrap();
+    let rows: Vec<AllTypes> = (0..20_000).map(row).collect();
+    let mut insert = client.insert::<AllTypes>("all_types").await.unwrap();
+    for r in &rows {
+        insert.write(r).await.unwrap();
+    }
+    insert.end().await.unwrap();
+    let back: Vec<AllTypes> = client.query("SELECT ?fields FROM all_types ORDER BY ts").fetch_all().await.unwrap();
+    assert_eq!(back.len(), rows.len());
+    assert_eq!(back, rows);
+
+    // Bound parameters, client-side (`?`) and server-side (`{name:Type}`).
+    let n: u64 = client
+        .query("SELECT count() FROM all_types WHERE lc = ? AND s LIKE {pat:String}")
+        .bind("a")
+        .param("pat", "%'quoted'%")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(n, 10_000);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_carry_codes_and_multi_statements_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let ch = ClickHouse::start(dir.path()).await.unwrap();
+    let client = ch.client();
+
+    let err = client.query("SELECT * FROM missing_table").fetch_all::<u8>().await.unwrap_err();
+    assert!(err.to_string().contains("Code: 60"), "{err}");
+
+    let err = client.query("SELECT 1; SELECT 2").fetch_all::<u8>().await.unwrap_err();
+    assert!(err.to_string().contains("Code: 62") && err.to_string().contains("Multi-statements"), "{err}");
+
+    // The same over plain HTTP: status 500 and the code in X-ClickHouse-Exception-Code.
+    let http = reqwest::Client::new();
+    let resp = http.post(ch.url()).body("SELECT 1; DROP TABLE x").send().await.unwrap();
+    assert_eq!(resp.status(), 500);
+    assert_eq!(resp.headers()["x-clickhouse-exception-code"], "62");
+    let resp = http.post(format!("{}/?query=SELECT+nope()", ch.url())).send().await.unwrap();
+    assert_eq!(resp.status(), 500);
+    assert_eq!(resp.headers()["x-clickhouse-exception-code"], "46");
+    // A `;` inside a string is not a second statement.
+    let resp = http.post(ch.url()).body("SELECT 'a;b'").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "a;b\n");
+    // INSERT with its data in the body, and GET being read-only.
+    http.post(ch.url()).body("CREATE TABLE t (a UInt8) ENGINE = Memory").send().await.unwrap();
+    let resp = http.post(format!("{}/?query=INSERT+INTO+t+FORMAT+CSV", ch.url())).body("1\n2\n").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = http.get(format!("{}/?query=INSERT+INTO+t+VALUES+(3)", ch.url())).send().await.unwrap();
+    assert_eq!(resp.headers()["x-clickhouse-exception-code"], "164");
+    let resp = http.get(format!("{}/?query=SELECT+sum(a)+FROM+t", ch.url())).send().await.unwrap();
+    assert_eq!(resp.text().await.unwrap(), "3\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn insert_deduplication_token_stores_a_retried_block_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ch = ClickHouse::start(dir.path()).await.unwrap();
+    let client = ch.client();
+    client.query(DDL).execute().await.unwrap();
+    for token in ["t1", "t1", "t2"] {
+        let mut insert = client
+            .insert::<AllTypes>("all_types")
+            .await
+            .unwrap()
+            .with_setting("insert_deduplication_token", token);
+        for i in 0..3 {
+            insert.write(&row(i)).await.unwrap();
+        }
+        insert.end().await.unwrap();
+    }
+    let n: u64 = client.query("SELECT count() FROM all_types").fetch_one().await.unwrap();
+    assert_eq!(n, 6, "t1 twice is stored once, t2 once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrations_are_idempotent_and_give_the_otel_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ch = ClickHouse::start(dir.path()).await.unwrap();
+    let client = ch.client();
+    let all: Vec<u32> = MIGRATIONS.iter().map(|m| m.version).collect();
+    let first = migrate(&client, "obs_test", &Retention::default()).await.unwrap();
+    assert_eq!((first.applied.clone(), first.already.clone()), (all.clone(), vec![]));
+    let second = migrate(&client, "obs_test", &Retention::default()).await.unwrap();
+    assert_eq!((second.applied, second.already), (vec![], all));
+
+    #[derive(Row, Deserialize)]
+    struct Col {
+        name: String,
+        #[serde(rename = "type")]
+        ty: String,
+    }
+    let cols: Vec<Col> = client
+        .query("SELECT name, type FROM system.columns WHERE database = 'obs_test' AND table = ? ORDER BY position")
+        .bind("otel_logs")
+        .fetch_all()
+        .await
+        .unwrap();
+    let got: Vec<(String, String)> = cols.into_iter().map(|c| (c.name, c.ty)).collect();
+    let want: Vec<(&str, &str)> = vec![
+        ("Timestamp", "DateTime64(9)"),
+        ("TimestampTime", "DateTime"),
+        ("TraceId", "String"),
+        ("SpanId", "String"),
+        ("TraceFlags", "UInt8"),
+        ("SeverityText", "LowCardinality(String)"),
+        ("SeverityNumber", "UInt8"),
+        ("ServiceName", "LowCardinality(String)"),
+        ("Body", "String"),
+        ("ResourceSchemaUrl", "LowCardinality(String)"),
+        ("ResourceAttributes", "Map(LowCardinality(String), String)"),
+        ("ScopeSchemaUrl", "LowCardinality(String)"),
+        ("ScopeName", "String"),
+        ("ScopeVersion", "LowCardinality(String)"),
+        ("ScopeAttributes", "Map(LowCardinality(String), String)"),
+        ("LogAttributes", "Map(LowCardinality(String), String)"),
+        ("EventName", "String"),
+        ("Tenant", "LowCardinality(String)"),
+    ];
+    let want: Vec<(String, String)> = want.into_iter().map(|(a, b)| (a.into(), b.into())).collect();
+    assert_eq!(got, want);
+
+    let tables: Vec<String> = client
+        .query("SELECT name FROM system.tables WHERE database = 'obs_test' ORDER BY name")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(
+        tables,
+        [
+            "metrics_samples",
+            "metrics_series",
+            "obs_events",
+            "obs_schema_migrations",
+            "otel_logs",
+            "otel_traces",
+            "otel_traces_trace_id_ts",
+            "otel_traces_trace_id_ts_mv"
+        ]
+    );
+    let sorting: String = client
+        .query("SELECT sorting_key FROM system.tables WHERE database = 'obs_test' AND name = 'otel_traces'")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(sorting, "Tenant, ServiceName, SpanName, toDateTime(Timestamp)");
+}
