@@ -11,7 +11,9 @@ use prost::Message;
 fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
         ..Default::default()
     }
 }
@@ -35,8 +37,13 @@ pub async fn run(base: &str, records: usize) -> anyhow::Result<()> {
             time_unix_nano: now - (records - i) as u64 * 10_000_000,
             severity_text: sev.into(),
             severity_number: num,
-            body: Some(AnyValue { value: Some(any_value::Value::StringValue(format!("{msg} (demo #{i})"))) }),
-            attributes: vec![kv("demo.seq", &i.to_string()), kv("http.route", "/api/orders")],
+            body: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(format!("{msg} (demo #{i})"))),
+            }),
+            attributes: vec![
+                kv("demo.seq", &i.to_string()),
+                kv("http.route", "/api/orders"),
+            ],
             trace_id: (i as u128 + 1).to_be_bytes().to_vec(),
             span_id: (i as u64 + 1).to_be_bytes().to_vec(),
             ..Default::default()
@@ -47,9 +54,19 @@ pub async fn run(base: &str, records: usize) -> anyhow::Result<()> {
             .iter()
             .zip(per_service)
             .map(|(svc, log_records)| ResourceLogs {
-                resource: Some(Resource { attributes: vec![kv("service.name", svc), kv("deployment.environment", "demo")], ..Default::default() }),
+                resource: Some(Resource {
+                    attributes: vec![
+                        kv("service.name", svc),
+                        kv("deployment.environment", "demo"),
+                    ],
+                    ..Default::default()
+                }),
                 scope_logs: vec![ScopeLogs {
-                    scope: Some(InstrumentationScope { name: "obs-demo".into(), version: env!("CARGO_PKG_VERSION").into(), ..Default::default() }),
+                    scope: Some(InstrumentationScope {
+                        name: "obs-demo".into(),
+                        version: env!("CARGO_PKG_VERSION").into(),
+                        ..Default::default()
+                    }),
                     log_records,
                     ..Default::default()
                 }],
@@ -65,7 +82,15 @@ pub async fn run(base: &str, records: usize) -> anyhow::Result<()> {
         .send()
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach the collector at {url}: {e}"))?;
-    anyhow::ensure!(resp.status().is_success(), "collector answered {}: {}", resp.status(), resp.text().await.unwrap_or_default());
-    println!("sent {records} demo log records from {} services to {url}", SERVICES.len());
+    anyhow::ensure!(
+        resp.status().is_success(),
+        "collector answered {}: {}",
+        resp.status(),
+        resp.text().await.unwrap_or_default()
+    );
+    println!(
+        "sent {records} demo log records from {} services to {url}",
+        SERVICES.len()
+    );
     Ok(())
 }

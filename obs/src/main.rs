@@ -116,8 +116,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn registry(cfg: Config) -> anyhow::Result<()> {
-    let store = SchemaStore::open(&cfg.registry.data_dir)
-        .with_context(|| format!("opening the registry in {}", cfg.registry.data_dir.display()))?;
+    let store = SchemaStore::open(&cfg.registry.data_dir).with_context(|| {
+        format!(
+            "opening the registry in {}",
+            cfg.registry.data_dir.display()
+        )
+    })?;
     tracing::info!(log = %store.path().display(), "registry storage");
     let app = registry_router(Arc::new(store)).merge(ops::router(ready_now()));
     ops::serve(&cfg.registry.listen, app, "schema registry").await
@@ -143,13 +147,18 @@ async fn migrate(cfg: &Config) -> anyhow::Result<()> {
                 tracing::info!("waiting for ClickHouse at {}: {e}", cfg.clickhouse.url);
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
-            Err(e) => return Err(e.context(format!("migrating ClickHouse at {}", cfg.clickhouse.url))),
+            Err(e) => {
+                return Err(e.context(format!("migrating ClickHouse at {}", cfg.clickhouse.url)));
+            }
         }
     }
 }
 
 fn is_connection_error(e: &anyhow::Error) -> bool {
-    matches!(e.downcast_ref::<clickhouse::error::Error>(), Some(clickhouse::error::Error::Network(_)))
+    matches!(
+        e.downcast_ref::<clickhouse::error::Error>(),
+        Some(clickhouse::error::Error::Network(_))
+    )
 }
 
 /// Every stage in one process, sharing nothing but configuration.
@@ -159,12 +168,18 @@ async fn up(cfg: Config) -> anyhow::Result<()> {
     let collector = tokio::spawn(obs_producers::run(cfg.clone(), ops::Readiness::default()));
     let sink_ready = ops::Readiness::default();
     let (sink_addr, sink_router) = (cfg.sink.listen.clone(), ops::router(sink_ready.clone()));
-    let sink_ops = tokio::spawn(async move { ops::serve(&sink_addr, sink_router, "sink ops").await });
+    let sink_ops =
+        tokio::spawn(async move { ops::serve(&sink_addr, sink_router, "sink ops").await });
     let sink = tokio::spawn(obs_sinks::run(cfg.clone(), sink_ready));
     let query = tokio::spawn(obs_query_api::run(cfg.clone(), ops::Readiness::default()));
     eprintln!(
         "obs is up: OTLP/HTTP http://{} and http://{} · registry {} · query API http://{} · ClickHouse {} (database {})",
-        cfg.collector.listen, cfg.collector.otlp_http_listen, cfg.registry.url, cfg.query.listen, cfg.clickhouse.url, cfg.clickhouse.database
+        cfg.collector.listen,
+        cfg.collector.otlp_http_listen,
+        cfg.registry.url,
+        cfg.query.listen,
+        cfg.clickhouse.url,
+        cfg.clickhouse.database
     );
     let (name, result) = tokio::select! {
         r = registry => ("registry", r),

@@ -16,7 +16,11 @@ pub async fn run(base: &str, query: &str, format: &str) -> anyhow::Result<()> {
         .query(&[("query", query), ("format", api_format)])
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the query API at {url}: {e} (is `obs up` or `obs query` running?)"))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the query API at {url}: {e} (is `obs up` or `obs query` running?)"
+            )
+        })?;
     let status = resp.status();
     let text = resp.text().await?;
     if !status.is_success() {
@@ -33,7 +37,11 @@ pub async fn run(base: &str, query: &str, format: &str) -> anyhow::Result<()> {
     let v: Value = serde_json::from_str(&text)?;
     let columns: Vec<String> = v["meta"]
         .as_array()
-        .map(|m| m.iter().filter_map(|c| c["name"].as_str().map(String::from)).collect())
+        .map(|m| {
+            m.iter()
+                .filter_map(|c| c["name"].as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header(&columns);
@@ -45,6 +53,10 @@ pub async fn run(base: &str, query: &str, format: &str) -> anyhow::Result<()> {
         }));
     }
     println!("{table}");
-    println!("{} row{}", rows.len(), if rows.len() == 1 { "" } else { "s" });
+    println!(
+        "{} row{}",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" }
+    );
     Ok(())
 }

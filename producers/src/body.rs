@@ -98,20 +98,35 @@ mod tests {
     fn gzip_is_decoded_and_limited_after_decompression() {
         let mut h = HeaderMap::new();
         h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        assert_eq!(decode(&h, gz(b"hello"), 100).unwrap(), Bytes::from_static(b"hello"));
+        assert_eq!(
+            decode(&h, gz(b"hello"), 100).unwrap(),
+            Bytes::from_static(b"hello")
+        );
         // 1000 zeros compress to far less than the limit but expand past it.
         let bomb = gz(&[0u8; 1000]);
         assert!(bomb.len() < 100);
-        assert!(matches!(decode(&h, bomb, 100), Err(CollectorError::TooLarge { limit: 100 })));
-        assert!(matches!(decode(&h, Bytes::from_static(b"not gzip"), 50), Err(CollectorError::BadRequest(_))));
+        assert!(matches!(
+            decode(&h, bomb, 100),
+            Err(CollectorError::TooLarge { limit: 100 })
+        ));
+        assert!(matches!(
+            decode(&h, Bytes::from_static(b"not gzip"), 50),
+            Err(CollectorError::BadRequest(_))
+        ));
     }
 
     #[test]
     fn content_types() {
         let mut h = HeaderMap::new();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
         assert_eq!(format(&h).unwrap(), Format::Json);
         h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        assert!(matches!(format(&h), Err(CollectorError::UnsupportedMediaType(_))));
+        assert!(matches!(
+            format(&h),
+            Err(CollectorError::UnsupportedMediaType(_))
+        ));
     }
 }

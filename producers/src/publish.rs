@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
+use obs_runtime::kafka::SharedProducer;
 use obs_schemas::Topic;
 use obs_schemas::records::{LogBatch, LogRecord};
 use obs_schemas::stream_fingerprint;
 use obs_schemas::wire::Codec;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use obs_runtime::kafka::SharedProducer;
 use rdkafka::producer::FutureRecord;
 use serde::Serialize;
 
@@ -44,7 +44,9 @@ impl Publisher {
             let fp = stream_fingerprint(
                 &r.tenant,
                 &r.service,
-                r.resource_attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                r.resource_attrs
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
             );
             groups.entry(fp).or_default().push(r);
         }
@@ -60,7 +62,11 @@ impl Publisher {
     }
 
     /// Encodes and sends `(key, value)` messages; Ok only when every one is acknowledged.
-    async fn send<T: Serialize>(&self, topic: Topic, messages: Vec<(Vec<u8>, T)>) -> Result<(), CollectorError> {
+    async fn send<T: Serialize>(
+        &self,
+        topic: Topic,
+        messages: Vec<(Vec<u8>, T)>,
+    ) -> Result<(), CollectorError> {
         let mut encoded = Vec::with_capacity(messages.len());
         for (key, value) in messages {
             let bytes = self
@@ -72,8 +78,10 @@ impl Publisher {
         }
         let (generation, producer) = self.producer.get();
         let sends = encoded.iter().map(|(key, payload)| {
-            producer
-                .send(FutureRecord::to(topic.name()).key(key).payload(payload), ENQUEUE_TIMEOUT)
+            producer.send(
+                FutureRecord::to(topic.name()).key(key).payload(payload),
+                ENQUEUE_TIMEOUT,
+            )
         });
         let mut failure = None;
         for result in join_all(sends).await {
@@ -98,7 +106,9 @@ impl Publisher {
 
 fn describe(e: &KafkaError) -> String {
     match e.rdkafka_error_code() {
-        Some(RDKafkaErrorCode::MessageTimedOut) => "the Kafka broker did not acknowledge in time".into(),
+        Some(RDKafkaErrorCode::MessageTimedOut) => {
+            "the Kafka broker did not acknowledge in time".into()
+        }
         Some(RDKafkaErrorCode::QueueFull) => "the Kafka producer queue is full".into(),
         _ => format!("Kafka: {e}"),
     }

@@ -13,7 +13,9 @@ use axum::routing::post;
 use obs_runtime::config::{CollectorConfig, Config};
 use obs_runtime::{kafka, ops};
 use obs_schemas::wire::Codec;
-use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use prost::Message;
 
 use crate::body::{self, Format};
@@ -40,7 +42,10 @@ pub fn router(state: AppState) -> Router {
 }
 
 fn now_ns() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
 /// The tenant of a request: `X-Scope-OrgID`, or the configured default.
@@ -54,7 +59,8 @@ fn tenant(headers: &HeaderMap, default: &str) -> Result<String, CollectorError> 
         .trim();
     let valid = !t.is_empty()
         && t.len() <= 128
-        && t.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if !valid {
         return Err(CollectorError::BadRequest(format!(
             "invalid {TENANT_HEADER} {t:?}: use 1-128 letters, digits, '-', '_' or '.'"
@@ -90,13 +96,19 @@ async fn otlp_logs(State(state): State<AppState>, headers: HeaderMap, body: Body
     .await;
     match result {
         Ok(n) => {
-            metrics::counter!("obs_collector_records_total", "signal" => "logs").increment(n as u64);
+            metrics::counter!("obs_collector_records_total", "signal" => "logs")
+                .increment(n as u64);
             let resp = ExportLogsServiceResponse::default();
             let bytes = match format {
                 Format::Protobuf => resp.encode_to_vec(),
                 Format::Json => b"{}".to_vec(),
             };
-            (StatusCode::OK, [(CONTENT_TYPE, format.content_type())], bytes).into_response()
+            (
+                StatusCode::OK,
+                [(CONTENT_TYPE, format.content_type())],
+                bytes,
+            )
+                .into_response()
         }
         Err(e) => otlp_error(format, e),
     }
@@ -106,7 +118,10 @@ async fn otlp_logs(State(state): State<AppState>, headers: HeaderMap, body: Body
 /// format carrying the message.
 fn otlp_error(format: Format, e: CollectorError) -> Response {
     metrics::counter!("obs_collector_rejected_total", "reason" => e.reason()).increment(1);
-    let status = Status { code: e.grpc_code(), message: e.to_string() };
+    let status = Status {
+        code: e.grpc_code(),
+        message: e.to_string(),
+    };
     let body = match format {
         Format::Protobuf => status.encode_to_vec(),
         Format::Json => serde_json::json!({"code": status.code, "message": status.message})
@@ -115,7 +130,8 @@ fn otlp_error(format: Format, e: CollectorError) -> Response {
     };
     let mut resp = (e.status(), [(CONTENT_TYPE, format.content_type())], body).into_response();
     if matches!(e, CollectorError::Unavailable(_)) {
-        resp.headers_mut().insert(RETRY_AFTER, "5".parse().expect("static header"));
+        resp.headers_mut()
+            .insert(RETRY_AFTER, "5".parse().expect("static header"));
     }
     resp
 }
@@ -126,11 +142,16 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
     kafka::ensure_topics(&cfg.kafka).await?;
     let producer = kafka::SharedProducer::new(&cfg.kafka)?;
     let codec = Arc::new(Codec::new(&cfg.registry.url));
-    let state = AppState { publisher: Publisher::new(producer, codec), cfg: Arc::new(cfg.collector.clone()) };
+    let state = AppState {
+        publisher: Publisher::new(producer, codec),
+        cfg: Arc::new(cfg.collector.clone()),
+    };
     let app = router(state).merge(ops::router(ready.clone()));
     ready.set(true);
     let main = ops::serve(&cfg.collector.listen, app.clone(), "collector");
-    if cfg.collector.otlp_http_listen.is_empty() || cfg.collector.otlp_http_listen == cfg.collector.listen {
+    if cfg.collector.otlp_http_listen.is_empty()
+        || cfg.collector.otlp_http_listen == cfg.collector.listen
+    {
         return main.await;
     }
     let otlp = ops::serve(&cfg.collector.otlp_http_listen, app, "collector OTLP/HTTP");

@@ -27,7 +27,10 @@ pub fn router(state: ApiState) -> Router {
 
 /// Serves the query API until the process ends.
 pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
-    let state = ApiState { client: ch::client(&cfg.clickhouse), cfg: Arc::new(cfg.query.clone()) };
+    let state = ApiState {
+        client: ch::client(&cfg.clickhouse),
+        cfg: Arc::new(cfg.query.clone()),
+    };
     let app = router(state).merge(ops::router(ready.clone()));
     ready.set(true);
     ops::serve(&cfg.query.listen, app, "query API").await

@@ -21,11 +21,19 @@ use crate::server::ApiState;
 const FORMATS: &[(&str, &str, &str)] = &[
     ("json", "JSON", "application/json"),
     ("csv", "CSVWithNames", "text/csv; charset=utf-8"),
-    ("arrow", "ArrowStream", "application/vnd.apache.arrow.stream"),
+    (
+        "arrow",
+        "ArrowStream",
+        "application/vnd.apache.arrow.stream",
+    ),
 ];
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, [(CONTENT_TYPE, "application/json")], json!({"status": "error", "error": message.into()}).to_string())
+    (
+        status,
+        [(CONTENT_TYPE, "application/json")],
+        json!({"status": "error", "error": message.into()}).to_string(),
+    )
         .into_response()
 }
 
@@ -81,7 +89,9 @@ pub fn check_statement(sql: &str) -> Result<(), String> {
     let Some(first) = words.first() else {
         return Err("empty query: pass the statement as `query`".into());
     };
-    const READS: &[&str] = &["SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS"];
+    const READS: &[&str] = &[
+        "SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS",
+    ];
     if !READS.contains(&first.as_str()) {
         return Err(format!(
             "only read-only statements are allowed here (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN, EXISTS), not {first}"
@@ -91,18 +101,26 @@ pub fn check_statement(sql: &str) -> Result<(), String> {
         return Err("one statement per request".into());
     }
     if words.iter().any(|w| w == "FORMAT") {
-        return Err("remove the FORMAT clause; choose the output with format=json|csv|arrow".into());
+        return Err(
+            "remove the FORMAT clause; choose the output with format=json|csv|arrow".into(),
+        );
     }
     Ok(())
 }
 
 /// GET with the query string.
-pub async fn get(State(state): State<ApiState>, Query(params): Query<HashMap<String, String>>) -> Response {
+pub async fn get(
+    State(state): State<ApiState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
     run(state, params).await
 }
 
 /// POST with a form body.
-pub async fn post(State(state): State<ApiState>, Form(params): Form<HashMap<String, String>>) -> Response {
+pub async fn post(
+    State(state): State<ApiState>,
+    Form(params): Form<HashMap<String, String>>,
+) -> Response {
     run(state, params).await
 }
 
@@ -112,7 +130,10 @@ async fn run(state: ApiState, params: HashMap<String, String>) -> Response {
     };
     let wanted = params.get("format").map(String::as_str).unwrap_or("json");
     let Some(&(_, ch_format, content_type)) = FORMATS.iter().find(|f| f.0 == wanted) else {
-        return error(StatusCode::BAD_REQUEST, format!("unknown format {wanted:?}: use json, csv or arrow"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown format {wanted:?}: use json, csv or arrow"),
+        );
     };
     if let Err(e) = check_statement(sql) {
         return error(StatusCode::BAD_REQUEST, e);
@@ -137,12 +158,18 @@ async fn run(state: ApiState, params: HashMap<String, String>) -> Response {
     })
     .await;
     let Ok(bytes) = fetched else {
-        return error(StatusCode::GATEWAY_TIMEOUT, format!("ClickHouse did not answer within {deadline:?}"));
+        return error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("ClickHouse did not answer within {deadline:?}"),
+        );
     };
     match bytes {
         Ok(b) => ([(CONTENT_TYPE, content_type)], b).into_response(),
         Err(clickhouse::error::Error::BadResponse(msg)) => error(StatusCode::BAD_REQUEST, msg),
-        Err(e) => error(StatusCode::BAD_GATEWAY, format!("ClickHouse is unreachable or failed: {e}")),
+        Err(e) => error(
+            StatusCode::BAD_GATEWAY,
+            format!("ClickHouse is unreachable or failed: {e}"),
+        ),
     }
 }
 
@@ -156,10 +183,22 @@ mod tests {
         assert!(check_statement("  with x as (select 1) select * from x;").is_ok());
         assert!(check_statement("SELECT 'a;b' -- ; comment").is_ok());
         assert!(check_statement("SELECT 'FORMAT CSV'").is_ok());
-        assert!(check_statement("INSERT INTO t VALUES (1)").unwrap_err().contains("INSERT"));
+        assert!(
+            check_statement("INSERT INTO t VALUES (1)")
+                .unwrap_err()
+                .contains("INSERT")
+        );
         assert!(check_statement("DROP TABLE t").is_err());
-        assert!(check_statement("SELECT 1; DROP TABLE t").unwrap_err().contains("one statement"));
-        assert!(check_statement("SELECT 1 FORMAT CSV").unwrap_err().contains("format="));
+        assert!(
+            check_statement("SELECT 1; DROP TABLE t")
+                .unwrap_err()
+                .contains("one statement")
+        );
+        assert!(
+            check_statement("SELECT 1 FORMAT CSV")
+                .unwrap_err()
+                .contains("format=")
+        );
         assert!(check_statement("/* only */ -- comments").is_err());
     }
 }

@@ -6,7 +6,9 @@ use crate::config::ClickHouseConfig;
 
 /// A client for the configured server, without a database (for `CREATE DATABASE`).
 pub fn server_client(cfg: &ClickHouseConfig) -> clickhouse::Client {
-    let mut c = clickhouse::Client::default().with_url(&cfg.url).with_user(&cfg.user);
+    let mut c = clickhouse::Client::default()
+        .with_url(&cfg.url)
+        .with_user(&cfg.user);
     if !cfg.password.is_empty() {
         c = c.with_password(&cfg.password);
     }

@@ -48,7 +48,11 @@ pub struct KafkaConfig {
 
 impl Default for KafkaConfig {
     fn default() -> Self {
-        KafkaConfig { brokers: "127.0.0.1:9092".into(), raw_partitions: 3, produce_timeout_ms: 10_000 }
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            raw_partitions: 3,
+            produce_timeout_ms: 10_000,
+        }
     }
 }
 
@@ -179,24 +183,37 @@ impl Config {
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
-            anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
+            anyhow::ensure!(
+                path.exists(),
+                "config file {} does not exist",
+                path.display()
+            );
             fig = fig.merge(Toml::file(path));
         }
         // Only nested keys (OBS_SECTION__KEY) are configuration; other OBS_* variables
         // (OBS_CONFIG, the test harness's OBS_BIN, ...) are not.
-        fig = fig.merge(Env::prefixed("OBS_").filter(|k| k.as_str().contains("__")).split("__"));
-        fig.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+        fig = fig.merge(
+            Env::prefixed("OBS_")
+                .filter(|k| k.as_str().contains("__"))
+                .split("__"),
+        );
+        fig.extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail closure returns figment's own error type
 mod tests {
     use super::*;
 
     #[test]
     fn file_then_env_override_defaults() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("obs.toml", "[kafka]\nbrokers = \"file:9092\"\n[query]\nsql_max_rows = 5\n")?;
+            jail.create_file(
+                "obs.toml",
+                "[kafka]\nbrokers = \"file:9092\"\n[query]\nsql_max_rows = 5\n",
+            )?;
             jail.set_env("OBS_QUERY__SQL_MAX_ROWS", "7");
             jail.set_env("OBS_UNRELATED", "ignored");
             let c = Config::load(Some(Path::new("obs.toml"))).unwrap();
@@ -211,7 +228,9 @@ mod tests {
     fn unknown_keys_are_errors() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("obs.toml", "[kafka]\nbrokerz = \"x\"\n")?;
-            let e = Config::load(Some(Path::new("obs.toml"))).unwrap_err().to_string();
+            let e = Config::load(Some(Path::new("obs.toml")))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("brokerz"), "{e}");
             Ok(())
         });

@@ -49,7 +49,10 @@ pub struct SharedProducer {
 impl SharedProducer {
     /// Creates the first producer session.
     pub fn new(cfg: &KafkaConfig) -> anyhow::Result<Self> {
-        Ok(SharedProducer { cfg: cfg.clone(), current: Arc::new(RwLock::new((0, producer(cfg)?))) })
+        Ok(SharedProducer {
+            cfg: cfg.clone(),
+            current: Arc::new(RwLock::new((0, producer(cfg)?))),
+        })
     }
 
     /// The current session and its generation (pass it to [`SharedProducer::reset`]).
@@ -72,7 +75,10 @@ impl SharedProducer {
             if guard.0 != generation {
                 return;
             }
-            tracing::info!(generation = generation + 1, "starting a new Kafka producer session after a failed delivery");
+            tracing::info!(
+                generation = generation + 1,
+                "starting a new Kafka producer session after a failed delivery"
+            );
             std::mem::replace(&mut *guard, (generation + 1, fresh))
         };
         // Dropping a producer flushes it, which may block: not on the async runtime.
@@ -106,7 +112,11 @@ pub async fn ensure_topics(cfg: &KafkaConfig) -> anyhow::Result<()> {
     let partitions: Vec<(Topic, i32)> = Topic::ALL
         .iter()
         .map(|&t| {
-            let n = if t.default_partitions() > 1 { cfg.raw_partitions } else { t.default_partitions() };
+            let n = if t.default_partitions() > 1 {
+                cfg.raw_partitions
+            } else {
+                t.default_partitions()
+            };
             (t, n)
         })
         .collect();

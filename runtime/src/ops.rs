@@ -50,9 +50,9 @@ pub fn router(ready: Readiness) -> Router {
 
 /// Binds `addr` and serves `app` until the process ends.
 pub async fn serve(addr: &str, app: Router, what: &str) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("{what}: cannot listen on {addr}: {e} (is another process using the port?)"))?;
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!("{what}: cannot listen on {addr}: {e} (is another process using the port?)")
+    })?;
     tracing::info!("{what} listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app).await?;
     Ok(())

@@ -12,7 +12,9 @@ static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn init() {
     metrics_handle();
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .try_init();
 }

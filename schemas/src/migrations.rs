@@ -22,10 +22,26 @@ pub struct Migration {
 
 /// Every migration, in order.
 pub const MIGRATIONS: &[Migration] = &[
-    Migration { version: 1, name: "otel_logs", sql: include_str!("../migrations/0001_otel_logs.sql") },
-    Migration { version: 2, name: "otel_traces", sql: include_str!("../migrations/0002_otel_traces.sql") },
-    Migration { version: 3, name: "metrics", sql: include_str!("../migrations/0003_metrics.sql") },
-    Migration { version: 4, name: "events", sql: include_str!("../migrations/0004_events.sql") },
+    Migration {
+        version: 1,
+        name: "otel_logs",
+        sql: include_str!("../migrations/0001_otel_logs.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "otel_traces",
+        sql: include_str!("../migrations/0002_otel_traces.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "metrics",
+        sql: include_str!("../migrations/0003_metrics.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "events",
+        sql: include_str!("../migrations/0004_events.sql"),
+    },
 ];
 
 /// Retention per table family, in days (TTL clauses of the DDL).
@@ -43,7 +59,12 @@ pub struct Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        Retention { logs_ttl_days: 30, traces_ttl_days: 30, metrics_ttl_days: 90, events_ttl_days: 365 }
+        Retention {
+            logs_ttl_days: 30,
+            traces_ttl_days: 30,
+            metrics_ttl_days: 90,
+            events_ttl_days: 365,
+        }
     }
 }
 
@@ -54,7 +75,10 @@ impl Migration {
             .sql
             .replace("{logs_ttl_days}", &retention.logs_ttl_days.to_string())
             .replace("{traces_ttl_days}", &retention.traces_ttl_days.to_string())
-            .replace("{metrics_ttl_days}", &retention.metrics_ttl_days.to_string())
+            .replace(
+                "{metrics_ttl_days}",
+                &retention.metrics_ttl_days.to_string(),
+            )
             .replace("{events_ttl_days}", &retention.events_ttl_days.to_string());
         let mut out = vec![];
         let mut current = String::new();
@@ -95,16 +119,26 @@ struct AppliedRow {
 /// Validates a database name; it is spliced into DDL, so only identifiers pass.
 pub fn check_identifier(name: &str) -> anyhow::Result<()> {
     let ok = !name.is_empty()
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    anyhow::ensure!(ok, "invalid ClickHouse identifier {name:?}: use letters, digits and underscores");
+    anyhow::ensure!(
+        ok,
+        "invalid ClickHouse identifier {name:?}: use letters, digits and underscores"
+    );
     Ok(())
 }
 
 /// Creates `database` if needed and applies every pending migration in order.
 ///
 /// `client` must not have a database set (it may not exist yet).
-pub async fn migrate(client: &Client, database: &str, retention: &Retention) -> anyhow::Result<MigrationReport> {
+pub async fn migrate(
+    client: &Client,
+    database: &str,
+    retention: &Retention,
+) -> anyhow::Result<MigrationReport> {
     check_identifier(database)?;
     client
         .query(&format!("CREATE DATABASE IF NOT EXISTS {database}"))
@@ -124,17 +158,23 @@ pub async fn migrate(client: &Client, database: &str, retention: &Retention) -> 
         .into_iter()
         .map(|r| r.version)
         .collect();
-    let mut report = MigrationReport { applied: vec![], already: vec![] };
+    let mut report = MigrationReport {
+        applied: vec![],
+        already: vec![],
+    };
     for m in MIGRATIONS {
         if done.contains(&m.version) {
             report.already.push(m.version);
             continue;
         }
         for stmt in m.statements(retention) {
-            db.query(&stmt)
-                .execute()
-                .await
-                .map_err(|e| anyhow::anyhow!("migration {} ({}) failed: {e}\nstatement: {stmt}", m.version, m.name))?;
+            db.query(&stmt).execute().await.map_err(|e| {
+                anyhow::anyhow!(
+                    "migration {} ({}) failed: {e}\nstatement: {stmt}",
+                    m.version,
+                    m.name
+                )
+            })?;
         }
         db.query("INSERT INTO obs_schema_migrations (version, name) VALUES (?, ?)")
             .bind(m.version)
@@ -153,18 +193,32 @@ mod tests {
 
     #[test]
     fn statements_are_split_and_filled() {
-        let r = Retention { logs_ttl_days: 7, ..Default::default() };
+        let r = Retention {
+            logs_ttl_days: 7,
+            ..Default::default()
+        };
         let logs = MIGRATIONS[0].statements(&r);
         assert_eq!(logs.len(), 1);
         assert!(logs[0].contains("toIntervalDay(7)"));
         assert!(!logs[0].ends_with(';'));
         let traces = MIGRATIONS[1].statements(&r);
         assert_eq!(traces.len(), 3);
-        assert!(traces[2].starts_with("CREATE MATERIALIZED VIEW IF NOT EXISTS otel_traces_trace_id_ts_mv"));
+        assert!(
+            traces[2]
+                .starts_with("CREATE MATERIALIZED VIEW IF NOT EXISTS otel_traces_trace_id_ts_mv")
+        );
         for m in MIGRATIONS {
             for s in m.statements(&r) {
-                assert!(!s.contains('{') || s.contains("Nested"), "unfilled placeholder in {}", m.name);
-                assert!(!s.contains('?'), "a ? would be taken as a bind placeholder in {}", m.name);
+                assert!(
+                    !s.contains('{') || s.contains("Nested"),
+                    "unfilled placeholder in {}",
+                    m.name
+                );
+                assert!(
+                    !s.contains('?'),
+                    "a ? would be taken as a bind placeholder in {}",
+                    m.name
+                );
             }
         }
     }

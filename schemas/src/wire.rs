@@ -67,17 +67,24 @@ impl Codec {
     }
 
     /// Encodes `value` as a value of `topic`, registering the topic's schema if needed.
-    pub async fn encode<T: Serialize>(&self, topic: Topic, value: &T) -> Result<Vec<u8>, WireError> {
+    pub async fn encode<T: Serialize>(
+        &self,
+        topic: Topic,
+        value: &T,
+    ) -> Result<Vec<u8>, WireError> {
         let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
             topic.name().to_string(),
             false,
             supplied_schema(topic),
         );
-        self.encoder.encode_struct(value, &strategy).await.map_err(|e| {
-            // The converter caches failures; a registry that comes back must be retried.
-            self.encoder.remove_errors_from_cache();
-            WireError::Registry(e.to_string())
-        })
+        self.encoder
+            .encode_struct(value, &strategy)
+            .await
+            .map_err(|e| {
+                // The converter caches failures; a registry that comes back must be retried.
+                self.encoder.remove_errors_from_cache();
+                WireError::Registry(e.to_string())
+            })
     }
 
     /// Decodes a message value (wire format) into `T`.
@@ -87,14 +94,10 @@ impl Codec {
                 "not Confluent wire format (expected magic byte 0 and a 4-byte schema id)".into(),
             ));
         }
-        let decoded = self
-            .decoder
-            .decode(Some(bytes))
-            .await
-            .map_err(|e| {
-                self.decoder.remove_errors_from_cache();
-                WireError::from_decode(e)
-            })?;
+        let decoded = self.decoder.decode(Some(bytes)).await.map_err(|e| {
+            self.decoder.remove_errors_from_cache();
+            WireError::from_decode(e)
+        })?;
         from_value::<T>(&decoded.value).map_err(|e| WireError::Malformed(e.to_string()))
     }
 }
@@ -106,7 +109,8 @@ pub fn supplied_schema(topic: Topic) -> SuppliedSchema {
 
 /// The schema id a wire-format message was written with.
 pub fn schema_id(bytes: &[u8]) -> Option<u32> {
-    (bytes.len() >= 5 && bytes[0] == 0).then(|| u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]))
+    (bytes.len() >= 5 && bytes[0] == 0)
+        .then(|| u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]))
 }
 
 #[cfg(test)]
@@ -120,14 +124,28 @@ mod tests {
         T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
     {
         let schema = Schema::parse_str(topic.value_schema()).expect("schema parses");
-        let avro = to_value(&value).unwrap().resolve(&schema).expect("value fits schema");
-        let bytes = apache_avro::to_avro_datum(&schema, avro).unwrap();
-        let back = apache_avro::from_avro_datum(&schema, &mut &bytes[..], None).unwrap();
+        let avro = to_value(&value)
+            .unwrap()
+            .resolve(&schema)
+            .expect("value fits schema");
+        let bytes = apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
+            .build()
+            .unwrap()
+            .write_value_to_vec(avro)
+            .unwrap();
+        let back = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
+            .build()
+            .unwrap()
+            .read_value(&mut &bytes[..])
+            .unwrap();
         assert_eq!(from_value::<T>(&back).unwrap(), value, "{topic}");
     }
 
     fn attrs(pairs: &[(&str, &str)]) -> Attrs {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -162,7 +180,11 @@ mod tests {
                         sum: 0.3,
                         count: 2,
                     }],
-                    exemplars: vec![Exemplar { timestamp_ms: 1, value: 2.0, labels: attrs(&[("trace_id", "ab")]) }],
+                    exemplars: vec![Exemplar {
+                        timestamp_ms: 1,
+                        value: 2.0,
+                        labels: attrs(&[("trace_id", "ab")]),
+                    }],
                     tenant: "t".into(),
                 }],
             },
@@ -176,8 +198,16 @@ mod tests {
                     name: "GET /".into(),
                     kind: "Server".into(),
                     status_code: "Ok".into(),
-                    events: vec![SpanEvent { timestamp_ns: 5, name: "e".into(), attrs: attrs(&[("a", "b")]) }],
-                    links: vec![SpanLink { trace_id: "x".into(), span_id: "y".into(), ..Default::default() }],
+                    events: vec![SpanEvent {
+                        timestamp_ns: 5,
+                        name: "e".into(),
+                        attrs: attrs(&[("a", "b")]),
+                    }],
+                    links: vec![SpanLink {
+                        trace_id: "x".into(),
+                        span_id: "y".into(),
+                        ..Default::default()
+                    }],
                     ..Default::default()
                 }],
             },
@@ -185,16 +215,51 @@ mod tests {
         roundtrip(
             Topic::Events,
             EventBatch {
-                events: vec![Event { id: "1".into(), kind: "deploy".into(), title: "v2".into(), ..Default::default() }],
+                events: vec![Event {
+                    id: "1".into(),
+                    kind: "deploy".into(),
+                    title: "v2".into(),
+                    ..Default::default()
+                }],
             },
         );
-        roundtrip(Topic::MetricsRollup, MetricRollup { count: 3, sum: 1.5, ..Default::default() });
-        roundtrip(Topic::Traces, TraceSummary { services: vec!["a".into()], ..Default::default() });
-        roundtrip(Topic::ServiceGraph, ServiceGraphEdge { request_count: 2, ..Default::default() });
-        roundtrip(Topic::Alerts, Alert { state: "firing".into(), ..Default::default() });
+        roundtrip(
+            Topic::MetricsRollup,
+            MetricRollup {
+                count: 3,
+                sum: 1.5,
+                ..Default::default()
+            },
+        );
+        roundtrip(
+            Topic::Traces,
+            TraceSummary {
+                services: vec!["a".into()],
+                ..Default::default()
+            },
+        );
+        roundtrip(
+            Topic::ServiceGraph,
+            ServiceGraphEdge {
+                request_count: 2,
+                ..Default::default()
+            },
+        );
+        roundtrip(
+            Topic::Alerts,
+            Alert {
+                state: "firing".into(),
+                ..Default::default()
+            },
+        );
         roundtrip(
             Topic::Dlq,
-            DeadLetter { key: Some(vec![1, 2]), value: None, error: "bad".into(), ..Default::default() },
+            DeadLetter {
+                key: Some(vec![1, 2]),
+                value: None,
+                error: "bad".into(),
+                ..Default::default()
+            },
         );
     }
 

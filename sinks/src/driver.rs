@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use obs_runtime::kafka::SharedProducer;
 use obs_runtime::{Config, clickhouse as ch, kafka};
 use obs_schemas::Topic;
 use obs_schemas::records::DeadLetter;
 use obs_schemas::wire::{Codec, WireError};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
-use obs_runtime::kafka::SharedProducer;
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -73,7 +73,9 @@ impl<T: TableSink> SinkDriver<T> {
             match tokio::time::timeout(wait, self.consumer.recv()).await {
                 Ok(Ok(msg)) => {
                     self.take(&msg, &mut rows).await;
-                    let e = ranges.entry(msg.partition()).or_insert((msg.offset(), msg.offset()));
+                    let e = ranges
+                        .entry(msg.partition())
+                        .or_insert((msg.offset(), msg.offset()));
                     e.1 = msg.offset();
                     started.get_or_insert_with(Instant::now);
                 }
@@ -125,9 +127,18 @@ impl<T: TableSink> SinkDriver<T> {
             value: msg.payload().map(<[u8]>::to_vec),
             stage: format!("sink:{}", T::TABLE),
             error: error.to_string(),
-            failed_at_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0),
+            failed_at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
         };
-        tracing::warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), error, "message sent to the DLQ");
+        tracing::warn!(
+            topic = msg.topic(),
+            partition = msg.partition(),
+            offset = msg.offset(),
+            error,
+            "message sent to the DLQ"
+        );
         let mut backoff = Duration::from_millis(200);
         loop {
             let sent = match self.codec.encode(Topic::Dlq, &letter).await {
@@ -135,7 +146,10 @@ impl<T: TableSink> SinkDriver<T> {
                     let key = msg.key().unwrap_or_default();
                     let (generation, producer) = self.dlq.get();
                     producer
-                        .send(FutureRecord::to(Topic::Dlq.name()).key(key).payload(&bytes), Duration::from_secs(5))
+                        .send(
+                            FutureRecord::to(Topic::Dlq.name()).key(key).payload(&bytes),
+                            Duration::from_secs(5),
+                        )
                         .await
                         .map(|_| ())
                         .map_err(|(e, _)| {
@@ -171,7 +185,8 @@ impl<T: TableSink> SinkDriver<T> {
             let started = Instant::now();
             match self.insert(&rows, &token).await {
                 Ok(()) => {
-                    metrics::counter!("obs_sink_rows_total", "table" => T::TABLE).increment(rows.len() as u64);
+                    metrics::counter!("obs_sink_rows_total", "table" => T::TABLE)
+                        .increment(rows.len() as u64);
                     metrics::histogram!("obs_sink_batch_seconds", "table" => T::TABLE)
                         .record(started.elapsed().as_secs_f64());
                     tracing::debug!(table = T::TABLE, rows = rows.len(), %token, "batch inserted");
@@ -179,7 +194,8 @@ impl<T: TableSink> SinkDriver<T> {
                 }
                 Err(e) => {
                     attempt += 1;
-                    metrics::counter!("obs_sink_insert_errors_total", "table" => T::TABLE).increment(1);
+                    metrics::counter!("obs_sink_insert_errors_total", "table" => T::TABLE)
+                        .increment(1);
                     tracing::warn!(table = T::TABLE, attempt, error = %e, "insert failed; retrying in {backoff:?}");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -227,7 +243,10 @@ impl<T: TableSink> SinkDriver<T> {
 /// The token naming exactly the offsets of a batch: the same offsets give the same token,
 /// so ClickHouse stores a retried insert once.
 pub fn dedup_token(topic: Topic, ranges: &Ranges) -> String {
-    let parts: Vec<String> = ranges.iter().map(|(p, (a, b))| format!("{p}:{a}-{b}")).collect();
+    let parts: Vec<String> = ranges
+        .iter()
+        .map(|(p, (a, b))| format!("{p}:{a}-{b}"))
+        .collect();
     format!("{}/{}", topic.name(), parts.join(","))
 }
 

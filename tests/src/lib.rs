@@ -18,21 +18,31 @@ use tempfile::TempDir;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 /// The Python interpreter with the test dependencies.
 pub fn python() -> PathBuf {
-    std::env::var_os("OBS_PYTHON").map(PathBuf::from).unwrap_or_else(|| "python3".into())
+    std::env::var_os("OBS_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "python3".into())
 }
 
 fn tansu_bin() -> PathBuf {
-    std::env::var_os("OBS_TANSU_BIN").map(PathBuf::from).unwrap_or_else(|| "tansu".into())
+    std::env::var_os("OBS_TANSU_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "tansu".into())
 }
 
 /// The `obs` binary under test.
@@ -42,7 +52,10 @@ pub fn obs_bin() -> PathBuf {
     }
     // target/debug/deps/<test> → target/debug/obs
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent().and_then(Path::parent).map(|d| d.join("obs")).expect("target dir")
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("obs"))
+        .expect("target dir")
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, or fails after `timeout` naming `what`.
@@ -53,7 +66,11 @@ where
 {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(v) = check().await {
+        // A check that hangs must not outlive the deadline either.
+        let remaining = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(100));
+        if let Ok(Some(v)) = tokio::time::timeout(remaining, check()).await {
             return Ok(v);
         }
         if Instant::now() > deadline {
@@ -63,8 +80,21 @@ where
     }
 }
 
+/// An HTTP client whose requests fail after `secs` instead of hanging a test.
+pub fn http(secs: u64) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(secs))
+        .build()
+        .expect("HTTP client")
+}
+
 async fn http_ok(url: &str) -> bool {
-    reqwest::get(url).await.map(|r| r.status().is_success()).unwrap_or(false)
+    http(5)
+        .get(url)
+        .send()
+        .await
+        .map(|r| r.status().is_success())
+        .unwrap_or(false)
 }
 
 fn port_open(port: u16) -> bool {
@@ -89,7 +119,11 @@ impl Proc {
             .stderr(out)
             .spawn()
             .with_context(|| format!("starting {name}: {cmd:?}"))?;
-        Ok(Proc { name: name.into(), child, log })
+        Ok(Proc {
+            name: name.into(),
+            child,
+            log,
+        })
     }
 
     /// Kills the process (SIGKILL) and waits for it.
@@ -102,7 +136,12 @@ impl Proc {
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        format!("--- {} ({}) ---\n{}", self.name, self.log.display(), lines[lines.len().saturating_sub(30)..].join("\n"))
+        format!(
+            "--- {} ({}) ---\n{}",
+            self.name,
+            self.log.display(),
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        )
     }
 }
 
@@ -126,7 +165,11 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker storing in `dir`, waiting until it accepts connections.
     pub async fn start(dir: &Path) -> anyhow::Result<Broker> {
-        let mut b = Broker { port: free_port(), dir: dir.to_path_buf(), proc: None };
+        let mut b = Broker {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            proc: None,
+        };
         b.restart().await?;
         Ok(b)
     }
@@ -148,12 +191,21 @@ impl Broker {
         self.stop();
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let mut cmd = Command::new(tansu_bin());
-        cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .arg("--storage-engine")
-            .arg(format!("sqlite:///{}", self.dir.join("tansu.db").display()));
+        cmd.args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .arg("--storage-engine")
+        .arg(format!("sqlite:///{}", self.dir.join("tansu.db").display()));
         self.proc = Some(Proc::spawn("tansu", cmd, &self.dir)?);
         let port = self.port;
-        wait_for("tansu to listen", Duration::from_secs(30), || async move { port_open(port).then_some(()) }).await
+        wait_for("tansu to listen", Duration::from_secs(30), || async move {
+            port_open(port).then_some(())
+        })
+        .await
     }
 }
 
@@ -230,7 +282,8 @@ impl Stack {
     /// Starts everything, with extra `OBS_*` settings for the pipeline.
     pub async fn start_with(env: &[(&str, &str)]) -> anyhow::Result<Stack> {
         let dir = tempfile::Builder::new().prefix("obs-e2e-").tempdir()?;
-        let (broker, clickhouse) = tokio::try_join!(Broker::start(dir.path()), ClickHouse::start(dir.path()))?;
+        let (broker, clickhouse) =
+            tokio::try_join!(Broker::start(dir.path()), ClickHouse::start(dir.path()))?;
         let ports = ObsPorts {
             registry: free_port(),
             collector: free_port(),
@@ -242,12 +295,24 @@ impl Stack {
         cmd.arg("up")
             .env("RUST_LOG", "info")
             .env("OBS_KAFKA__BROKERS", broker.bootstrap())
-            .env("OBS_REGISTRY__URL", format!("http://127.0.0.1:{}", ports.registry))
-            .env("OBS_REGISTRY__LISTEN", format!("127.0.0.1:{}", ports.registry))
+            .env(
+                "OBS_REGISTRY__URL",
+                format!("http://127.0.0.1:{}", ports.registry),
+            )
+            .env(
+                "OBS_REGISTRY__LISTEN",
+                format!("127.0.0.1:{}", ports.registry),
+            )
             .env("OBS_REGISTRY__DATA_DIR", dir.path().join("registry"))
             .env("OBS_CLICKHOUSE__URL", clickhouse.url())
-            .env("OBS_COLLECTOR__LISTEN", format!("127.0.0.1:{}", ports.collector))
-            .env("OBS_COLLECTOR__OTLP_HTTP_LISTEN", format!("127.0.0.1:{}", ports.otlp_http))
+            .env(
+                "OBS_COLLECTOR__LISTEN",
+                format!("127.0.0.1:{}", ports.collector),
+            )
+            .env(
+                "OBS_COLLECTOR__OTLP_HTTP_LISTEN",
+                format!("127.0.0.1:{}", ports.otlp_http),
+            )
             .env("OBS_SINK__LISTEN", format!("127.0.0.1:{}", ports.sink))
             .env("OBS_SINK__BATCH_MAX_WAIT_MS", "200")
             .env("OBS_QUERY__LISTEN", format!("127.0.0.1:{}", ports.query));
@@ -255,7 +320,13 @@ impl Stack {
             cmd.env(k, v);
         }
         let obs = Proc::spawn("obs", cmd, dir.path())?;
-        let stack = Stack { broker, clickhouse, ports, obs, dir };
+        let stack = Stack {
+            broker,
+            clickhouse,
+            ports,
+            obs,
+            dir,
+        };
         for port in [ports.collector, ports.sink, ports.query, ports.registry] {
             let url = format!("http://127.0.0.1:{port}/readyz");
             let ready = wait_for("obs up to be ready", Duration::from_secs(60), || {
@@ -297,7 +368,12 @@ impl Stack {
 
     /// Polls until `SELECT count() FROM otel_logs WHERE <filter>` reaches `n` (exactly),
     /// failing if it overshoots or times out.
-    pub async fn wait_log_count(&self, filter: &str, n: u64, timeout: Duration) -> anyhow::Result<()> {
+    pub async fn wait_log_count(
+        &self,
+        filter: &str,
+        n: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         let db = self.db();
         let sql = format!("SELECT count() FROM otel_logs WHERE {filter}");
         let got = wait_for(&format!("{n} rows where {filter}"), timeout, || {
@@ -309,7 +385,10 @@ impl Stack {
         })
         .await
         .map_err(|e| anyhow::anyhow!("{e}\n{}", self.obs_log()))?;
-        anyhow::ensure!(got == n, "expected exactly {n} rows where {filter}, found {got}");
+        anyhow::ensure!(
+            got == n,
+            "expected exactly {n} rows where {filter}, found {got}"
+        );
         Ok(())
     }
 }

@@ -63,7 +63,11 @@ async fn insert_and_select_every_column_type_the_tables_use() {
         insert.write(r).await.unwrap();
     }
     insert.end().await.unwrap();
-    let back: Vec<AllTypes> = client.query("SELECT ?fields FROM all_types ORDER BY ts").fetch_all().await.unwrap();
+    let back: Vec<AllTypes> = client
+        .query("SELECT ?fields FROM all_types ORDER BY ts")
+        .fetch_all()
+        .await
+        .unwrap();
     assert_eq!(back.len(), rows.len());
     assert_eq!(back, rows);
 
@@ -84,31 +88,73 @@ async fn errors_carry_codes_and_multi_statements_are_rejected() {
     let ch = ClickHouse::start(dir.path()).await.unwrap();
     let client = ch.client();
 
-    let err = client.query("SELECT * FROM missing_table").fetch_all::<u8>().await.unwrap_err();
+    let err = client
+        .query("SELECT * FROM missing_table")
+        .fetch_all::<u8>()
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("Code: 60"), "{err}");
 
-    let err = client.query("SELECT 1; SELECT 2").fetch_all::<u8>().await.unwrap_err();
-    assert!(err.to_string().contains("Code: 62") && err.to_string().contains("Multi-statements"), "{err}");
+    let err = client
+        .query("SELECT 1; SELECT 2")
+        .fetch_all::<u8>()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("Code: 62") && err.to_string().contains("Multi-statements"),
+        "{err}"
+    );
 
     // The same over plain HTTP: status 500 and the code in X-ClickHouse-Exception-Code.
     let http = reqwest::Client::new();
-    let resp = http.post(ch.url()).body("SELECT 1; DROP TABLE x").send().await.unwrap();
+    let resp = http
+        .post(ch.url())
+        .body("SELECT 1; DROP TABLE x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 500);
     assert_eq!(resp.headers()["x-clickhouse-exception-code"], "62");
-    let resp = http.post(format!("{}/?query=SELECT+nope()", ch.url())).send().await.unwrap();
+    let resp = http
+        .post(format!("{}/?query=SELECT+nope()", ch.url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 500);
     assert_eq!(resp.headers()["x-clickhouse-exception-code"], "46");
     // A `;` inside a string is not a second statement.
-    let resp = http.post(ch.url()).body("SELECT 'a;b'").send().await.unwrap();
+    let resp = http
+        .post(ch.url())
+        .body("SELECT 'a;b'")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), "a;b\n");
     // INSERT with its data in the body, and GET being read-only.
-    http.post(ch.url()).body("CREATE TABLE t (a UInt8) ENGINE = Memory").send().await.unwrap();
-    let resp = http.post(format!("{}/?query=INSERT+INTO+t+FORMAT+CSV", ch.url())).body("1\n2\n").send().await.unwrap();
+    http.post(ch.url())
+        .body("CREATE TABLE t (a UInt8) ENGINE = Memory")
+        .send()
+        .await
+        .unwrap();
+    let resp = http
+        .post(format!("{}/?query=INSERT+INTO+t+FORMAT+CSV", ch.url()))
+        .body("1\n2\n")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
-    let resp = http.get(format!("{}/?query=INSERT+INTO+t+VALUES+(3)", ch.url())).send().await.unwrap();
+    let resp = http
+        .get(format!("{}/?query=INSERT+INTO+t+VALUES+(3)", ch.url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.headers()["x-clickhouse-exception-code"], "164");
-    let resp = http.get(format!("{}/?query=SELECT+sum(a)+FROM+t", ch.url())).send().await.unwrap();
+    let resp = http
+        .get(format!("{}/?query=SELECT+sum(a)+FROM+t", ch.url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.text().await.unwrap(), "3\n");
 }
 
@@ -129,7 +175,11 @@ async fn insert_deduplication_token_stores_a_retried_block_once() {
         }
         insert.end().await.unwrap();
     }
-    let n: u64 = client.query("SELECT count() FROM all_types").fetch_one().await.unwrap();
+    let n: u64 = client
+        .query("SELECT count() FROM all_types")
+        .fetch_one()
+        .await
+        .unwrap();
     assert_eq!(n, 6, "t1 twice is stored once, t2 once");
 }
 
@@ -139,9 +189,16 @@ async fn migrations_are_idempotent_and_give_the_otel_shapes() {
     let ch = ClickHouse::start(dir.path()).await.unwrap();
     let client = ch.client();
     let all: Vec<u32> = MIGRATIONS.iter().map(|m| m.version).collect();
-    let first = migrate(&client, "obs_test", &Retention::default()).await.unwrap();
-    assert_eq!((first.applied.clone(), first.already.clone()), (all.clone(), vec![]));
-    let second = migrate(&client, "obs_test", &Retention::default()).await.unwrap();
+    let first = migrate(&client, "obs_test", &Retention::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.applied.clone(), first.already.clone()),
+        (all.clone(), vec![])
+    );
+    let second = migrate(&client, "obs_test", &Retention::default())
+        .await
+        .unwrap();
     assert_eq!((second.applied, second.already), (vec![], all));
 
     #[derive(Row, Deserialize)]
@@ -177,7 +234,10 @@ async fn migrations_are_idempotent_and_give_the_otel_shapes() {
         ("EventName", "String"),
         ("Tenant", "LowCardinality(String)"),
     ];
-    let want: Vec<(String, String)> = want.into_iter().map(|(a, b)| (a.into(), b.into())).collect();
+    let want: Vec<(String, String)> = want
+        .into_iter()
+        .map(|(a, b)| (a.into(), b.into()))
+        .collect();
     assert_eq!(got, want);
 
     let tables: Vec<String> = client
@@ -203,5 +263,8 @@ async fn migrations_are_idempotent_and_give_the_otel_shapes() {
         .fetch_one()
         .await
         .unwrap();
-    assert_eq!(sorting, "Tenant, ServiceName, SpanName, toDateTime(Timestamp)");
+    assert_eq!(
+        sorting,
+        "Tenant, ServiceName, SpanName, toDateTime(Timestamp)"
+    );
 }

@@ -55,23 +55,37 @@ struct Status {
 }
 
 fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos())
+    format!(
+        "{prefix}-{}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
 }
 
 fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
         ..Default::default()
     }
 }
 
 /// A request with one record per marker, service `hand-built`.
 fn request(markers: &[&str]) -> ExportLogsServiceRequest {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
-            resource: Some(Resource { attributes: vec![kv("service.name", "hand-built")], ..Default::default() }),
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "hand-built")],
+                ..Default::default()
+            }),
             scope_logs: vec![ScopeLogs {
                 log_records: markers
                     .iter()
@@ -79,7 +93,9 @@ fn request(markers: &[&str]) -> ExportLogsServiceRequest {
                         time_unix_nano: now,
                         severity_text: "INFO".into(),
                         severity_number: 9,
-                        body: Some(AnyValue { value: Some(any_value::Value::StringValue(format!("marker {m}"))) }),
+                        body: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(format!("marker {m}"))),
+                        }),
                         attributes: vec![kv("test.marker", m)],
                         ..Default::default()
                     })
@@ -97,12 +113,20 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-async fn post(url: &str, content_type: &str, encoding: Option<&str>, body: Vec<u8>) -> reqwest::Response {
-    let mut req = reqwest::Client::new().post(url).header("Content-Type", content_type).body(body);
+async fn post(
+    url: &str,
+    content_type: &str,
+    encoding: Option<&str>,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    let mut req = obs_e2e::http(60)
+        .post(url)
+        .header("Content-Type", content_type)
+        .body(body);
     if let Some(e) = encoding {
         req = req.header("Content-Encoding", e);
     }
-    req.timeout(Duration::from_secs(60)).send().await.expect("collector reachable")
+    req.send().await.expect("collector reachable")
 }
 
 fn marker_filter(marker: &str) -> String {
@@ -116,11 +140,22 @@ async fn python_sdk_logs_arrive_exactly_once_with_every_field() {
         let run_id = unique(compression);
         let out = Command::new(python())
             .arg(repo_root().join("tests/python/send_otlp_logs.py"))
-            .args(["--endpoint", &stack.otlp_logs_url(), "--run-id", &run_id, "--count", "40"])
+            .args([
+                "--endpoint",
+                &stack.otlp_logs_url(),
+                "--run-id",
+                &run_id,
+                "--count",
+                "40",
+            ])
             .args(["--compression", compression])
             .output()
             .expect("python runs");
-        assert!(out.status.success(), "SDK sender failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "SDK sender failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let sent: Vec<Sent> = String::from_utf8(out.stdout)
             .unwrap()
             .lines()
@@ -129,7 +164,10 @@ async fn python_sdk_logs_arrive_exactly_once_with_every_field() {
         assert_eq!(sent.len(), 40);
 
         let filter = format!("LogAttributes['test.run_id'] = '{run_id}'");
-        stack.wait_log_count(&filter, 40, Duration::from_secs(60)).await.unwrap();
+        stack
+            .wait_log_count(&filter, 40, Duration::from_secs(60))
+            .await
+            .unwrap();
         let rows: Vec<LogRow> = stack
             .db()
             .query("SELECT ?fields FROM otel_logs WHERE LogAttributes['test.run_id'] = ? ORDER BY Timestamp")
@@ -139,8 +177,13 @@ async fn python_sdk_logs_arrive_exactly_once_with_every_field() {
             .unwrap();
         assert_eq!(rows.len(), 40);
         for (row, s) in rows.iter().zip(&sent) {
-            let attrs: std::collections::BTreeMap<_, _> = row.log_attributes.iter().cloned().collect();
-            assert_eq!(attrs["test.seq"], s.seq.to_string(), "records out of order or missing");
+            let attrs: std::collections::BTreeMap<_, _> =
+                row.log_attributes.iter().cloned().collect();
+            assert_eq!(
+                attrs["test.seq"],
+                s.seq.to_string(),
+                "records out of order or missing"
+            );
             assert_eq!(row.timestamp, s.timestamp_ns);
             assert_eq!(row.body, s.body);
             assert_eq!(row.severity_text, s.severity_text);
@@ -164,7 +207,8 @@ async fn python_sdk_logs_arrive_exactly_once_with_every_field() {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
             assert_eq!(attrs, expected);
-            let res: std::collections::BTreeMap<_, _> = row.resource_attributes.iter().cloned().collect();
+            let res: std::collections::BTreeMap<_, _> =
+                row.resource_attributes.iter().cloned().collect();
             assert_eq!(res["service.name"], "sdk-test-svc");
             assert_eq!(res["deployment.environment"], "e2e");
             assert_eq!(res["telemetry.sdk.language"], "python");
@@ -178,13 +222,25 @@ async fn json_and_gzipped_protobuf_bodies_are_stored() {
     let url = stack.otlp_logs_url();
 
     let pb_marker = unique("pb");
-    let resp = post(&url, "application/x-protobuf", Some("gzip"), gzip(&request(&[&pb_marker]).encode_to_vec())).await;
+    let resp = post(
+        &url,
+        "application/x-protobuf",
+        Some("gzip"),
+        gzip(&request(&[&pb_marker]).encode_to_vec()),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "application/x-protobuf");
 
     let json_marker = unique("json");
     // A current time: TTL merges may drop old-dated rows.
-    let ts = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as i64 / 1000 * 1000 + 789;
+    let ts = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+        / 1000
+        * 1000
+        + 789;
     let body = format!(
         r#"{{"resourceLogs":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"json-svc"}}}}]}},
         "scopeLogs":[{{"scope":{{"name":"json-scope"}},"logRecords":[{{"timeUnixNano":"{ts}",
@@ -198,8 +254,11 @@ async fn json_and_gzipped_protobuf_bodies_are_stored() {
 
     // Through the tenant header, over the collector's main port too.
     let tenant_marker = unique("tenant");
-    let resp = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}/v1/logs", stack.ports.collector))
+    let resp = obs_e2e::http(60)
+        .post(format!(
+            "http://127.0.0.1:{}/v1/logs",
+            stack.ports.collector
+        ))
         .header("Content-Type", "application/x-protobuf")
         .header("X-Scope-OrgID", "team-a")
         .body(request(&[&tenant_marker]).encode_to_vec())
@@ -209,7 +268,10 @@ async fn json_and_gzipped_protobuf_bodies_are_stored() {
     assert_eq!(resp.status(), 200);
 
     for m in [&pb_marker, &json_marker, &tenant_marker] {
-        stack.wait_log_count(&marker_filter(m), 1, Duration::from_secs(60)).await.unwrap();
+        stack
+            .wait_log_count(&marker_filter(m), 1, Duration::from_secs(60))
+            .await
+            .unwrap();
     }
     let row: LogRow = stack
         .db()
@@ -239,22 +301,29 @@ async fn json_and_gzipped_protobuf_bodies_are_stored() {
     assert_eq!(tenant, "team-a");
 
     // The value in Kafka carries the registry id of the obs.logs-value subject.
-    let latest: serde_json::Value = reqwest::get(format!(
-        "http://127.0.0.1:{}/subjects/obs.logs-value/versions/latest",
-        stack.ports.registry
-    ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let latest: serde_json::Value = obs_e2e::http(30)
+        .get(format!(
+            "http://127.0.0.1:{}/subjects/obs.logs-value/versions/latest",
+            stack.ports.registry
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(latest["version"], 1);
-    assert_eq!(latest["schema"].as_str().unwrap(), obs_schemas::Topic::Logs.value_schema());
+    assert_eq!(
+        latest["schema"].as_str().unwrap(),
+        obs_schemas::Topic::Logs.value_schema()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_bodies_get_clear_errors_and_write_nothing() {
-    let stack = Stack::start_with(&[("OBS_COLLECTOR__MAX_BODY_BYTES", "65536")]).await.unwrap();
+    let stack = Stack::start_with(&[("OBS_COLLECTOR__MAX_BODY_BYTES", "65536")])
+        .await
+        .unwrap();
     let url = stack.otlp_logs_url();
 
     // Truncated protobuf.
@@ -264,7 +333,13 @@ async fn malformed_bodies_get_clear_errors_and_write_nothing() {
     assert_eq!(resp.status(), 400);
     let status = Status::decode(resp.bytes().await.unwrap()).unwrap();
     assert_eq!(status.code, 3);
-    assert!(status.message.starts_with("invalid OTLP protobuf logs request"), "{}", status.message);
+    assert!(
+        status
+            .message
+            .starts_with("invalid OTLP protobuf logs request"),
+        "{}",
+        status.message
+    );
 
     // Invalid UTF-8 in a protobuf string.
     let mut bad_utf8 = request(&["bad-utf8-XXXX"]).encode_to_vec();
@@ -276,10 +351,22 @@ async fn malformed_bodies_get_clear_errors_and_write_nothing() {
     assert!(status.message.contains("UTF-8"), "{}", status.message);
 
     // Broken JSON.
-    let resp = post(&url, "application/json", None, br#"{"resourceLogs": ["#.to_vec()).await;
+    let resp = post(
+        &url,
+        "application/json",
+        None,
+        br#"{"resourceLogs": ["#.to_vec(),
+    )
+    .await;
     assert_eq!(resp.status(), 400);
     let v: serde_json::Value = resp.json().await.unwrap();
-    assert!(v["message"].as_str().unwrap().starts_with("invalid OTLP JSON logs request"), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid OTLP JSON logs request"),
+        "{v}"
+    );
 
     // One bad record spoils its request: the good one next to it is not written either.
     let mixed = r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[
@@ -291,25 +378,45 @@ async fn malformed_bodies_get_clear_errors_and_write_nothing() {
     assert_eq!(v["message"], "invalid trace_id: 2 bytes, expected 16");
 
     // Not gzip although it says so.
-    let resp = post(&url, "application/x-protobuf", Some("gzip"), request(&["bad-gzip"]).encode_to_vec()).await;
+    let resp = post(
+        &url,
+        "application/x-protobuf",
+        Some("gzip"),
+        request(&["bad-gzip"]).encode_to_vec(),
+    )
+    .await;
     assert_eq!(resp.status(), 400);
     let status = Status::decode(resp.bytes().await.unwrap()).unwrap();
-    assert!(status.message.starts_with("invalid gzip body"), "{}", status.message);
+    assert!(
+        status.message.starts_with("invalid gzip body"),
+        "{}",
+        status.message
+    );
 
     // A content type OTLP does not define.
     let resp = post(&url, "text/plain", None, b"hello".to_vec()).await;
     assert_eq!(resp.status(), 415);
-    assert!(resp.text().await.unwrap().contains("send application/x-protobuf or application/json"));
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains("send application/x-protobuf or application/json")
+    );
 
     // Over the size limit, before and after decompression.
-    let big: Vec<String> = (0..2000).map(|i| format!("bad-big-{i:04}-{}", "x".repeat(40))).collect();
+    let big: Vec<String> = (0..2000)
+        .map(|i| format!("bad-big-{i:04}-{}", "x".repeat(40)))
+        .collect();
     let big_refs: Vec<&str> = big.iter().map(String::as_str).collect();
     let big_body = request(&big_refs).encode_to_vec();
     assert!(big_body.len() > 65536);
     let resp = post(&url, "application/x-protobuf", None, big_body.clone()).await;
     assert_eq!(resp.status(), 413);
     let status = Status::decode(resp.bytes().await.unwrap()).unwrap();
-    assert_eq!(status.message, "request body is larger than the limit of 65536 bytes; send smaller batches");
+    assert_eq!(
+        status.message,
+        "request body is larger than the limit of 65536 bytes; send smaller batches"
+    );
     let zipped = gzip(&big_body);
     assert!(zipped.len() < 65536);
     let resp = post(&url, "application/x-protobuf", Some("gzip"), zipped).await;
@@ -317,57 +424,127 @@ async fn malformed_bodies_get_clear_errors_and_write_nothing() {
 
     // The collector still serves, and nothing of the bad requests reached the table.
     let good = unique("good-after-bad");
-    assert_eq!(post(&url, "application/x-protobuf", None, request(&[&good]).encode_to_vec()).await.status(), 200);
-    stack.wait_log_count(&marker_filter(&good), 1, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(
+        post(
+            &url,
+            "application/x-protobuf",
+            None,
+            request(&[&good]).encode_to_vec()
+        )
+        .await
+        .status(),
+        200
+    );
+    stack
+        .wait_log_count(&marker_filter(&good), 1, Duration::from_secs(60))
+        .await
+        .unwrap();
     let bad: u64 = stack
         .db()
-        .query("SELECT count() FROM otel_logs WHERE startsWith(LogAttributes['test.marker'], 'bad-')")
+        .query(
+            "SELECT count() FROM otel_logs WHERE startsWith(LogAttributes['test.marker'], 'bad-')",
+        )
         .fetch_one()
         .await
         .unwrap();
     assert_eq!(bad, 0);
-    let rejected = reqwest::get(format!("http://127.0.0.1:{}/metrics", stack.ports.collector))
+    let rejected = obs_e2e::http(30)
+        .get(format!(
+            "http://127.0.0.1:{}/metrics",
+            stack.ports.collector
+        ))
+        .send()
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    assert!(rejected.contains(r#"obs_collector_rejected_total{reason="bad_request"} 5"#), "{rejected}");
-    assert!(rejected.contains(r#"obs_collector_rejected_total{reason="too_large"} 2"#), "{rejected}");
+    assert!(
+        rejected.contains(r#"obs_collector_rejected_total{reason="bad_request"} 5"#),
+        "{rejected}"
+    );
+    assert!(
+        rejected.contains(r#"obs_collector_rejected_total{reason="too_large"} 2"#),
+        "{rejected}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stopped_broker_gets_503_and_the_collector_recovers() {
-    let mut stack = Stack::start_with(&[("OBS_KAFKA__PRODUCE_TIMEOUT_MS", "3000")]).await.unwrap();
+    let mut stack = Stack::start_with(&[("OBS_KAFKA__PRODUCE_TIMEOUT_MS", "3000")])
+        .await
+        .unwrap();
     let url = stack.otlp_logs_url();
     let before = unique("before");
-    assert_eq!(post(&url, "application/x-protobuf", None, request(&[&before]).encode_to_vec()).await.status(), 200);
-    stack.wait_log_count(&marker_filter(&before), 1, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(
+        post(
+            &url,
+            "application/x-protobuf",
+            None,
+            request(&[&before]).encode_to_vec()
+        )
+        .await
+        .status(),
+        200
+    );
+    stack
+        .wait_log_count(&marker_filter(&before), 1, Duration::from_secs(60))
+        .await
+        .unwrap();
 
     stack.broker.stop();
     let started = std::time::Instant::now();
-    let resp = post(&url, "application/x-protobuf", None, request(&[&unique("during")]).encode_to_vec()).await;
-    assert_eq!(resp.status(), 503, "a record the broker did not take must not be acknowledged");
+    let resp = post(
+        &url,
+        "application/x-protobuf",
+        None,
+        request(&[&unique("during")]).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(
+        resp.status(),
+        503,
+        "a record the broker did not take must not be acknowledged"
+    );
     assert_eq!(resp.headers()["retry-after"], "5");
-    assert!(started.elapsed() < Duration::from_secs(30), "the collector must answer, not hang");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the collector must answer, not hang"
+    );
     let status = Status::decode(resp.bytes().await.unwrap()).unwrap();
     assert_eq!(status.code, 14);
     assert!(status.message.contains("retry later"), "{}", status.message);
 
     stack.broker.restart().await.unwrap();
     let mut attempt = 0;
-    let acknowledged = wait_for("the collector to accept again", Duration::from_secs(90), || {
-        attempt += 1;
-        let marker = unique(&format!("after-{attempt}"));
-        let url = url.clone();
-        async move {
-            let resp = post(&url, "application/x-protobuf", None, request(&[&marker]).encode_to_vec()).await;
-            (resp.status() == 200).then_some(marker)
-        }
-    })
+    let acknowledged = wait_for(
+        "the collector to accept again",
+        Duration::from_secs(90),
+        || {
+            attempt += 1;
+            let marker = unique(&format!("after-{attempt}"));
+            let url = url.clone();
+            async move {
+                let resp = post(
+                    &url,
+                    "application/x-protobuf",
+                    None,
+                    request(&[&marker]).encode_to_vec(),
+                )
+                .await;
+                (resp.status() == 200).then_some(marker)
+            }
+        },
+    )
     .await
     .unwrap();
     // What was acknowledged is stored exactly once; what was there before is untouched.
-    stack.wait_log_count(&marker_filter(&acknowledged), 1, Duration::from_secs(60)).await.unwrap();
-    stack.wait_log_count(&marker_filter(&before), 1, Duration::from_secs(5)).await.unwrap();
+    stack
+        .wait_log_count(&marker_filter(&acknowledged), 1, Duration::from_secs(60))
+        .await
+        .unwrap();
+    stack
+        .wait_log_count(&marker_filter(&before), 1, Duration::from_secs(5))
+        .await
+        .unwrap();
 }

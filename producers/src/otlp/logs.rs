@@ -24,7 +24,11 @@ fn id_hex(bytes: &[u8], len: usize, what: &str) -> Result<String, CollectorError
 }
 
 /// Flattens a request into records for `tenant`. `now_ns` fills missing timestamps.
-pub fn normalise(req: ExportLogsServiceRequest, tenant: &str, now_ns: i64) -> Result<Vec<LogRecord>, CollectorError> {
+pub fn normalise(
+    req: ExportLogsServiceRequest,
+    tenant: &str,
+    now_ns: i64,
+) -> Result<Vec<LogRecord>, CollectorError> {
     let mut out = Vec::new();
     for rl in req.resource_logs {
         let resource = rl.resource.unwrap_or_default();
@@ -38,8 +42,16 @@ pub fn normalise(req: ExportLogsServiceRequest, tenant: &str, now_ns: i64) -> Re
             let scope = sl.scope.unwrap_or_default();
             let scope_attrs = attrs(&scope.attributes);
             for lr in sl.log_records {
-                let observed = if lr.observed_time_unix_nano > 0 { lr.observed_time_unix_nano as i64 } else { now_ns };
-                let timestamp = if lr.time_unix_nano > 0 { lr.time_unix_nano as i64 } else { observed };
+                let observed = if lr.observed_time_unix_nano > 0 {
+                    lr.observed_time_unix_nano as i64
+                } else {
+                    now_ns
+                };
+                let timestamp = if lr.time_unix_nano > 0 {
+                    lr.time_unix_nano as i64
+                } else {
+                    observed
+                };
                 out.push(LogRecord {
                     timestamp_ns: timestamp,
                     observed_timestamp_ns: observed,
@@ -125,7 +137,8 @@ mod tests {
 
     #[test]
     fn missing_times_and_service_get_defaults() {
-        let body = r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"x"}}]}]}]}"#;
+        let body =
+            r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"x"}}]}]}]}"#;
         let req = decode_request(Format::Json, body.as_bytes(), "logs").unwrap();
         let r = &normalise(req, "t", 99).unwrap()[0];
         assert_eq!((r.timestamp_ns, r.observed_timestamp_ns), (99, 99));
@@ -143,9 +156,13 @@ mod tests {
 
     #[test]
     fn truncated_protobuf_is_rejected_with_a_reason() {
-        let e = decode_request::<ExportLogsServiceRequest>(Format::Protobuf, &[0x0a, 0x10, 0x01], "logs")
-            .unwrap_err()
-            .to_string();
+        let e = decode_request::<ExportLogsServiceRequest>(
+            Format::Protobuf,
+            &[0x0a, 0x10, 0x01],
+            "logs",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("invalid OTLP protobuf logs"), "{e}");
     }
 }

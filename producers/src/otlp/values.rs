@@ -24,7 +24,9 @@ fn to_json(value: Option<&Value>) -> Json {
         Some(Value::StringValue(s)) => Json::String(s.clone()),
         Some(Value::BoolValue(b)) => Json::Bool(*b),
         Some(Value::IntValue(i)) => Json::from(*i),
-        Some(Value::DoubleValue(d)) => serde_json::Number::from_f64(*d).map(Json::Number).unwrap_or(Json::Null),
+        Some(Value::DoubleValue(d)) => serde_json::Number::from_f64(*d)
+            .map(Json::Number)
+            .unwrap_or(Json::Null),
         Some(Value::BytesValue(b)) => Json::String(base64(b)),
         // An index into a profiles string table; meaningless outside profiles, kept as is.
         Some(Value::StringValueStrindex(i)) => Json::from(*i),
@@ -34,7 +36,10 @@ fn to_json(value: Option<&Value>) -> Json {
         Some(Value::KvlistValue(kv)) => {
             let mut m = Map::new();
             for KeyValue { key, value, .. } in &kv.values {
-                m.insert(key.clone(), to_json(value.as_ref().and_then(|v| v.value.as_ref())));
+                m.insert(
+                    key.clone(),
+                    to_json(value.as_ref().and_then(|v| v.value.as_ref())),
+                );
             }
             Json::Object(m)
         }
@@ -43,7 +48,9 @@ fn to_json(value: Option<&Value>) -> Json {
 
 /// An attribute list as a string map (a later duplicate key wins, as in the exporter).
 pub fn attrs(list: &[KeyValue]) -> Attrs {
-    list.iter().map(|kv| (kv.key.clone(), to_string(kv.value.as_ref()))).collect()
+    list.iter()
+        .map(|kv| (kv.key.clone(), to_string(kv.value.as_ref())))
+        .collect()
 }
 
 fn base64(bytes: &[u8]) -> String {
@@ -66,15 +73,25 @@ mod tests {
         assert_eq!(to_string(Some(&v(Value::IntValue(-42)))), "-42");
         assert_eq!(to_string(Some(&v(Value::DoubleValue(1.5)))), "1.5");
         assert_eq!(to_string(Some(&v(Value::BoolValue(true)))), "true");
-        assert_eq!(to_string(Some(&v(Value::BytesValue(b"hi!".to_vec())))), "aGkh");
-        assert_eq!(to_string(Some(&v(Value::BytesValue(b"h".to_vec())))), "aA==");
+        assert_eq!(
+            to_string(Some(&v(Value::BytesValue(b"hi!".to_vec())))),
+            "aGkh"
+        );
+        assert_eq!(
+            to_string(Some(&v(Value::BytesValue(b"h".to_vec())))),
+            "aA=="
+        );
         assert_eq!(to_string(None), "");
         let arr = v(Value::ArrayValue(ArrayValue {
             values: vec![v(Value::IntValue(1)), v(Value::StringValue("a".into()))],
         }));
         assert_eq!(to_string(Some(&arr)), r#"[1,"a"]"#);
         let kv = v(Value::KvlistValue(KeyValueList {
-            values: vec![KeyValue { key: "k".into(), value: Some(v(Value::BoolValue(false))), ..Default::default() }],
+            values: vec![KeyValue {
+                key: "k".into(),
+                value: Some(v(Value::BoolValue(false))),
+                ..Default::default()
+            }],
         }));
         assert_eq!(to_string(Some(&kv)), r#"{"k":false}"#);
     }

@@ -75,10 +75,14 @@ impl CompatibilityLevel {
         let mut problems = vec![];
         for old in against {
             if backward && let Err(e) = SchemaCompatibility::can_read(old, new) {
-                problems.push(format!("new schema cannot read data written by an earlier one: {e}"));
+                problems.push(format!(
+                    "new schema cannot read data written by an earlier one: {e}"
+                ));
             }
             if forward && let Err(e) = SchemaCompatibility::can_read(new, old) {
-                problems.push(format!("an earlier schema cannot read data written by the new one: {e}"));
+                problems.push(format!(
+                    "an earlier schema cannot read data written by the new one: {e}"
+                ));
             }
         }
         problems
@@ -90,14 +94,21 @@ mod tests {
     use super::*;
 
     fn schema(fields: &str) -> Schema {
-        Schema::parse_str(&format!(r#"{{"type":"record","name":"R","fields":[{fields}]}}"#)).unwrap()
+        Schema::parse_str(&format!(
+            r#"{{"type":"record","name":"R","fields":[{fields}]}}"#
+        ))
+        .unwrap()
     }
 
     #[test]
     fn adding_a_field_with_default_is_backward_compatible() {
         let v1 = schema(r#"{"name":"a","type":"string"}"#);
         let v2 = schema(r#"{"name":"a","type":"string"},{"name":"b","type":"int","default":0}"#);
-        assert!(CompatibilityLevel::Backward.check(&v2, &[v1.clone()]).is_empty());
+        assert!(
+            CompatibilityLevel::Backward
+                .check(&v2, std::slice::from_ref(&v1))
+                .is_empty()
+        );
         assert!(CompatibilityLevel::Full.check(&v2, &[v1]).is_empty());
     }
 
@@ -105,9 +116,18 @@ mod tests {
     fn adding_a_field_without_default_is_not_backward_compatible() {
         let v1 = schema(r#"{"name":"a","type":"string"}"#);
         let v2 = schema(r#"{"name":"a","type":"string"},{"name":"b","type":"int"}"#);
-        assert_eq!(CompatibilityLevel::Backward.check(&v2, &[v1.clone()]).len(), 1);
+        assert_eq!(
+            CompatibilityLevel::Backward
+                .check(&v2, std::slice::from_ref(&v1))
+                .len(),
+            1
+        );
         // Forward only asks that the old schema reads new data: it ignores the extra field.
-        assert!(CompatibilityLevel::Forward.check(&v2, &[v1.clone()]).is_empty());
+        assert!(
+            CompatibilityLevel::Forward
+                .check(&v2, std::slice::from_ref(&v1))
+                .is_empty()
+        );
         assert!(CompatibilityLevel::None.check(&v2, &[v1]).is_empty());
     }
 
@@ -117,16 +137,33 @@ mod tests {
         let v2 = schema(r#"{"name":"a","type":"string","default":"x"}"#);
         let v3 = schema(r#"{"name":"b","type":"int","default":1}"#);
         // v3 drops `a`: it reads v2 data fine (extra field ignored) and v1 too.
-        assert!(CompatibilityLevel::BackwardTransitive.check(&v3, &[v1.clone(), v2.clone()]).is_empty());
+        assert!(
+            CompatibilityLevel::BackwardTransitive
+                .check(&v3, &[v1.clone(), v2.clone()])
+                .is_empty()
+        );
         let v4 = schema(r#"{"name":"a","type":"int"}"#);
-        assert!(!CompatibilityLevel::BackwardTransitive.check(&v4, &[v1, v2]).is_empty());
+        assert!(
+            !CompatibilityLevel::BackwardTransitive
+                .check(&v4, &[v1, v2])
+                .is_empty()
+        );
     }
 
     #[test]
     fn levels_parse_in_confluent_spelling() {
-        assert_eq!(CompatibilityLevel::parse("full_transitive"), Some(CompatibilityLevel::FullTransitive));
-        assert_eq!(CompatibilityLevel::parse("BACKWARD"), Some(CompatibilityLevel::Backward));
+        assert_eq!(
+            CompatibilityLevel::parse("full_transitive"),
+            Some(CompatibilityLevel::FullTransitive)
+        );
+        assert_eq!(
+            CompatibilityLevel::parse("BACKWARD"),
+            Some(CompatibilityLevel::Backward)
+        );
         assert_eq!(CompatibilityLevel::parse("SIDEWAYS"), None);
-        assert_eq!(CompatibilityLevel::FullTransitive.as_str(), "FULL_TRANSITIVE");
+        assert_eq!(
+            CompatibilityLevel::FullTransitive.as_str(),
+            "FULL_TRANSITIVE"
+        );
     }
 }

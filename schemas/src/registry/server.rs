@@ -25,7 +25,12 @@ struct Reply(StatusCode, Value);
 
 impl IntoResponse for Reply {
     fn into_response(self) -> Response {
-        (self.0, [(header::CONTENT_TYPE, CONTENT_TYPE)], self.1.to_string()).into_response()
+        (
+            self.0,
+            [(header::CONTENT_TYPE, CONTENT_TYPE)],
+            self.1.to_string(),
+        )
+            .into_response()
     }
 }
 
@@ -108,12 +113,19 @@ async fn version(State(s): State<Shared>, Path((subject, v)): Path<(String, Stri
     ok(version_json(s.version(&subject, VersionRef::parse(&v)?)?))
 }
 
-async fn version_schema(State(s): State<Shared>, Path((subject, v)): Path<(String, String)>) -> Result {
+async fn version_schema(
+    State(s): State<Shared>,
+    Path((subject, v)): Path<(String, String)>,
+) -> Result {
     let found = s.version(&subject, VersionRef::parse(&v)?)?;
     ok(serde_json::from_str(&found.schema).unwrap_or(Value::String(found.schema)))
 }
 
-async fn delete_subject(State(s): State<Shared>, Path(subject): Path<String>, Query(p): Params) -> Result {
+async fn delete_subject(
+    State(s): State<Shared>,
+    Path(subject): Path<String>,
+    Query(p): Params,
+) -> Result {
     ok(json!(s.delete_subject(&subject, flag(&p, "permanent"))?))
 }
 
@@ -122,7 +134,11 @@ async fn delete_version(
     Path((subject, v)): Path<(String, String)>,
     Query(p): Params,
 ) -> Result {
-    ok(json!(s.delete_version(&subject, VersionRef::parse(&v)?, flag(&p, "permanent"))?))
+    ok(json!(s.delete_version(
+        &subject,
+        VersionRef::parse(&v)?,
+        flag(&p, "permanent")
+    )?))
 }
 
 fn id_param(id: &str) -> Result<u32> {
@@ -141,11 +157,19 @@ async fn raw_schema_by_id(State(s): State<Shared>, Path(id): Path<String>) -> Re
 
 async fn id_versions(State(s): State<Shared>, Path(id): Path<String>) -> Result {
     let list = s.versions_of_id(id_param(&id)?)?;
-    ok(json!(list.into_iter().map(|(subject, version)| json!({"subject": subject, "version": version})).collect::<Vec<_>>()))
+    ok(json!(
+        list.into_iter()
+            .map(|(subject, version)| json!({"subject": subject, "version": version}))
+            .collect::<Vec<_>>()
+    ))
 }
 
 async fn id_subjects(State(s): State<Shared>, Path(id): Path<String>) -> Result {
-    let mut list: Vec<String> = s.versions_of_id(id_param(&id)?)?.into_iter().map(|(s, _)| s).collect();
+    let mut list: Vec<String> = s
+        .versions_of_id(id_param(&id)?)?
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
     list.dedup();
     ok(json!(list))
 }
@@ -157,7 +181,10 @@ async fn compatibility(
     body: Bytes,
 ) -> Result {
     let req = schema_request(&body)?;
-    compat_reply(s.check(&subject, &req.schema, Some(VersionRef::parse(&v)?))?, flag(&p, "verbose"))
+    compat_reply(
+        s.check(&subject, &req.schema, Some(VersionRef::parse(&v)?))?,
+        flag(&p, "verbose"),
+    )
 }
 
 async fn compatibility_all(
@@ -195,15 +222,25 @@ async fn put_global_config(State(s): State<Shared>, body: Bytes) -> Result {
     ok(json!({"compatibility": level.as_str()}))
 }
 
-async fn get_subject_config(State(s): State<Shared>, Path(subject): Path<String>, Query(p): Params) -> Result {
+async fn get_subject_config(
+    State(s): State<Shared>,
+    Path(subject): Path<String>,
+    Query(p): Params,
+) -> Result {
     let level = match s.config(Some(&subject)) {
-        Err(RegistryError::SubjectConfigNotFound(_)) if flag(&p, "defaultToGlobal") => s.config(None)?,
+        Err(RegistryError::SubjectConfigNotFound(_)) if flag(&p, "defaultToGlobal") => {
+            s.config(None)?
+        }
         other => other?,
     };
     ok(json!({"compatibilityLevel": level.as_str()}))
 }
 
-async fn put_subject_config(State(s): State<Shared>, Path(subject): Path<String>, body: Bytes) -> Result {
+async fn put_subject_config(
+    State(s): State<Shared>,
+    Path(subject): Path<String>,
+    body: Bytes,
+) -> Result {
     let level = level_from_body(&body)?;
     s.set_config(Some(&subject), Some(level))?;
     ok(json!({"compatibility": level.as_str()}))
@@ -224,18 +261,32 @@ pub fn router(store: Arc<SchemaStore>) -> Router {
         .route("/subjects", get(subjects))
         .route("/subjects/{subject}", post(lookup).delete(delete_subject))
         .route("/subjects/{subject}/versions", get(versions).post(register))
-        .route("/subjects/{subject}/versions/{version}", get(version).delete(delete_version))
-        .route("/subjects/{subject}/versions/{version}/schema", get(version_schema))
+        .route(
+            "/subjects/{subject}/versions/{version}",
+            get(version).delete(delete_version),
+        )
+        .route(
+            "/subjects/{subject}/versions/{version}/schema",
+            get(version_schema),
+        )
         .route("/schemas/ids/{id}", get(schema_by_id))
         .route("/schemas/ids/{id}/schema", get(raw_schema_by_id))
         .route("/schemas/ids/{id}/versions", get(id_versions))
         .route("/schemas/ids/{id}/subjects", get(id_subjects))
-        .route("/compatibility/subjects/{subject}/versions/{version}", post(compatibility))
-        .route("/compatibility/subjects/{subject}/versions", post(compatibility_all))
+        .route(
+            "/compatibility/subjects/{subject}/versions/{version}",
+            post(compatibility),
+        )
+        .route(
+            "/compatibility/subjects/{subject}/versions",
+            post(compatibility_all),
+        )
         .route("/config", get(get_global_config).put(put_global_config))
         .route(
             "/config/{subject}",
-            get(get_subject_config).put(put_subject_config).delete(delete_subject_config),
+            get(get_subject_config)
+                .put(put_subject_config)
+                .delete(delete_subject_config),
         )
         .with_state(store)
 }

@@ -29,7 +29,9 @@ pub enum RegistryError {
     #[error("Subject '{0}' does not have subject-level compatibility configured")]
     SubjectConfigNotFound(String),
     /// 409.
-    #[error("Schema being registered is incompatible with an earlier schema for subject \"{subject}\", details: [{details}]")]
+    #[error(
+        "Schema being registered is incompatible with an earlier schema for subject \"{subject}\", details: [{details}]"
+    )]
     Incompatible {
         /// The subject.
         subject: String,
@@ -40,10 +42,14 @@ pub enum RegistryError {
     #[error("Invalid schema: {0}")]
     InvalidSchema(String),
     /// 42202.
-    #[error("The specified version '{0}' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\"")]
+    #[error(
+        "The specified version '{0}' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\""
+    )]
     InvalidVersion(String),
     /// 42203.
-    #[error("Invalid compatibility level '{0}'. Valid values are NONE, BACKWARD, BACKWARD_TRANSITIVE, FORWARD, FORWARD_TRANSITIVE, FULL, FULL_TRANSITIVE")]
+    #[error(
+        "Invalid compatibility level '{0}'. Valid values are NONE, BACKWARD, BACKWARD_TRANSITIVE, FORWARD, FORWARD_TRANSITIVE, FULL, FULL_TRANSITIVE"
+    )]
     InvalidCompatibilityLevel(String),
     /// 50001.
     #[error("Error while storing the schema: {0}")]
@@ -105,9 +111,21 @@ impl VersionRef {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum LogEntry {
-    Register { subject: String, version: u32, id: u32, schema: String },
-    DeleteVersion { subject: String, version: u32, permanent: bool },
-    SetConfig { subject: Option<String>, level: Option<CompatibilityLevel> },
+    Register {
+        subject: String,
+        version: u32,
+        id: u32,
+        schema: String,
+    },
+    DeleteVersion {
+        subject: String,
+        version: u32,
+        permanent: bool,
+    },
+    SetConfig {
+        subject: Option<String>,
+        level: Option<CompatibilityLevel>,
+    },
 }
 
 struct StoredSchema {
@@ -139,15 +157,31 @@ struct State {
 impl State {
     fn apply(&mut self, entry: LogEntry) -> Result<(), RegistryError> {
         match entry {
-            LogEntry::Register { subject, version, id, schema } => {
+            LogEntry::Register {
+                subject,
+                version,
+                id,
+                schema,
+            } => {
                 let (parsed, key) = parse(&schema)?;
                 if id as usize > self.schemas.len() {
-                    self.schemas.push(StoredSchema { text: schema, parsed });
+                    self.schemas.push(StoredSchema {
+                        text: schema,
+                        parsed,
+                    });
                     self.by_key.insert(key, id);
                 }
-                self.subjects.entry(subject).or_default().versions.push((version, id, false));
+                self.subjects
+                    .entry(subject)
+                    .or_default()
+                    .versions
+                    .push((version, id, false));
             }
-            LogEntry::DeleteVersion { subject, version, permanent } => {
+            LogEntry::DeleteVersion {
+                subject,
+                version,
+                permanent,
+            } => {
                 if let Some(s) = self.subjects.get_mut(&subject) {
                     if permanent {
                         s.versions.retain(|v| v.0 != version);
@@ -159,10 +193,16 @@ impl State {
                     }
                 }
             }
-            LogEntry::SetConfig { subject: None, level } => {
+            LogEntry::SetConfig {
+                subject: None,
+                level,
+            } => {
                 self.global_level = level.unwrap_or_default();
             }
-            LogEntry::SetConfig { subject: Some(subject), level } => {
+            LogEntry::SetConfig {
+                subject: Some(subject),
+                level,
+            } => {
                 self.subjects.entry(subject).or_default().level = level;
             }
         }
@@ -201,7 +241,8 @@ impl State {
 /// sorted keys, so whitespace and key order do not make a "new" schema, while docs and
 /// defaults (which the Parsing Canonical Form would drop) still do.
 fn parse(text: &str) -> Result<(Schema, String), RegistryError> {
-    let parsed = Schema::parse_str(text).map_err(|e| RegistryError::InvalidSchema(e.to_string()))?;
+    let parsed =
+        Schema::parse_str(text).map_err(|e| RegistryError::InvalidSchema(e.to_string()))?;
     let json: serde_json::Value =
         serde_json::from_str(text).map_err(|e| RegistryError::InvalidSchema(e.to_string()))?;
     Ok((parsed, json.to_string()))
@@ -234,11 +275,17 @@ impl SchemaStore {
                         continue;
                     }
                 };
-                state.apply(entry).map_err(|e| anyhow::anyhow!("registry log line {}: {e}", n + 1))?;
+                state
+                    .apply(entry)
+                    .map_err(|e| anyhow::anyhow!("registry log line {}: {e}", n + 1))?;
             }
         }
         let log = OpenOptions::new().create(true).append(true).open(&path)?;
-        Ok(SchemaStore { state: Mutex::new(state), log: Mutex::new(log), path })
+        Ok(SchemaStore {
+            state: Mutex::new(state),
+            log: Mutex::new(log),
+            path,
+        })
     }
 
     /// Where the log lives.
@@ -247,7 +294,8 @@ impl SchemaStore {
     }
 
     fn append(&self, state: &mut State, entry: LogEntry) -> Result<(), RegistryError> {
-        let mut line = serde_json::to_string(&entry).map_err(|e| RegistryError::Storage(e.to_string()))?;
+        let mut line =
+            serde_json::to_string(&entry).map_err(|e| RegistryError::Storage(e.to_string()))?;
         line.push('\n');
         let mut log = self.log.lock().expect("registry log lock");
         log.write_all(line.as_bytes())
@@ -274,7 +322,11 @@ impl SchemaStore {
         let previous: Vec<Schema> = state
             .subjects
             .get(subject)
-            .map(|s| s.live().map(|v| state.schemas[v.1 as usize - 1].parsed.clone()).collect())
+            .map(|s| {
+                s.live()
+                    .map(|v| state.schemas[v.1 as usize - 1].parsed.clone())
+                    .collect()
+            })
             .unwrap_or_default();
         let problems = level.check(&parsed, &previous);
         if !problems.is_empty() {
@@ -292,7 +344,12 @@ impl SchemaStore {
         let id = existing_id.unwrap_or(state.schemas.len() as u32 + 1);
         self.append(
             &mut state,
-            LogEntry::Register { subject: subject.to_string(), version, id, schema: schema.to_string() },
+            LogEntry::Register {
+                subject: subject.to_string(),
+                version,
+                id,
+                schema: schema.to_string(),
+            },
         )?;
         Ok(id)
     }
@@ -326,7 +383,11 @@ impl SchemaStore {
         Ok(state
             .subjects
             .iter()
-            .flat_map(|(name, s)| s.live().filter(|v| v.1 == id).map(move |v| (name.clone(), v.0)))
+            .flat_map(|(name, s)| {
+                s.live()
+                    .filter(|v| v.1 == id)
+                    .map(move |v| (name.clone(), v.0))
+            })
             .collect())
     }
 
@@ -336,7 +397,13 @@ impl SchemaStore {
         state
             .subjects
             .iter()
-            .filter(|(_, s)| if deleted { !s.versions.is_empty() } else { s.live().next().is_some() })
+            .filter(|(_, s)| {
+                if deleted {
+                    !s.versions.is_empty()
+                } else {
+                    s.live().next().is_some()
+                }
+            })
             .map(|(n, _)| n.clone())
             .collect()
     }
@@ -348,12 +415,24 @@ impl SchemaStore {
     }
 
     /// One version of a subject.
-    pub fn version(&self, subject: &str, v: VersionRef) -> Result<RegisteredVersion, RegistryError> {
-        self.state.lock().expect("registry lock").version(subject, v)
+    pub fn version(
+        &self,
+        subject: &str,
+        v: VersionRef,
+    ) -> Result<RegisteredVersion, RegistryError> {
+        self.state
+            .lock()
+            .expect("registry lock")
+            .version(subject, v)
     }
 
     /// Whether `schema` could be registered under `subject` against `against` (or all).
-    pub fn check(&self, subject: &str, schema: &str, against: Option<VersionRef>) -> Result<Vec<String>, RegistryError> {
+    pub fn check(
+        &self,
+        subject: &str,
+        schema: &str,
+        against: Option<VersionRef>,
+    ) -> Result<Vec<String>, RegistryError> {
         let (parsed, _) = parse(schema)?;
         let state = self.state.lock().expect("registry lock");
         let level = state
@@ -365,7 +444,10 @@ impl SchemaStore {
             // Nothing registered yet: anything is compatible.
             (Err(_), None | Some(VersionRef::Latest)) => vec![],
             (Err(e), Some(VersionRef::Number(_))) => return Err(e),
-            (Ok(s), None) => s.live().map(|v| state.schemas[v.1 as usize - 1].parsed.clone()).collect(),
+            (Ok(s), None) => s
+                .live()
+                .map(|v| state.schemas[v.1 as usize - 1].parsed.clone())
+                .collect(),
             (Ok(_), Some(v)) => {
                 let found = state.version(subject, v)?;
                 vec![state.schemas[found.id as usize - 1].parsed.clone()]
@@ -382,28 +464,58 @@ impl SchemaStore {
     }
 
     /// Deletes one version (soft, or permanent after a soft delete).
-    pub fn delete_version(&self, subject: &str, v: VersionRef, permanent: bool) -> Result<u32, RegistryError> {
+    pub fn delete_version(
+        &self,
+        subject: &str,
+        v: VersionRef,
+        permanent: bool,
+    ) -> Result<u32, RegistryError> {
         let mut state = self.state.lock().expect("registry lock");
         let version = if permanent {
-            let s = state.subjects.get(subject).ok_or_else(|| RegistryError::SubjectNotFound(subject.into()))?;
+            let s = state
+                .subjects
+                .get(subject)
+                .ok_or_else(|| RegistryError::SubjectNotFound(subject.into()))?;
             match v {
                 VersionRef::Number(n) if s.versions.iter().any(|x| x.0 == n) => n,
-                VersionRef::Latest => s.versions.last().map(|x| x.0).ok_or_else(|| RegistryError::SubjectNotFound(subject.into()))?,
+                VersionRef::Latest => s
+                    .versions
+                    .last()
+                    .map(|x| x.0)
+                    .ok_or_else(|| RegistryError::SubjectNotFound(subject.into()))?,
                 VersionRef::Number(n) => return Err(RegistryError::VersionNotFound(n.to_string())),
             }
         } else {
             state.version(subject, v)?.version
         };
-        self.append(&mut state, LogEntry::DeleteVersion { subject: subject.into(), version, permanent })?;
+        self.append(
+            &mut state,
+            LogEntry::DeleteVersion {
+                subject: subject.into(),
+                version,
+                permanent,
+            },
+        )?;
         Ok(version)
     }
 
     /// Deletes every version of a subject; returns the versions deleted.
-    pub fn delete_subject(&self, subject: &str, permanent: bool) -> Result<Vec<u32>, RegistryError> {
+    pub fn delete_subject(
+        &self,
+        subject: &str,
+        permanent: bool,
+    ) -> Result<Vec<u32>, RegistryError> {
         let versions: Vec<u32> = {
             let state = self.state.lock().expect("registry lock");
-            let s = state.subjects.get(subject).ok_or_else(|| RegistryError::SubjectNotFound(subject.into()))?;
-            if permanent { s.versions.iter().map(|v| v.0).collect() } else { s.live().map(|v| v.0).collect() }
+            let s = state
+                .subjects
+                .get(subject)
+                .ok_or_else(|| RegistryError::SubjectNotFound(subject.into()))?;
+            if permanent {
+                s.versions.iter().map(|v| v.0).collect()
+            } else {
+                s.live().map(|v| v.0).collect()
+            }
         };
         if versions.is_empty() {
             return Err(RegistryError::SubjectNotFound(subject.into()));
@@ -428,9 +540,19 @@ impl SchemaStore {
     }
 
     /// Sets (or with `None` clears) the compatibility level of a subject or the global one.
-    pub fn set_config(&self, subject: Option<&str>, level: Option<CompatibilityLevel>) -> Result<(), RegistryError> {
+    pub fn set_config(
+        &self,
+        subject: Option<&str>,
+        level: Option<CompatibilityLevel>,
+    ) -> Result<(), RegistryError> {
         let mut state = self.state.lock().expect("registry lock");
-        self.append(&mut state, LogEntry::SetConfig { subject: subject.map(String::from), level })
+        self.append(
+            &mut state,
+            LogEntry::SetConfig {
+                subject: subject.map(String::from),
+                level,
+            },
+        )
     }
 }
 
@@ -448,17 +570,32 @@ mod tests {
         let store = SchemaStore::open(dir.path()).unwrap();
         assert_eq!(store.register("s-value", V1).unwrap(), 1);
         // Same schema, different whitespace: same id, no new version.
-        assert_eq!(store.register("s-value", &V1.replace(',', ", ")).unwrap(), 1);
+        assert_eq!(
+            store.register("s-value", &V1.replace(',', ", ")).unwrap(),
+            1
+        );
         assert_eq!(store.register("s-value", V2).unwrap(), 2);
         assert_eq!(store.versions("s-value").unwrap(), vec![1, 2]);
         // The same schema under another subject keeps its global id.
         assert_eq!(store.register("t-value", V1).unwrap(), 1);
-        assert_eq!(store.version("t-value", VersionRef::Latest).unwrap().version, 1);
+        assert_eq!(
+            store
+                .version("t-value", VersionRef::Latest)
+                .unwrap()
+                .version,
+            1
+        );
         let err = store.register("s-value", BAD).unwrap_err();
         assert_eq!(err.codes(), (409, 409));
         assert_eq!(store.lookup("s-value", V2).unwrap().version, 2);
-        assert_eq!(store.lookup("s-value", BAD).unwrap_err().codes(), (404, 40403));
-        assert_eq!(store.register("x", "{nope").unwrap_err().codes(), (422, 42201));
+        assert_eq!(
+            store.lookup("s-value", BAD).unwrap_err().codes(),
+            (404, 40403)
+        );
+        assert_eq!(
+            store.register("x", "{nope").unwrap_err().codes(),
+            (422, 42201)
+        );
     }
 
     #[test]
@@ -468,7 +605,9 @@ mod tests {
             let store = SchemaStore::open(dir.path()).unwrap();
             store.register("a", V1).unwrap();
             store.register("b", V2).unwrap();
-            store.set_config(Some("a"), Some(CompatibilityLevel::None)).unwrap();
+            store
+                .set_config(Some("a"), Some(CompatibilityLevel::None))
+                .unwrap();
             store.delete_subject("b", false).unwrap();
         }
         let store = SchemaStore::open(dir.path()).unwrap();
