@@ -1,7 +1,7 @@
 //! Collectors: where the outside world's telemetry enters the pipeline.
 //!
-//! In: HTTP requests in the protocols clients already speak (today OTLP/HTTP logs, protobuf
-//! or JSON, optionally gzip). Out: normalised [`obs_schemas::records`] published to the raw
+//! In: HTTP requests in the protocols clients already speak (today OTLP/HTTP logs and traces,
+//! protobuf or JSON, optionally gzip). Out: normalised [`obs_schemas::records`] published to the raw
 //! Kafka topics in Confluent's wire format. A request is answered 2xx only after the broker
 //! acknowledged every record in it; a broker that is down or slow gets the client a 503
 //! with `Retry-After`, never a silent drop.

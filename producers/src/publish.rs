@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use obs_runtime::kafka::SharedProducer;
 use obs_schemas::Topic;
-use obs_schemas::records::{LogBatch, LogRecord};
+use obs_schemas::records::{LogBatch, LogRecord, Span, SpanBatch};
 use obs_schemas::stream_fingerprint;
 use obs_schemas::wire::Codec;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -50,15 +50,33 @@ impl Publisher {
             );
             groups.entry(fp).or_default().push(r);
         }
-        let mut messages = Vec::new();
-        for (fp, mut recs) in groups {
-            while !recs.is_empty() {
-                let rest = recs.split_off(recs.len().min(MAX_RECORDS_PER_MESSAGE));
-                messages.push((fp.to_be_bytes().to_vec(), LogBatch { records: recs }));
-                recs = rest;
-            }
-        }
+        let messages = groups
+            .into_iter()
+            .flat_map(|(fp, recs)| {
+                chunks(recs)
+                    .into_iter()
+                    .map(move |records| (fp.to_be_bytes().to_vec(), LogBatch { records }))
+            })
+            .collect();
         self.send(Topic::Logs, messages).await
+    }
+
+    /// Publishes spans keyed by trace id, so all spans of a trace meet in one partition.
+    pub async fn spans(&self, spans: Vec<Span>) -> Result<(), CollectorError> {
+        let mut groups: BTreeMap<String, Vec<Span>> = BTreeMap::new();
+        for s in spans {
+            groups.entry(s.trace_id.clone()).or_default().push(s);
+        }
+        let messages = groups
+            .into_iter()
+            .flat_map(|(trace_id, spans)| {
+                let key = trace_id.into_bytes();
+                chunks(spans)
+                    .into_iter()
+                    .map(move |spans| (key.clone(), SpanBatch { spans }))
+            })
+            .collect();
+        self.send(Topic::Spans, messages).await
     }
 
     /// Encodes and sends `(key, value)` messages; Ok only when every one is acknowledged.
@@ -102,6 +120,17 @@ impl Publisher {
             }
         }
     }
+}
+
+/// Splits a group into messages of at most [`MAX_RECORDS_PER_MESSAGE`] records.
+fn chunks<T>(mut items: Vec<T>) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    while !items.is_empty() {
+        let rest = items.split_off(items.len().min(MAX_RECORDS_PER_MESSAGE));
+        out.push(items);
+        items = rest;
+    }
+    out
 }
 
 fn describe(e: &KafkaError) -> String {

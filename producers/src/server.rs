@@ -16,6 +16,9 @@ use obs_schemas::wire::Codec;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use prost::Message;
 
 use crate::body::{self, Format};
@@ -37,6 +40,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/logs", post(otlp_logs))
+        .route("/v1/traces", post(otlp_traces))
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
@@ -75,32 +79,32 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, CollectorError> {
         .map_err(|_| CollectorError::TooLarge { limit })
 }
 
-/// `POST /v1/logs`: OTLP/HTTP logs, protobuf or JSON, optionally gzip.
-async fn otlp_logs(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let format = match body::format(&headers) {
-        Ok(f) => f,
-        Err(e) => return otlp_error(Format::Json, e),
-    };
-    let result = async {
-        let tenant = tenant(&headers, &state.cfg.default_tenant)?;
-        let raw = read_body(body, state.cfg.max_body_bytes).await?;
-        let bytes = body::decode(&headers, raw, state.cfg.max_body_bytes)?;
-        let req: ExportLogsServiceRequest = otlp::decode_request(format, &bytes, "logs request")?;
-        let records = otlp::logs::normalise(req, &tenant, now_ns())?;
-        let n = records.len();
-        if n > 0 {
-            state.publisher.logs(records).await?;
-        }
-        Ok::<usize, CollectorError>(n)
-    }
-    .await;
+/// Reads and decodes an OTLP request body of type `T`, with the request's tenant.
+async fn read_otlp<T: Message + Default + serde::de::DeserializeOwned>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    format: Format,
+    what: &str,
+) -> Result<(T, String), CollectorError> {
+    let tenant = tenant(headers, &state.cfg.default_tenant)?;
+    let raw = read_body(body, state.cfg.max_body_bytes).await?;
+    let bytes = body::decode(headers, raw, state.cfg.max_body_bytes)?;
+    Ok((otlp::decode_request(format, &bytes, what)?, tenant))
+}
+
+/// The answer to an OTLP export: an empty `R` in the request's format, or the error.
+fn respond<R: Message + Default>(
+    format: Format,
+    signal: &'static str,
+    result: Result<usize, CollectorError>,
+) -> Response {
     match result {
         Ok(n) => {
-            metrics::counter!("obs_collector_records_total", "signal" => "logs")
+            metrics::counter!("obs_collector_records_total", "signal" => signal)
                 .increment(n as u64);
-            let resp = ExportLogsServiceResponse::default();
             let bytes = match format {
-                Format::Protobuf => resp.encode_to_vec(),
+                Format::Protobuf => R::default().encode_to_vec(),
                 Format::Json => b"{}".to_vec(),
             };
             (
@@ -112,6 +116,46 @@ async fn otlp_logs(State(state): State<AppState>, headers: HeaderMap, body: Body
         }
         Err(e) => otlp_error(format, e),
     }
+}
+
+/// `POST /v1/logs`: OTLP/HTTP logs, protobuf or JSON, optionally gzip.
+async fn otlp_logs(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let format = match body::format(&headers) {
+        Ok(f) => f,
+        Err(e) => return otlp_error(Format::Json, e),
+    };
+    let result = async {
+        let (req, tenant): (ExportLogsServiceRequest, _) =
+            read_otlp(&state, &headers, body, format, "logs request").await?;
+        let records = otlp::logs::normalise(req, &tenant, now_ns())?;
+        let n = records.len();
+        if n > 0 {
+            state.publisher.logs(records).await?;
+        }
+        Ok(n)
+    }
+    .await;
+    respond::<ExportLogsServiceResponse>(format, "logs", result)
+}
+
+/// `POST /v1/traces`: OTLP/HTTP traces, protobuf or JSON, optionally gzip.
+async fn otlp_traces(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let format = match body::format(&headers) {
+        Ok(f) => f,
+        Err(e) => return otlp_error(Format::Json, e),
+    };
+    let result = async {
+        let (req, tenant): (ExportTraceServiceRequest, _) =
+            read_otlp(&state, &headers, body, format, "traces request").await?;
+        let spans = otlp::traces::normalise(req, &tenant)?;
+        let n = spans.len();
+        if n > 0 {
+            state.publisher.spans(spans).await?;
+        }
+        Ok(n)
+    }
+    .await;
+    respond::<ExportTraceServiceResponse>(format, "traces", result)
 }
 
 /// An OTLP error answer: the status code, and a `google.rpc.Status` body in the request's

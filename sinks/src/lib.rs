@@ -8,11 +8,13 @@
 //!
 //! * [`table`]: what a table sink must say (topic, table, row shape, conversion).
 //! * [`logs`]: `obs.logs` → `otel_logs`.
+//! * [`traces`]: `obs.spans` → `otel_traces`.
 //! * [`driver`]: the consume → batch → insert → commit loop shared by every table.
 
 pub mod driver;
 pub mod logs;
 pub mod table;
+pub mod traces;
 
 use obs_runtime::{Config, kafka, ops};
 
@@ -20,6 +22,7 @@ use obs_runtime::{Config, kafka, ops};
 pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
     kafka::ensure_topics(&cfg.kafka).await?;
     let logs = driver::SinkDriver::<logs::OtelLogs>::new(&cfg)?;
+    let traces = driver::SinkDriver::<traces::OtelTraces>::new(&cfg)?;
     ready.set(true);
-    logs.run().await
+    tokio::try_join!(logs.run(), traces.run()).map(|_| ())
 }

@@ -4,24 +4,8 @@ use obs_schemas::records::LogRecord;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 
 use super::values::{attrs, to_string};
+use super::{id_hex, service_name};
 use crate::error::CollectorError;
-
-/// Service name when the resource has no `service.name` (the OTel SDK default).
-pub const UNKNOWN_SERVICE: &str = "unknown_service";
-
-/// Lower-case hex of an id; empty when absent or all zero (OTLP's "no id").
-fn id_hex(bytes: &[u8], len: usize, what: &str) -> Result<String, CollectorError> {
-    if bytes.is_empty() || bytes.iter().all(|&b| b == 0) {
-        return Ok(String::new());
-    }
-    if bytes.len() != len {
-        return Err(CollectorError::BadRequest(format!(
-            "invalid {what}: {} bytes, expected {len}",
-            bytes.len()
-        )));
-    }
-    Ok(hex::encode(bytes))
-}
 
 /// Flattens a request into records for `tenant`. `now_ns` fills missing timestamps.
 pub fn normalise(
@@ -33,11 +17,7 @@ pub fn normalise(
     for rl in req.resource_logs {
         let resource = rl.resource.unwrap_or_default();
         let resource_attrs = attrs(&resource.attributes);
-        let service = resource_attrs
-            .get("service.name")
-            .filter(|s| !s.is_empty())
-            .cloned()
-            .unwrap_or_else(|| UNKNOWN_SERVICE.to_string());
+        let service = service_name(&resource_attrs);
         for sl in rl.scope_logs {
             let scope = sl.scope.unwrap_or_default();
             let scope_attrs = attrs(&scope.attributes);
@@ -82,7 +62,7 @@ pub fn normalise(
 mod tests {
     use super::*;
     use crate::body::Format;
-    use crate::otlp::decode_request;
+    use crate::otlp::{UNKNOWN_SERVICE, decode_request};
 
     /// The OTLP/JSON example from the OTLP specification's repository (logs.json), trimmed.
     const SPEC_EXAMPLE: &str = r#"{

@@ -5,13 +5,41 @@
 //! text, bytes as base64, arrays and maps as JSON.
 
 pub mod logs;
+pub mod traces;
 mod values;
 
+use obs_schemas::records::Attrs;
 use prost::Message;
 use serde::de::DeserializeOwned;
 
 use crate::body::Format;
 use crate::error::CollectorError;
+
+/// Service name when the resource has no `service.name` (the OTel SDK default).
+pub const UNKNOWN_SERVICE: &str = "unknown_service";
+
+/// The resource's `service.name`, or [`UNKNOWN_SERVICE`].
+pub fn service_name(resource_attrs: &Attrs) -> String {
+    resource_attrs
+        .get("service.name")
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .unwrap_or_else(|| UNKNOWN_SERVICE.to_string())
+}
+
+/// Lower-case hex of an id; empty when absent or all zero (OTLP's "no id").
+pub fn id_hex(bytes: &[u8], len: usize, what: &str) -> Result<String, CollectorError> {
+    if bytes.is_empty() || bytes.iter().all(|&b| b == 0) {
+        return Ok(String::new());
+    }
+    if bytes.len() != len {
+        return Err(CollectorError::BadRequest(format!(
+            "invalid {what}: {} bytes, expected {len}",
+            bytes.len()
+        )));
+    }
+    Ok(hex::encode(bytes))
+}
 
 /// Decodes an OTLP request message in either wire format, naming what is wrong on failure.
 pub fn decode_request<T: Message + Default + DeserializeOwned>(
