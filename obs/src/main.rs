@@ -33,7 +33,11 @@ struct Cli {
 enum Command {
     /// Run every stage in one process: registry, migrations, collector, sink, query API.
     /// Kafka and ClickHouse must be reachable (scripts/stack up starts local ones).
-    Up,
+    Up {
+        /// Leave the sink out (run it on its own with `obs sink`).
+        #[arg(long)]
+        no_sink: bool,
+    },
     /// Run the collectors (OTLP/HTTP logs on [collector] listen and otlp_http_listen).
     Collector,
     /// Run the sinks (Kafka → ClickHouse; consumer group per table).
@@ -86,7 +90,7 @@ async fn main() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Up => up(cfg).await,
+        Command::Up { no_sink } => up(cfg, !no_sink).await,
         Command::Collector => obs_producers::run(cfg, ops::Readiness::default()).await,
         Command::Sink => {
             migrate(&cfg).await?;
@@ -162,15 +166,23 @@ fn is_connection_error(e: &anyhow::Error) -> bool {
 }
 
 /// Every stage in one process, sharing nothing but configuration.
-async fn up(cfg: Config) -> anyhow::Result<()> {
+async fn up(cfg: Config, with_sink: bool) -> anyhow::Result<()> {
     let registry = tokio::spawn(registry(cfg.clone()));
     migrate(&cfg).await?;
     let collector = tokio::spawn(obs_producers::run(cfg.clone(), ops::Readiness::default()));
-    let sink_ready = ops::Readiness::default();
-    let (sink_addr, sink_router) = (cfg.sink.listen.clone(), ops::router(sink_ready.clone()));
-    let sink_ops =
-        tokio::spawn(async move { ops::serve(&sink_addr, sink_router, "sink ops").await });
-    let sink = tokio::spawn(obs_sinks::run(cfg.clone(), sink_ready));
+    let (sink, sink_ops) = if with_sink {
+        let ready = ops::Readiness::default();
+        let (addr, router) = (cfg.sink.listen.clone(), ops::router(ready.clone()));
+        (
+            tokio::spawn(obs_sinks::run(cfg.clone(), ready)),
+            tokio::spawn(async move { ops::serve(&addr, router, "sink ops").await }),
+        )
+    } else {
+        (
+            tokio::spawn(std::future::pending()),
+            tokio::spawn(std::future::pending()),
+        )
+    };
     let query = tokio::spawn(obs_query_api::run(cfg.clone(), ops::Readiness::default()));
     eprintln!(
         "obs is up: OTLP/HTTP http://{} and http://{} · registry {} · query API http://{} · ClickHouse {} (database {})",

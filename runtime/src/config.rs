@@ -140,6 +140,10 @@ pub struct SinkConfig {
     pub batch_max_wait_ms: u64,
     /// Address serving the sink's /metrics, /healthz, /readyz.
     pub listen: String,
+    /// Static consumer-group membership id (Kafka `group.instance.id`, suffixed with the
+    /// table). A restarted sink with the same id takes its partitions back at once instead
+    /// of waiting for the group to notice the old member is gone. Empty: dynamic membership.
+    pub instance_id: String,
 }
 
 impl Default for SinkConfig {
@@ -149,6 +153,7 @@ impl Default for SinkConfig {
             batch_max_rows: 50_000,
             batch_max_wait_ms: 1_000,
             listen: "127.0.0.1:8091".into(),
+            instance_id: String::new(),
         }
     }
 }

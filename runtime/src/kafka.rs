@@ -87,9 +87,17 @@ impl SharedProducer {
 }
 
 /// A consumer in `group` that commits only when told to, starting from the earliest offset
-/// when the group has none.
-pub fn consumer(cfg: &KafkaConfig, group: &str) -> anyhow::Result<StreamConsumer> {
-    ClientConfig::new()
+/// when the group has none; `instance_id` (if not empty) makes its membership static.
+pub fn consumer(
+    cfg: &KafkaConfig,
+    group: &str,
+    instance_id: &str,
+) -> anyhow::Result<StreamConsumer> {
+    let mut client = ClientConfig::new();
+    if !instance_id.is_empty() {
+        client.set("group.instance.id", instance_id);
+    }
+    client
         .set("bootstrap.servers", &cfg.brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "false")

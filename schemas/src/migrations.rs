@@ -42,6 +42,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "events",
         sql: include_str!("../migrations/0004_events.sql"),
     },
+    Migration {
+        version: 5,
+        name: "sink_intents",
+        sql: include_str!("../migrations/0005_sink_intents.sql"),
+    },
 ];
 
 /// Retention per table family, in days (TTL clauses of the DDL).

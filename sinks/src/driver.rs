@@ -1,16 +1,27 @@
-//! The loop every table sink runs: consume → decode → batch → insert (deduplicated) → commit.
+//! The loop every table sink runs: consume → decode → batch per partition → record the
+//! batch's offsets → insert (deduplicated) → commit.
 //!
-//! A batch is flushed when it holds `sink.batch_max_rows` rows or its first message is
-//! `sink.batch_max_wait_ms` old. The insert is retried with backoff for as long as
-//! ClickHouse refuses it for a reason that can pass; meanwhile nothing is committed and
-//! nothing more is consumed, so Kafka holds the backlog (bounded memory).
+//! Exactly-once effect: a batch holds consecutive offsets of one partition and its insert
+//! carries `insert_deduplication_token = <topic>/<partition>:<first>-<last>`. Before the
+//! insert, the batch's range is written to `obs_sink_intents`; when the sink (re)starts
+//! reading a partition at offset `a` and an intent `[a, b]` exists, it closes that batch at
+//! exactly `b`, whatever the size and time limits say. So a batch re-read after a crash
+//! between insert and commit is the same batch with the same token, and ClickHouse stores it
+//! once. Otherwise a batch is flushed at `sink.batch_max_rows` rows or when its first message
+//! is `sink.batch_max_wait_ms` old.
+//!
+//! The insert is retried with backoff for as long as ClickHouse refuses it; meanwhile
+//! nothing is committed and nothing more is consumed, so Kafka holds the backlog (bounded
+//! memory). Messages that cannot be decoded go to `obs.dlq` and count as processed.
 
-use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use clickhouse::Row;
 use obs_runtime::kafka::SharedProducer;
 use obs_runtime::{Config, clickhouse as ch, kafka};
 use obs_schemas::Topic;
@@ -20,17 +31,57 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
 
 use crate::table::TableSink;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
-/// Offsets held by a batch, per partition: `(first, last)`.
-type Ranges = BTreeMap<i32, (i64, i64)>;
+/// Crash-test failpoint: with `OBS_SINK_CRASH_AFTER_INSERTS=N` the process aborts right after
+/// its N-th insert, before committing offsets: the worst moment for a crash, on demand.
+fn crash_after_insert() {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
+    static DONE: AtomicU64 = AtomicU64::new(0);
+    let limit = LIMIT.get_or_init(|| {
+        std::env::var("OBS_SINK_CRASH_AFTER_INSERTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    if let Some(n) = limit
+        && DONE.fetch_add(1, Ordering::SeqCst) + 1 >= *n
+    {
+        eprintln!("OBS_SINK_CRASH_AFTER_INSERTS reached: aborting before the offset commit");
+        std::process::abort();
+    }
+}
+const INTENTS_TABLE: &str = "obs_sink_intents";
+
+/// A batch being filled: consecutive offsets of one partition.
+struct Batch<R> {
+    first: i64,
+    last: i64,
+    rows: Vec<R>,
+    started: Instant,
+    /// Where the batch must end, from an intent written before a crash.
+    end: Option<i64>,
+}
+
+#[derive(Debug, Row, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Intent {
+    consumer_group: String,
+    topic: String,
+    partition: i32,
+    first_offset: i64,
+    last_offset: i64,
+}
 
 /// Drives one [`TableSink`].
 pub struct SinkDriver<T: TableSink> {
     consumer: StreamConsumer,
+    group: String,
     dlq: SharedProducer,
     codec: Arc<Codec>,
     client: clickhouse::Client,
@@ -39,17 +90,44 @@ pub struct SinkDriver<T: TableSink> {
     _table: PhantomData<T>,
 }
 
+/// Retries `op` with backoff until it succeeds, logging `what` on each failure.
+async fn retry<F, Fut, V, E>(what: &str, mut op: F) -> V
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<V, E>>,
+    E: std::fmt::Display,
+{
+    let mut backoff = Duration::from_millis(200);
+    let mut attempt = 0u32;
+    loop {
+        match op().await {
+            Ok(v) => return v,
+            Err(e) => {
+                attempt += 1;
+                tracing::warn!(attempt, error = %e, "{what} failed; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
 impl<T: TableSink> SinkDriver<T> {
     /// Connects the consumer (group `<group_prefix>-<table>`), the DLQ producer and the
     /// ClickHouse client.
     pub fn new(cfg: &Config) -> anyhow::Result<Self> {
         let group = format!("{}-{}", cfg.sink.group_prefix, T::TABLE);
-        let consumer = kafka::consumer(&cfg.kafka, &group)?;
+        let instance = match cfg.sink.instance_id.as_str() {
+            "" => String::new(),
+            id => format!("{id}-{}", T::TABLE),
+        };
+        let consumer = kafka::consumer(&cfg.kafka, &group, &instance)?;
         consumer
             .subscribe(&[T::TOPIC.name()])
             .with_context(|| format!("subscribing to {}", T::TOPIC))?;
         Ok(SinkDriver {
             consumer,
+            group,
             dlq: SharedProducer::new(&cfg.kafka)?,
             codec: Arc::new(Codec::new(&cfg.registry.url)),
             client: ch::client(&cfg.clickhouse),
@@ -59,40 +137,96 @@ impl<T: TableSink> SinkDriver<T> {
         })
     }
 
-    /// Runs until an unrecoverable error (a Kafka consumer error that does not pass).
+    /// Runs until the process ends; Kafka and ClickHouse failures are retried.
     pub async fn run(self) -> anyhow::Result<()> {
         tracing::info!(topic = %T::TOPIC, table = T::TABLE, "sink started");
-        let mut rows: Vec<T::Row> = Vec::new();
-        let mut ranges = Ranges::new();
-        let mut started: Option<Instant> = None;
+        let mut batches: BTreeMap<i32, Batch<T::Row>> = BTreeMap::new();
+        let mut next_offset: HashMap<i32, i64> = HashMap::new();
         loop {
-            let wait = match started {
-                Some(t) => self.max_wait.saturating_sub(t.elapsed()),
-                None => Duration::from_secs(3600),
-            };
+            let wait = batches
+                .values()
+                .filter(|b| b.end.is_none())
+                .map(|b| self.max_wait.saturating_sub(b.started.elapsed()))
+                .min()
+                .unwrap_or(Duration::from_secs(3600));
             match tokio::time::timeout(wait, self.consumer.recv()).await {
                 Ok(Ok(msg)) => {
-                    self.take(&msg, &mut rows).await;
-                    let e = ranges
-                        .entry(msg.partition())
-                        .or_insert((msg.offset(), msg.offset()));
-                    e.1 = msg.offset();
-                    started.get_or_insert_with(Instant::now);
+                    let (p, offset) = (msg.partition(), msg.offset());
+                    if next_offset.get(&p) != Some(&offset) {
+                        // A new position (start, rebalance, rewind): an unfinished batch of
+                        // this partition is re-read from Kafka, and an intent decides its end.
+                        batches.remove(&p);
+                    }
+                    if batches
+                        .get(&p)
+                        .is_some_and(|b| b.end.is_some_and(|e| offset > e))
+                    {
+                        let b = batches.remove(&p).expect("checked above");
+                        self.flush(p, b).await;
+                    }
+                    let batch = match batches.entry(p) {
+                        Entry::Occupied(o) => o.into_mut(),
+                        Entry::Vacant(v) => {
+                            let end = self.intent_end(p, offset).await;
+                            v.insert(Batch {
+                                first: offset,
+                                last: offset,
+                                rows: Vec::new(),
+                                started: Instant::now(),
+                                end,
+                            })
+                        }
+                    };
+                    self.take(&msg, &mut batch.rows).await;
+                    batch.last = offset;
+                    next_offset.insert(p, offset + 1);
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "Kafka consumer error; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                Err(_) => {} // the batch is due
+                Err(_) => {} // a batch is due
             }
-            let due = started.is_some_and(|t| t.elapsed() >= self.max_wait);
-            if !ranges.is_empty() && (rows.len() >= self.max_rows || due) {
-                self.flush(std::mem::take(&mut rows), &ranges).await;
-                self.commit(&ranges).await?;
-                ranges.clear();
-                started = None;
+            let due: Vec<i32> = batches
+                .iter()
+                .filter(|(_, b)| match b.end {
+                    Some(end) => b.last >= end,
+                    None => b.rows.len() >= self.max_rows || b.started.elapsed() >= self.max_wait,
+                })
+                .map(|(&p, _)| p)
+                .collect();
+            for p in due {
+                let b = batches.remove(&p).expect("listed above");
+                self.flush(p, b).await;
             }
         }
+    }
+
+    /// The end an earlier run recorded for a batch starting at `first`, if any.
+    async fn intent_end(&self, partition: i32, first: i64) -> Option<i64> {
+        let end: Option<i64> = retry("reading sink intents", || async {
+            self.client
+                .query(
+                    "SELECT LastOffset FROM obs_sink_intents WHERE ConsumerGroup = ? AND Topic = ? \
+                     AND Partition = ? AND FirstOffset = ? ORDER BY CreatedAt DESC LIMIT 1",
+                )
+                .bind(&self.group)
+                .bind(T::TOPIC.name())
+                .bind(partition)
+                .bind(first)
+                .fetch_optional::<i64>()
+                .await
+        })
+        .await;
+        if let Some(e) = end {
+            tracing::info!(
+                partition,
+                first,
+                last = e,
+                "re-forming a batch recorded before a restart"
+            );
+        }
+        end
     }
 
     /// Decodes one message into rows; a message that cannot be decoded goes to the DLQ.
@@ -139,69 +273,62 @@ impl<T: TableSink> SinkDriver<T> {
             error,
             "message sent to the DLQ"
         );
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            let sent = match self.codec.encode(Topic::Dlq, &letter).await {
-                Ok(bytes) => {
-                    let key = msg.key().unwrap_or_default();
-                    let (generation, producer) = self.dlq.get();
-                    producer
-                        .send(
-                            FutureRecord::to(Topic::Dlq.name()).key(key).payload(&bytes),
-                            Duration::from_secs(5),
-                        )
-                        .await
-                        .map(|_| ())
-                        .map_err(|(e, _)| {
-                            self.dlq.reset(generation);
-                            e.to_string()
-                        })
-                }
-                Err(e) => Err(e.to_string()),
-            };
-            match sent {
-                Ok(()) => {
-                    metrics::counter!("obs_sink_dlq_total", "table" => T::TABLE).increment(1);
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot write to the DLQ yet; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
+        let key = msg.key().unwrap_or_default();
+        retry("writing to the DLQ", || async {
+            let bytes = self
+                .codec
+                .encode(Topic::Dlq, &letter)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (generation, producer) = self.dlq.get();
+            producer
+                .send(
+                    FutureRecord::to(Topic::Dlq.name()).key(key).payload(&bytes),
+                    Duration::from_secs(5),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|(e, _)| {
+                    self.dlq.reset(generation);
+                    e.to_string()
+                })
+        })
+        .await;
+        metrics::counter!("obs_sink_dlq_total", "table" => T::TABLE).increment(1);
     }
 
-    /// Inserts the batch, retrying until ClickHouse accepts it.
-    async fn flush(&self, rows: Vec<T::Row>, ranges: &Ranges) {
-        if rows.is_empty() {
-            return;
-        }
-        let token = dedup_token(T::TOPIC, ranges);
-        let mut backoff = Duration::from_millis(200);
-        let mut attempt = 0u32;
-        loop {
-            let started = Instant::now();
-            match self.insert(&rows, &token).await {
-                Ok(()) => {
-                    metrics::counter!("obs_sink_rows_total", "table" => T::TABLE)
-                        .increment(rows.len() as u64);
-                    metrics::histogram!("obs_sink_batch_seconds", "table" => T::TABLE)
-                        .record(started.elapsed().as_secs_f64());
-                    tracing::debug!(table = T::TABLE, rows = rows.len(), %token, "batch inserted");
-                    return;
-                }
-                Err(e) => {
-                    attempt += 1;
-                    metrics::counter!("obs_sink_insert_errors_total", "table" => T::TABLE)
-                        .increment(1);
-                    tracing::warn!(table = T::TABLE, attempt, error = %e, "insert failed; retrying in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
+    /// Records the batch's range, inserts it (retrying until ClickHouse accepts), commits.
+    async fn flush(&self, partition: i32, batch: Batch<T::Row>) {
+        if !batch.rows.is_empty() {
+            if batch.end.is_none() {
+                let intent = Intent {
+                    consumer_group: self.group.clone(),
+                    topic: T::TOPIC.name().to_string(),
+                    partition,
+                    first_offset: batch.first,
+                    last_offset: batch.last,
+                };
+                retry("recording the batch intent", || async {
+                    let mut insert = self.client.insert::<Intent>(INTENTS_TABLE).await?;
+                    insert.write(&intent).await?;
+                    insert.end().await
+                })
+                .await;
             }
+            let token = dedup_token(T::TOPIC, partition, batch.first, batch.last);
+            let started = Instant::now();
+            retry(&format!("inserting into {}", T::TABLE), || {
+                self.insert(&batch.rows, &token)
+            })
+            .await;
+            crash_after_insert();
+            metrics::counter!("obs_sink_rows_total", "table" => T::TABLE)
+                .increment(batch.rows.len() as u64);
+            metrics::histogram!("obs_sink_batch_seconds", "table" => T::TABLE)
+                .record(started.elapsed().as_secs_f64());
+            tracing::debug!(table = T::TABLE, rows = batch.rows.len(), %token, "batch inserted");
         }
+        self.commit(partition, batch.last + 1).await;
     }
 
     async fn insert(&self, rows: &[T::Row], token: &str) -> clickhouse::error::Result<()> {
@@ -216,38 +343,36 @@ impl<T: TableSink> SinkDriver<T> {
         insert.end().await
     }
 
-    /// Commits the offsets after the batch (synchronously: the batch is durable now).
-    async fn commit(&self, ranges: &Ranges) -> anyhow::Result<()> {
+    /// Commits `next` for the partition (synchronously: the batch is durable now).
+    async fn commit(&self, partition: i32, next: i64) {
         let mut tpl = TopicPartitionList::new();
-        for (&p, &(_, last)) in ranges {
-            tpl.add_partition_offset(T::TOPIC.name(), p, Offset::Offset(last + 1))?;
+        if let Err(e) = tpl.add_partition_offset(T::TOPIC.name(), partition, Offset::Offset(next)) {
+            tracing::error!(error = %e, "cannot build the offset commit");
+            return;
         }
-        let mut backoff = Duration::from_millis(200);
-        for _ in 0..10 {
+        for attempt in 1..=10 {
             match self.consumer.commit(&tpl, CommitMode::Sync) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return,
                 Err(e) => {
-                    // Rows are stored and deduplicated by token; a failed commit only
-                    // means the batch may be read (and skipped by ClickHouse) again.
-                    tracing::warn!(error = %e, "offset commit failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    // Rows are stored and the batch is re-formed identically: a failed commit
+                    // only means the batch may be read (and skipped by ClickHouse) again.
+                    tracing::warn!(attempt, error = %e, "offset commit failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
                 }
             }
         }
-        tracing::error!("giving up committing offsets; the batch will be re-read and deduplicated");
-        Ok(())
+        tracing::error!(
+            partition,
+            next,
+            "giving up committing offsets; the batch will be re-read and deduplicated"
+        );
     }
 }
 
 /// The token naming exactly the offsets of a batch: the same offsets give the same token,
 /// so ClickHouse stores a retried insert once.
-pub fn dedup_token(topic: Topic, ranges: &Ranges) -> String {
-    let parts: Vec<String> = ranges
-        .iter()
-        .map(|(p, (a, b))| format!("{p}:{a}-{b}"))
-        .collect();
-    format!("{}/{}", topic.name(), parts.join(","))
+pub fn dedup_token(topic: Topic, partition: i32, first: i64, last: i64) -> String {
+    format!("{}/{partition}:{first}-{last}", topic.name())
 }
 
 #[cfg(test)]
@@ -255,10 +380,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn token_names_topic_partitions_and_offsets() {
-        let mut r = Ranges::new();
-        r.insert(2, (10, 19));
-        r.insert(0, (5, 5));
-        assert_eq!(dedup_token(Topic::Logs, &r), "obs.logs/0:5-5,2:10-19");
+    fn token_names_topic_partition_and_offsets() {
+        assert_eq!(dedup_token(Topic::Logs, 2, 10, 19), "obs.logs/2:10-19");
     }
 }

@@ -132,6 +132,11 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// Whether the process has ended.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// The last lines of its log, for failure messages.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -270,6 +275,8 @@ pub struct Stack {
     /// The pipeline's ports.
     pub ports: ObsPorts,
     obs: Proc,
+    sink: Option<Proc>,
+    env: Vec<(String, String)>,
     dir: TempDir,
 }
 
@@ -281,6 +288,15 @@ impl Stack {
 
     /// Starts everything, with extra `OBS_*` settings for the pipeline.
     pub async fn start_with(env: &[(&str, &str)]) -> anyhow::Result<Stack> {
+        Stack::start_inner(env, false).await
+    }
+
+    /// Starts everything with the sink as its own process (`obs sink`), so tests can kill it.
+    pub async fn start_with_separate_sink(env: &[(&str, &str)]) -> anyhow::Result<Stack> {
+        Stack::start_inner(env, true).await
+    }
+
+    async fn start_inner(extra: &[(&str, &str)], separate_sink: bool) -> anyhow::Result<Stack> {
         let dir = tempfile::Builder::new().prefix("obs-e2e-").tempdir()?;
         let (broker, clickhouse) =
             tokio::try_join!(Broker::start(dir.path()), ClickHouse::start(dir.path()))?;
@@ -291,54 +307,106 @@ impl Stack {
             sink: free_port(),
             query: free_port(),
         };
-        let mut cmd = Command::new(obs_bin());
-        cmd.arg("up")
-            .env("RUST_LOG", "info")
-            .env("OBS_KAFKA__BROKERS", broker.bootstrap())
-            .env(
-                "OBS_REGISTRY__URL",
+        let mut env: Vec<(String, String)> = vec![
+            ("RUST_LOG".into(), "info".into()),
+            ("OBS_KAFKA__BROKERS".into(), broker.bootstrap()),
+            (
+                "OBS_REGISTRY__URL".into(),
                 format!("http://127.0.0.1:{}", ports.registry),
-            )
-            .env(
-                "OBS_REGISTRY__LISTEN",
+            ),
+            (
+                "OBS_REGISTRY__LISTEN".into(),
                 format!("127.0.0.1:{}", ports.registry),
-            )
-            .env("OBS_REGISTRY__DATA_DIR", dir.path().join("registry"))
-            .env("OBS_CLICKHOUSE__URL", clickhouse.url())
-            .env(
-                "OBS_COLLECTOR__LISTEN",
+            ),
+            (
+                "OBS_REGISTRY__DATA_DIR".into(),
+                dir.path().join("registry").display().to_string(),
+            ),
+            ("OBS_CLICKHOUSE__URL".into(), clickhouse.url()),
+            (
+                "OBS_COLLECTOR__LISTEN".into(),
                 format!("127.0.0.1:{}", ports.collector),
-            )
-            .env(
-                "OBS_COLLECTOR__OTLP_HTTP_LISTEN",
+            ),
+            (
+                "OBS_COLLECTOR__OTLP_HTTP_LISTEN".into(),
                 format!("127.0.0.1:{}", ports.otlp_http),
-            )
-            .env("OBS_SINK__LISTEN", format!("127.0.0.1:{}", ports.sink))
-            .env("OBS_SINK__BATCH_MAX_WAIT_MS", "200")
-            .env("OBS_QUERY__LISTEN", format!("127.0.0.1:{}", ports.query));
-        for (k, v) in env {
-            cmd.env(k, v);
+            ),
+            (
+                "OBS_SINK__LISTEN".into(),
+                format!("127.0.0.1:{}", ports.sink),
+            ),
+            ("OBS_SINK__BATCH_MAX_WAIT_MS".into(), "200".into()),
+            (
+                "OBS_QUERY__LISTEN".into(),
+                format!("127.0.0.1:{}", ports.query),
+            ),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut cmd = Command::new(obs_bin());
+        cmd.arg("up").envs(env.iter().map(|(k, v)| (k, v)));
+        if separate_sink {
+            cmd.arg("--no-sink");
         }
         let obs = Proc::spawn("obs", cmd, dir.path())?;
-        let stack = Stack {
+        let mut stack = Stack {
             broker,
             clickhouse,
             ports,
             obs,
+            sink: None,
+            env,
             dir,
         };
-        for port in [ports.collector, ports.sink, ports.query, ports.registry] {
-            let url = format!("http://127.0.0.1:{port}/readyz");
-            let ready = wait_for("obs up to be ready", Duration::from_secs(60), || {
-                let url = url.clone();
-                async move { http_ok(&url).await.then_some(()) }
-            })
-            .await;
-            if let Err(e) = ready {
-                bail!("{e}\n{}", stack.obs.log_tail());
-            }
+        for port in [ports.collector, ports.query, ports.registry] {
+            stack.wait_ready(port).await?;
+        }
+        if separate_sink {
+            stack.start_sink().await?;
+        } else {
+            stack.wait_ready(ports.sink).await?;
         }
         Ok(stack)
+    }
+
+    async fn wait_ready(&self, port: u16) -> anyhow::Result<()> {
+        let url = format!("http://127.0.0.1:{port}/readyz");
+        let ready = wait_for("obs to be ready", Duration::from_secs(60), || {
+            let url = url.clone();
+            async move { http_ok(&url).await.then_some(()) }
+        })
+        .await;
+        if let Err(e) = ready {
+            let sink = self.sink.as_ref().map(Proc::log_tail).unwrap_or_default();
+            bail!("{e}\n{}\n{sink}", self.obs.log_tail());
+        }
+        Ok(())
+    }
+
+    /// Starts the separate sink process (`obs sink`) and waits until it is ready.
+    pub async fn start_sink(&mut self) -> anyhow::Result<()> {
+        self.start_sink_with(&[]).await
+    }
+
+    /// Starts the separate sink process with extra environment variables.
+    pub async fn start_sink_with(&mut self, extra: &[(&str, &str)]) -> anyhow::Result<()> {
+        let mut cmd = Command::new(obs_bin());
+        cmd.arg("sink")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(extra.iter().copied());
+        self.sink = Some(Proc::spawn("sink", cmd, self.dir.path())?);
+        self.wait_ready(self.ports.sink).await
+    }
+
+    /// Whether the separate sink process has exited (e.g. at a failpoint).
+    pub fn sink_exited(&mut self) -> bool {
+        self.sink.as_mut().is_none_or(Proc::exited)
+    }
+
+    /// Kills the separate sink process with SIGKILL, whatever it is doing.
+    pub fn kill_sink(&mut self) {
+        if let Some(mut p) = self.sink.take() {
+            p.kill();
+        }
     }
 
     /// The collector's OTLP/HTTP logs URL.

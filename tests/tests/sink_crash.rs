@@ -1,0 +1,175 @@
+//! The sink killed again and again while logs flow — with SIGKILL at random moments, and by
+//! aborting right after an insert before its offset commit (the worst moment) — afterwards
+//! every record the collector acknowledged is in ClickHouse exactly once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use obs_e2e::{Stack, http, wait_for};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+
+const PER_REQUEST: u64 = 50;
+const KILLS: usize = 20;
+const CRASHES_AFTER_INSERT: usize = 8;
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+fn kv(key: &str, value: String) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value)),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Requests from three services (so several partitions), `PER_REQUEST` records each.
+fn request(run: &str, request_no: u64) -> Vec<u8> {
+    let service = format!("svc-{}", request_no % 3);
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", service)],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: (0..PER_REQUEST)
+                    .map(|i| LogRecord {
+                        time_unix_nano: now_ns(),
+                        body: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue("crash test".into())),
+                        }),
+                        attributes: vec![
+                            kv("run", run.into()),
+                            kv("seq", (request_no * PER_REQUEST + i).to_string()),
+                        ],
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sink_killed_at_random_points_stores_every_acknowledged_record_once() {
+    let mut stack = Stack::start_with_separate_sink(&[
+        ("OBS_SINK__BATCH_MAX_WAIT_MS", "100"),
+        ("OBS_SINK__INSTANCE_ID", "crash-test-sink"),
+    ])
+    .await
+    .unwrap();
+    let run = format!("crash-{}", now_ns());
+    let url = stack.otlp_logs_url();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let sender = {
+        let (stop, acknowledged, run) = (stop.clone(), acknowledged.clone(), run.clone());
+        tokio::spawn(async move {
+            let client = http(60);
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let resp = client
+                    .post(&url)
+                    .header("Content-Type", "application/x-protobuf")
+                    .body(request(&run, n))
+                    .send()
+                    .await
+                    .expect("collector reachable");
+                assert_eq!(
+                    resp.status(),
+                    200,
+                    "the collector does not depend on the sink"
+                );
+                acknowledged.fetch_add(PER_REQUEST, Ordering::SeqCst);
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+
+    // Kill at pseudo-random moments between 0.2 and 2 s after the sink became ready.
+    let mut seed = now_ns();
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    for _ in 0..KILLS {
+        tokio::time::sleep(Duration::from_millis(200 + next(1800))).await;
+        stack.kill_sink();
+        stack.start_sink().await.unwrap();
+    }
+    // Now crash exactly between insert and commit, again and again.
+    for _ in 0..CRASHES_AFTER_INSERT {
+        stack.kill_sink();
+        // It may crash before its readiness is seen; the wait below is what counts.
+        let after = (1 + next(3)).to_string();
+        let _ = stack
+            .start_sink_with(&[("OBS_SINK_CRASH_AFTER_INSERTS", &after)])
+            .await;
+        wait_for(
+            "the sink to crash after an insert",
+            Duration::from_secs(120),
+            || {
+                let exited = stack.sink_exited();
+                async move { exited.then_some(()) }
+            },
+        )
+        .await
+        .unwrap();
+    }
+    stack.kill_sink();
+    stack.start_sink().await.unwrap();
+    stop.store(true, Ordering::SeqCst);
+    sender.await.unwrap();
+    let sent = acknowledged.load(Ordering::SeqCst);
+    assert!(sent >= 20 * PER_REQUEST, "only {sent} records were sent");
+
+    let db = stack.db();
+    let filter = format!("LogAttributes['run'] = '{run}'");
+    let stored = wait_for(
+        &format!("{sent} records stored"),
+        Duration::from_secs(120),
+        || {
+            let (db, filter) = (db.clone(), filter.clone());
+            async move {
+                let n: u64 = db
+                    .query(&format!("SELECT count() FROM otel_logs WHERE {filter}"))
+                    .fetch_one()
+                    .await
+                    .ok()?;
+                (n >= sent).then_some(n)
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let distinct: u64 = db
+        .query(&format!(
+            "SELECT uniqExact(LogAttributes['seq']) FROM otel_logs WHERE {filter}"
+        ))
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(
+        (stored, distinct),
+        (sent, sent),
+        "every acknowledged record exactly once"
+    );
+}
