@@ -2,10 +2,10 @@
 
 use clickhouse::Row;
 use obs_schemas::Topic;
-use obs_schemas::records::{Attrs, LogBatch};
+use obs_schemas::records::LogBatch;
 use serde::Serialize;
 
-use crate::table::TableSink;
+use crate::table::{TableSink, pairs};
 
 /// The `otel_logs` sink.
 pub struct OtelLogs;
@@ -48,10 +48,6 @@ pub struct OtelLogRow {
     pub event_name: String,
     /// Tenant.
     pub tenant: String,
-}
-
-fn pairs(a: Attrs) -> Vec<(String, String)> {
-    a.into_iter().collect()
 }
 
 impl TableSink for OtelLogs {

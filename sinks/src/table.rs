@@ -2,6 +2,7 @@
 
 use clickhouse::Row;
 use obs_schemas::Topic;
+use obs_schemas::records::Attrs;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -18,4 +19,9 @@ pub trait TableSink: Send + Sync + 'static {
     const TABLE: &'static str;
     /// Appends the rows a message becomes to `out`.
     fn rows(message: Self::Message, out: &mut Vec<Self::Row>);
+}
+
+/// Attributes as a ClickHouse `Map` column takes them from the `clickhouse` crate.
+pub fn pairs(attrs: Attrs) -> Vec<(String, String)> {
+    attrs.into_iter().collect()
 }

@@ -3,10 +3,10 @@
 
 use clickhouse::Row;
 use obs_schemas::Topic;
-use obs_schemas::records::{Attrs, SpanBatch};
+use obs_schemas::records::SpanBatch;
 use serde::Serialize;
 
-use crate::table::TableSink;
+use crate::table::{TableSink, pairs};
 
 /// The `otel_traces` sink.
 pub struct OtelTraces;
@@ -68,10 +68,6 @@ pub struct OtelTraceRow {
     pub links_attributes: Vec<Vec<(String, String)>>,
     /// Tenant.
     pub tenant: String,
-}
-
-fn pairs(a: Attrs) -> Vec<(String, String)> {
-    a.into_iter().collect()
 }
 
 impl TableSink for OtelTraces {
