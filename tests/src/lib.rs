@@ -297,6 +297,18 @@ impl Stack {
     }
 
     async fn start_inner(extra: &[(&str, &str)], separate_sink: bool) -> anyhow::Result<Stack> {
+        // A port found free can be taken by a parallel test before our process binds it:
+        // one more try on fresh ports, saying why.
+        match Stack::try_start(extra, separate_sink).await {
+            Ok(stack) => Ok(stack),
+            Err(e) => {
+                eprintln!("stack start failed, retrying once on new ports: {e:#}");
+                Stack::try_start(extra, separate_sink).await
+            }
+        }
+    }
+
+    async fn try_start(extra: &[(&str, &str)], separate_sink: bool) -> anyhow::Result<Stack> {
         let dir = tempfile::Builder::new().prefix("obs-e2e-").tempdir()?;
         let (broker, clickhouse) =
             tokio::try_join!(Broker::start(dir.path()), ClickHouse::start(dir.path()))?;
