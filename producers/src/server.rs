@@ -79,20 +79,6 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, CollectorError> {
         .map_err(|_| CollectorError::TooLarge { limit })
 }
 
-/// Reads and decodes an OTLP request body of type `T`, with the request's tenant.
-async fn read_otlp<T: Message + Default + serde::de::DeserializeOwned>(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-    format: Format,
-    what: &str,
-) -> Result<(T, String), CollectorError> {
-    let tenant = tenant(headers, &state.cfg.default_tenant)?;
-    let raw = read_body(body, state.cfg.max_body_bytes).await?;
-    let bytes = body::decode(headers, raw, state.cfg.max_body_bytes)?;
-    Ok((otlp::decode_request(format, &bytes, what)?, tenant))
-}
-
 /// The answer to an OTLP export: an empty `R` in the request's format, or the error.
 fn respond<R: Message + Default>(
     format: Format,
@@ -118,44 +104,73 @@ fn respond<R: Message + Default>(
     }
 }
 
-/// `POST /v1/logs`: OTLP/HTTP logs, protobuf or JSON, optionally gzip.
-async fn otlp_logs(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+/// One OTLP/HTTP export: content type, tenant, size limit, gzip and decoding of `Req`, then
+/// `handle` (normalise and publish; returns the record count), answered with an empty
+/// `Resp` or the error, in the request's format.
+async fn export<Req, Resp, F, Fut>(
+    state: AppState,
+    headers: HeaderMap,
+    body: Body,
+    signal: &'static str,
+    handle: F,
+) -> Response
+where
+    Req: Message + Default + serde::de::DeserializeOwned,
+    Resp: Message + Default,
+    F: FnOnce(AppState, Req, String) -> Fut,
+    Fut: std::future::Future<Output = Result<usize, CollectorError>>,
+{
     let format = match body::format(&headers) {
         Ok(f) => f,
         Err(e) => return otlp_error(Format::Json, e),
     };
     let result = async {
-        let (req, tenant): (ExportLogsServiceRequest, _) =
-            read_otlp(&state, &headers, body, format, "logs request").await?;
-        let records = otlp::logs::normalise(req, &tenant, now_ns())?;
-        let n = records.len();
-        if n > 0 {
-            state.publisher.logs(records).await?;
-        }
-        Ok(n)
+        let tenant = tenant(&headers, &state.cfg.default_tenant)?;
+        let raw = read_body(body, state.cfg.max_body_bytes).await?;
+        let bytes = body::decode(&headers, raw, state.cfg.max_body_bytes)?;
+        let req: Req = otlp::decode_request(format, &bytes, &format!("{signal} request"))?;
+        handle(state.clone(), req, tenant).await
     }
     .await;
-    respond::<ExportLogsServiceResponse>(format, "logs", result)
+    respond::<Resp>(format, signal, result)
+}
+
+/// `POST /v1/logs`: OTLP/HTTP logs, protobuf or JSON, optionally gzip.
+async fn otlp_logs(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    export::<ExportLogsServiceRequest, ExportLogsServiceResponse, _, _>(
+        state,
+        headers,
+        body,
+        "logs",
+        |state, req, tenant| async move {
+            let records = otlp::logs::normalise(req, &tenant, now_ns())?;
+            let n = records.len();
+            if n > 0 {
+                state.publisher.logs(records).await?;
+            }
+            Ok(n)
+        },
+    )
+    .await
 }
 
 /// `POST /v1/traces`: OTLP/HTTP traces, protobuf or JSON, optionally gzip.
 async fn otlp_traces(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let format = match body::format(&headers) {
-        Ok(f) => f,
-        Err(e) => return otlp_error(Format::Json, e),
-    };
-    let result = async {
-        let (req, tenant): (ExportTraceServiceRequest, _) =
-            read_otlp(&state, &headers, body, format, "traces request").await?;
-        let spans = otlp::traces::normalise(req, &tenant)?;
-        let n = spans.len();
-        if n > 0 {
-            state.publisher.spans(spans).await?;
-        }
-        Ok(n)
-    }
-    .await;
-    respond::<ExportTraceServiceResponse>(format, "traces", result)
+    export::<ExportTraceServiceRequest, ExportTraceServiceResponse, _, _>(
+        state,
+        headers,
+        body,
+        "traces",
+        |state, req, tenant| async move {
+            let spans = otlp::traces::normalise(req, &tenant)?;
+            let n = spans.len();
+            if n > 0 {
+                state.publisher.spans(spans).await?;
+            }
+            Ok(n)
+        },
+    )
+    .await
 }
 
 /// An OTLP error answer: the status code, and a `google.rpc.Status` body in the request's

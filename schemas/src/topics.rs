@@ -52,11 +52,6 @@ impl Topic {
         }
     }
 
-    /// The topic for a broker-side name, if it is one of ours.
-    pub fn from_name(name: &str) -> Option<Topic> {
-        Topic::ALL.into_iter().find(|t| t.name() == name)
-    }
-
     /// Registry subject of the value schema (Confluent's TopicNameStrategy).
     pub fn value_subject(self) -> String {
         format!("{}-value", self.name())

@@ -38,11 +38,6 @@ impl WireError {
             WireError::Malformed(e.to_string())
         }
     }
-
-    /// Whether retrying later can succeed (the registry was unreachable).
-    pub fn is_retriable(&self) -> bool {
-        matches!(self, WireError::Registry(_))
-    }
 }
 
 /// Encodes and decodes topic values in Confluent's wire format.

@@ -436,11 +436,6 @@ impl Stack {
         self.clickhouse.client().with_database("obs")
     }
 
-    /// The stack's scratch directory.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
     /// The pipeline's log so far.
     pub fn obs_log(&self) -> String {
         self.obs.log_tail()

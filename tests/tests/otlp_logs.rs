@@ -303,8 +303,9 @@ async fn json_and_gzipped_protobuf_bodies_are_stored() {
     // The value in Kafka carries the registry id of the obs.logs-value subject.
     let latest: serde_json::Value = obs_e2e::http(30)
         .get(format!(
-            "http://127.0.0.1:{}/subjects/obs.logs-value/versions/latest",
-            stack.ports.registry
+            "http://127.0.0.1:{}/subjects/{}/versions/latest",
+            stack.ports.registry,
+            obs_schemas::Topic::Logs.value_subject()
         ))
         .send()
         .await
