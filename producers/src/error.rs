@@ -18,6 +18,18 @@ pub enum CollectorError {
     /// The content type or encoding is not one this endpoint reads (415).
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// A limit of `[collector]` was hit (400): retrying the same request will not help.
+    #[error("{message}")]
+    Limit {
+        /// Which limit, for the `obs_collector_rejected_total` metric.
+        kind: &'static str,
+        /// What was refused and what to do.
+        message: String,
+    },
+    /// Out-of-order or conflicting samples (400, as Prometheus answers them); nothing of the
+    /// request is stored.
+    #[error("{0}")]
+    OutOfOrder(String),
     /// The broker or registry did not acknowledge in time (503): retry later.
     #[error("the pipeline could not store the records right now ({0}); retry later")]
     Unavailable(String),
@@ -27,7 +39,9 @@ impl CollectorError {
     /// The HTTP status for this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            CollectorError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            CollectorError::BadRequest(_)
+            | CollectorError::Limit { .. }
+            | CollectorError::OutOfOrder(_) => StatusCode::BAD_REQUEST,
             CollectorError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             CollectorError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             CollectorError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -37,9 +51,11 @@ impl CollectorError {
     /// The gRPC status code OTLP puts in its `Status` body.
     pub fn grpc_code(&self) -> i32 {
         match self {
-            CollectorError::BadRequest(_) | CollectorError::UnsupportedMediaType(_) => 3, // INVALID_ARGUMENT
-            CollectorError::TooLarge { .. } => 8, // RESOURCE_EXHAUSTED
-            CollectorError::Unavailable(_) => 14, // UNAVAILABLE
+            CollectorError::BadRequest(_)
+            | CollectorError::UnsupportedMediaType(_)
+            | CollectorError::OutOfOrder(_) => 3, // INVALID_ARGUMENT
+            CollectorError::TooLarge { .. } | CollectorError::Limit { .. } => 8, // RESOURCE_EXHAUSTED
+            CollectorError::Unavailable(_) => 14,                                // UNAVAILABLE
         }
     }
 
@@ -47,6 +63,8 @@ impl CollectorError {
     pub fn reason(&self) -> &'static str {
         match self {
             CollectorError::BadRequest(_) => "bad_request",
+            CollectorError::Limit { kind, .. } => kind,
+            CollectorError::OutOfOrder(_) => "out_of_order",
             CollectorError::TooLarge { .. } => "too_large",
             CollectorError::UnsupportedMediaType(_) => "unsupported_media_type",
             CollectorError::Unavailable(_) => "unavailable",

@@ -1,7 +1,7 @@
 //! Collectors: where the outside world's telemetry enters the pipeline.
 //!
-//! In: HTTP requests in the protocols clients already speak (today OTLP/HTTP logs and traces,
-//! protobuf or JSON, optionally gzip). Out: normalised [`obs_schemas::records`] published to the raw
+//! In: HTTP requests in the protocols clients already speak (OTLP/HTTP logs and traces, protobuf or JSON,
+//! optionally gzip; Prometheus remote write). Out: normalised [`obs_schemas::records`] published to the raw
 //! Kafka topics in Confluent's wire format. A request is answered 2xx only after the broker
 //! acknowledged every record in it; a broker that is down or slow gets the client a 503
 //! with `Retry-After`, never a silent drop.
@@ -9,13 +9,19 @@
 //! * [`server`]: the listeners, routes and shared state.
 //! * `body`: reading, size-limiting and decompressing request bodies.
 //! * `otlp`: decoding and normalising OTLP.
+//! * `remote_write`: Prometheus remote write 1.0.
+//! * `events`: JSON events (ours and Kubernetes `Event` objects).
+//! * `metrics`: what every metrics protocol shares (series shape, limits, histograms).
 //! * `publish`: batching per Kafka key, encoding and awaiting acknowledgements.
 //! * `error`: how each failure is answered.
 
 mod body;
 mod error;
+mod events;
+mod metrics;
 mod otlp;
 mod publish;
+pub mod remote_write;
 pub mod server;
 
 pub use server::run;

@@ -1,24 +1,32 @@
-//! Publishing: records grouped by Kafka key, one wire-format message per group (chunked),
+//! Publishing: records grouped per partition of their key (series fingerprint, stream,
+//! trace id), one wire-format message per group (chunked),
 //! sent concurrently, and acknowledged only when the broker acknowledged every message.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
 use obs_runtime::kafka::SharedProducer;
 use obs_schemas::Topic;
-use obs_schemas::records::{LogBatch, LogRecord, Span, SpanBatch};
-use obs_schemas::stream_fingerprint;
+use obs_schemas::records::{
+    Event, EventBatch, LogBatch, LogRecord, MetricBatch, MetricMetadata, MetricSeries, Span,
+    SpanBatch,
+};
 use obs_schemas::wire::Codec;
+use obs_schemas::{series_fingerprint, stream_fingerprint};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureRecord;
 use serde::Serialize;
+use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::CollectorError;
 
 /// Most records in one Kafka message; larger groups are split.
 const MAX_RECORDS_PER_MESSAGE: usize = 2_000;
+
+/// Most samples in one metrics message (about 14 bytes each on the wire before lz4).
+const MAX_SAMPLES_PER_MESSAGE: usize = 50_000;
 
 /// How long a send may wait for room in the producer's queue before the client is told to
 /// back off: the queue being full means the broker is not keeping up.
@@ -29,17 +37,37 @@ const ENQUEUE_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct Publisher {
     producer: SharedProducer,
     codec: Arc<Codec>,
+    partitions: Arc<HashMap<Topic, i32>>,
+}
+
+/// The partition a key hash falls in (the same hash always lands in the same partition).
+fn partition_of(hash: i64, partitions: i32) -> i32 {
+    (hash as u64 % partitions.max(1) as u64) as i32
 }
 
 impl Publisher {
-    /// A publisher over an (idempotent) producer and a registry codec.
-    pub fn new(producer: SharedProducer, codec: Arc<Codec>) -> Self {
-        Publisher { producer, codec }
+    /// A publisher over an (idempotent) producer and a registry codec; `partitions` holds
+    /// each topic's partition count (records are grouped per partition before sending).
+    pub fn new(
+        producer: SharedProducer,
+        codec: Arc<Codec>,
+        partitions: HashMap<Topic, i32>,
+    ) -> Self {
+        Publisher {
+            producer,
+            codec,
+            partitions: Arc::new(partitions),
+        }
     }
 
-    /// Publishes log records, keyed by stream (tenant, service, resource attributes).
+    fn partitions(&self, topic: Topic) -> i32 {
+        self.partitions.get(&topic).copied().unwrap_or(1)
+    }
+
+    /// Publishes log records, partitioned by stream (tenant, service, resource attributes).
     pub async fn logs(&self, records: Vec<LogRecord>) -> Result<(), CollectorError> {
-        let mut groups: BTreeMap<i64, Vec<LogRecord>> = BTreeMap::new();
+        let n = self.partitions(Topic::Logs);
+        let mut groups: BTreeMap<i32, Vec<LogRecord>> = BTreeMap::new();
         for r in records {
             let fp = stream_fingerprint(
                 &r.tenant,
@@ -48,56 +76,124 @@ impl Publisher {
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.as_str())),
             );
-            groups.entry(fp).or_default().push(r);
+            groups.entry(partition_of(fp, n)).or_default().push(r);
         }
         let messages = groups
             .into_iter()
-            .flat_map(|(fp, recs)| {
-                chunks(recs)
+            .flat_map(|(p, recs)| {
+                chunks(recs, MAX_RECORDS_PER_MESSAGE)
                     .into_iter()
-                    .map(move |records| (fp.to_be_bytes().to_vec(), LogBatch { records }))
+                    .map(move |records| (p, LogBatch { records }))
             })
             .collect();
         self.send(Topic::Logs, messages).await
     }
 
-    /// Publishes spans keyed by trace id, so all spans of a trace meet in one partition.
+    /// Publishes spans partitioned by trace id, so all spans of a trace meet in one
+    /// partition.
     pub async fn spans(&self, spans: Vec<Span>) -> Result<(), CollectorError> {
-        let mut groups: BTreeMap<String, Vec<Span>> = BTreeMap::new();
+        let n = self.partitions(Topic::Spans);
+        let mut groups: BTreeMap<i32, Vec<Span>> = BTreeMap::new();
         for s in spans {
-            groups.entry(s.trace_id.clone()).or_default().push(s);
+            let h = xxh3_64(s.trace_id.as_bytes()) as i64;
+            groups.entry(partition_of(h, n)).or_default().push(s);
         }
         let messages = groups
             .into_iter()
-            .flat_map(|(trace_id, spans)| {
-                let key = trace_id.into_bytes();
-                chunks(spans)
+            .flat_map(|(p, spans)| {
+                chunks(spans, MAX_RECORDS_PER_MESSAGE)
                     .into_iter()
-                    .map(move |spans| (key.clone(), SpanBatch { spans }))
+                    .map(move |spans| (p, SpanBatch { spans }))
             })
             .collect();
         self.send(Topic::Spans, messages).await
     }
 
-    /// Encodes and sends `(key, value)` messages; Ok only when every one is acknowledged.
+    /// Publishes events partitioned by source.
+    pub async fn events(&self, events: Vec<Event>) -> Result<(), CollectorError> {
+        let n = self.partitions(Topic::Events);
+        let mut groups: BTreeMap<i32, Vec<Event>> = BTreeMap::new();
+        for e in events {
+            let h = xxh3_64(e.source.as_bytes()) as i64;
+            groups.entry(partition_of(h, n)).or_default().push(e);
+        }
+        let messages = groups
+            .into_iter()
+            .flat_map(|(p, events)| {
+                chunks(events, MAX_RECORDS_PER_MESSAGE)
+                    .into_iter()
+                    .map(move |events| (p, EventBatch { events }))
+            })
+            .collect();
+        self.send(Topic::Events, messages).await
+    }
+
+    /// Publishes metric series partitioned by series fingerprint (a message carries series
+    /// of one partition), and metadata partitioned by family name.
+    pub async fn metrics(
+        &self,
+        series: Vec<MetricSeries>,
+        metadata: Vec<MetricMetadata>,
+    ) -> Result<(), CollectorError> {
+        let n = self.partitions(Topic::Metrics);
+        let mut groups: BTreeMap<i32, MetricBatch> = BTreeMap::new();
+        for s in series {
+            groups
+                .entry(partition_of(s.fingerprint, n))
+                .or_default()
+                .series
+                .push(s);
+        }
+        for m in metadata {
+            let h = series_fingerprint(&m.tenant, &m.name, []);
+            groups
+                .entry(partition_of(h, n))
+                .or_default()
+                .metadata
+                .push(m);
+        }
+        let mut messages = Vec::new();
+        for (p, batch) in groups {
+            let mut size = 0;
+            let mut current = MetricBatch::default();
+            for s in batch.series {
+                size += s.timestamps_ms.len().max(1);
+                current.series.push(s);
+                if size >= MAX_SAMPLES_PER_MESSAGE {
+                    messages.push((p, std::mem::take(&mut current)));
+                    size = 0;
+                }
+            }
+            current.metadata = batch.metadata;
+            if !current.series.is_empty() || !current.metadata.is_empty() {
+                messages.push((p, current));
+            }
+        }
+        self.send(Topic::Metrics, messages).await
+    }
+
+    /// Encodes and sends `(partition, value)` messages; Ok only when every one is
+    /// acknowledged.
     async fn send<T: Serialize>(
         &self,
         topic: Topic,
-        messages: Vec<(Vec<u8>, T)>,
+        messages: Vec<(i32, T)>,
     ) -> Result<(), CollectorError> {
         let mut encoded = Vec::with_capacity(messages.len());
-        for (key, value) in messages {
+        for (partition, value) in messages {
             let bytes = self
                 .codec
                 .encode(topic, &value)
                 .await
                 .map_err(|e| CollectorError::Unavailable(e.to_string()))?;
-            encoded.push((key, bytes));
+            encoded.push((partition, bytes));
         }
         let (generation, producer) = self.producer.get();
-        let sends = encoded.iter().map(|(key, payload)| {
+        let sends = encoded.iter().map(|(partition, payload)| {
             producer.send(
-                FutureRecord::to(topic.name()).key(key).payload(payload),
+                FutureRecord::<(), _>::to(topic.name())
+                    .partition(*partition)
+                    .payload(payload),
                 ENQUEUE_TIMEOUT,
             )
         });
@@ -122,11 +218,11 @@ impl Publisher {
     }
 }
 
-/// Splits a group into messages of at most [`MAX_RECORDS_PER_MESSAGE`] records.
-fn chunks<T>(mut items: Vec<T>) -> Vec<Vec<T>> {
+/// Splits a group into messages of at most `max` records.
+fn chunks<T>(mut items: Vec<T>, max: usize) -> Vec<Vec<T>> {
     let mut out = Vec::new();
     while !items.is_empty() {
-        let rest = items.split_off(items.len().min(MAX_RECORDS_PER_MESSAGE));
+        let rest = items.split_off(items.len().min(max));
         out.push(items);
         items = rest;
     }

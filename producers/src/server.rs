@@ -23,8 +23,11 @@ use prost::Message;
 
 use crate::body::{self, Format};
 use crate::error::CollectorError;
+use crate::metrics::families::Families;
+use crate::metrics::guard::SeriesGuard;
 use crate::otlp::{self, Status};
 use crate::publish::Publisher;
+use crate::remote_write;
 
 /// Header that names the tenant (Loki, Mimir and Tempo use the same).
 pub const TENANT_HEADER: &str = "X-Scope-OrgID";
@@ -32,8 +35,10 @@ pub const TENANT_HEADER: &str = "X-Scope-OrgID";
 /// What every request handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    publisher: Publisher,
-    cfg: Arc<CollectorConfig>,
+    pub(crate) publisher: Publisher,
+    pub(crate) cfg: Arc<CollectorConfig>,
+    pub(crate) guard: Arc<SeriesGuard>,
+    pub(crate) families: Arc<Families>,
 }
 
 /// The collector's routes (the same on every listener).
@@ -41,6 +46,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/logs", post(otlp_logs))
         .route("/v1/traces", post(otlp_traces))
+        .route("/api/v1/write", post(remote_write::push))
+        .route("/api/v1/push", post(remote_write::push))
+        .route("/api/v1/events", post(events))
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
@@ -53,7 +61,7 @@ fn now_ns() -> i64 {
 }
 
 /// The tenant of a request: `X-Scope-OrgID`, or the configured default.
-fn tenant(headers: &HeaderMap, default: &str) -> Result<String, CollectorError> {
+pub(crate) fn tenant(headers: &HeaderMap, default: &str) -> Result<String, CollectorError> {
     let Some(value) = headers.get(TENANT_HEADER) else {
         return Ok(default.to_string());
     };
@@ -73,7 +81,7 @@ fn tenant(headers: &HeaderMap, default: &str) -> Result<String, CollectorError> 
     Ok(t.to_string())
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, CollectorError> {
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, CollectorError> {
     axum::body::to_bytes(body, limit + 1)
         .await
         .map_err(|_| CollectorError::TooLarge { limit })
@@ -173,6 +181,46 @@ async fn otlp_traces(State(state): State<AppState>, headers: HeaderMap, body: Bo
     .await
 }
 
+/// `POST /api/v1/events`: JSON events (see [`crate::events`]); answers
+/// `{"accepted": n}` or `{"error": "..."}`.
+async fn events(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let result = async {
+        let tenant = tenant(&headers, &state.cfg.default_tenant)?;
+        let raw = read_body(body, state.cfg.max_body_bytes).await?;
+        let bytes = body::decode(&headers, raw, state.cfg.max_body_bytes)?;
+        let events = crate::events::parse(&bytes, &tenant, now_ns())?;
+        let n = events.len();
+        if n > 0 {
+            state.publisher.events(events).await?;
+        }
+        Ok::<usize, CollectorError>(n)
+    }
+    .await;
+    match result {
+        Ok(n) => {
+            metrics::counter!("obs_collector_records_total", "signal" => "events")
+                .increment(n as u64);
+            axum::Json(serde_json::json!({ "accepted": n })).into_response()
+        }
+        Err(e) => json_error(e),
+    }
+}
+
+/// A JSON error answer `{"error": "..."}` with the error's status.
+pub(crate) fn json_error(e: CollectorError) -> Response {
+    metrics::counter!("obs_collector_rejected_total", "reason" => e.reason()).increment(1);
+    let mut resp = (
+        e.status(),
+        axum::Json(serde_json::json!({ "error": e.to_string() })),
+    )
+        .into_response();
+    if matches!(e, CollectorError::Unavailable(_)) {
+        resp.headers_mut()
+            .insert(RETRY_AFTER, "5".parse().expect("static header"));
+    }
+    resp
+}
+
 /// An OTLP error answer: the status code, and a `google.rpc.Status` body in the request's
 /// format carrying the message.
 fn otlp_error(format: Format, e: CollectorError) -> Response {
@@ -200,10 +248,13 @@ fn otlp_error(format: Format, e: CollectorError) -> Response {
 pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
     kafka::ensure_topics(&cfg.kafka).await?;
     let producer = kafka::SharedProducer::new(&cfg.kafka)?;
+    let partitions = kafka::partition_counts(&cfg.kafka).await?;
     let codec = Arc::new(Codec::new(&cfg.registry.url));
     let state = AppState {
-        publisher: Publisher::new(producer, codec),
+        publisher: Publisher::new(producer, codec, partitions),
         cfg: Arc::new(cfg.collector.clone()),
+        guard: Arc::new(SeriesGuard::new(&cfg.collector)),
+        families: Arc::new(Families::default()),
     };
     let app = router(state).merge(ops::router(ready.clone()));
     ready.set(true);

@@ -115,6 +115,17 @@ pub struct CollectorConfig {
     pub max_body_bytes: usize,
     /// Tenant for requests without `X-Scope-OrgID`.
     pub default_tenant: String,
+    /// Most labels a metric series may have, `__name__` included.
+    pub max_labels_per_series: usize,
+    /// Longest label name, in bytes.
+    pub max_label_name_bytes: usize,
+    /// Longest label value, in bytes.
+    pub max_label_value_bytes: usize,
+    /// Most active metric series per tenant (the cardinality limit); a request that would
+    /// add series past it is refused whole.
+    pub max_series_per_tenant: usize,
+    /// A series unseen this long no longer counts as active.
+    pub series_idle_secs: u64,
 }
 
 impl Default for CollectorConfig {
@@ -124,6 +135,11 @@ impl Default for CollectorConfig {
             otlp_http_listen: "127.0.0.1:4318".into(),
             max_body_bytes: 16 << 20,
             default_tenant: "default".into(),
+            max_labels_per_series: 40,
+            max_label_name_bytes: 128,
+            max_label_value_bytes: 2048,
+            max_series_per_tenant: 1_000_000,
+            series_idle_secs: 3600,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! commits only after its output is durable). The broker may not create topics on first
 //! produce (tansu does not), so every stage calls [`ensure_topics`] at start-up.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use obs_schemas::Topic;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -104,6 +105,12 @@ pub fn consumer(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
+        // A stage stops polling while its output is down (ClickHouse retries) and resumes
+        // where it was; liveness is the heartbeat thread's job, so a long outage must not
+        // cost the group membership.
+        .set("max.poll.interval.ms", "86400000")
+        // What librdkafka prefetches while the stage is not consuming: bounded.
+        .set("queued.max.messages.kbytes", "65536")
         .set("fetch.max.bytes", (32 << 20).to_string())
         .set("max.partition.fetch.bytes", (8 << 20).to_string())
         .create()
@@ -144,4 +151,32 @@ pub async fn ensure_topics(cfg: &KafkaConfig) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The partition count of every pipeline topic, as the broker reports it.
+pub async fn partition_counts(cfg: &KafkaConfig) -> anyhow::Result<HashMap<Topic, i32>> {
+    let brokers = cfg.brokers.clone();
+    tokio::task::spawn_blocking(move || {
+        let client: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .context("creating a Kafka metadata client")?;
+        let mut out = HashMap::new();
+        for t in Topic::ALL {
+            let md = client
+                .fetch_metadata(Some(t.name()), Duration::from_secs(10))
+                .with_context(|| format!("reading the metadata of {t} from {brokers}"))?;
+            let n = md
+                .topics()
+                .iter()
+                .find(|m| m.name() == t.name())
+                .map(|m| m.partitions().len() as i32)
+                .unwrap_or(0);
+            anyhow::ensure!(n > 0, "topic {t} has no partitions on {brokers}");
+            out.insert(t, n);
+        }
+        Ok(out)
+    })
+    .await
+    .context("metadata task")?
 }

@@ -47,6 +47,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "sink_intents",
         sql: include_str!("../migrations/0005_sink_intents.sql"),
     },
+    Migration {
+        version: 6,
+        name: "metrics_metadata",
+        sql: include_str!("../migrations/0006_metrics_metadata.sql"),
+    },
 ];
 
 /// Retention per table family, in days (TTL clauses of the DDL).

@@ -182,6 +182,13 @@ mod tests {
                     }],
                     tenant: "t".into(),
                 }],
+                metadata: vec![MetricMetadata {
+                    tenant: "t".into(),
+                    name: "up".into(),
+                    kind: "gauge".into(),
+                    help: "Target is up.".into(),
+                    unit: String::new(),
+                }],
             },
         );
         roundtrip(

@@ -16,7 +16,6 @@
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -87,7 +86,7 @@ pub struct SinkDriver<T: TableSink> {
     client: clickhouse::Client,
     max_rows: usize,
     max_wait: Duration,
-    _table: PhantomData<T>,
+    table: std::sync::Mutex<T>,
 }
 
 /// Retries `op` with backoff until it succeeds, logging `what` on each failure.
@@ -133,7 +132,7 @@ impl<T: TableSink> SinkDriver<T> {
             client: ch::client(&cfg.clickhouse),
             max_rows: cfg.sink.batch_max_rows.max(1),
             max_wait: Duration::from_millis(cfg.sink.batch_max_wait_ms),
-            _table: PhantomData,
+            table: std::sync::Mutex::new(T::default()),
         })
     }
 
@@ -236,7 +235,7 @@ impl<T: TableSink> SinkDriver<T> {
         loop {
             match self.codec.decode::<T::Message>(payload).await {
                 Ok(m) => {
-                    T::rows(m, rows);
+                    self.table.lock().expect("table lock").rows(m, rows);
                     return;
                 }
                 Err(e @ WireError::Registry(_)) => {

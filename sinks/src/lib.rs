@@ -9,10 +9,14 @@
 //! * [`table`]: what a table sink must say (topic, table, row shape, conversion).
 //! * [`logs`]: `obs.logs` → `otel_logs`.
 //! * [`traces`]: `obs.spans` → `otel_traces`.
+//! * [`metrics`]: `obs.metrics` → `metrics_samples`, `metrics_series`, `metrics_metadata`.
+//! * [`events`]: `obs.events` → `obs_events`.
 //! * [`driver`]: the consume → batch → insert → commit loop shared by every table.
 
 pub mod driver;
+pub mod events;
 pub mod logs;
+pub mod metrics;
 pub mod table;
 pub mod traces;
 
@@ -23,6 +27,18 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
     kafka::ensure_topics(&cfg.kafka).await?;
     let logs = driver::SinkDriver::<logs::OtelLogs>::new(&cfg)?;
     let traces = driver::SinkDriver::<traces::OtelTraces>::new(&cfg)?;
+    let samples = driver::SinkDriver::<metrics::MetricSamples>::new(&cfg)?;
+    let series = driver::SinkDriver::<metrics::MetricSeriesTable>::new(&cfg)?;
+    let metadata = driver::SinkDriver::<metrics::MetricMetadataTable>::new(&cfg)?;
+    let events = driver::SinkDriver::<events::ObsEvents>::new(&cfg)?;
     ready.set(true);
-    tokio::try_join!(logs.run(), traces.run()).map(|_| ())
+    tokio::try_join!(
+        logs.run(),
+        traces.run(),
+        samples.run(),
+        series.run(),
+        metadata.run(),
+        events.run()
+    )
+    .map(|_| ())
 }

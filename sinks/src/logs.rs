@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::table::{TableSink, pairs};
 
 /// The `otel_logs` sink.
+#[derive(Default)]
 pub struct OtelLogs;
 
 /// One `otel_logs` row (`TimestampTime` is left to its DEFAULT).
@@ -56,7 +57,7 @@ impl TableSink for OtelLogs {
     const TOPIC: Topic = Topic::Logs;
     const TABLE: &'static str = "otel_logs";
 
-    fn rows(message: LogBatch, out: &mut Vec<OtelLogRow>) {
+    fn rows(&mut self, message: LogBatch, out: &mut Vec<OtelLogRow>) {
         out.extend(message.records.into_iter().map(|r| OtelLogRow {
             timestamp: r.timestamp_ns,
             trace_id: r.trace_id,
@@ -76,5 +77,9 @@ impl TableSink for OtelLogs {
             event_name: r.event_name,
             tenant: r.tenant,
         }));
+    }
+
+    fn row_time_ns(row: &Self::Row) -> Option<i64> {
+        Some(row.timestamp)
     }
 }

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 
 /// A table fed from a topic: the driver does the Kafka and ClickHouse work, the table says
 /// only what a message becomes.
-pub trait TableSink: Send + Sync + 'static {
+pub trait TableSink: Default + Send + Sync + 'static {
     /// The topic's value type.
     type Message: DeserializeOwned + Send;
     /// One row of the table; field names are the table's column names.
@@ -17,8 +17,12 @@ pub trait TableSink: Send + Sync + 'static {
     const TOPIC: Topic;
     /// Target table.
     const TABLE: &'static str;
-    /// Appends the rows a message becomes to `out`.
-    fn rows(message: Self::Message, out: &mut Vec<Self::Row>);
+    /// Appends the rows a message becomes to `out`. The rows of a message must not depend
+    /// on state unless a row written again is harmless (a replacing table).
+    fn rows(&mut self, message: Self::Message, out: &mut Vec<Self::Row>);
+    /// The record time of a row in ns (what `obs replay --from/--to` selects on); `None`
+    /// for rows that describe rather than record (series, metadata), which replay keeps.
+    fn row_time_ns(row: &Self::Row) -> Option<i64>;
 }
 
 /// Attributes as a ClickHouse `Map` column takes them from the `clickhouse` crate.

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::table::{TableSink, pairs};
 
 /// The `otel_traces` sink.
+#[derive(Default)]
 pub struct OtelTraces;
 
 /// One `otel_traces` row; `Events.*` and `Links.*` are the Nested columns' arrays.
@@ -76,7 +77,7 @@ impl TableSink for OtelTraces {
     const TOPIC: Topic = Topic::Spans;
     const TABLE: &'static str = "otel_traces";
 
-    fn rows(message: SpanBatch, out: &mut Vec<OtelTraceRow>) {
+    fn rows(&mut self, message: SpanBatch, out: &mut Vec<OtelTraceRow>) {
         out.extend(message.spans.into_iter().map(|s| {
             let (events_timestamp, events_name, events_attributes) = s
                 .events
@@ -121,5 +122,9 @@ impl TableSink for OtelTraces {
                 tenant: s.tenant,
             }
         }));
+    }
+
+    fn row_time_ns(row: &Self::Row) -> Option<i64> {
+        Some(row.timestamp)
     }
 }

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tempfile::TempDir;
 
+pub mod prometheus;
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -130,6 +132,23 @@ impl Proc {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Stops the process with SIGTERM (a clean shutdown) and waits up to `timeout` for it,
+    /// then kills it.
+    pub async fn terminate(&mut self, timeout: Duration) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.exited() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.kill();
     }
 
     /// Whether the process has ended.
@@ -424,6 +443,16 @@ impl Stack {
     /// The collector's OTLP/HTTP logs URL.
     pub fn otlp_logs_url(&self) -> String {
         format!("http://127.0.0.1:{}/v1/logs", self.ports.otlp_http)
+    }
+
+    /// The collector's main listener, e.g. `http://127.0.0.1:8080`.
+    pub fn collector_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports.collector)
+    }
+
+    /// The stack's scratch directory (logs, data), removed when the stack is dropped.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// The query API's base URL.

@@ -7,6 +7,25 @@ use super::Attrs;
 pub struct MetricBatch {
     /// The series with their samples.
     pub series: Vec<MetricSeries>,
+    /// Descriptions of metric families (type, help, unit), sent when the client sends them.
+    #[serde(default)]
+    pub metadata: Vec<MetricMetadata>,
+}
+
+/// What a metric family is: its type, help text and unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct MetricMetadata {
+    /// Tenant the family belongs to.
+    pub tenant: String,
+    /// Metric family name.
+    pub name: String,
+    /// `counter`, `gauge`, `histogram`, `gaugehistogram`, `summary`, `info`, `stateset` or
+    /// `unknown`.
+    pub kind: String,
+    /// Help text.
+    pub help: String,
+    /// Unit.
+    pub unit: String,
 }
 
 /// One series and its samples in column form (timestamps and values side by side).

@@ -13,7 +13,7 @@ mod spans;
 pub use derived::{Alert, DeadLetter, MetricRollup, ServiceGraphEdge, TraceSummary};
 pub use events::{Event, EventBatch};
 pub use logs::{LogBatch, LogRecord};
-pub use metrics::{Exemplar, HistogramPoint, MetricBatch, MetricSeries};
+pub use metrics::{Exemplar, HistogramPoint, MetricBatch, MetricMetadata, MetricSeries};
 pub use spans::{Span, SpanBatch, SpanEvent, SpanLink};
 
 /// String-to-string attributes, as every table stores them (`Map(LowCardinality(String), String)`).

@@ -1,0 +1,215 @@
+//! `obs.metrics` → `metrics_samples`, `metrics_series` and `metrics_metadata`.
+//!
+//! Each table has its own consumer group, so each is exactly-once on its own terms:
+//! samples by deduplicated batches; series and metadata by being replacing tables, where
+//! a row written twice is harmless. That is what lets the series sink skip series it wrote
+//! recently (most remote-write requests carry one sample per series, and writing the label
+//! set with each would double the rows stored).
+
+use std::collections::HashMap;
+
+use clickhouse::Row;
+use obs_schemas::Topic;
+use obs_schemas::records::MetricBatch;
+use serde::Serialize;
+
+use crate::table::{TableSink, pairs};
+
+/// The `metrics_samples` sink.
+#[derive(Default)]
+pub struct MetricSamples;
+
+/// One sample.
+#[derive(Debug, Clone, Row, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SampleRow {
+    /// Tenant.
+    pub tenant: String,
+    /// `__name__`.
+    pub metric_name: String,
+    /// Series fingerprint (joins `metrics_series`).
+    pub fingerprint: i64,
+    /// ms since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// The value (stale markers kept bit for bit).
+    pub value: f64,
+}
+
+impl TableSink for MetricSamples {
+    type Message = MetricBatch;
+    type Row = SampleRow;
+    const TOPIC: Topic = Topic::Metrics;
+    const TABLE: &'static str = "metrics_samples";
+
+    fn rows(&mut self, message: MetricBatch, out: &mut Vec<SampleRow>) {
+        for s in message.series {
+            for (ts, v) in s.timestamps_ms.into_iter().zip(s.values) {
+                out.push(SampleRow {
+                    tenant: s.tenant.clone(),
+                    metric_name: s.name.clone(),
+                    fingerprint: s.fingerprint,
+                    timestamp_ms: ts,
+                    value: v,
+                });
+            }
+        }
+    }
+
+    fn row_time_ns(row: &SampleRow) -> Option<i64> {
+        Some(row.timestamp_ms.saturating_mul(1_000_000))
+    }
+}
+
+/// A series is written again once its newest sample is this much newer than the one of
+/// its last written row (keeps `LastSeenMs`, and so the series TTL, fresh).
+const SERIES_REFRESH_MS: i64 = 10 * 60 * 1000;
+/// Past this many remembered series the memory is cleared (they are then written again).
+const SERIES_MEMORY: usize = 2_000_000;
+
+/// The `metrics_series` sink.
+#[derive(Default)]
+pub struct MetricSeriesTable {
+    /// fingerprint → (LastSeenMs written, kind written).
+    written: HashMap<i64, (i64, String)>,
+}
+
+/// One series: its labels, stored once.
+#[derive(Debug, Clone, Row, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SeriesRow {
+    /// Tenant.
+    pub tenant: String,
+    /// `__name__`.
+    pub metric_name: String,
+    /// Series fingerprint.
+    pub fingerprint: i64,
+    /// Labels except `__name__`.
+    pub labels: Vec<(String, String)>,
+    /// counter, gauge, histogram, summary or unknown.
+    pub kind: String,
+    /// Newest sample time in the message (the replacing version).
+    pub last_seen_ms: i64,
+}
+
+impl TableSink for MetricSeriesTable {
+    type Message = MetricBatch;
+    type Row = SeriesRow;
+    const TOPIC: Topic = Topic::Metrics;
+    const TABLE: &'static str = "metrics_series";
+
+    fn rows(&mut self, message: MetricBatch, out: &mut Vec<SeriesRow>) {
+        if self.written.len() > SERIES_MEMORY {
+            self.written.clear();
+        }
+        for s in message.series {
+            let last = s.timestamps_ms.iter().copied().max().unwrap_or(0);
+            if let Some((written, kind)) = self.written.get(&s.fingerprint)
+                && *kind == s.kind
+                && last < written + SERIES_REFRESH_MS
+            {
+                continue;
+            }
+            self.written.insert(s.fingerprint, (last, s.kind.clone()));
+            out.push(SeriesRow {
+                tenant: s.tenant,
+                metric_name: s.name,
+                fingerprint: s.fingerprint,
+                labels: pairs(s.labels),
+                kind: s.kind,
+                last_seen_ms: last,
+            });
+        }
+    }
+
+    fn row_time_ns(_: &SeriesRow) -> Option<i64> {
+        None
+    }
+}
+
+/// The `metrics_metadata` sink.
+#[derive(Default)]
+pub struct MetricMetadataTable;
+
+/// One metric family's description.
+#[derive(Debug, Clone, Row, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MetadataRow {
+    /// Tenant.
+    pub tenant: String,
+    /// Family name.
+    pub metric_family: String,
+    /// Type.
+    pub kind: String,
+    /// Help text.
+    pub help: String,
+    /// Unit.
+    pub unit: String,
+}
+
+impl TableSink for MetricMetadataTable {
+    type Message = MetricBatch;
+    type Row = MetadataRow;
+    const TOPIC: Topic = Topic::Metrics;
+    const TABLE: &'static str = "metrics_metadata";
+
+    fn rows(&mut self, message: MetricBatch, out: &mut Vec<MetadataRow>) {
+        out.extend(message.metadata.into_iter().map(|m| MetadataRow {
+            tenant: m.tenant,
+            metric_family: m.name,
+            kind: m.kind,
+            help: m.help,
+            unit: m.unit,
+        }));
+    }
+
+    fn row_time_ns(_: &MetadataRow) -> Option<i64> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use obs_schemas::records::MetricSeries;
+
+    fn batch(fp: i64, ts: &[i64]) -> MetricBatch {
+        MetricBatch {
+            series: vec![MetricSeries {
+                fingerprint: fp,
+                name: "up".into(),
+                kind: "gauge".into(),
+                timestamps_ms: ts.to_vec(),
+                values: ts.iter().map(|_| 1.0).collect(),
+                tenant: "t".into(),
+                ..Default::default()
+            }],
+            metadata: vec![],
+        }
+    }
+
+    #[test]
+    fn every_sample_is_a_row() {
+        let mut out = vec![];
+        MetricSamples.rows(batch(7, &[1, 2, 3]), &mut out);
+        let got: Vec<(i64, i64)> = out
+            .iter()
+            .map(|r| (r.fingerprint, r.timestamp_ms))
+            .collect();
+        assert_eq!(got, vec![(7, 1), (7, 2), (7, 3)]);
+    }
+
+    #[test]
+    fn series_are_written_again_only_when_stale_or_changed() {
+        let mut t = MetricSeriesTable::default();
+        let mut out = vec![];
+        t.rows(batch(7, &[1_000]), &mut out);
+        t.rows(batch(7, &[2_000]), &mut out);
+        assert_eq!(out.len(), 1);
+        t.rows(batch(7, &[1_000 + SERIES_REFRESH_MS]), &mut out);
+        assert_eq!(out.len(), 2);
+        let mut b = batch(7, &[1_000 + SERIES_REFRESH_MS + 1]);
+        b.series[0].kind = "counter".into();
+        t.rows(b, &mut out);
+        assert_eq!(out.len(), 3);
+    }
+}
