@@ -10,9 +10,13 @@
 //! once. Otherwise a batch is flushed at `sink.batch_max_rows` rows or when its first message
 //! is `sink.batch_max_wait_ms` old.
 //!
-//! The insert is retried with backoff for as long as ClickHouse refuses it; meanwhile
+//! The insert is retried with backoff for as long as ClickHouse is unavailable; meanwhile
 //! nothing is committed and nothing more is consumed, so Kafka holds the backlog (bounded
-//! memory). Messages that cannot be decoded go to `obs.dlq` and count as processed.
+//! memory: librdkafka's prefetch is capped, and the consumer keeps its group membership
+//! through `max.poll.interval.ms`). When ClickHouse refuses the data itself (a parse or type
+//! error, a violated constraint), the batch is split by message, then by row, and only the
+//! refused rows go to `obs.dlq` with ClickHouse's reason. Messages that cannot be decoded go
+//! to `obs.dlq` too; both count as processed.
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -62,6 +66,8 @@ struct Batch<R> {
     first: i64,
     last: i64,
     rows: Vec<R>,
+    /// `(offset, index of its first row)` per message with rows, in order.
+    messages: Vec<(i64, usize)>,
     started: Instant,
     /// Where the batch must end, from an intent written before a crash.
     end: Option<i64>,
@@ -171,12 +177,17 @@ impl<T: TableSink> SinkDriver<T> {
                                 first: offset,
                                 last: offset,
                                 rows: Vec::new(),
+                                messages: Vec::new(),
                                 started: Instant::now(),
                                 end,
                             })
                         }
                     };
+                    let before = batch.rows.len();
                     self.take(&msg, &mut batch.rows).await;
+                    if batch.rows.len() > before {
+                        batch.messages.push((offset, before));
+                    }
                     batch.last = offset;
                     next_offset.insert(p, offset + 1);
                 }
@@ -244,20 +255,35 @@ impl<T: TableSink> SinkDriver<T> {
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 Err(e @ WireError::Malformed(_)) => {
-                    self.dead_letter(msg, &e.to_string()).await;
+                    self.dead_letter(
+                        msg.partition(),
+                        msg.offset(),
+                        msg.key().map(<[u8]>::to_vec),
+                        msg.payload().map(<[u8]>::to_vec),
+                        &e.to_string(),
+                    )
+                    .await;
                     return;
                 }
             }
         }
     }
 
-    async fn dead_letter(&self, msg: &BorrowedMessage<'_>, error: &str) {
+    /// Sends what could not be stored to `obs.dlq`, retrying until the broker takes it.
+    async fn dead_letter(
+        &self,
+        partition: i32,
+        offset: i64,
+        key: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+        error: &str,
+    ) {
         let letter = DeadLetter {
-            topic: msg.topic().to_string(),
-            partition: msg.partition(),
-            offset: msg.offset(),
-            key: msg.key().map(<[u8]>::to_vec),
-            value: msg.payload().map(<[u8]>::to_vec),
+            topic: T::TOPIC.name().to_string(),
+            partition,
+            offset,
+            key,
+            value,
             stage: format!("sink:{}", T::TABLE),
             error: error.to_string(),
             failed_at_ms: SystemTime::now()
@@ -266,13 +292,13 @@ impl<T: TableSink> SinkDriver<T> {
                 .unwrap_or(0),
         };
         tracing::warn!(
-            topic = msg.topic(),
-            partition = msg.partition(),
-            offset = msg.offset(),
+            topic = T::TOPIC.name(),
+            partition,
+            offset,
             error,
-            "message sent to the DLQ"
+            "sent to the DLQ"
         );
-        let key = msg.key().unwrap_or_default();
+        let key = letter.key.clone().unwrap_or_default();
         retry("writing to the DLQ", || async {
             let bytes = self
                 .codec
@@ -282,7 +308,9 @@ impl<T: TableSink> SinkDriver<T> {
             let (generation, producer) = self.dlq.get();
             producer
                 .send(
-                    FutureRecord::to(Topic::Dlq.name()).key(key).payload(&bytes),
+                    FutureRecord::to(Topic::Dlq.name())
+                        .key(&key)
+                        .payload(&bytes),
                     Duration::from_secs(5),
                 )
                 .await
@@ -316,10 +344,16 @@ impl<T: TableSink> SinkDriver<T> {
             }
             let token = dedup_token(T::TOPIC, partition, batch.first, batch.last);
             let started = Instant::now();
-            retry(&format!("inserting into {}", T::TABLE), || {
-                self.insert(&batch.rows, &token)
-            })
-            .await;
+            if let Err(rejected) = self.insert_retrying(&batch.rows, &token).await {
+                tracing::warn!(
+                    partition,
+                    first = batch.first,
+                    last = batch.last,
+                    error = %rejected,
+                    "ClickHouse rejected the batch's data; isolating the rows it refuses"
+                );
+                self.isolate(partition, &batch).await;
+            }
             crash_after_insert();
             metrics::counter!("obs_sink_rows_total", "table" => T::TABLE)
                 .increment(batch.rows.len() as u64);
@@ -328,6 +362,57 @@ impl<T: TableSink> SinkDriver<T> {
             tracing::debug!(table = T::TABLE, rows = batch.rows.len(), %token, "batch inserted");
         }
         self.commit(partition, batch.last + 1).await;
+    }
+
+    /// Inserts, retrying every failure that can pass; `Err` when ClickHouse refuses the
+    /// data itself (retrying would fail forever).
+    async fn insert_retrying(&self, rows: &[T::Row], token: &str) -> Result<(), String> {
+        let mut backoff = Duration::from_millis(200);
+        let mut attempt = 0u32;
+        loop {
+            match self.insert(rows, token).await {
+                Ok(()) => return Ok(()),
+                Err(e) if rejects_data(&e) => return Err(e.to_string()),
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(attempt, error = %e, table = T::TABLE, "insert failed; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// After ClickHouse refused a batch's data: each message is inserted on its own (token
+    /// `<topic>/<p>:<o>-<o>`), and in a refused message each row (token `...#<row>`); rows
+    /// still refused go to the DLQ with ClickHouse's reason. The tokens depend only on
+    /// offsets and row positions, so a re-run after a crash stores nothing twice.
+    async fn isolate(&self, partition: i32, batch: &Batch<T::Row>) {
+        for (n, &(offset, start)) in batch.messages.iter().enumerate() {
+            let end = batch
+                .messages
+                .get(n + 1)
+                .map_or(batch.rows.len(), |&(_, next)| next);
+            let rows = &batch.rows[start..end];
+            let token = dedup_token(T::TOPIC, partition, offset, offset);
+            if self.insert_retrying(rows, &token).await.is_ok() {
+                continue;
+            }
+            for (i, row) in rows.iter().enumerate() {
+                let row_token = format!("{token}#{i}");
+                if let Err(reason) = self
+                    .insert_retrying(std::slice::from_ref(row), &row_token)
+                    .await
+                {
+                    let value = serde_json::to_vec(row).ok();
+                    let error = format!(
+                        "ClickHouse refused row {i} of the message (the row is the value, as JSON): {reason}"
+                    );
+                    self.dead_letter(partition, offset, None, value, &error)
+                        .await;
+                }
+            }
+        }
     }
 
     async fn insert(&self, rows: &[T::Row], token: &str) -> clickhouse::error::Result<()> {
@@ -368,6 +453,28 @@ impl<T: TableSink> SinkDriver<T> {
     }
 }
 
+/// ClickHouse error codes that mean "this data is refused", so retrying cannot help:
+/// parse and type errors, values out of range, violated constraints, `throwIf`.
+const DATA_ERROR_CODES: &[u32] = &[6, 26, 27, 38, 41, 53, 69, 70, 72, 117, 131, 321, 395, 469];
+
+/// Whether an insert error is ClickHouse refusing the data (as opposed to an outage, a
+/// timeout or a missing table, which can pass).
+fn rejects_data(e: &clickhouse::error::Error) -> bool {
+    match e {
+        clickhouse::error::Error::BadResponse(text) => {
+            error_code(text).is_some_and(|c| DATA_ERROR_CODES.contains(&c))
+        }
+        _ => false,
+    }
+}
+
+/// The `Code: N` of a ClickHouse exception text.
+fn error_code(text: &str) -> Option<u32> {
+    let rest = &text[text.find("Code: ")? + 6..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
 /// The token naming exactly the offsets of a batch: the same offsets give the same token,
 /// so ClickHouse stores a retried insert once.
 pub fn dedup_token(topic: Topic, partition: i32, first: i64, last: i64) -> String {
@@ -377,6 +484,20 @@ pub fn dedup_token(topic: Topic, partition: i32, first: i64, last: i64) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_errors_are_told_from_outages() {
+        use clickhouse::error::Error;
+        let refused = Error::BadResponse(
+            "Code: 469. DB::Exception: Constraint `no_poison` for table obs.otel_logs is violated. (VIOLATED_CONSTRAINT)".into(),
+        );
+        assert!(rejects_data(&refused));
+        let missing = Error::BadResponse("Code: 60. DB::Exception: Unknown table".into());
+        assert!(!rejects_data(&missing));
+        assert!(!rejects_data(&Error::TimedOut));
+        assert_eq!(error_code("Code: 62. x"), Some(62));
+        assert_eq!(error_code("no code"), None);
+    }
 
     #[test]
     fn token_names_topic_partition_and_offsets() {

@@ -164,7 +164,7 @@ impl Proc {
             "--- {} ({}) ---\n{}",
             self.name,
             self.log.display(),
-            lines[lines.len().saturating_sub(30)..].join("\n")
+            lines[lines.len().saturating_sub(tail_lines())..].join("\n")
         )
     }
 }
@@ -495,4 +495,12 @@ impl Stack {
         );
         Ok(())
     }
+}
+
+/// How many log lines a failing test prints per process (`OBS_E2E_LOG_LINES`, default 30).
+fn tail_lines() -> usize {
+    std::env::var("OBS_E2E_LOG_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30)
 }

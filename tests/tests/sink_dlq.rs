@@ -111,3 +111,107 @@ async fn undecodable_message_goes_to_the_dlq_and_the_partition_moves_on() {
     );
     assert_eq!(msg.key(), Some(&b"k"[..]));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn row_clickhouse_refuses_goes_to_the_dlq_and_the_rest_is_stored() {
+    let stack = Stack::start().await.unwrap();
+    let db = stack.db();
+    // A constraint the table enforces: the stand-in for any value ClickHouse refuses.
+    db.query("ALTER TABLE otel_logs ADD CONSTRAINT no_poison CHECK Body != 'poison'")
+        .execute()
+        .await
+        .unwrap();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", stack.broker.bootstrap())
+        .create()
+        .unwrap();
+    let codec = Codec::new(&format!("http://127.0.0.1:{}", stack.ports.registry));
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let record = |body: &str, i: i64| LogRecord {
+        timestamp_ns: now + i,
+        body: body.into(),
+        service: "constraint-test".into(),
+        tenant: "default".into(),
+        ..Default::default()
+    };
+    // Three messages on partition 1: fine, one poison row among four, fine.
+    let messages = [
+        vec![record("m0-a", 0), record("m0-b", 1)],
+        vec![
+            record("m1-a", 2),
+            record("poison", 3),
+            record("m1-c", 4),
+            record("m1-d", 5),
+        ],
+        vec![record("m2-a", 6)],
+    ];
+    let mut offsets = vec![];
+    for records in messages {
+        let bytes = codec
+            .encode(Topic::Logs, &LogBatch { records })
+            .await
+            .unwrap();
+        let d = producer
+            .send(
+                FutureRecord::to(Topic::Logs.name())
+                    .partition(1)
+                    .key("k")
+                    .payload(&bytes),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        offsets.push(d.offset);
+    }
+    let bodies: Vec<String> = wait_for("the 6 good rows", Duration::from_secs(60), || {
+        let db = db.clone();
+        async move {
+            let b: Vec<String> = db
+                .query("SELECT Body FROM otel_logs WHERE ServiceName = 'constraint-test' ORDER BY Timestamp")
+                .fetch_all()
+                .await
+                .ok()?;
+            (b.len() >= 6).then_some(b)
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", stack.obs_log()));
+    assert_eq!(bodies, ["m0-a", "m0-b", "m1-a", "m1-c", "m1-d", "m2-a"]);
+
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", stack.broker.bootstrap())
+        .set("group.id", "dlq-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[Topic::Dlq.name()]).unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+        .await
+        .expect("a DLQ message")
+        .unwrap();
+    let letter: DeadLetter = codec.decode(msg.payload().unwrap()).await.unwrap();
+    assert_eq!(
+        (letter.topic.as_str(), letter.partition, letter.offset),
+        ("obs.logs", 1, offsets[1])
+    );
+    assert_eq!(letter.stage, "sink:otel_logs");
+    assert!(
+        letter
+            .error
+            .starts_with("ClickHouse refused row 1 of the message")
+            && letter.error.contains("no_poison"),
+        "{}",
+        letter.error
+    );
+    let row: serde_json::Value = serde_json::from_slice(letter.value.as_deref().unwrap()).unwrap();
+    assert_eq!(row["Body"], "poison");
+    // Exactly one letter: nothing else was refused.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), consumer.recv())
+            .await
+            .is_err()
+    );
+}

@@ -8,7 +8,8 @@ production (docker-compose). Nothing in the Rust code knows it is chDB.
 
 Supported request shapes (ClickHouse semantics):
   * query in the URL (`?query=`) and/or in the body; for `INSERT ... FORMAT X`
-    the body is the data, streamed into the engine's insert API;
+    the body is the data (staged in a file and inserted with INSERT ... SELECT
+    FROM file(), so the engine's errors reach the client);
   * `database`, `default_format`, `param_<name>` (bound query parameters),
     `compress=1` (LZ4-compressed response blocks), `decompress=1`
     (LZ4-compressed request body), chunked request bodies, and any other URL
@@ -55,6 +56,12 @@ INSERT_FORMAT_RE = re.compile(
 )
 IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 CODE_RE = re.compile(r"Code: (\d+)\.")
+# INSERT INTO [TABLE] target [(columns)] [SETTINGS ...] (the part before FORMAT).
+INSERT_TARGET_RE = re.compile(
+    r"^\s*INSERT\s+INTO\s+(?:TABLE\s+)?((?:`[^`]+`|[A-Za-z0-9_]+)(?:\.(?:`[^`]+`|[A-Za-z0-9_]+))?)"
+    r"\s*(?:\((.*)\))?\s*((?:SETTINGS\s.*)?)$",
+    re.I | re.S,
+)
 DEBUG = bool(os.environ.get("OBS_CHDB_DEBUG"))
 
 
@@ -70,6 +77,22 @@ class ClickHouseError(Exception):
 def quote_string(value):
     """Quote a value as a ClickHouse string literal."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def quote_ident(name):
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+def parse_insert(sql):
+    """(target, [columns] or None, settings clause) of `INSERT INTO t (a, b) SETTINGS ...`."""
+    m = INSERT_TARGET_RE.match(sql)
+    if not m:
+        raise ClickHouseError(62, f"Code: 62. DB::Exception: Cannot parse INSERT target in {sql[:200]!r}. (SYNTAX_ERROR)")
+    target, cols, tail = m.group(1), m.group(2), m.group(3) or ""
+    columns = None
+    if cols is not None:
+        columns = [c.strip().strip("`") for c in cols.split(",") if c.strip()]
+    return target, columns, tail
 
 
 def check_single_statement(sql):
@@ -189,6 +212,8 @@ class Engine:
 
     def __init__(self, path):
         self.path = path
+        self.staging = os.path.join(os.path.abspath(path), "_insert_staging")
+        os.makedirs(self.staging, exist_ok=True)
         # Holding one connection open keeps the engine alive between requests.
         self.anchor = chdb.connect(path)
 
@@ -245,27 +270,57 @@ class Engine:
         return data, fmt, summary
 
     def _insert(self, conn, match, data):
+        """INSERT ... FORMAT X with the request body as the data.
+
+        The data is staged in a file and inserted with INSERT ... SELECT FROM
+        file(): chDB 4.4's streaming insert API (send_insert) reports success
+        when the insert pipeline throws after parsing (a violated CONSTRAINT, a
+        DEFAULT that calls throwIf) and drops the block silently, while the
+        query path raises the engine's error as clickhouse-server does.
+        Deduplication tokens apply to INSERT ... SELECT alike (checked).
+        """
         sql = match.group(1).decode("utf-8")
         fmt = match.group(2).decode("ascii")
         check_single_statement(sql)
+        if not IDENT_RE.match(fmt):
+            raise ClickHouseError(73, f"Code: 73. DB::Exception: Unknown format {fmt}. (UNKNOWN_FORMAT)")
+        target, columns, tail = parse_insert(sql)
+        described = self._describe(conn, target)
+        if columns is None:
+            columns = [n for n, (_, kind) in described.items() if kind in ("", "DEFAULT")]
+        structure = []
+        for name in columns:
+            if name not in described:
+                raise ClickHouseError(16, f"Code: 16. DB::Exception: No such column {name} in table {target}. (NO_SUCH_COLUMN_IN_TABLE)")
+            structure.append(f"{quote_ident(name)} {described[name][0]}")
+        staging = os.path.join(self.staging, f"{uuid.uuid4().hex}.{fmt}")
+        with open(staging, "wb") as f:
+            f.write(data)
+        cols = ", ".join(quote_ident(c) for c in columns)
+        query = (
+            f"INSERT INTO {target} ({cols}) {tail} SELECT * FROM file("
+            f"{quote_string(staging)}, {quote_string(fmt)}, {quote_string(', '.join(structure))})"
+        )
         try:
-            inserter = conn.send_insert(sql, fmt)
-            try:
-                if data:
-                    inserter.append(data)
-                res = inserter.finish()
-            except BaseException:
-                try:
-                    inserter.cancel()
-                except Exception:
-                    pass
-                raise
-        except ClickHouseError:
-            raise
+            if data:
+                res = conn.query(query, "TabSeparated")
+            else:
+                res = None
         except Exception as exc:
             raise error_from(exc) from None
-        written = getattr(res, "rows_written", 0)
+        finally:
+            os.unlink(staging)
+        written = getattr(res, "rows_written", lambda: 0)() if res is not None else 0
         return b"", fmt, {"read_rows": "0", "written_rows": str(written)}
+
+    def _describe(self, conn, target):
+        """Column name -> (type, default kind) of a table, in table order."""
+        try:
+            res = conn.query(f"DESCRIBE TABLE {target}", "JSONCompact")
+        except Exception as exc:
+            raise error_from(exc) from None
+        rows = json.loads(res.bytes() if hasattr(res, "bytes") else bytes(res))["data"]
+        return {r[0]: (r[1], r[2]) for r in rows}
 
     @staticmethod
     def _exec(conn, sql):
