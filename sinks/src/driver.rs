@@ -66,6 +66,8 @@ struct Batch<R> {
     first: i64,
     last: i64,
     rows: Vec<R>,
+    /// Payload bytes of the batch's messages.
+    bytes: usize,
     /// `(offset, index of its first row)` per message with rows, in order.
     messages: Vec<(i64, usize)>,
     started: Instant,
@@ -130,6 +132,7 @@ impl<T: TableSink> SinkDriver<T> {
         consumer
             .subscribe(&[T::TOPIC.name()])
             .with_context(|| format!("subscribing to {}", T::TOPIC))?;
+        crate::lag::spawn(&cfg.kafka, &group, T::TOPIC, T::TABLE);
         Ok(SinkDriver {
             consumer,
             group,
@@ -177,6 +180,7 @@ impl<T: TableSink> SinkDriver<T> {
                                 first: offset,
                                 last: offset,
                                 rows: Vec::new(),
+                                bytes: 0,
                                 messages: Vec::new(),
                                 started: Instant::now(),
                                 end,
@@ -189,6 +193,7 @@ impl<T: TableSink> SinkDriver<T> {
                         batch.messages.push((offset, before));
                     }
                     batch.last = offset;
+                    batch.bytes += msg.payload_len();
                     next_offset.insert(p, offset + 1);
                 }
                 Ok(Err(e)) => {
@@ -357,6 +362,8 @@ impl<T: TableSink> SinkDriver<T> {
             crash_after_insert();
             metrics::counter!("obs_sink_rows_total", "table" => T::TABLE)
                 .increment(batch.rows.len() as u64);
+            metrics::counter!("obs_sink_input_bytes_total", "table" => T::TABLE)
+                .increment(batch.bytes as u64);
             metrics::histogram!("obs_sink_batch_seconds", "table" => T::TABLE)
                 .record(started.elapsed().as_secs_f64());
             tracing::debug!(table = T::TABLE, rows = batch.rows.len(), %token, "batch inserted");

@@ -11,10 +11,12 @@
 //! * [`traces`]: `obs.spans` → `otel_traces`.
 //! * [`metrics`]: `obs.metrics` → `metrics_samples`, `metrics_series`, `metrics_metadata`.
 //! * [`events`]: `obs.events` → `obs_events`.
+//! * [`lag`]: consumer lag per partition, measured beside the driver.
 //! * [`driver`]: the consume → batch → insert → commit loop shared by every table.
 
 pub mod driver;
 pub mod events;
+pub mod lag;
 pub mod logs;
 pub mod metrics;
 pub mod table;

@@ -237,26 +237,44 @@ impl Broker {
 pub struct ClickHouse {
     /// HTTP port.
     pub port: u16,
-    _proc: Proc,
+    dir: PathBuf,
+    proc: Option<Proc>,
 }
 
 impl ClickHouse {
     /// Starts the endpoint with its data in `dir`, waiting for `/ping`.
     pub async fn start(dir: &Path) -> anyhow::Result<ClickHouse> {
-        let port = free_port();
+        let mut ch = ClickHouse {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            proc: None,
+        };
+        ch.restart().await?;
+        Ok(ch)
+    }
+
+    /// Stops the endpoint (SIGKILL); its data stays.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    /// Starts the endpoint again on the same port and data, waiting for `/ping`.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
         let mut cmd = Command::new(python());
         cmd.arg(repo_root().join("tools/chdb-http/server.py"))
             .arg("--path")
-            .arg(dir.join("clickhouse"))
-            .args(["--port", &port.to_string()]);
-        let proc = Proc::spawn("clickhouse", cmd, dir)?;
-        let url = format!("http://127.0.0.1:{port}/ping");
+            .arg(self.dir.join("clickhouse"))
+            .args(["--port", &self.port.to_string()]);
+        self.proc = Some(Proc::spawn("clickhouse", cmd, &self.dir)?);
+        let url = format!("http://127.0.0.1:{}/ping", self.port);
         wait_for("ClickHouse endpoint /ping", Duration::from_secs(60), || {
             let url = url.clone();
             async move { http_ok(&url).await.then_some(()) }
         })
-        .await?;
-        Ok(ClickHouse { port, _proc: proc })
+        .await
     }
 
     /// Base URL.
@@ -453,6 +471,16 @@ impl Stack {
     /// The stack's scratch directory (logs, data), removed when the stack is dropped.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The sink's `/metrics` text (of `obs up`, or of the separate sink).
+    pub async fn sink_metrics(&self) -> anyhow::Result<String> {
+        Ok(http(10)
+            .get(format!("http://127.0.0.1:{}/metrics", self.ports.sink))
+            .send()
+            .await?
+            .text()
+            .await?)
     }
 
     /// The query API's base URL.
