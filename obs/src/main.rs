@@ -2,6 +2,7 @@
 //! all of them), applies migrations, or talks to a running pipeline.
 
 mod demo;
+mod replay;
 mod sql;
 
 use std::path::PathBuf;
@@ -50,8 +51,34 @@ enum Command {
     Migrate,
     /// Run the stream processors (not available yet).
     Processor,
-    /// Re-read a topic's time range into the sinks (not available yet).
-    Replay,
+    /// Re-read a topic's retained messages and store the records of a time range into the
+    /// sink tables again: to backfill, or into fresh tables to rebuild after a schema
+    /// change. Replaying a range twice (or an overlapping one) stores nothing twice.
+    Replay {
+        /// Topic: obs.logs, obs.spans, obs.metrics or obs.events (or logs, spans, ...).
+        #[arg(long)]
+        topic: String,
+        /// Start of the record-time range (inclusive): now, -2h, epoch seconds or RFC 3339.
+        #[arg(long)]
+        from: String,
+        /// End of the record-time range (exclusive), same forms as --from.
+        #[arg(long, default_value = "now")]
+        to: String,
+        /// Store into this [database.]table (created like the topic's table if missing)
+        /// instead of the topic's own table.
+        #[arg(long)]
+        into: Option<String>,
+        /// Store into tables of this database (created if missing), named as the topic's
+        /// tables.
+        #[arg(long)]
+        database: Option<String>,
+        /// How far a message's produce time may be from its records' times.
+        #[arg(long, default_value = "5m")]
+        slack: String,
+        /// No progress lines.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Measure throughput against the peers (not available yet).
     Bench,
     /// Run read-only SQL through the query API and print the result.
@@ -101,7 +128,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Query => obs_query_api::run(cfg, ops::Readiness::default()).await,
         Command::Registry => registry(cfg).await,
         Command::Migrate => migrate(&cfg).await,
-        Command::Processor | Command::Replay | Command::Bench => anyhow::bail!(
+        Command::Replay {
+            topic,
+            from,
+            to,
+            into,
+            database,
+            slack,
+            quiet,
+        } => {
+            migrate(&cfg).await?;
+            replay::run(&cfg, &topic, &from, &to, into, database, &slack, quiet).await
+        }
+        Command::Processor | Command::Bench => anyhow::bail!(
             "this subcommand is not implemented yet; see the open issues for its status"
         ),
         Command::Sql { query, format, url } => {

@@ -52,6 +52,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "metrics_metadata",
         sql: include_str!("../migrations/0006_metrics_metadata.sql"),
     },
+    Migration {
+        version: 7,
+        name: "replay_log",
+        sql: include_str!("../migrations/0007_replay_log.sql"),
+    },
 ];
 
 /// Retention per table family, in days (TTL clauses of the DDL).

@@ -423,15 +423,7 @@ impl<T: TableSink> SinkDriver<T> {
     }
 
     async fn insert(&self, rows: &[T::Row], token: &str) -> clickhouse::error::Result<()> {
-        let mut insert = self
-            .client
-            .insert::<T::Row>(T::TABLE)
-            .await?
-            .with_setting("insert_deduplication_token", token);
-        for row in rows {
-            insert.write(row).await?;
-        }
-        insert.end().await
+        insert_rows::<T::Row>(&self.client, T::TABLE, rows, token).await
     }
 
     /// Commits `next` for the partition (synchronously: the batch is durable now).
@@ -458,6 +450,26 @@ impl<T: TableSink> SinkDriver<T> {
             "giving up committing offsets; the batch will be re-read and deduplicated"
         );
     }
+}
+
+/// Inserts `rows` into `table` as one block carrying `insert_deduplication_token = token`.
+pub(crate) async fn insert_rows<R>(
+    client: &clickhouse::Client,
+    table: &str,
+    rows: &[R],
+    token: &str,
+) -> clickhouse::error::Result<()>
+where
+    R: Row + for<'a> Row<Value<'a> = R> + Serialize + Send + Sync + 'static,
+{
+    let mut insert = client
+        .insert::<R>(table)
+        .await?
+        .with_setting("insert_deduplication_token", token);
+    for row in rows {
+        insert.write(row).await?;
+    }
+    insert.end().await
 }
 
 /// ClickHouse error codes that mean "this data is refused", so retrying cannot help:

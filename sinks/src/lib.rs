@@ -11,6 +11,7 @@
 //! * [`traces`]: `obs.spans` → `otel_traces`.
 //! * [`metrics`]: `obs.metrics` → `metrics_samples`, `metrics_series`, `metrics_metadata`.
 //! * [`events`]: `obs.events` → `obs_events`.
+//! * [`replay`]: `obs replay`, a topic's time range into the tables again.
 //! * [`lag`]: consumer lag per partition, measured beside the driver.
 //! * [`driver`]: the consume → batch → insert → commit loop shared by every table.
 
@@ -19,6 +20,7 @@ pub mod events;
 pub mod lag;
 pub mod logs;
 pub mod metrics;
+pub mod replay;
 pub mod table;
 pub mod traces;
 

@@ -473,6 +473,16 @@ impl Stack {
         self.dir.path()
     }
 
+    /// Runs `obs <args>` against this stack (same configuration) and returns its output.
+    pub fn run_obs(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        Command::new(obs_bin())
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("RUST_LOG", "warn")
+            .output()
+            .with_context(|| format!("running obs {args:?}"))
+    }
+
     /// The sink's `/metrics` text (of `obs up`, or of the separate sink).
     pub async fn sink_metrics(&self) -> anyhow::Result<String> {
         Ok(http(10)

@@ -252,6 +252,7 @@ async fn migrations_are_idempotent_and_give_the_otel_shapes() {
             "metrics_samples",
             "metrics_series",
             "obs_events",
+            "obs_replay_log",
             "obs_schema_migrations",
             "obs_sink_intents",
             "otel_logs",
