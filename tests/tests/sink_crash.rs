@@ -1,19 +1,26 @@
-//! The sink killed again and again while logs flow — with SIGKILL at random moments, and by
-//! aborting right after an insert before its offset commit (the worst moment) — afterwards
-//! every record the collector acknowledged is in ClickHouse exactly once.
+//! The sink killed again and again while logs, spans and metrics flow — with SIGKILL at
+//! random moments, and by aborting right after an insert before its offset commit (the
+//! worst moment) — afterwards every record the collectors acknowledged is in ClickHouse
+//! exactly once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use obs_e2e::{Stack, http, wait_for};
+use obs_producers::remote_write::proto::{Label, Sample, TimeSeries, WriteRequest};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
 const PER_REQUEST: u64 = 50;
+const SPANS_PER_REQUEST: u64 = 20;
+const SERIES: u64 = 3;
+const SAMPLES_PER_SERIES: u64 = 5;
 const KILLS: usize = 20;
 const CRASHES_AFTER_INSERT: usize = 8;
 
@@ -65,6 +72,75 @@ fn request(run: &str, request_no: u64) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// `SPANS_PER_REQUEST` spans in traces of 4 spans; ids unique per run and request.
+fn spans_request(run_no: u64, request_no: u64) -> Vec<u8> {
+    let spans = (0..SPANS_PER_REQUEST)
+        .map(|i| {
+            let n = request_no * SPANS_PER_REQUEST + i;
+            let mut trace_id = run_no.to_be_bytes().to_vec();
+            trace_id.extend((n / 4).to_be_bytes());
+            let start = now_ns();
+            Span {
+                trace_id,
+                span_id: (n + 1).to_be_bytes().to_vec(),
+                name: "crash-span".into(),
+                start_time_unix_nano: start,
+                end_time_unix_nano: start + 1000,
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "crash-svc".into())],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// `SERIES` series with `SAMPLES_PER_SERIES` new samples each (ascending timestamps).
+fn metrics_request(run: &str, base_ms: i64, request_no: u64) -> Vec<u8> {
+    let req = WriteRequest {
+        timeseries: (0..SERIES)
+            .map(|s| TimeSeries {
+                labels: vec![
+                    Label {
+                        name: "__name__".into(),
+                        value: "crash_metric".into(),
+                    },
+                    Label {
+                        name: "run".into(),
+                        value: run.into(),
+                    },
+                    Label {
+                        name: "s".into(),
+                        value: s.to_string(),
+                    },
+                ],
+                samples: (0..SAMPLES_PER_SERIES)
+                    .map(|j| Sample {
+                        value: j as f64,
+                        timestamp: base_ms + (request_no * SAMPLES_PER_SERIES + j) as i64,
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .collect(),
+        metadata: vec![],
+    };
+    snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sink_killed_at_random_points_stores_every_acknowledged_record_once() {
     let mut stack = Stack::start_with_separate_sink(&[
@@ -74,13 +150,20 @@ async fn sink_killed_at_random_points_stores_every_acknowledged_record_once() {
     .await
     .unwrap();
     let run = format!("crash-{}", now_ns());
+    let run_no = now_ns();
     let url = stack.otlp_logs_url();
+    let traces_url = url.replace("/v1/logs", "/v1/traces");
+    let rw_url = format!("{}/api/v1/write", stack.collector_url());
     let stop = Arc::new(AtomicBool::new(false));
     let acknowledged = Arc::new(AtomicU64::new(0));
+    let spans_acked = Arc::new(AtomicU64::new(0));
+    let samples_acked = Arc::new(AtomicU64::new(0));
     let sender = {
         let (stop, acknowledged, run) = (stop.clone(), acknowledged.clone(), run.clone());
+        let (spans_acked, samples_acked) = (spans_acked.clone(), samples_acked.clone());
         tokio::spawn(async move {
             let client = http(60);
+            let base_ms = (now_ns() / 1_000_000) as i64;
             let mut n = 0u64;
             while !stop.load(Ordering::SeqCst) {
                 let resp = client
@@ -96,6 +179,25 @@ async fn sink_killed_at_random_points_stores_every_acknowledged_record_once() {
                     "the collector does not depend on the sink"
                 );
                 acknowledged.fetch_add(PER_REQUEST, Ordering::SeqCst);
+                let resp = client
+                    .post(&traces_url)
+                    .header("Content-Type", "application/x-protobuf")
+                    .body(spans_request(run_no, n))
+                    .send()
+                    .await
+                    .expect("collector reachable");
+                assert_eq!(resp.status(), 200);
+                spans_acked.fetch_add(SPANS_PER_REQUEST, Ordering::SeqCst);
+                let resp = client
+                    .post(&rw_url)
+                    .header("Content-Type", "application/x-protobuf")
+                    .header("Content-Encoding", "snappy")
+                    .body(metrics_request(&run, base_ms, n))
+                    .send()
+                    .await
+                    .expect("collector reachable");
+                assert_eq!(resp.status(), 204);
+                samples_acked.fetch_add(SERIES * SAMPLES_PER_SERIES, Ordering::SeqCst);
                 n += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -170,6 +272,87 @@ async fn sink_killed_at_random_points_stores_every_acknowledged_record_once() {
     assert_eq!(
         (stored, distinct),
         (sent, sent),
-        "every acknowledged record exactly once"
+        "every acknowledged log record exactly once"
     );
+
+    // Spans: one row per acknowledged span id.
+    let spans = spans_acked.load(Ordering::SeqCst);
+    let trace_prefix = hex_prefix(run_no);
+    let span_filter = format!("startsWith(TraceId, '{trace_prefix}')");
+    let stored = wait_for(
+        &format!("{spans} spans stored"),
+        Duration::from_secs(120),
+        || {
+            let (db, f) = (db.clone(), span_filter.clone());
+            async move {
+                let n: u64 = db
+                    .query(&format!("SELECT count() FROM otel_traces WHERE {f}"))
+                    .fetch_one()
+                    .await
+                    .ok()?;
+                (n >= spans).then_some(n)
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let distinct: u64 = db
+        .query(&format!(
+            "SELECT uniqExact(SpanId) FROM otel_traces WHERE {span_filter}"
+        ))
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(
+        (stored, distinct),
+        (spans, spans),
+        "every span exactly once"
+    );
+
+    // Samples: one row per acknowledged (series, timestamp).
+    let samples = samples_acked.load(Ordering::SeqCst);
+    let sample_filter = format!(
+        "MetricName = 'crash_metric' AND Fingerprint IN (SELECT Fingerprint FROM metrics_series WHERE Labels['run'] = '{run}')"
+    );
+    let stored = wait_for(
+        &format!("{samples} samples stored"),
+        Duration::from_secs(120),
+        || {
+            let (db, f) = (db.clone(), sample_filter.clone());
+            async move {
+                let n: u64 = db
+                    .query(&format!("SELECT count() FROM metrics_samples WHERE {f}"))
+                    .fetch_one()
+                    .await
+                    .ok()?;
+                (n >= samples).then_some(n)
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let distinct: u64 = db
+        .query(&format!(
+            "SELECT uniqExact(Fingerprint, TimestampMs) FROM metrics_samples WHERE {sample_filter}"
+        ))
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(
+        (stored, distinct),
+        (samples, samples),
+        "every sample exactly once"
+    );
+    eprintln!(
+        "crash test: {sent} logs, {spans} spans, {samples} samples acknowledged; each stored once"
+    );
+}
+
+/// The hex of the first 8 bytes of this run's trace ids.
+fn hex_prefix(run_no: u64) -> String {
+    run_no
+        .to_be_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
