@@ -1,6 +1,7 @@
 //! `obs`: the one command of the observability pipeline. Each subcommand runs one stage (or
 //! all of them), applies migrations, or talks to a running pipeline.
 
+mod bench;
 mod demo;
 mod replay;
 mod sql;
@@ -79,8 +80,20 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Measure throughput against the peers (not available yet).
-    Bench,
+    /// Measure the throughput of a running pipeline (collectors into the topics, sinks into
+    /// ClickHouse), beside a Prometheus remote-write receiver if given. `scripts/stack bench`
+    /// starts everything (release build) and runs this.
+    Bench {
+        /// Seconds per workload.
+        #[arg(long, default_value_t = 15)]
+        seconds: u64,
+        /// Concurrent senders per workload.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Base URL of a Prometheus started with --web.enable-remote-write-receiver.
+        #[arg(long)]
+        peer_prometheus: Option<String>,
+    },
     /// Run read-only SQL through the query API and print the result.
     Sql {
         /// The statement, e.g. "SELECT ServiceName, count() FROM otel_logs GROUP BY 1".
@@ -140,7 +153,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             migrate(&cfg).await?;
             replay::run(&cfg, &topic, &from, &to, into, database, &slack, quiet).await
         }
-        Command::Processor | Command::Bench => anyhow::bail!(
+        Command::Bench {
+            seconds,
+            concurrency,
+            peer_prometheus,
+        } => {
+            let opts = bench::BenchOptions {
+                seconds,
+                concurrency: concurrency.max(1),
+                peer_prometheus,
+            };
+            bench::run(&cfg, &opts).await
+        }
+        Command::Processor => anyhow::bail!(
             "this subcommand is not implemented yet; see the open issues for its status"
         ),
         Command::Sql { query, format, url } => {

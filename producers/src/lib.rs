@@ -11,6 +11,8 @@
 //! * `otlp`: decoding and normalising OTLP.
 //! * `remote_write`: Prometheus remote write 1.0.
 //! * `events`: JSON events (ours and Kubernetes `Event` objects).
+//! * `loki`: Loki push (JSON and snappy protobuf).
+//! * `zipkin`: Zipkin v2 JSON spans.
 //! * `metrics`: what every metrics protocol shares (series shape, limits, histograms).
 //! * `publish`: batching per Kafka key, encoding and awaiting acknowledgements.
 //! * `error`: how each failure is answered.
@@ -18,10 +20,12 @@
 mod body;
 mod error;
 mod events;
+pub mod loki;
 mod metrics;
 mod otlp;
 mod publish;
 pub mod remote_write;
 pub mod server;
+mod zipkin;
 
 pub use server::run;

@@ -49,6 +49,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/write", post(remote_write::push))
         .route("/api/v1/push", post(remote_write::push))
         .route("/api/v1/events", post(events))
+        .route("/loki/api/v1/push", post(loki_push))
+        .route("/api/v2/spans", post(zipkin_spans))
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
@@ -206,6 +208,76 @@ async fn events(State(state): State<AppState>, headers: HeaderMap, body: Body) -
     }
 }
 
+/// A plain-text error answer (as Prometheus, Loki and Zipkin give them).
+pub(crate) fn text_error(e: CollectorError) -> Response {
+    metrics::counter!("obs_collector_rejected_total", "reason" => e.reason()).increment(1);
+    let mut resp = (e.status(), format!("{e}\n")).into_response();
+    if matches!(e, CollectorError::Unavailable(_)) {
+        resp.headers_mut()
+            .insert(RETRY_AFTER, "5".parse().expect("static header"));
+    }
+    resp
+}
+
+/// `POST /loki/api/v1/push`: Loki push, JSON (optionally gzip) or snappy protobuf; 204.
+async fn loki_push(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let result = async {
+        let tenant = tenant(&headers, &state.cfg.default_tenant)?;
+        let limit = state.cfg.max_body_bytes;
+        let raw = read_body(body, limit).await?;
+        let records = match body::format(&headers)? {
+            Format::Protobuf => crate::loki::parse_protobuf(&raw, limit, &tenant, now_ns())?,
+            Format::Json => {
+                let bytes = body::decode(&headers, raw, limit)?;
+                crate::loki::parse_json(&bytes, &tenant, now_ns())?
+            }
+        };
+        let n = records.len();
+        if n > 0 {
+            state.publisher.logs(records).await?;
+        }
+        Ok::<usize, CollectorError>(n)
+    }
+    .await;
+    match result {
+        Ok(n) => {
+            metrics::counter!("obs_collector_records_total", "signal" => "logs")
+                .increment(n as u64);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => text_error(e),
+    }
+}
+
+/// `POST /api/v2/spans`: Zipkin v2 JSON (optionally gzip); 202 as Zipkin answers.
+async fn zipkin_spans(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let result = async {
+        if body::format(&headers)? != Format::Json {
+            return Err(CollectorError::UnsupportedMediaType(
+                "Zipkin spans are accepted as application/json (v2 JSON)".into(),
+            ));
+        }
+        let tenant = tenant(&headers, &state.cfg.default_tenant)?;
+        let raw = read_body(body, state.cfg.max_body_bytes).await?;
+        let bytes = body::decode(&headers, raw, state.cfg.max_body_bytes)?;
+        let spans = crate::zipkin::parse(&bytes, &tenant)?;
+        let n = spans.len();
+        if n > 0 {
+            state.publisher.spans(spans).await?;
+        }
+        Ok::<usize, CollectorError>(n)
+    }
+    .await;
+    match result {
+        Ok(n) => {
+            metrics::counter!("obs_collector_records_total", "signal" => "traces")
+                .increment(n as u64);
+            StatusCode::ACCEPTED.into_response()
+        }
+        Err(e) => text_error(e),
+    }
+}
+
 /// A JSON error answer `{"error": "..."}` with the error's status.
 pub(crate) fn json_error(e: CollectorError) -> Response {
     metrics::counter!("obs_collector_rejected_total", "reason" => e.reason()).increment(1);
@@ -258,14 +330,21 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
     };
     let app = router(state).merge(ops::router(ready.clone()));
     ready.set(true);
-    let main = ops::serve(&cfg.collector.listen, app.clone(), "collector");
-    if cfg.collector.otlp_http_listen.is_empty()
-        || cfg.collector.otlp_http_listen == cfg.collector.listen
-    {
-        return main.await;
+    // The same routes on every listener; the extra ones are the protocols' standard ports.
+    let mut listeners = vec![(cfg.collector.listen.clone(), "collector")];
+    for (addr, name) in [
+        (&cfg.collector.otlp_http_listen, "collector OTLP/HTTP"),
+        (&cfg.collector.zipkin_listen, "collector Zipkin"),
+    ] {
+        if !addr.is_empty() && !listeners.iter().any(|(a, _)| a == addr) {
+            listeners.push((addr.clone(), name));
+        }
     }
-    let otlp = ops::serve(&cfg.collector.otlp_http_listen, app, "collector OTLP/HTTP");
-    tokio::try_join!(main, otlp).map(|_| ())
+    let servers = listeners.into_iter().map(|(addr, name)| {
+        let app = app.clone();
+        async move { ops::serve(&addr, app, name).await }
+    });
+    futures::future::try_join_all(servers).await.map(|_| ())
 }
 
 #[cfg(test)]

@@ -111,6 +111,8 @@ pub struct CollectorConfig {
     pub listen: String,
     /// OTLP/HTTP listener (the standard port; same routes as `listen`).
     pub otlp_http_listen: String,
+    /// Zipkin listener (the standard port; same routes as `listen`); empty: none.
+    pub zipkin_listen: String,
     /// Largest accepted request body, after decompression.
     pub max_body_bytes: usize,
     /// Tenant for requests without `X-Scope-OrgID`.
@@ -133,6 +135,7 @@ impl Default for CollectorConfig {
         CollectorConfig {
             listen: "127.0.0.1:8080".into(),
             otlp_http_listen: "127.0.0.1:4318".into(),
+            zipkin_listen: "127.0.0.1:9411".into(),
             max_body_bytes: 16 << 20,
             default_tenant: "default".into(),
             max_labels_per_series: 40,

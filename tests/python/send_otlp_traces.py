@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Send traces with the OpenTelemetry Python SDK's OTLP/HTTP span exporter (a client we did
-not write), then print one JSON line per span describing exactly what was sent.
+"""Send traces with one of the OpenTelemetry Python SDK's span exporters (clients we did not
+write): OTLP/HTTP, OTLP/gRPC or Zipkin v2 JSON; then print one JSON line per span describing
+exactly what was sent.
 
 Each trace: a SERVER root span and a CLIENT child with an event; every third child fails.
-Usage: send_otlp_traces.py --endpoint URL --run-id ID --traces N
+Usage: send_otlp_traces.py --endpoint URL --run-id ID --traces N [--protocol P]
 """
 
 import argparse
@@ -18,16 +19,33 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
 
-class CheckedExporter(OTLPSpanExporter):
-    """Remembers whether any export failed."""
+FAILED = []
 
-    failed = False
 
-    def export(self, spans):
-        result = super().export(spans)
+def checked(exporter):
+    """Wraps an exporter's export() to remember failures."""
+    original = exporter.export
+
+    def export(spans):
+        result = original(spans)
         if result != SpanExportResult.SUCCESS:
-            CheckedExporter.failed = True
+            FAILED.append(result)
         return result
+
+    exporter.export = export
+    return exporter
+
+
+def make_exporter(protocol, endpoint):
+    if protocol == "otlp-http":
+        return OTLPSpanExporter(endpoint=endpoint, timeout=10)
+    if protocol == "otlp-grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
+        return Grpc(endpoint=endpoint, insecure=True, timeout=10)
+    if protocol == "zipkin":
+        from opentelemetry.exporter.zipkin.json import ZipkinExporter
+        return ZipkinExporter(endpoint=endpoint, timeout=10)
+    raise SystemExit(f"unknown protocol {protocol}")
 
 
 def describe(span, kind, status, message):
@@ -50,10 +68,11 @@ def main():
     p.add_argument("--endpoint", required=True)
     p.add_argument("--run-id", required=True)
     p.add_argument("--traces", type=int, default=10)
+    p.add_argument("--protocol", default="otlp-http", choices=["otlp-http", "otlp-grpc", "zipkin"])
     args = p.parse_args()
 
     provider = TracerProvider(resource=Resource.create({"service.name": "sdk-trace-svc"}))
-    provider.add_span_processor(SimpleSpanProcessor(CheckedExporter(endpoint=args.endpoint, timeout=10)))
+    provider.add_span_processor(SimpleSpanProcessor(checked(make_exporter(args.protocol, args.endpoint))))
     tracer = provider.get_tracer("obs.e2e.traces", "0.9")
     base = time.time_ns() - 60_000_000_000
     out = []
@@ -75,7 +94,7 @@ def main():
     provider.shutdown()
     for line in out:
         print(json.dumps(line))
-    if CheckedExporter.failed:
+    if FAILED:
         print("export failed", file=sys.stderr)
         sys.exit(1)
 

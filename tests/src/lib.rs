@@ -297,6 +297,8 @@ pub struct ObsPorts {
     pub collector: u16,
     /// Collector OTLP/HTTP listener.
     pub otlp_http: u16,
+    /// Collector Zipkin listener.
+    pub zipkin: u16,
     /// Sink ops.
     pub sink: u16,
     /// Query API.
@@ -353,6 +355,7 @@ impl Stack {
             registry: free_port(),
             collector: free_port(),
             otlp_http: free_port(),
+            zipkin: free_port(),
             sink: free_port(),
             query: free_port(),
         };
@@ -379,6 +382,10 @@ impl Stack {
             (
                 "OBS_COLLECTOR__OTLP_HTTP_LISTEN".into(),
                 format!("127.0.0.1:{}", ports.otlp_http),
+            ),
+            (
+                "OBS_COLLECTOR__ZIPKIN_LISTEN".into(),
+                format!("127.0.0.1:{}", ports.zipkin),
             ),
             (
                 "OBS_SINK__LISTEN".into(),

@@ -50,6 +50,27 @@ struct Sent {
 #[tokio::test(flavor = "multi_thread")]
 async fn python_sdk_spans_arrive_exactly_once_with_every_field() {
     let stack = Stack::start().await.unwrap();
+    let endpoint = format!("http://127.0.0.1:{}/v1/traces", stack.ports.otlp_http);
+    spans_arrive_exactly_once(&stack, "otlp-http", &endpoint, 1).await;
+}
+
+/// The SDK's Zipkin v2 JSON exporter to the Zipkin port: the same spans, at Zipkin's
+/// microsecond precision.
+#[tokio::test(flavor = "multi_thread")]
+async fn python_sdk_zipkin_spans_arrive_exactly_once_with_every_field() {
+    let stack = Stack::start().await.unwrap();
+    let endpoint = format!("http://127.0.0.1:{}/api/v2/spans", stack.ports.zipkin);
+    spans_arrive_exactly_once(&stack, "zipkin", &endpoint, 1000).await;
+}
+
+/// Sends 24 spans with the SDK's `protocol` exporter and checks every field; times are
+/// compared at `precision_ns` (rounded).
+async fn spans_arrive_exactly_once(
+    stack: &Stack,
+    protocol: &str,
+    endpoint: &str,
+    precision_ns: i64,
+) {
     let run_id = format!(
         "traces-{}",
         SystemTime::now()
@@ -59,10 +80,7 @@ async fn python_sdk_spans_arrive_exactly_once_with_every_field() {
     );
     let out = Command::new(python())
         .arg(repo_root().join("tests/python/send_otlp_traces.py"))
-        .args([
-            "--endpoint",
-            &format!("http://127.0.0.1:{}/v1/traces", stack.ports.otlp_http),
-        ])
+        .args(["--endpoint", endpoint, "--protocol", protocol])
         .args(["--run-id", &run_id, "--traces", "12"])
         .output()
         .expect("python runs");
@@ -112,8 +130,10 @@ async fn python_sdk_spans_arrive_exactly_once_with_every_field() {
         assert_eq!(r.parent_span_id, s.parent_span_id);
         assert_eq!(r.span_name, s.name);
         assert_eq!(r.span_kind, s.kind);
-        assert_eq!(r.timestamp, s.start_ns);
-        assert_eq!(r.duration, (s.end_ns - s.start_ns) as u64);
+        // Rounded to the precision, as the Zipkin encoder rounds ns to µs.
+        let at = |ns: i64| (ns + precision_ns / 2) / precision_ns * precision_ns;
+        assert_eq!(r.timestamp, at(s.start_ns));
+        assert_eq!(r.duration as i64, at(s.end_ns - s.start_ns));
         assert_eq!(
             (r.status_code.as_str(), r.status_message.as_str()),
             (s.status_code.as_str(), s.status_message.as_str())
@@ -127,7 +147,7 @@ async fn python_sdk_spans_arrive_exactly_once_with_every_field() {
         let attrs: BTreeMap<_, _> = r.span_attributes.iter().cloned().collect();
         if s.kind == "Client" {
             assert_eq!(r.events_name, ["retry"]);
-            assert_eq!(r.events_timestamp, [s.start_ns - 1_000 + 2_000]);
+            assert_eq!(r.events_timestamp, [at(s.start_ns - 1_000 + 2_000)]);
             assert_eq!(
                 r.events_attributes,
                 [vec![("attempt".to_string(), "2".to_string())]]

@@ -11,14 +11,14 @@ pub mod proto;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use prost::Message;
 
 use crate::error::CollectorError;
-use crate::server::{AppState, read_body, tenant};
+use crate::server::{AppState, read_body, tenant, text_error};
 
 /// `POST /api/v1/write` (also `/api/v1/push`): one remote-write request.
 pub async fn push(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
@@ -45,17 +45,6 @@ pub async fn push(State(state): State<AppState>, headers: HeaderMap, body: Body)
         }
         Err(e) => text_error(e),
     }
-}
-
-/// A Prometheus-style plain-text error answer.
-pub fn text_error(e: CollectorError) -> Response {
-    metrics::counter!("obs_collector_rejected_total", "reason" => e.reason()).increment(1);
-    let mut resp = (e.status(), format!("{e}\n")).into_response();
-    if matches!(e, CollectorError::Unavailable(_)) {
-        resp.headers_mut()
-            .insert(RETRY_AFTER, "5".parse().expect("static header"));
-    }
-    resp
 }
 
 /// Content type and encoding as remote write 1.0 requires them.
