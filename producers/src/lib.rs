@@ -8,7 +8,8 @@
 //!
 //! * [`server`]: the listeners, routes and shared state.
 //! * `body`: reading, size-limiting and decompressing request bodies.
-//! * `otlp`: decoding and normalising OTLP.
+//! * `otlp`: decoding and normalising OTLP (logs, traces, metrics).
+//! * `otlp_grpc`: the OTLP/gRPC services (port 4317).
 //! * `remote_write`: Prometheus remote write 1.0.
 //! * `events`: JSON events (ours and Kubernetes `Event` objects).
 //! * `loki`: Loki push (JSON and snappy protobuf).
@@ -23,6 +24,7 @@ mod events;
 pub mod loki;
 mod metrics;
 mod otlp;
+mod otlp_grpc;
 mod publish;
 pub mod remote_write;
 pub mod server;

@@ -16,6 +16,9 @@ use obs_schemas::wire::Codec;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -39,6 +42,7 @@ pub struct AppState {
     pub(crate) cfg: Arc<CollectorConfig>,
     pub(crate) guard: Arc<SeriesGuard>,
     pub(crate) families: Arc<Families>,
+    pub(crate) deltas: Arc<otlp::metrics::DeltaTotals>,
 }
 
 /// The collector's routes (the same on every listener).
@@ -46,6 +50,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/logs", post(otlp_logs))
         .route("/v1/traces", post(otlp_traces))
+        .route("/v1/metrics", post(otlp_metrics))
         .route("/api/v1/write", post(remote_write::push))
         .route("/api/v1/push", post(remote_write::push))
         .route("/api/v1/events", post(events))
@@ -152,14 +157,7 @@ async fn otlp_logs(State(state): State<AppState>, headers: HeaderMap, body: Body
         headers,
         body,
         "logs",
-        |state, req, tenant| async move {
-            let records = otlp::logs::normalise(req, &tenant, now_ns())?;
-            let n = records.len();
-            if n > 0 {
-                state.publisher.logs(records).await?;
-            }
-            Ok(n)
-        },
+        |state, req, tenant| async move { publish_otlp_logs(&state, req, &tenant).await },
     )
     .await
 }
@@ -171,14 +169,7 @@ async fn otlp_traces(State(state): State<AppState>, headers: HeaderMap, body: Bo
         headers,
         body,
         "traces",
-        |state, req, tenant| async move {
-            let spans = otlp::traces::normalise(req, &tenant)?;
-            let n = spans.len();
-            if n > 0 {
-                state.publisher.spans(spans).await?;
-            }
-            Ok(n)
-        },
+        |state, req, tenant| async move { publish_otlp_traces(&state, req, &tenant).await },
     )
     .await
 }
@@ -293,6 +284,66 @@ pub(crate) fn json_error(e: CollectorError) -> Response {
     resp
 }
 
+/// `POST /v1/metrics`: OTLP/HTTP metrics, protobuf or JSON, optionally gzip; the same
+/// limits and sample-order rules as remote write.
+async fn otlp_metrics(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    export::<ExportMetricsServiceRequest, ExportMetricsServiceResponse, _, _>(
+        state,
+        headers,
+        body,
+        "metrics",
+        |state, req, tenant| async move { publish_otlp_metrics(&state, req, &tenant).await },
+    )
+    .await
+}
+
+/// Normalises and publishes an OTLP logs request (HTTP or gRPC); the record count.
+pub(crate) async fn publish_otlp_logs(
+    state: &AppState,
+    req: ExportLogsServiceRequest,
+    tenant: &str,
+) -> Result<usize, CollectorError> {
+    let records = otlp::logs::normalise(req, tenant, now_ns())?;
+    let n = records.len();
+    if n > 0 {
+        state.publisher.logs(records).await?;
+    }
+    Ok(n)
+}
+
+/// Normalises and publishes an OTLP traces request (HTTP or gRPC); the span count.
+pub(crate) async fn publish_otlp_traces(
+    state: &AppState,
+    req: ExportTraceServiceRequest,
+    tenant: &str,
+) -> Result<usize, CollectorError> {
+    let spans = otlp::traces::normalise(req, tenant)?;
+    let n = spans.len();
+    if n > 0 {
+        state.publisher.spans(spans).await?;
+    }
+    Ok(n)
+}
+
+/// Normalises, admits and publishes an OTLP metrics request; the sample count.
+pub(crate) async fn publish_otlp_metrics(
+    state: &AppState,
+    req: ExportMetricsServiceRequest,
+    tenant: &str,
+) -> Result<usize, CollectorError> {
+    let (mut series, metadata) = otlp::metrics::normalise(req, tenant, &state.deltas)?;
+    for m in &metadata {
+        state.families.learn(tenant, &m.name, &m.kind);
+    }
+    let admission = state.guard.admit(tenant, &mut series)?;
+    let samples = series.iter().map(|s| s.timestamps_ms.len()).sum();
+    if !series.is_empty() || !metadata.is_empty() {
+        state.publisher.metrics(series, metadata).await?;
+    }
+    state.guard.commit(admission);
+    Ok(samples)
+}
+
 /// An OTLP error answer: the status code, and a `google.rpc.Status` body in the request's
 /// format carrying the message.
 fn otlp_error(format: Format, e: CollectorError) -> Response {
@@ -327,7 +378,9 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
         cfg: Arc::new(cfg.collector.clone()),
         guard: Arc::new(SeriesGuard::new(&cfg.collector)),
         families: Arc::new(Families::default()),
+        deltas: Arc::new(otlp::metrics::DeltaTotals::default()),
     };
+    let grpc_state = state.clone();
     let app = router(state).merge(ops::router(ready.clone()));
     ready.set(true);
     // The same routes on every listener; the extra ones are the protocols' standard ports.
@@ -344,7 +397,12 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
         let app = app.clone();
         async move { ops::serve(&addr, app, name).await }
     });
-    futures::future::try_join_all(servers).await.map(|_| ())
+    let http = futures::future::try_join_all(servers);
+    if cfg.collector.otlp_grpc_listen.is_empty() {
+        return http.await.map(|_| ());
+    }
+    let grpc = crate::otlp_grpc::serve(&cfg.collector.otlp_grpc_listen, grpc_state);
+    tokio::try_join!(http, grpc).map(|_| ())
 }
 
 #[cfg(test)]

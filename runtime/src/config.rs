@@ -111,6 +111,8 @@ pub struct CollectorConfig {
     pub listen: String,
     /// OTLP/HTTP listener (the standard port; same routes as `listen`).
     pub otlp_http_listen: String,
+    /// OTLP/gRPC listener (the standard port); empty: none.
+    pub otlp_grpc_listen: String,
     /// Zipkin listener (the standard port; same routes as `listen`); empty: none.
     pub zipkin_listen: String,
     /// Largest accepted request body, after decompression.
@@ -136,6 +138,7 @@ impl Default for CollectorConfig {
             listen: "127.0.0.1:8080".into(),
             otlp_http_listen: "127.0.0.1:4318".into(),
             zipkin_listen: "127.0.0.1:9411".into(),
+            otlp_grpc_listen: "127.0.0.1:4317".into(),
             max_body_bytes: 16 << 20,
             default_tenant: "default".into(),
             max_labels_per_series: 40,

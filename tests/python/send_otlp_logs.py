@@ -27,16 +27,29 @@ SEVERITIES = [
 ]
 
 
-class CheckedExporter(OTLPLogExporter):
-    """Remembers whether any export failed."""
+FAILED = []
 
-    failed = False
 
-    def export(self, batch):
-        result = super().export(batch)
+def make_exporter(protocol, endpoint, compression):
+    """The SDK's OTLP/HTTP or OTLP/gRPC log exporter, remembering failed exports."""
+    if protocol == "otlp-grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as Grpc
+        import grpc
+        c = grpc.Compression.Gzip if compression == "gzip" else grpc.Compression.NoCompression
+        exporter = Grpc(endpoint=endpoint, insecure=True, compression=c, timeout=10)
+    else:
+        c = Compression.Gzip if compression == "gzip" else Compression.NoCompression
+        exporter = OTLPLogExporter(endpoint=endpoint, compression=c, timeout=10)
+    original = exporter.export
+
+    def export(batch):
+        result = original(batch)
         if result != LogRecordExportResult.SUCCESS:
-            CheckedExporter.failed = True
+            FAILED.append(result)
         return result
+
+    exporter.export = export
+    return exporter
 
 
 def main():
@@ -45,10 +58,10 @@ def main():
     p.add_argument("--run-id", required=True)
     p.add_argument("--count", type=int, default=20)
     p.add_argument("--compression", default="none", choices=["none", "gzip"])
+    p.add_argument("--protocol", default="otlp-http", choices=["otlp-http", "otlp-grpc"])
     args = p.parse_args()
 
-    compression = Compression.Gzip if args.compression == "gzip" else Compression.NoCompression
-    exporter = CheckedExporter(endpoint=args.endpoint, compression=compression, timeout=10)
+    exporter = make_exporter(args.protocol, args.endpoint, args.compression)
     provider = LoggerProvider(resource=Resource.create({"service.name": "sdk-test-svc", "deployment.environment": "e2e"}))
     provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
     logger = provider.get_logger("obs.e2e", "1.2.3")
@@ -89,7 +102,7 @@ def main():
             "body": f"order {seq} processed",
         }))
     provider.shutdown()
-    if CheckedExporter.failed:
+    if FAILED:
         print("export failed", file=sys.stderr)
         sys.exit(1)
 

@@ -299,6 +299,8 @@ pub struct ObsPorts {
     pub otlp_http: u16,
     /// Collector Zipkin listener.
     pub zipkin: u16,
+    /// Collector OTLP/gRPC listener.
+    pub otlp_grpc: u16,
     /// Sink ops.
     pub sink: u16,
     /// Query API.
@@ -356,6 +358,7 @@ impl Stack {
             collector: free_port(),
             otlp_http: free_port(),
             zipkin: free_port(),
+            otlp_grpc: free_port(),
             sink: free_port(),
             query: free_port(),
         };
@@ -382,6 +385,10 @@ impl Stack {
             (
                 "OBS_COLLECTOR__OTLP_HTTP_LISTEN".into(),
                 format!("127.0.0.1:{}", ports.otlp_http),
+            ),
+            (
+                "OBS_COLLECTOR__OTLP_GRPC_LISTEN".into(),
+                format!("127.0.0.1:{}", ports.otlp_grpc),
             ),
             (
                 "OBS_COLLECTOR__ZIPKIN_LISTEN".into(),

@@ -133,22 +133,23 @@ fn marker_filter(marker: &str) -> String {
     format!("LogAttributes['test.marker'] = '{marker}'")
 }
 
+/// The SDK's OTLP log exporters over HTTP and gRPC, plain and gzip.
 #[tokio::test(flavor = "multi_thread")]
 async fn python_sdk_logs_arrive_exactly_once_with_every_field() {
     let stack = Stack::start().await.unwrap();
-    for compression in ["none", "gzip"] {
-        let run_id = unique(compression);
+    let grpc = format!("127.0.0.1:{}", stack.ports.otlp_grpc);
+    let http = stack.otlp_logs_url();
+    for (protocol, endpoint, compression) in [
+        ("otlp-http", &http, "none"),
+        ("otlp-http", &http, "gzip"),
+        ("otlp-grpc", &grpc, "none"),
+        ("otlp-grpc", &grpc, "gzip"),
+    ] {
+        let run_id = unique(&format!("{protocol}-{compression}"));
         let out = Command::new(python())
             .arg(repo_root().join("tests/python/send_otlp_logs.py"))
-            .args([
-                "--endpoint",
-                &stack.otlp_logs_url(),
-                "--run-id",
-                &run_id,
-                "--count",
-                "40",
-            ])
-            .args(["--compression", compression])
+            .args(["--endpoint", endpoint, "--run-id", &run_id, "--count", "40"])
+            .args(["--compression", compression, "--protocol", protocol])
             .output()
             .expect("python runs");
         assert!(

@@ -54,6 +54,14 @@ async fn python_sdk_spans_arrive_exactly_once_with_every_field() {
     spans_arrive_exactly_once(&stack, "otlp-http", &endpoint, 1).await;
 }
 
+/// The SDK's OTLP/gRPC exporter to port 4317's stand-in: the same spans.
+#[tokio::test(flavor = "multi_thread")]
+async fn python_sdk_grpc_spans_arrive_exactly_once_with_every_field() {
+    let stack = Stack::start().await.unwrap();
+    let endpoint = format!("127.0.0.1:{}", stack.ports.otlp_grpc);
+    spans_arrive_exactly_once(&stack, "otlp-grpc", &endpoint, 1).await;
+}
+
 /// The SDK's Zipkin v2 JSON exporter to the Zipkin port: the same spans, at Zipkin's
 /// microsecond precision.
 #[tokio::test(flavor = "multi_thread")]

@@ -5,6 +5,7 @@
 //! text, bytes as base64, arrays and maps as JSON.
 
 pub mod logs;
+pub mod metrics;
 pub mod traces;
 mod values;
 

@@ -1,0 +1,142 @@
+//! OTLP/gRPC (port 4317): the logs, traces and metrics services, answering as the OTLP
+//! specification says (`InvalidArgument` for bad data, not retried; `Unavailable` when the
+//! broker is down, retried by SDKs), with gzip accepted and the message size bounded by
+//! `collector.max_body_bytes`. The work is the same as over HTTP.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use tonic::codec::CompressionEncoding;
+use tonic::{Request, Response, Status};
+
+use crate::error::CollectorError;
+use crate::server::{
+    AppState, TENANT_HEADER, publish_otlp_logs, publish_otlp_metrics, publish_otlp_traces,
+};
+
+/// The three OTLP services over one shared state.
+#[derive(Clone)]
+struct Otlp(AppState);
+
+fn status(e: CollectorError) -> Status {
+    metrics::counter!("obs_collector_rejected_total", "reason" => e.reason()).increment(1);
+    let message = e.to_string();
+    match e {
+        CollectorError::Unavailable(_) => Status::unavailable(message),
+        CollectorError::TooLarge { .. } | CollectorError::Limit { .. } => {
+            Status::resource_exhausted(message)
+        }
+        _ => Status::invalid_argument(message),
+    }
+}
+
+impl Otlp {
+    /// The tenant from the `x-scope-orgid` metadata, or the default.
+    fn tenant<T>(&self, req: &Request<T>) -> Result<String, Status> {
+        let mut headers = axum::http::HeaderMap::new();
+        if let Some(v) = req
+            .metadata()
+            .get(TENANT_HEADER.to_ascii_lowercase().as_str())
+            && let Ok(v) = axum::http::HeaderValue::from_bytes(v.as_bytes())
+        {
+            headers.insert(TENANT_HEADER, v);
+        }
+        crate::server::tenant(&headers, &self.0.cfg.default_tenant).map_err(status)
+    }
+
+    fn counted(
+        &self,
+        signal: &'static str,
+        r: Result<usize, CollectorError>,
+    ) -> Result<(), Status> {
+        let n = r.map_err(status)?;
+        metrics::counter!("obs_collector_records_total", "signal" => signal).increment(n as u64);
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Otlp {
+    async fn export(
+        &self,
+        req: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        let tenant = self.tenant(&req)?;
+        let r = publish_otlp_logs(&self.0, req.into_inner(), &tenant).await;
+        self.counted("logs", r)?;
+        Ok(Response::new(ExportLogsServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Otlp {
+    async fn export(
+        &self,
+        req: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let tenant = self.tenant(&req)?;
+        let r = publish_otlp_traces(&self.0, req.into_inner(), &tenant).await;
+        self.counted("traces", r)?;
+        Ok(Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for Otlp {
+    async fn export(
+        &self,
+        req: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        let tenant = self.tenant(&req)?;
+        let r = publish_otlp_metrics(&self.0, req.into_inner(), &tenant).await;
+        self.counted("metrics", r)?;
+        Ok(Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+/// Serves OTLP/gRPC on `addr` until the process ends.
+pub async fn serve(addr: &str, state: AppState) -> anyhow::Result<()> {
+    let sock: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("collector.otlp_grpc_listen {addr:?} is not host:port"))?;
+    let limit = state.cfg.max_body_bytes;
+    let otlp = Otlp(state);
+    tracing::info!("collector OTLP/gRPC listening on {addr}");
+    tonic::transport::Server::builder()
+        .add_service(
+            LogsServiceServer::new(otlp.clone())
+                .accept_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            TraceServiceServer::new(otlp.clone())
+                .accept_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            MetricsServiceServer::new(otlp)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(limit),
+        )
+        .serve(sock)
+        .await
+        .with_context(|| format!("serving OTLP/gRPC on {addr}"))
+}
