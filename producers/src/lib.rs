@@ -14,6 +14,9 @@
 //! * `events`: JSON events (ours and Kubernetes `Event` objects).
 //! * `loki`: Loki push (JSON and snappy protobuf).
 //! * `zipkin`: Zipkin v2 JSON spans.
+//! * `scrape`: Prometheus-style scraping (static and file SD, relabelling, staleness) and
+//!   blackbox probes.
+//! * `labels`: Prometheus label-set text.
 //! * `metrics`: what every metrics protocol shares (series shape, limits, histograms).
 //! * `publish`: batching per Kafka key, encoding and awaiting acknowledgements.
 //! * `error`: how each failure is answered.
@@ -21,12 +24,14 @@
 mod body;
 mod error;
 mod events;
+mod labels;
 pub mod loki;
 mod metrics;
 mod otlp;
 mod otlp_grpc;
 mod publish;
 pub mod remote_write;
+mod scrape;
 pub mod server;
 mod zipkin;
 

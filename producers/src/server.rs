@@ -1,5 +1,6 @@
 //! The collector's HTTP listeners: routes, tenant resolution and response shaping.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -398,11 +399,19 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
         async move { ops::serve(&addr, app, name).await }
     });
     let http = futures::future::try_join_all(servers);
-    if cfg.collector.otlp_grpc_listen.is_empty() {
-        return http.await.map(|_| ());
-    }
-    let grpc = crate::otlp_grpc::serve(&cfg.collector.otlp_grpc_listen, grpc_state);
-    tokio::try_join!(http, grpc).map(|_| ())
+    let grpc = async {
+        if cfg.collector.otlp_grpc_listen.is_empty() {
+            return std::future::pending().await;
+        }
+        crate::otlp_grpc::serve(&cfg.collector.otlp_grpc_listen, grpc_state.clone()).await
+    };
+    let scrape = async {
+        if cfg.collector.scrape_config.is_empty() {
+            return std::future::pending().await;
+        }
+        crate::scrape::run(Path::new(&cfg.collector.scrape_config), grpc_state.clone()).await
+    };
+    tokio::try_join!(http, grpc, scrape).map(|_| ())
 }
 
 #[cfg(test)]

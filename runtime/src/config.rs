@@ -130,6 +130,9 @@ pub struct CollectorConfig {
     pub max_series_per_tenant: usize,
     /// A series unseen this long no longer counts as active.
     pub series_idle_secs: u64,
+    /// Prometheus-format scrape configuration (`scrape_configs`, `probe_configs`); empty:
+    /// no scraping.
+    pub scrape_config: String,
 }
 
 impl Default for CollectorConfig {
@@ -146,6 +149,7 @@ impl Default for CollectorConfig {
             max_label_value_bytes: 2048,
             max_series_per_tenant: 1_000_000,
             series_idle_secs: 3600,
+            scrape_config: String::new(),
         }
     }
 }
