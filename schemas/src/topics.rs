@@ -9,6 +9,9 @@ pub enum Topic {
     Logs,
     /// Raw spans ([`crate::records::SpanBatch`]), keyed by trace id.
     Spans,
+    /// JSON lines that log agents (Fluent Bit, Vector) publish directly: one JSON object
+    /// per line, one or more lines per message; not Avro. Normalised into `otel_logs`.
+    LogsRaw,
     /// Events ([`crate::records::EventBatch`]), keyed by source.
     Events,
     /// Windowed metric aggregates ([`crate::records::MetricRollup`]).
@@ -25,10 +28,11 @@ pub enum Topic {
 
 impl Topic {
     /// Every topic, in the order they are created.
-    pub const ALL: [Topic; 9] = [
+    pub const ALL: [Topic; 10] = [
         Topic::Metrics,
         Topic::Logs,
         Topic::Spans,
+        Topic::LogsRaw,
         Topic::Events,
         Topic::MetricsRollup,
         Topic::Traces,
@@ -43,6 +47,7 @@ impl Topic {
             Topic::Metrics => "obs.metrics",
             Topic::Logs => "obs.logs",
             Topic::Spans => "obs.spans",
+            Topic::LogsRaw => "obs.logs.raw",
             Topic::Events => "obs.events",
             Topic::MetricsRollup => "obs.metrics.rollup",
             Topic::Traces => "obs.traces",
@@ -57,25 +62,27 @@ impl Topic {
         format!("{}-value", self.name())
     }
 
-    /// The Avro schema of the topic's values, as registered.
-    pub fn value_schema(self) -> &'static str {
-        match self {
+    /// The Avro schema of the topic's values, as registered; `None` for `obs.logs.raw`
+    /// (plain JSON lines).
+    pub fn value_schema(self) -> Option<&'static str> {
+        Some(match self {
             Topic::Metrics => include_str!("../avro/metric_batch.avsc"),
             Topic::Logs => include_str!("../avro/log_batch.avsc"),
             Topic::Spans => include_str!("../avro/span_batch.avsc"),
+            Topic::LogsRaw => return None,
             Topic::Events => include_str!("../avro/event_batch.avsc"),
             Topic::MetricsRollup => include_str!("../avro/metric_rollup.avsc"),
             Topic::Traces => include_str!("../avro/trace_summary.avsc"),
             Topic::ServiceGraph => include_str!("../avro/servicegraph_edge.avsc"),
             Topic::Alerts => include_str!("../avro/alert.avsc"),
             Topic::Dlq => include_str!("../avro/dlq_record.avsc"),
-        }
+        })
     }
 
     /// Default partition count: the raw topics carry the volume, the derived ones less.
     pub fn default_partitions(self) -> i32 {
         match self {
-            Topic::Metrics | Topic::Logs | Topic::Spans => 3,
+            Topic::Metrics | Topic::Logs | Topic::Spans | Topic::LogsRaw => 3,
             _ => 1,
         }
     }

@@ -67,10 +67,13 @@ impl Codec {
         topic: Topic,
         value: &T,
     ) -> Result<Vec<u8>, WireError> {
+        let schema = supplied_schema(topic).ok_or_else(|| {
+            WireError::Malformed(format!("{topic} carries plain JSON lines, not Avro"))
+        })?;
         let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
             topic.name().to_string(),
             false,
-            supplied_schema(topic),
+            schema,
         );
         self.encoder
             .encode_struct(value, &strategy)
@@ -97,9 +100,15 @@ impl Codec {
     }
 }
 
-/// The topic's value schema in the shape `schema_registry_converter` registers.
-pub fn supplied_schema(topic: Topic) -> SuppliedSchema {
-    SuppliedSchema::new(None, SchemaType::Avro, topic.value_schema().to_string())
+/// The topic's value schema in the shape `schema_registry_converter` registers (`None`
+/// for a topic that is not Avro).
+pub fn supplied_schema(topic: Topic) -> Option<SuppliedSchema> {
+    let schema = topic.value_schema()?;
+    Some(SuppliedSchema::new(
+        None,
+        SchemaType::Avro,
+        schema.to_string(),
+    ))
 }
 
 /// The schema id a wire-format message was written with.
@@ -118,7 +127,7 @@ mod tests {
     where
         T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
     {
-        let schema = Schema::parse_str(topic.value_schema()).expect("schema parses");
+        let schema = Schema::parse_str(topic.value_schema().unwrap()).expect("schema parses");
         let avro = to_value(&value)
             .unwrap()
             .resolve(&schema)

@@ -123,10 +123,10 @@ impl<T: TableSink> SinkDriver<T> {
     /// Connects the consumer (group `<group_prefix>-<table>`), the DLQ producer and the
     /// ClickHouse client.
     pub fn new(cfg: &Config) -> anyhow::Result<Self> {
-        let group = format!("{}-{}", cfg.sink.group_prefix, T::TABLE);
+        let group = format!("{}-{}", cfg.sink.group_prefix, T::NAME);
         let instance = match cfg.sink.instance_id.as_str() {
             "" => String::new(),
-            id => format!("{id}-{}", T::TABLE),
+            id => format!("{id}-{}", T::NAME),
         };
         let consumer = kafka::consumer(&cfg.kafka, &group, &instance)?;
         consumer
@@ -247,6 +247,17 @@ impl<T: TableSink> SinkDriver<T> {
     /// Decodes one message into rows; a message that cannot be decoded goes to the DLQ.
     async fn take(&self, msg: &BorrowedMessage<'_>, rows: &mut Vec<T::Row>) {
         let payload = msg.payload().unwrap_or_default();
+        if let Some(decoded) = T::decode_raw(payload) {
+            match decoded {
+                Ok(m) => self.table.lock().expect("table lock").rows(m, rows),
+                Err(e) => {
+                    let (key, value) = (msg.key().map(<[u8]>::to_vec), Some(payload.to_vec()));
+                    self.dead_letter(msg.partition(), msg.offset(), key, value, &e)
+                        .await;
+                }
+            }
+            return;
+        }
         let mut backoff = Duration::from_millis(200);
         loop {
             match self.codec.decode::<T::Message>(payload).await {
@@ -289,7 +300,7 @@ impl<T: TableSink> SinkDriver<T> {
             offset,
             key,
             value,
-            stage: format!("sink:{}", T::TABLE),
+            stage: format!("sink:{}", T::NAME),
             error: error.to_string(),
             failed_at_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)

@@ -11,6 +11,7 @@
 //! * [`traces`]: `obs.spans` → `otel_traces`.
 //! * [`metrics`]: `obs.metrics` → `metrics_samples`, `metrics_series`, `metrics_metadata`.
 //! * [`events`]: `obs.events` → `obs_events`.
+//! * [`raw_logs`]: `obs.logs.raw` (JSON lines from log agents) → `otel_logs`.
 //! * [`replay`]: `obs replay`, a topic's time range into the tables again.
 //! * [`lag`]: consumer lag per partition, measured beside the driver.
 //! * [`driver`]: the consume → batch → insert → commit loop shared by every table.
@@ -20,6 +21,7 @@ pub mod events;
 pub mod lag;
 pub mod logs;
 pub mod metrics;
+pub mod raw_logs;
 pub mod replay;
 pub mod table;
 pub mod traces;
@@ -35,6 +37,7 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
     let series = driver::SinkDriver::<metrics::MetricSeriesTable>::new(&cfg)?;
     let metadata = driver::SinkDriver::<metrics::MetricMetadataTable>::new(&cfg)?;
     let events = driver::SinkDriver::<events::ObsEvents>::new(&cfg)?;
+    let raw_logs = driver::SinkDriver::<raw_logs::RawLogs>::new(&cfg)?;
     ready.set(true);
     tokio::try_join!(
         logs.run(),
@@ -42,7 +45,8 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
         samples.run(),
         series.run(),
         metadata.run(),
-        events.run()
+        events.run(),
+        raw_logs.run()
     )
     .map(|_| ())
 }

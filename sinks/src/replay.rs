@@ -34,6 +34,7 @@ use crate::driver::insert_rows;
 use crate::events::ObsEvents;
 use crate::logs::OtelLogs;
 use crate::metrics::{MetricMetadataTable, MetricSamples, MetricSeriesTable};
+use crate::raw_logs::RawLogs;
 use crate::table::TableSink;
 use crate::traces::OtelTraces;
 
@@ -87,6 +88,7 @@ pub async fn replay(cfg: &Config, opts: &ReplayOptions) -> anyhow::Result<Vec<Ta
     }
     Ok(match opts.topic {
         Topic::Logs => vec![replay_table::<OtelLogs>(cfg, opts).await?],
+        Topic::LogsRaw => vec![replay_table::<RawLogs>(cfg, opts).await?],
         Topic::Spans => vec![replay_table::<OtelTraces>(cfg, opts).await?],
         Topic::Events => vec![replay_table::<ObsEvents>(cfg, opts).await?],
         Topic::Metrics => {
@@ -309,6 +311,9 @@ fn covered(logged: &[LogRow], p: i32, o: i64, t: i64) -> bool {
 }
 
 async fn decode<T: TableSink>(codec: &Codec, payload: &[u8]) -> anyhow::Result<Option<T::Message>> {
+    if let Some(decoded) = T::decode_raw(payload) {
+        return Ok(decoded.ok());
+    }
     let mut backoff = Duration::from_millis(200);
     for _ in 0..8 {
         match codec.decode::<T::Message>(payload).await {

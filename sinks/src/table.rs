@@ -17,6 +17,14 @@ pub trait TableSink: Default + Send + Sync + 'static {
     const TOPIC: Topic;
     /// Target table.
     const TABLE: &'static str;
+    /// Names the sink's consumer group (`<group_prefix>-<NAME>`); two sinks of one table
+    /// need different names.
+    const NAME: &'static str = Self::TABLE;
+    /// For a topic that is not Avro: decodes a message itself (`Err` names what is wrong
+    /// and sends the message to the DLQ). `None`: the registry codec decodes it.
+    fn decode_raw(_payload: &[u8]) -> Option<Result<Self::Message, String>> {
+        None
+    }
     /// Appends the rows a message becomes to `out`. The rows of a message must not depend
     /// on state unless a row written again is harmless (a replacing table).
     fn rows(&mut self, message: Self::Message, out: &mut Vec<Self::Row>);

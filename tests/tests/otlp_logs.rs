@@ -317,7 +317,7 @@ async fn json_and_gzipped_protobuf_bodies_are_stored() {
     assert_eq!(latest["version"], 1);
     assert_eq!(
         latest["schema"].as_str().unwrap(),
-        obs_schemas::Topic::Logs.value_schema()
+        obs_schemas::Topic::Logs.value_schema().unwrap()
     );
 }
 
