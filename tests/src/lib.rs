@@ -17,6 +17,7 @@ use anyhow::{Context, bail};
 use tempfile::TempDir;
 
 pub mod prometheus;
+pub mod remote_write;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -495,6 +496,27 @@ impl Stack {
             .env("RUST_LOG", "warn")
             .output()
             .with_context(|| format!("running obs {args:?}"))
+    }
+
+    /// The next letter on `obs.dlq` (read from the start by a fresh group), decoded.
+    pub async fn next_dead_letter(
+        &self,
+        timeout: Duration,
+    ) -> anyhow::Result<obs_schemas::records::DeadLetter> {
+        use rdkafka::consumer::{Consumer, StreamConsumer};
+        use rdkafka::message::Message;
+        let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", self.broker.bootstrap())
+            .set("group.id", format!("dlq-reader-{}", free_port()))
+            .set("auto.offset.reset", "earliest")
+            .create()?;
+        consumer.subscribe(&[obs_schemas::Topic::Dlq.name()])?;
+        let msg = tokio::time::timeout(timeout, consumer.recv())
+            .await
+            .context("no message on obs.dlq")??;
+        let codec =
+            obs_schemas::wire::Codec::new(&format!("http://127.0.0.1:{}", self.ports.registry));
+        Ok(codec.decode(msg.payload().unwrap_or_default()).await?)
     }
 
     /// The sink's `/metrics` text (of `obs up`, or of the separate sink).

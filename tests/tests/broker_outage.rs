@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use obs_e2e::remote_write::{self, Series};
 use obs_e2e::{Stack, http, wait_for};
-use obs_producers::remote_write::proto::{Label, Sample, TimeSeries, WriteRequest};
-use prost::Message;
 use tokio::sync::Mutex;
 
 fn now_ns() -> i64 {
@@ -52,32 +51,16 @@ async fn broker_stopped_mid_load_acknowledges_only_what_is_stored() {
                     "scopeLogs": [{"logRecords": records}]}]});
                 let r = client.post(&logs_url).json(&body).send().await;
                 let ts: Vec<i64> = (0..10).map(|j| base_ms + n * 10 + j).collect();
-                let req = WriteRequest {
-                    timeseries: vec![TimeSeries {
-                        labels: vec![Label {
-                            name: "__name__".into(),
-                            value: "broker_outage_metric".into(),
-                        }],
-                        samples: ts
-                            .iter()
-                            .map(|&timestamp| Sample {
-                                value: 1.0,
-                                timestamp,
-                            })
-                            .collect(),
-                        ..Default::default()
-                    }],
-                    metadata: vec![],
-                };
+                let rw_body = remote_write::body(&[Series {
+                    name: "broker_outage_metric",
+                    labels: vec![],
+                    samples: ts.iter().map(|&t| (t, 1.0)).collect(),
+                }]);
                 let rw = client
                     .post(&rw_url)
                     .header("Content-Type", "application/x-protobuf")
                     .header("Content-Encoding", "snappy")
-                    .body(
-                        snap::raw::Encoder::new()
-                            .compress_vec(&req.encode_to_vec())
-                            .unwrap(),
-                    )
+                    .body(rw_body)
                     .send()
                     .await;
                 let mut o = out.lock().await;

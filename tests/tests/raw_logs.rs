@@ -7,11 +7,7 @@ use std::time::Duration;
 use clickhouse::Row;
 use obs_e2e::{Stack, wait_for};
 use obs_schemas::Topic;
-use obs_schemas::records::DeadLetter;
-use obs_schemas::wire::Codec;
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Deserialize;
 
@@ -121,19 +117,10 @@ async fn agent_json_lines_are_normalised_into_otel_logs() {
         ]
     );
 
-    let codec = Codec::new(&format!("http://127.0.0.1:{}", stack.ports.registry));
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", stack.broker.bootstrap())
-        .set("group.id", "dlq-reader")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[Topic::Dlq.name()]).unwrap();
-    let msg = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+    let letter = stack
+        .next_dead_letter(Duration::from_secs(60))
         .await
-        .expect("a DLQ message")
         .unwrap();
-    let letter: DeadLetter = codec.decode(msg.payload().unwrap()).await.unwrap();
     assert_eq!(
         (letter.topic.as_str(), letter.offset),
         ("obs.logs.raw", offsets[2])

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clickhouse::Row;
 use obs_e2e::prometheus::Prometheus;
+use obs_e2e::remote_write::{self, Series};
 use obs_e2e::{Stack, http, wait_for};
 use obs_producers::remote_write::proto::{Label, Sample, TimeSeries, WriteRequest};
 use prost::Message;
@@ -254,31 +255,15 @@ fn now_s() -> f64 {
 type TestSeries = (String, Vec<(&'static str, String)>, Vec<(i64, f64)>);
 
 fn request(series: Vec<TestSeries>) -> Vec<u8> {
-    let req = WriteRequest {
-        timeseries: series
-            .into_iter()
-            .map(|(name, labels, samples)| TimeSeries {
-                labels: std::iter::once(Label {
-                    name: "__name__".into(),
-                    value: name,
-                })
-                .chain(labels.into_iter().map(|(k, v)| Label {
-                    name: k.into(),
-                    value: v,
-                }))
-                .collect(),
-                samples: samples
-                    .into_iter()
-                    .map(|(timestamp, value)| Sample { value, timestamp })
-                    .collect(),
-                ..Default::default()
-            })
-            .collect(),
-        metadata: vec![],
-    };
-    snap::raw::Encoder::new()
-        .compress_vec(&req.encode_to_vec())
-        .unwrap()
+    let series: Vec<Series> = series
+        .iter()
+        .map(|(name, labels, samples)| Series {
+            name,
+            labels: labels.clone(),
+            samples: samples.clone(),
+        })
+        .collect();
+    remote_write::body(&series)
 }
 
 async fn send(stack: &Stack, body: Vec<u8>, content_type: &str) -> (u16, String) {

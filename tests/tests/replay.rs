@@ -4,9 +4,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use obs_e2e::remote_write::{self, Series};
 use obs_e2e::{Stack, http, wait_for};
-use obs_producers::remote_write::proto::{Label, Sample, TimeSeries, WriteRequest};
-use prost::Message;
 
 const MINUTE_NS: i64 = 60_000_000_000;
 
@@ -149,43 +148,18 @@ async fn metrics_replay_into_a_fresh_database() {
     let stack = Stack::start().await.unwrap();
     let start_ms = now_ns() / 1_000_000 - 600_000;
     // Three series, 600 samples each, one per second.
-    let req = WriteRequest {
-        timeseries: (0..3)
-            .map(|s| TimeSeries {
-                labels: vec![
-                    Label {
-                        name: "__name__".into(),
-                        value: "replay_metric".into(),
-                    },
-                    Label {
-                        name: "series".into(),
-                        value: s.to_string(),
-                    },
-                ],
-                samples: (0..600)
-                    .map(|i| Sample {
-                        value: (s * 1000 + i) as f64,
-                        timestamp: start_ms + i * 1000,
-                    })
-                    .collect(),
-                ..Default::default()
-            })
-            .collect(),
-        metadata: vec![],
-    };
-    let r = http(30)
-        .post(format!("{}/api/v1/write", stack.collector_url()))
-        .header("Content-Type", "application/x-protobuf")
-        .header("Content-Encoding", "snappy")
-        .body(
-            snap::raw::Encoder::new()
-                .compress_vec(&req.encode_to_vec())
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let series: Vec<Series> = (0..3)
+        .map(|s| Series {
+            name: "replay_metric",
+            labels: vec![("series", s.to_string())],
+            samples: (0..600)
+                .map(|i| (start_ms + i * 1000, (s * 1000 + i) as f64))
+                .collect(),
+        })
+        .collect();
+    let url = format!("{}/api/v1/write", stack.collector_url());
+    let (status, text) = remote_write::post(&url, remote_write::body(&series)).await;
+    assert_eq!(status, 204, "{text}");
     let db = stack.db();
     wait_for("1800 samples", Duration::from_secs(60), || {
         let db = db.clone();

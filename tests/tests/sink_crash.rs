@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use obs_e2e::remote_write::{self, Series};
 use obs_e2e::{Stack, http, wait_for};
-use obs_producers::remote_write::proto::{Label, Sample, TimeSeries, WriteRequest};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -108,37 +108,21 @@ fn spans_request(run_no: u64, request_no: u64) -> Vec<u8> {
 
 /// `SERIES` series with `SAMPLES_PER_SERIES` new samples each (ascending timestamps).
 fn metrics_request(run: &str, base_ms: i64, request_no: u64) -> Vec<u8> {
-    let req = WriteRequest {
-        timeseries: (0..SERIES)
-            .map(|s| TimeSeries {
-                labels: vec![
-                    Label {
-                        name: "__name__".into(),
-                        value: "crash_metric".into(),
-                    },
-                    Label {
-                        name: "run".into(),
-                        value: run.into(),
-                    },
-                    Label {
-                        name: "s".into(),
-                        value: s.to_string(),
-                    },
-                ],
-                samples: (0..SAMPLES_PER_SERIES)
-                    .map(|j| Sample {
-                        value: j as f64,
-                        timestamp: base_ms + (request_no * SAMPLES_PER_SERIES + j) as i64,
-                    })
-                    .collect(),
-                ..Default::default()
-            })
-            .collect(),
-        metadata: vec![],
-    };
-    snap::raw::Encoder::new()
-        .compress_vec(&req.encode_to_vec())
-        .unwrap()
+    let series: Vec<Series> = (0..SERIES)
+        .map(|s| Series {
+            name: "crash_metric",
+            labels: vec![("run", run.to_string()), ("s", s.to_string())],
+            samples: (0..SAMPLES_PER_SERIES)
+                .map(|j| {
+                    (
+                        base_ms + (request_no * SAMPLES_PER_SERIES + j) as i64,
+                        j as f64,
+                    )
+                })
+                .collect(),
+        })
+        .collect();
+    remote_write::body(&series)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use obs_e2e::remote_write::{self, Series};
 use obs_e2e::{Stack, http, wait_for};
-use obs_producers::remote_write::proto::{Label, Sample, TimeSeries, WriteRequest};
-use prost::Message;
 use tokio::sync::Mutex;
 
 fn now_ns() -> i64 {
@@ -42,41 +41,13 @@ async fn send_logs(url: &str, start: usize, n: usize) -> Option<Vec<String>> {
 
 async fn send_samples(url: &str, first_ms: i64, n: i64) -> Option<Vec<i64>> {
     let ts: Vec<i64> = (0..n).map(|i| first_ms + i).collect();
-    let req = WriteRequest {
-        timeseries: vec![TimeSeries {
-            labels: vec![
-                Label {
-                    name: "__name__".into(),
-                    value: "outage_metric".into(),
-                },
-                Label {
-                    name: "run".into(),
-                    value: "outage".into(),
-                },
-            ],
-            samples: ts
-                .iter()
-                .map(|&timestamp| Sample {
-                    value: timestamp as f64,
-                    timestamp,
-                })
-                .collect(),
-            ..Default::default()
-        }],
-        metadata: vec![],
-    };
-    let body = snap::raw::Encoder::new()
-        .compress_vec(&req.encode_to_vec())
-        .unwrap();
-    let r = http(20)
-        .post(url)
-        .header("Content-Type", "application/x-protobuf")
-        .header("Content-Encoding", "snappy")
-        .body(body)
-        .send()
-        .await
-        .ok()?;
-    r.status().is_success().then_some(ts)
+    let body = remote_write::body(&[Series {
+        name: "outage_metric",
+        labels: vec![("run", "outage".into())],
+        samples: ts.iter().map(|&t| (t, t as f64)).collect(),
+    }]);
+    let (status, _) = remote_write::post(url, body).await;
+    (status == 204).then_some(ts)
 }
 
 /// The summed lag of `table` from the sink's /metrics, if reported.
