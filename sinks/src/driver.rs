@@ -7,7 +7,9 @@
 //! reading a partition at offset `a` and an intent `[a, b]` exists, it closes that batch at
 //! exactly `b`, whatever the size and time limits say. So a batch re-read after a crash
 //! between insert and commit is the same batch with the same token, and ClickHouse stores it
-//! once. Otherwise a batch is flushed at `sink.batch_max_rows` rows or when its first message
+//! once. A partition whose Kafka committed offset is behind the newest recorded batch (a
+//! commit lost or given up on) resumes at that batch rather than re-reading the partition.
+//! Otherwise a batch is flushed at `sink.batch_max_rows` rows or when its first message
 //! is `sink.batch_max_wait_ms` old.
 //!
 //! The insert is retried with backoff for as long as ClickHouse is unavailable; meanwhile
@@ -150,6 +152,7 @@ impl<T: TableSink> SinkDriver<T> {
         tracing::info!(topic = %T::TOPIC, table = T::TABLE, "sink started");
         let mut batches: BTreeMap<i32, Batch<T::Row>> = BTreeMap::new();
         let mut next_offset: HashMap<i32, i64> = HashMap::new();
+        let mut skip_below: HashMap<i32, i64> = HashMap::new();
         loop {
             let wait = batches
                 .values()
@@ -160,10 +163,25 @@ impl<T: TableSink> SinkDriver<T> {
             match tokio::time::timeout(wait, self.consumer.recv()).await {
                 Ok(Ok(msg)) => {
                     let (p, offset) = (msg.partition(), msg.offset());
+                    if skip_below.get(&p).is_some_and(|&s| offset < s) {
+                        continue; // fetched before the seek below took effect
+                    }
+                    skip_below.remove(&p);
                     if next_offset.get(&p) != Some(&offset) {
                         // A new position (start, rebalance, rewind): an unfinished batch of
                         // this partition is re-read from Kafka, and an intent decides its end.
                         batches.remove(&p);
+                        next_offset.remove(&p);
+                        // Kafka's committed offset can be older than what is stored (a lost
+                        // or failed commit): resume at the newest recorded batch instead of
+                        // re-reading the partition.
+                        if let Some(newest) = self.newest_intent(p).await
+                            && newest > offset
+                        {
+                            self.seek(p, newest);
+                            skip_below.insert(p, newest);
+                            continue;
+                        }
                     }
                     if batches
                         .get(&p)
@@ -217,6 +235,49 @@ impl<T: TableSink> SinkDriver<T> {
         }
     }
 
+    /// The first offset of the newest batch recorded for `partition`, if any.
+    async fn newest_intent(&self, partition: i32) -> Option<i64> {
+        let newest: Option<i64> = retry("reading sink intents", || async {
+            self.client
+                .query(
+                    "SELECT max(FirstOffset) FROM obs_sink_intents WHERE ConsumerGroup = ? \
+                     AND Topic = ? AND Partition = ? HAVING count() > 0",
+                )
+                .bind(&self.group)
+                .bind(T::TOPIC.name())
+                .bind(partition)
+                .fetch_optional::<i64>()
+                .await
+        })
+        .await;
+        newest
+    }
+
+    /// Moves the consumer of `partition` to `offset` (retried: the partition may still be
+    /// being assigned).
+    fn seek(&self, partition: i32, offset: i64) {
+        tracing::info!(
+            table = T::TABLE,
+            partition,
+            offset,
+            "the committed offset is behind the recorded batches; resuming at the newest one"
+        );
+        for attempt in 1..=20 {
+            match self.consumer.seek(
+                T::TOPIC.name(),
+                partition,
+                Offset::Offset(offset),
+                Duration::from_secs(5),
+            ) {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(attempt, error = %e, "seek failed; retrying");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
     /// The end an earlier run recorded for a batch starting at `first`, if any.
     async fn intent_end(&self, partition: i32, first: i64) -> Option<i64> {
         let end: Option<i64> = retry("reading sink intents", || async {
@@ -235,6 +296,7 @@ impl<T: TableSink> SinkDriver<T> {
         .await;
         if let Some(e) = end {
             tracing::info!(
+                table = T::TABLE,
                 partition,
                 first,
                 last = e,

@@ -539,6 +539,11 @@ impl Stack {
         self.clickhouse.client().with_database("obs")
     }
 
+    /// The separate sink's log so far (empty when the sink runs inside `obs up`).
+    pub fn sink_log(&self) -> String {
+        self.sink.as_ref().map(Proc::log_tail).unwrap_or_default()
+    }
+
     /// The pipeline's log so far.
     pub fn obs_log(&self) -> String {
         self.obs.log_tail()

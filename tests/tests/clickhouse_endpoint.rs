@@ -271,3 +271,52 @@ async fn migrations_are_idempotent_and_give_the_otel_shapes() {
         "Tenant, ServiceName, SpanName, toDateTime(Timestamp)"
     );
 }
+
+/// A client that dies mid-insert (a sink killed with SIGKILL) must leave nothing behind:
+/// a partial body inserted under its dedup token would hide the rest when the client
+/// retries. Found by the sink crash test; this is the direct check.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_insert_whose_body_is_cut_off_stores_nothing() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let ch = ClickHouse::start(dir.path()).await.unwrap();
+    let client = ch.client();
+    client
+        .query("CREATE TABLE cut (n UInt32) ENGINE = MergeTree ORDER BY n")
+        .execute()
+        .await
+        .unwrap();
+    {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", ch.port)).unwrap();
+        write!(
+            s,
+            "POST /?query=INSERT%20INTO%20cut%20FORMAT%20TSV HTTP/1.1\r\nHost: x\r\n\
+             Transfer-Encoding: chunked\r\n\r\n4\r\n1\n2\n\r\n"
+        )
+        .unwrap();
+        s.flush().unwrap();
+        // No terminating chunk: the client goes away. Reading to the end waits until the
+        // endpoint has dealt with the request and closed its side.
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answer = Vec::new();
+        use std::io::Read;
+        let _ = s.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            !answer.contains("200 OK"),
+            "a cut-off insert was answered: {answer}"
+        );
+    }
+    // A complete insert afterwards works, so the endpoint is fine and the cut one is gone.
+    client
+        .query("INSERT INTO cut VALUES (3)")
+        .execute()
+        .await
+        .unwrap();
+    let rows: Vec<u32> = client
+        .query("SELECT n FROM cut ORDER BY n")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(rows, [3]);
+}

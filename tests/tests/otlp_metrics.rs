@@ -243,20 +243,29 @@ async fn sdk_metrics_arrive_exactly_once(protocol: &str, temporality: &str) {
     };
     assert_eq!(got, want);
 
-    // The resource is a target_info series; families carry type, help and unit.
+    // The resource is a target_info series; families carry type, help and unit (their
+    // own sinks, so polled).
     let db = stack.db();
-    let env: String = db
-        .query("SELECT Labels['deployment_environment'] FROM metrics_series WHERE MetricName = 'target_info' AND Labels['instance'] = ? LIMIT 1")
-        .bind(&run_id)
-        .fetch_one()
-        .await
-        .unwrap();
+    let (env, meta) = wait_for("target_info and metadata", Duration::from_secs(60), || {
+        let (db, run_id) = (db.clone(), run_id.clone());
+        async move {
+            let env: String = db
+                .query("SELECT Labels['deployment_environment'] FROM metrics_series WHERE MetricName = 'target_info' AND Labels['instance'] = ? LIMIT 1")
+                .bind(&run_id)
+                .fetch_one()
+                .await
+                .ok()?;
+            let meta: (String, String, String) = db
+                .query("SELECT Kind, Help, Unit FROM metrics_metadata FINAL WHERE MetricFamily = 'orders_total'")
+                .fetch_one()
+                .await
+                .ok()?;
+            Some((env, meta))
+        }
+    })
+    .await
+    .unwrap();
     assert_eq!(env, "e2e");
-    let meta: (String, String, String) = db
-        .query("SELECT Kind, Help, Unit FROM metrics_metadata FINAL WHERE MetricFamily = 'orders_total'")
-        .fetch_one()
-        .await
-        .unwrap();
     assert_eq!(
         meta,
         ("counter".into(), "Orders placed.".into(), "{order}".into())

@@ -244,8 +244,11 @@ async fn sink_killed_at_random_points_stores_every_acknowledged_record_once() {
             }
         },
     )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .await;
+    let stored = match stored {
+        Ok(n) => n,
+        Err(e) => panic!("{e}\n{}", diagnose(&stack).await),
+    };
     let distinct: u64 = db
         .query(&format!(
             "SELECT uniqExact(LogAttributes['seq']) FROM otel_logs WHERE {filter}"
@@ -278,8 +281,22 @@ async fn sink_killed_at_random_points_stores_every_acknowledged_record_once() {
             }
         },
     )
-    .await
-    .unwrap();
+    .await;
+    let stored = match stored {
+        Ok(n) => n,
+        Err(e) => {
+            let n: u64 = db
+                .query(&format!(
+                    "SELECT count() FROM otel_traces WHERE {span_filter}"
+                ))
+                .fetch_one()
+                .await
+                .unwrap_or(0);
+            let m = stack.sink_metrics().await.unwrap_or_default();
+            let lag: Vec<&str> = m.lines().filter(|l| l.contains("consumer_lag")).collect();
+            panic!("{e}: {n} stored; lag {lag:?}\n{}", stack.sink_log());
+        }
+    };
     let distinct: u64 = db
         .query(&format!(
             "SELECT uniqExact(SpanId) FROM otel_traces WHERE {span_filter}"
@@ -339,4 +356,11 @@ fn hex_prefix(run_no: u64) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Lag per table and partition, and the sink's log, for a failure message.
+async fn diagnose(stack: &Stack) -> String {
+    let m = stack.sink_metrics().await.unwrap_or_default();
+    let lag: Vec<&str> = m.lines().filter(|l| l.contains("consumer_lag")).collect();
+    format!("lag: {lag:#?}\n{}", stack.sink_log())
 }

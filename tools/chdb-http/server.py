@@ -341,19 +341,34 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def _read_body(self):
+        """The whole request body, or an error if the client went away before sending it
+        all: a partial body must never be inserted (its dedup token would then hide the
+        rest when the client retries)."""
+        incomplete = ClickHouseError(
+            33, "Code: 33. DB::Exception: Cannot read all data: the request body ended early. (CANNOT_READ_ALL_DATA)")
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             out = bytearray()
             while True:
                 line = self.rfile.readline()
-                size = int(line.split(b";")[0].strip() or b"0", 16)
+                if not line.strip():
+                    raise incomplete  # EOF (or a blank line) where a chunk size belongs
+                size = int(line.split(b";")[0].strip(), 16)
                 if size == 0:
                     while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                         pass
                     return bytes(out)
-                out += self.rfile.read(size)
+                chunk = self.rfile.read(size)
+                if len(chunk) != size:
+                    raise incomplete
+                out += chunk
                 self.rfile.readline()
         length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        if not length:
+            return b""
+        body = self.rfile.read(length)
+        if len(body) != length:
+            raise incomplete
+        return body
 
     def _send(self, status, body, headers=None):
         self.send_response(status)
@@ -365,7 +380,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def _handle(self):
         url = urlsplit(self.path)
-        body = self._read_body() if self.command == "POST" else b""
+        try:
+            body = self._read_body() if self.command == "POST" else b""
+        except ClickHouseError as exc:
+            # The client went away mid-body: nothing is executed, nobody to answer.
+            print(f"chdb-http: {exc.message}", file=sys.stderr)
+            self.close_connection = True
+            return
         if url.path in ("/ping",) or (url.path == "/" and not url.query and not body):
             self._send(200, b"Ok.\n", {"Content-Type": "text/plain; charset=UTF-8"})
             return
