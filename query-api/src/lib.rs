@@ -1,8 +1,12 @@
 //! The query API: what users, `obs sql` and Grafana talk to (DESIGN.md §5).
 //!
-//! Today it serves read-only ad-hoc SQL ([`sql`]); the PromQL, LogQL and trace APIs come
-//! next and will share its listener and ClickHouse client.
+//! * [`sql`]: read-only ad-hoc SQL.
+//! * [`prom`]: the Prometheus HTTP API's labels, series and metadata endpoints (PromQL
+//!   evaluation is not there yet and says so).
+//!
+//! The LogQL and trace APIs come next and share the listener and ClickHouse client.
 
+pub mod prom;
 pub mod server;
 pub mod sql;
 

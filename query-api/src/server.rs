@@ -22,6 +22,7 @@ pub struct ApiState {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/api/v1/sql", get(sql::get).post(sql::post))
+        .merge(crate::prom::routes())
         .with_state(state)
 }
 

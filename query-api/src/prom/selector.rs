@@ -1,0 +1,149 @@
+//! Series selectors (`match[]`, `{job="api", path=~"/v1/.*"}`) as SQL over
+//! `metrics_series`, parsed with promql-parser. Every label value and regex reaches
+//! ClickHouse as a bound parameter, never spliced into the text.
+
+use promql_parser::label::{MatchOp, Matcher};
+use promql_parser::parser::{self, Expr};
+
+/// A WHERE fragment and the values bound to its `?` placeholders, in order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SqlFilter {
+    /// SQL with `?` placeholders.
+    pub sql: String,
+    /// Bound values.
+    pub binds: Vec<String>,
+}
+
+/// The column a label lives in.
+fn column(name: &str) -> String {
+    if name == "__name__" {
+        "MetricName".into()
+    } else {
+        // The name is a validated label name ([a-zA-Z_][a-zA-Z0-9_]*), so quoting it as a
+        // string literal is safe; it is still bound like the values.
+        "Labels[?]".into()
+    }
+}
+
+fn matcher(m: &Matcher, binds: &mut Vec<String>) -> String {
+    let col = column(&m.name);
+    let push_name = |binds: &mut Vec<String>| {
+        if m.name != "__name__" {
+            binds.push(m.name.clone());
+        }
+    };
+    match &m.op {
+        MatchOp::Equal => {
+            push_name(binds);
+            binds.push(m.value.clone());
+            format!("{col} = ?")
+        }
+        MatchOp::NotEqual => {
+            push_name(binds);
+            binds.push(m.value.clone());
+            format!("{col} != ?")
+        }
+        MatchOp::Re(_) => {
+            push_name(binds);
+            binds.push(format!("^(?:{})$", m.value));
+            format!("match({col}, ?)")
+        }
+        MatchOp::NotRe(_) => {
+            push_name(binds);
+            binds.push(format!("^(?:{})$", m.value));
+            format!("NOT match({col}, ?)")
+        }
+    }
+}
+
+/// Parses one selector into a filter; anything but a plain vector selector is refused.
+pub fn parse(selector: &str) -> Result<SqlFilter, String> {
+    let expr =
+        parser::parse(selector).map_err(|e| format!("invalid selector {selector:?}: {e}"))?;
+    let Expr::VectorSelector(vs) = expr else {
+        return Err(format!("{selector:?} is not a series selector"));
+    };
+    let mut binds = Vec::new();
+    let groups: Vec<Vec<Matcher>> = if vs.matchers.or_matchers.is_empty() {
+        vec![vs.matchers.matchers.clone()]
+    } else {
+        vs.matchers.or_matchers.clone()
+    };
+    let mut parts = Vec::new();
+    for mut group in groups {
+        if let Some(name) = &vs.name
+            && !group.iter().any(|m| m.name == "__name__")
+        {
+            group.push(Matcher::new(MatchOp::Equal, "__name__", name));
+        }
+        if group.iter().all(|m| matches_empty(m)) {
+            return Err(format!(
+                "{selector:?} matches every series: give at least one matcher that does not match the empty string"
+            ));
+        }
+        let conds: Vec<String> = group.iter().map(|m| matcher(m, &mut binds)).collect();
+        parts.push(format!("({})", conds.join(" AND ")));
+    }
+    Ok(SqlFilter {
+        sql: format!("({})", parts.join(" OR ")),
+        binds,
+    })
+}
+
+fn matches_empty(m: &Matcher) -> bool {
+    match &m.op {
+        MatchOp::Equal => m.value.is_empty(),
+        MatchOp::NotEqual => !m.value.is_empty(),
+        MatchOp::Re(re) => re.is_match(""),
+        MatchOp::NotRe(re) => !re.is_match(""),
+    }
+}
+
+/// Several selectors: series matching any of them.
+pub fn any_of(selectors: &[String]) -> Result<SqlFilter, String> {
+    let mut out = SqlFilter::default();
+    let mut parts = Vec::new();
+    for s in selectors {
+        let f = parse(s)?;
+        parts.push(f.sql);
+        out.binds.extend(f.binds);
+    }
+    out.sql = format!("({})", parts.join(" OR "));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matchers_become_bound_conditions() {
+        let f = parse(r#"http_requests_total{job="api", path=~"/v1/.*", code!="500"}"#).unwrap();
+        assert_eq!(
+            f.sql,
+            "((Labels[?] = ? AND match(Labels[?], ?) AND Labels[?] != ? AND MetricName = ?))"
+        );
+        assert_eq!(
+            f.binds,
+            [
+                "job",
+                "api",
+                "path",
+                "^(?:/v1/.*)$",
+                "code",
+                "500",
+                "http_requests_total"
+            ]
+        );
+    }
+
+    #[test]
+    fn injection_stays_a_value_and_bad_selectors_are_refused() {
+        let f = parse(r#"{job="x' OR 1=1 --"}"#).unwrap();
+        assert_eq!(f.binds, ["job", "x' OR 1=1 --"]);
+        assert!(!f.sql.contains("OR 1=1"));
+        assert!(parse("rate(x[5m])").is_err());
+        assert!(parse(r#"{job=~".*"}"#).is_err());
+        assert!(parse("{").is_err());
+    }
+}
