@@ -76,7 +76,7 @@ pub fn parse(selector: &str) -> Result<SqlFilter, String> {
         {
             group.push(Matcher::new(MatchOp::Equal, "__name__", name));
         }
-        if group.iter().all(|m| matches_empty(m)) {
+        if group.iter().all(matches_empty) {
             return Err(format!(
                 "{selector:?} matches every series: give at least one matcher that does not match the empty string"
             ));
