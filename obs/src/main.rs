@@ -40,11 +40,14 @@ enum Command {
         #[arg(long)]
         no_sink: bool,
     },
-    /// Run the collectors (OTLP/HTTP logs on [collector] listen and otlp_http_listen).
+    /// Run the collectors: OTLP over HTTP (4318) and gRPC (4317), Prometheus remote write,
+    /// Loki push, Zipkin (9411), JSON events, and scraping/probes from [collector]
+    /// scrape_config.
     Collector,
     /// Run the sinks (Kafka → ClickHouse; consumer group per table).
     Sink,
-    /// Run the query API (read-only SQL at /api/v1/sql).
+    /// Run the query API: read-only SQL (/api/v1/sql) and the Prometheus label, series and
+    /// metadata endpoints.
     Query,
     /// Run the schema registry (Confluent REST API) on [registry] listen.
     Registry,
@@ -56,7 +59,8 @@ enum Command {
     /// sink tables again: to backfill, or into fresh tables to rebuild after a schema
     /// change. Replaying a range twice (or an overlapping one) stores nothing twice.
     Replay {
-        /// Topic: obs.logs, obs.spans, obs.metrics or obs.events (or logs, spans, ...).
+        /// Topic: obs.logs, obs.logs.raw, obs.spans, obs.metrics or obs.events (or logs,
+        /// spans, ...).
         #[arg(long)]
         topic: String,
         /// Start of the record-time range (inclusive): now, -2h, epoch seconds or RFC 3339.
