@@ -1,4 +1,4 @@
-//! Consumer lag per partition, reported as `obs_sink_consumer_lag{table, partition}`:
+//! Consumer lag per partition, reported as `obs_sink_consumer_lag{table, topic, partition}`:
 //! the partition's high watermark minus the group's committed offset, i.e. the messages
 //! not yet durably stored. Measured from a separate client every few seconds, so the
 //! number keeps moving while the sink itself is blocked retrying a ClickHouse outage.
@@ -62,8 +62,15 @@ fn report(client: &BaseConsumer, topic: Topic, table: &'static str) -> anyhow::R
             Some(Offset::Offset(o)) => o,
             _ => low,
         };
-        metrics::gauge!("obs_sink_consumer_lag", "table" => table, "partition" => p.to_string())
-            .set((high - done).max(0) as f64);
+        // The topic is part of the series: two sinks may feed one table (obs.logs and
+        // obs.logs.raw both feed otel_logs), and their gauges must not overwrite each other.
+        metrics::gauge!(
+            "obs_sink_consumer_lag",
+            "table" => table,
+            "topic" => topic.name(),
+            "partition" => p.to_string()
+        )
+        .set((high - done).max(0) as f64);
     }
     Ok(())
 }
