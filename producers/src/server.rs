@@ -200,15 +200,21 @@ async fn events(State(state): State<AppState>, headers: HeaderMap, body: Body) -
     }
 }
 
-/// A plain-text error answer (as Prometheus, Loki and Zipkin give them).
-pub(crate) fn text_error(e: CollectorError) -> Response {
+/// What every error answer shares: the refusal is counted by reason, and "retry later"
+/// comes with `Retry-After`. `body` renders the error in the protocol's shape.
+fn rejected(e: CollectorError, body: impl FnOnce(&CollectorError) -> Response) -> Response {
     metrics::counter!("obs_collector_rejected_total", "reason" => e.reason()).increment(1);
-    let mut resp = (e.status(), format!("{e}\n")).into_response();
+    let mut resp = body(&e);
     if matches!(e, CollectorError::Unavailable(_)) {
         resp.headers_mut()
             .insert(RETRY_AFTER, "5".parse().expect("static header"));
     }
     resp
+}
+
+/// A plain-text error answer (as Prometheus, Loki and Zipkin give them).
+pub(crate) fn text_error(e: CollectorError) -> Response {
+    rejected(e, |e| (e.status(), format!("{e}\n")).into_response())
 }
 
 /// `POST /loki/api/v1/push`: Loki push, JSON (optionally gzip) or snappy protobuf; 204.
@@ -272,17 +278,10 @@ async fn zipkin_spans(State(state): State<AppState>, headers: HeaderMap, body: B
 
 /// A JSON error answer `{"error": "..."}` with the error's status.
 pub(crate) fn json_error(e: CollectorError) -> Response {
-    metrics::counter!("obs_collector_rejected_total", "reason" => e.reason()).increment(1);
-    let mut resp = (
-        e.status(),
-        axum::Json(serde_json::json!({ "error": e.to_string() })),
-    )
-        .into_response();
-    if matches!(e, CollectorError::Unavailable(_)) {
-        resp.headers_mut()
-            .insert(RETRY_AFTER, "5".parse().expect("static header"));
-    }
-    resp
+    rejected(e, |e| {
+        let body = serde_json::json!({ "error": e.to_string() });
+        (e.status(), axum::Json(body)).into_response()
+    })
 }
 
 /// `POST /v1/metrics`: OTLP/HTTP metrics, protobuf or JSON, optionally gzip; the same
@@ -348,23 +347,19 @@ pub(crate) async fn publish_otlp_metrics(
 /// An OTLP error answer: the status code, and a `google.rpc.Status` body in the request's
 /// format carrying the message.
 fn otlp_error(format: Format, e: CollectorError) -> Response {
-    metrics::counter!("obs_collector_rejected_total", "reason" => e.reason()).increment(1);
-    let status = Status {
-        code: e.grpc_code(),
-        message: e.to_string(),
-    };
-    let body = match format {
-        Format::Protobuf => status.encode_to_vec(),
-        Format::Json => serde_json::json!({"code": status.code, "message": status.message})
-            .to_string()
-            .into_bytes(),
-    };
-    let mut resp = (e.status(), [(CONTENT_TYPE, format.content_type())], body).into_response();
-    if matches!(e, CollectorError::Unavailable(_)) {
-        resp.headers_mut()
-            .insert(RETRY_AFTER, "5".parse().expect("static header"));
-    }
-    resp
+    rejected(e, |e| {
+        let status = Status {
+            code: e.grpc_code(),
+            message: e.to_string(),
+        };
+        let body = match format {
+            Format::Protobuf => status.encode_to_vec(),
+            Format::Json => serde_json::json!({"code": status.code, "message": status.message})
+                .to_string()
+                .into_bytes(),
+        };
+        (e.status(), [(CONTENT_TYPE, format.content_type())], body).into_response()
+    })
 }
 
 /// Runs the collector until the process ends: creates the topics, then serves the main

@@ -42,6 +42,27 @@ pub fn python() -> PathBuf {
         .unwrap_or_else(|| "python3".into())
 }
 
+/// Runs one of `tests/python/` (a sender built on a client we did not write) with `args`
+/// and parses the JSON line per sent item it prints; fails the test with its stderr if it
+/// fails.
+pub fn run_python_sender<T: serde::de::DeserializeOwned>(script: &str, args: &[&str]) -> Vec<T> {
+    let out = Command::new(python())
+        .arg(repo_root().join("tests/python").join(script))
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("UTF-8 output")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
+}
+
 fn tansu_bin() -> PathBuf {
     std::env::var_os("OBS_TANSU_BIN")
         .map(PathBuf::from)
@@ -135,21 +156,21 @@ impl Proc {
         let _ = self.child.wait();
     }
 
-    /// Stops the process with SIGTERM (a clean shutdown) and waits up to `timeout` for it,
-    /// then kills it.
+    /// Stops the process with SIGTERM (a clean shutdown) and waits up to `timeout` for it
+    /// to exit, then kills it.
     pub async fn terminate(&mut self, timeout: Duration) {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.exited() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let exited = wait_for("a clean exit", timeout, || {
+            let done = self.exited();
+            async move { done.then_some(()) }
+        })
+        .await;
+        if exited.is_err() {
+            self.kill();
         }
-        self.kill();
     }
 
     /// Whether the process has ended.
@@ -498,11 +519,14 @@ impl Stack {
             .with_context(|| format!("running obs {args:?}"))
     }
 
-    /// The next letter on `obs.dlq` (read from the start by a fresh group), decoded.
-    pub async fn next_dead_letter(
+    /// Every letter on `obs.dlq` (read from the start by a fresh group), decoded with the
+    /// Kafka key it was published under: waits up to `first` for one, then takes more until
+    /// none comes for `quiet` (so a test can assert there is exactly the one it expects).
+    pub async fn dead_letters(
         &self,
-        timeout: Duration,
-    ) -> anyhow::Result<obs_schemas::records::DeadLetter> {
+        first: Duration,
+        quiet: Duration,
+    ) -> anyhow::Result<Vec<(Option<Vec<u8>>, obs_schemas::records::DeadLetter)>> {
         use rdkafka::consumer::{Consumer, StreamConsumer};
         use rdkafka::message::Message;
         let consumer: StreamConsumer = rdkafka::ClientConfig::new()
@@ -511,12 +535,18 @@ impl Stack {
             .set("auto.offset.reset", "earliest")
             .create()?;
         consumer.subscribe(&[obs_schemas::Topic::Dlq.name()])?;
-        let msg = tokio::time::timeout(timeout, consumer.recv())
-            .await
-            .context("no message on obs.dlq")??;
         let codec =
             obs_schemas::wire::Codec::new(&format!("http://127.0.0.1:{}", self.ports.registry));
-        Ok(codec.decode(msg.payload().unwrap_or_default()).await?)
+        let mut out = Vec::new();
+        let mut wait = first;
+        while let Ok(msg) = tokio::time::timeout(wait, consumer.recv()).await {
+            let msg = msg?;
+            let letter = codec.decode(msg.payload().unwrap_or_default()).await?;
+            out.push((msg.key().map(<[u8]>::to_vec), letter));
+            wait = quiet;
+        }
+        anyhow::ensure!(!out.is_empty(), "no message on obs.dlq within {first:?}");
+        Ok(out)
     }
 
     /// The sink's `/metrics` text (of `obs up`, or of the separate sink).

@@ -83,12 +83,19 @@ async fn broker_stopped_mid_load_acknowledges_only_what_is_stored() {
                 }
                 drop(o);
                 n += 1;
+                // Pacing of the load, not synchronisation.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })
     };
 
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Load flows (and is acknowledged) before the broker goes away.
+    wait_for("acknowledged load", Duration::from_secs(60), || {
+        let out = out.clone();
+        async move { (out.lock().await.acked_logs.len() >= 200).then_some(()) }
+    })
+    .await
+    .unwrap();
     stack.broker.stop();
     // Refusals must come while the broker is down.
     wait_for(

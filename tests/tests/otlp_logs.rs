@@ -3,12 +3,11 @@
 //! bodies, and a broker outage.
 
 use std::io::Write;
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clickhouse::Row;
 use flate2::{Compression, write::GzEncoder};
-use obs_e2e::{Stack, python, repo_root, wait_for};
+use obs_e2e::{Stack, run_python_sender, wait_for};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
@@ -146,22 +145,21 @@ async fn python_sdk_logs_arrive_exactly_once_with_every_field() {
         ("otlp-grpc", &grpc, "gzip"),
     ] {
         let run_id = unique(&format!("{protocol}-{compression}"));
-        let out = Command::new(python())
-            .arg(repo_root().join("tests/python/send_otlp_logs.py"))
-            .args(["--endpoint", endpoint, "--run-id", &run_id, "--count", "40"])
-            .args(["--compression", compression, "--protocol", protocol])
-            .output()
-            .expect("python runs");
-        assert!(
-            out.status.success(),
-            "SDK sender failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let sent: Vec<Sent> = run_python_sender(
+            "send_otlp_logs.py",
+            &[
+                "--endpoint",
+                endpoint,
+                "--run-id",
+                &run_id,
+                "--count",
+                "40",
+                "--compression",
+                compression,
+                "--protocol",
+                protocol,
+            ],
         );
-        let sent: Vec<Sent> = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
         assert_eq!(sent.len(), 40);
 
         let filter = format!("LogAttributes['test.run_id'] = '{run_id}'");

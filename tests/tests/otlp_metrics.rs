@@ -4,11 +4,10 @@
 //! attributes), cumulative and delta temporality alike.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clickhouse::Row;
-use obs_e2e::{Stack, python, repo_root, wait_for};
+use obs_e2e::{Stack, run_python_sender, wait_for};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -192,22 +191,19 @@ async fn sdk_metrics_arrive_exactly_once(protocol: &str, temporality: &str) {
         "otlp-http" => format!("http://127.0.0.1:{}/v1/metrics", stack.ports.otlp_http),
         _ => format!("127.0.0.1:{}", stack.ports.otlp_grpc),
     };
-    let out = Command::new(python())
-        .arg(repo_root().join("tests/python/send_otlp_metrics.py"))
-        .args(["--endpoint", &endpoint, "--run-id", &run_id])
-        .args(["--protocol", protocol, "--temporality", temporality])
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "SDK sender failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let lines: Vec<Value> = run_python_sender(
+        "send_otlp_metrics.py",
+        &[
+            "--endpoint",
+            &endpoint,
+            "--run-id",
+            &run_id,
+            "--protocol",
+            protocol,
+            "--temporality",
+            temporality,
+        ],
     );
-    let lines: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
     let want = expected(&lines, &run_id);
     let total: usize = want.values().map(Vec::len).sum();
     assert!(

@@ -2,11 +2,10 @@
 //! trace id) → sink → otel_traces (+ the trace-id index), every span exactly once.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clickhouse::Row;
-use obs_e2e::{Stack, python, repo_root, wait_for};
+use obs_e2e::{Stack, run_python_sender, wait_for};
 use serde::Deserialize;
 
 #[derive(Debug, Row, Deserialize)]
@@ -86,22 +85,19 @@ async fn spans_arrive_exactly_once(
             .unwrap()
             .as_nanos()
     );
-    let out = Command::new(python())
-        .arg(repo_root().join("tests/python/send_otlp_traces.py"))
-        .args(["--endpoint", endpoint, "--protocol", protocol])
-        .args(["--run-id", &run_id, "--traces", "12"])
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "SDK sender failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let sent: Vec<Sent> = run_python_sender(
+        "send_otlp_traces.py",
+        &[
+            "--endpoint",
+            endpoint,
+            "--protocol",
+            protocol,
+            "--run-id",
+            &run_id,
+            "--traces",
+            "12",
+        ],
     );
-    let sent: Vec<Sent> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
     assert_eq!(sent.len(), 24);
 
     let db = stack.db();

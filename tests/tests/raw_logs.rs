@@ -117,10 +117,12 @@ async fn agent_json_lines_are_normalised_into_otel_logs() {
         ]
     );
 
-    let letter = stack
-        .next_dead_letter(Duration::from_secs(60))
+    let letters = stack
+        .dead_letters(Duration::from_secs(60), Duration::from_secs(3))
         .await
         .unwrap();
+    assert_eq!(letters.len(), 1, "exactly the broken message");
+    let (_, letter) = &letters[0];
     assert_eq!(
         (letter.topic.as_str(), letter.offset),
         ("obs.logs.raw", offsets[2])

@@ -183,6 +183,7 @@ async fn sink_killed_at_random_points_stores_every_acknowledged_record_once() {
                 assert_eq!(resp.status(), 204);
                 samples_acked.fetch_add(SERIES * SAMPLES_PER_SERIES, Ordering::SeqCst);
                 n += 1;
+                // Pacing of the load, not synchronisation.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
@@ -197,6 +198,7 @@ async fn sink_killed_at_random_points_stores_every_acknowledged_record_once() {
         (seed >> 33) % n
     };
     for _ in 0..KILLS {
+        // The random kill moment is the fault being tested.
         tokio::time::sleep(Duration::from_millis(200 + next(1800))).await;
         stack.kill_sink();
         stack.start_sink().await.unwrap();

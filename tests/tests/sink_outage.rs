@@ -81,6 +81,7 @@ async fn clickhouse_outage_of_30s_loses_and_duplicates_nothing() {
                     acked.lock().await.samples.extend(t);
                 }
                 next_ms += 50;
+                // Pacing of the load, not synchronisation.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })
@@ -126,9 +127,17 @@ async fn clickhouse_outage_of_30s_loses_and_duplicates_nothing() {
             panic!("{e}; lag lines: {lines:?}\n{}", stack.obs_log());
         }
     };
+    // The outage itself lasts 30 s: this wait is the fault being tested.
     tokio::time::sleep(Duration::from_secs(30).saturating_sub(outage.elapsed())).await;
     stack.clickhouse.restart().await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Load goes on after ClickHouse is back until more records are acknowledged.
+    let before = acked.lock().await.logs.len();
+    wait_for("load after the restart", Duration::from_secs(60), || {
+        let acked = acked.clone();
+        async move { (acked.lock().await.logs.len() >= before + 1000).then_some(()) }
+    })
+    .await
+    .unwrap();
     stop.store(true, Ordering::SeqCst);
     load.await.unwrap();
 

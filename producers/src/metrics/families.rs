@@ -12,7 +12,7 @@ pub struct Families {
 }
 
 /// Suffixes Prometheus adds to a family name for its series.
-const SUFFIXES: &[&str] = &["_bucket", "_count", "_sum", "_total", "_created", "_info"];
+pub const SUFFIXES: &[&str] = &["_bucket", "_count", "_sum", "_total", "_created", "_info"];
 
 impl Families {
     /// Records the kind of `family` for `tenant`.

@@ -22,10 +22,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use super::values::attrs;
 use crate::error::CollectorError;
 use crate::metrics::native::Exponential;
-use crate::metrics::{format_float, new_series};
+use crate::metrics::{STALE_NAN_BITS, SeriesSet, classic_histogram, format_float};
 
-/// The NaN bit pattern Prometheus uses to mark a series as stale.
-const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 const NO_RECORDED_VALUE: u32 = 1;
 
 /// Running totals of delta series, so they can be stored as cumulative ones. Per process:
@@ -98,6 +96,7 @@ fn labels(base: &Attrs, attributes: &Attrs) -> Attrs {
 }
 
 /// One sample to append.
+#[derive(Clone, Copy)]
 struct Point {
     ts_ns: u64,
     value: f64,
@@ -107,39 +106,41 @@ struct Point {
     stale: bool,
 }
 
-/// Collects series by fingerprint for one request.
+/// Collects series by fingerprint for one request, turning deltas into running totals.
 struct Out<'a> {
     tenant: &'a str,
-    series: Vec<MetricSeries>,
-    index: HashMap<i64, usize>,
+    set: SeriesSet,
     deltas: &'a DeltaTotals,
 }
 
 impl Out<'_> {
-    fn series(&mut self, name: String, labels: Attrs, kind: &str) -> &mut MetricSeries {
-        let s = new_series(self.tenant, name, labels, kind.into());
-        let i = *self.index.entry(s.fingerprint).or_insert_with(|| {
-            self.series.push(s);
-            self.series.len() - 1
-        });
-        &mut self.series[i]
-    }
-
     /// Appends a sample; with `delta`, the running total instead of the value.
-    fn push(&mut self, name: String, labels: Attrs, kind: &str, p: Point) -> usize {
-        let deltas = self.deltas;
-        let s = self.series(name, labels, kind);
+    fn push(&mut self, name: String, labels: Attrs, kind: &str, p: Point) -> &mut MetricSeries {
+        let s = self.set.get(self.tenant, name, labels, kind);
         let v = if p.stale {
-            f64::from_bits(STALE_NAN)
+            f64::from_bits(STALE_NAN_BITS)
         } else if p.delta {
-            deltas.add(s.fingerprint, p.value)
+            self.deltas.add(s.fingerprint, p.value)
         } else {
             p.value
         };
         s.timestamps_ms.push((p.ts_ns / 1_000_000) as i64);
         s.values.push(v);
-        let fp = s.fingerprint;
-        self.index[&fp]
+        s
+    }
+
+    /// Appends a classic histogram sample (see [`classic_histogram`]).
+    fn push_histogram(
+        &mut self,
+        name: &str,
+        labels: &Attrs,
+        cumulative: impl IntoIterator<Item = (f64, f64)>,
+        (count, sum): (f64, Option<f64>),
+        at: Point,
+    ) {
+        for (series_name, l, value) in classic_histogram(name, labels, cumulative, count, sum) {
+            self.push(series_name, l, "histogram", Point { value, ..at });
+        }
     }
 }
 
@@ -182,8 +183,7 @@ pub fn normalise(
 ) -> Result<(Vec<MetricSeries>, Vec<MetricMetadata>), CollectorError> {
     let mut out = Out {
         tenant,
-        series: Vec::new(),
-        index: HashMap::new(),
+        set: SeriesSet::default(),
         deltas,
     };
     let mut metadata: Vec<MetricMetadata> = Vec::new();
@@ -230,7 +230,7 @@ pub fn normalise(
                             newest = newest.max(p.time_unix_nano);
                             let l = labels(&scope_base, &attrs(&p.attributes));
                             let stale = p.flags & NO_RECORDED_VALUE != 0;
-                            let i = out.push(
+                            let series = out.push(
                                 name.clone(),
                                 l,
                                 "gauge",
@@ -241,7 +241,7 @@ pub fn normalise(
                                     stale,
                                 },
                             );
-                            out.series[i].exemplars.extend(exemplars(&p.exemplars));
+                            series.exemplars.extend(exemplars(&p.exemplars));
                         }
                     }
                     Some(Data::Sum(s)) => {
@@ -262,7 +262,7 @@ pub fn normalise(
                             newest = newest.max(p.time_unix_nano);
                             let l = labels(&scope_base, &attrs(&p.attributes));
                             let stale = p.flags & NO_RECORDED_VALUE != 0;
-                            let i = out.push(
+                            let series = out.push(
                                 series_name.clone(),
                                 l,
                                 kind,
@@ -273,7 +273,7 @@ pub fn normalise(
                                     stale,
                                 },
                             );
-                            out.series[i].exemplars.extend(exemplars(&p.exemplars));
+                            series.exemplars.extend(exemplars(&p.exemplars));
                         }
                     }
                     Some(Data::Histogram(h)) => {
@@ -294,55 +294,33 @@ pub fn normalise(
                             }
                             let l = labels(&scope_base, &attrs(&p.attributes));
                             let stale = p.flags & NO_RECORDED_VALUE != 0;
-                            let mut cumulative = 0u64;
-                            let bounds = p
+                            let mut running = 0u64;
+                            let cumulative: Vec<(f64, f64)> = p
                                 .explicit_bounds
                                 .iter()
                                 .copied()
-                                .chain(std::iter::once(f64::INFINITY));
-                            for (le, c) in bounds.zip(&p.bucket_counts) {
-                                cumulative += c;
-                                let mut bl = l.clone();
-                                bl.insert("le".into(), format_float(le));
-                                out.push(
-                                    format!("{name}_bucket"),
-                                    bl,
-                                    "histogram",
-                                    Point {
-                                        ts_ns: p.time_unix_nano,
-                                        value: cumulative as f64,
-                                        delta,
-                                        stale,
-                                    },
-                                );
-                            }
-                            out.push(
-                                format!("{name}_count"),
-                                l.clone(),
-                                "histogram",
-                                Point {
-                                    ts_ns: p.time_unix_nano,
-                                    value: p.count as f64,
-                                    delta,
-                                    stale,
-                                },
-                            );
-                            if let Some(sum) = p.sum {
-                                out.push(
-                                    format!("{name}_sum"),
-                                    l.clone(),
-                                    "histogram",
-                                    Point {
-                                        ts_ns: p.time_unix_nano,
-                                        value: sum,
-                                        delta,
-                                        stale,
-                                    },
-                                );
-                            }
+                                .chain(std::iter::once(f64::INFINITY))
+                                .zip(&p.bucket_counts)
+                                .map(|(le, c)| {
+                                    running += c;
+                                    (le, running as f64)
+                                })
+                                .collect();
+                            let at = Point {
+                                ts_ns: p.time_unix_nano,
+                                value: 0.0,
+                                delta,
+                                stale,
+                            };
+                            out.push_histogram(&name, &l, cumulative, (p.count as f64, p.sum), at);
                             if !p.exemplars.is_empty() {
-                                let i = out.push_exemplars_target(&name, &l);
-                                out.series[i].exemplars.extend(exemplars(&p.exemplars));
+                                // Kept on the `+Inf` bucket series.
+                                let mut bl = l.clone();
+                                bl.insert("le".into(), "+Inf".into());
+                                let series =
+                                    out.set
+                                        .get(tenant, format!("{name}_bucket"), bl, "histogram");
+                                series.exemplars.extend(exemplars(&p.exemplars));
                             }
                         }
                     }
@@ -383,45 +361,19 @@ pub fn normalise(
                                 count: p.count as f64,
                                 sum: p.sum.unwrap_or(0.0),
                             };
-                            for (le, c) in exp.cumulative() {
-                                let mut bl = l.clone();
-                                bl.insert("le".into(), format_float(le));
-                                out.push(
-                                    format!("{name}_bucket"),
-                                    bl,
-                                    "histogram",
-                                    Point {
-                                        ts_ns: p.time_unix_nano,
-                                        value: c,
-                                        delta: false,
-                                        stale,
-                                    },
-                                );
-                            }
-                            out.push(
-                                format!("{name}_count"),
-                                l.clone(),
-                                "histogram",
-                                Point {
-                                    ts_ns: p.time_unix_nano,
-                                    value: p.count as f64,
-                                    delta: false,
-                                    stale,
-                                },
+                            let at = Point {
+                                ts_ns: p.time_unix_nano,
+                                value: 0.0,
+                                delta: false,
+                                stale,
+                            };
+                            out.push_histogram(
+                                &name,
+                                &l,
+                                exp.cumulative(),
+                                (p.count as f64, p.sum),
+                                at,
                             );
-                            if let Some(sum) = p.sum {
-                                out.push(
-                                    format!("{name}_sum"),
-                                    l.clone(),
-                                    "histogram",
-                                    Point {
-                                        ts_ns: p.time_unix_nano,
-                                        value: sum,
-                                        delta: false,
-                                        stale,
-                                    },
-                                );
-                            }
                         }
                     }
                     Some(Data::Summary(s)) => {
@@ -497,18 +449,7 @@ pub fn normalise(
     }
     metadata.sort_by(|a, b| a.name.cmp(&b.name));
     metadata.dedup_by(|a, b| a.name == b.name);
-    Ok((out.series, metadata))
-}
-
-impl Out<'_> {
-    /// The `_bucket{le="+Inf"}` series of a histogram, where its exemplars are kept.
-    fn push_exemplars_target(&mut self, name: &str, l: &Attrs) -> usize {
-        let mut bl = l.clone();
-        bl.insert("le".into(), "+Inf".into());
-        let s = self.series(format!("{name}_bucket"), bl, "histogram");
-        let fp = s.fingerprint;
-        self.index[&fp]
-    }
+    Ok((out.set.into_series(), metadata))
 }
 
 #[cfg(test)]

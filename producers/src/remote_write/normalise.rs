@@ -1,15 +1,13 @@
 //! A `WriteRequest` as [`MetricSeries`] (one per label set, samples as columns) and
 //! [`MetricMetadata`].
 
-use std::collections::HashMap;
-
 use obs_schemas::records::{Attrs, Exemplar, MetricMetadata, MetricSeries};
 
 use super::proto::{self, Histogram};
 use crate::error::CollectorError;
 use crate::metrics::families::Families;
 use crate::metrics::native::{Exponential, expand_spans};
-use crate::metrics::{format_float, new_series};
+use crate::metrics::{SeriesSet, classic_histogram};
 
 /// Remote-write metadata type numbers as our kind names.
 fn kind_name(t: i32) -> &'static str {
@@ -22,24 +20,6 @@ fn kind_name(t: i32) -> &'static str {
         6 => "info",
         7 => "stateset",
         _ => "unknown",
-    }
-}
-
-/// Series accumulated by fingerprint, in first-seen order.
-#[derive(Default)]
-struct SeriesSet {
-    series: Vec<MetricSeries>,
-    index: HashMap<i64, usize>,
-}
-
-impl SeriesSet {
-    fn get(&mut self, tenant: &str, name: String, labels: Attrs, kind: &str) -> &mut MetricSeries {
-        let s = new_series(tenant, name, labels, kind.to_string());
-        let i = *self.index.entry(s.fingerprint).or_insert_with(|| {
-            self.series.push(s);
-            self.series.len() - 1
-        });
-        &mut self.series[i]
     }
 }
 
@@ -116,7 +96,7 @@ pub fn normalise(
             });
         }
     }
-    Ok((set.series, metadata))
+    Ok((set.into_series(), metadata))
 }
 
 /// A native histogram sample as `_bucket{le}`, `_count` and `_sum` samples.
@@ -165,18 +145,11 @@ fn add_native(
             .unwrap_or(0.0),
         sum: h.sum,
     };
-    let mut push = |series_name: String, labels: Attrs, v: f64| {
-        let s = set.get(tenant, series_name, labels, "histogram");
-        s.timestamps_ms.push(h.timestamp);
-        s.values.push(v);
-    };
-    for (le, c) in exp.cumulative() {
-        let mut l = labels.clone();
-        l.insert("le".into(), format_float(le));
-        push(format!("{name}_bucket"), l, c);
+    for (series_name, l, v) in
+        classic_histogram(name, labels, exp.cumulative(), exp.count, Some(exp.sum))
+    {
+        set.push(tenant, series_name, l, "histogram", (h.timestamp, v));
     }
-    push(format!("{name}_count"), labels.clone(), exp.count);
-    push(format!("{name}_sum"), labels.clone(), exp.sum);
     Ok(())
 }
 

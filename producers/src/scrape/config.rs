@@ -31,10 +31,10 @@ pub struct ScrapeFile {
 #[serde(deny_unknown_fields, default)]
 pub struct Global {
     /// How often to scrape (default 1m, as Prometheus).
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "durations")]
     pub scrape_interval: Duration,
     /// How long a scrape may take (default 10s).
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "durations")]
     pub scrape_timeout: Duration,
     /// Labels added to every series.
     pub external_labels: BTreeMap<String, String>,
@@ -57,10 +57,10 @@ pub struct Job {
     /// The `job` label.
     pub job_name: String,
     /// Overrides `global.scrape_interval`.
-    #[serde(default, with = "humantime_serde_compat::option")]
+    #[serde(default, with = "durations::option")]
     pub scrape_interval: Option<Duration>,
     /// Overrides `global.scrape_timeout`.
-    #[serde(default, with = "humantime_serde_compat::option")]
+    #[serde(default, with = "durations::option")]
     pub scrape_timeout: Option<Duration>,
     /// Path of the metrics page.
     #[serde(default = "default_path")]
@@ -114,7 +114,7 @@ pub struct FileSd {
     /// Files (JSON or YAML lists of target groups); `*` in the file name matches.
     pub files: Vec<PathBuf>,
     /// How often to re-read them (default 5m).
-    #[serde(default = "five_minutes", with = "humantime_serde_compat")]
+    #[serde(default = "five_minutes", with = "durations")]
     pub refresh_interval: Duration,
 }
 
@@ -193,20 +193,23 @@ pub fn expand(pattern: &Path) -> Vec<PathBuf> {
 }
 
 /// Prometheus durations (`15s`, `1m30s`, `500ms`) through serde.
-mod humantime_serde_compat {
+pub(crate) mod durations {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};
 
+    /// A duration from its text.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
         humantime::parse_duration(&s)
             .map_err(|e| serde::de::Error::custom(format!("duration {s:?}: {e}")))
     }
 
+    /// An optional duration from its text.
     pub mod option {
         use super::*;
 
+        /// `Some` duration from its text.
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
             super::deserialize(d).map(Some)
         }

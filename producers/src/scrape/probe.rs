@@ -23,10 +23,10 @@ pub struct ProbeJob {
     /// URLs (http) or `host:port` (tcp).
     pub targets: Vec<String>,
     /// How often (default 15s).
-    #[serde(default = "fifteen_seconds", with = "humantime_str")]
+    #[serde(default = "fifteen_seconds", with = "super::config::durations")]
     pub interval: Duration,
     /// How long a probe may take (default 5s).
-    #[serde(default = "five_seconds", with = "humantime_str")]
+    #[serde(default = "five_seconds", with = "super::config::durations")]
     pub timeout: Duration,
     /// Status codes that count as success (default: any 2xx).
     #[serde(default)]
@@ -41,18 +41,6 @@ fn fifteen_seconds() -> Duration {
 }
 fn five_seconds() -> Duration {
     Duration::from_secs(5)
-}
-
-mod humantime_str {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map_err(|e| serde::de::Error::custom(format!("duration {s:?}: {e}")))
-    }
 }
 
 impl ProbeJob {

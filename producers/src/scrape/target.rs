@@ -6,16 +6,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use obs_schemas::records::{Attrs, Exemplar, MetricMetadata, MetricSeries};
+use obs_schemas::records::{Attrs, Exemplar, MetricMetadata};
 use tokio::sync::watch;
 
 use super::exposition::{self, Page};
 use super::relabel::Relabeller;
-use crate::metrics::new_series;
+use crate::metrics::families::SUFFIXES;
+use crate::metrics::{STALE_NAN_BITS, SeriesSet};
 use crate::server::AppState;
-
-/// The NaN bit pattern Prometheus uses to mark a series as stale.
-pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
 
 /// What a job's targets share.
 #[derive(Debug)]
@@ -54,35 +52,6 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Series of one scrape, by fingerprint.
-#[derive(Default)]
-struct Batch {
-    series: Vec<MetricSeries>,
-    index: HashMap<i64, usize>,
-}
-
-impl Batch {
-    fn push(
-        &mut self,
-        tenant: &str,
-        name: String,
-        labels: Attrs,
-        kind: String,
-        ts: i64,
-        v: f64,
-    ) -> usize {
-        let s = new_series(tenant, name, labels, kind);
-        let i = *self.index.entry(s.fingerprint).or_insert_with(|| {
-            self.series.push(s);
-            self.series.len() - 1
-        });
-        let s = &mut self.series[i];
-        s.timestamps_ms.push(ts);
-        s.values.push(v);
-        i
-    }
-}
-
 /// Scrapes `target` until `stop` turns true, then marks its series stale.
 pub async fn run(
     job: Arc<JobRuntime>,
@@ -119,7 +88,7 @@ pub async fn run(
         let started = Instant::now();
         let result = scrape(&client, &job, &target.url).await;
         let duration = started.elapsed().as_secs_f64();
-        let mut batch = Batch::default();
+        let mut batch = SeriesSet::default();
         let (report, metadata) = match result {
             Ok(page) => {
                 let kept = add_page(&mut batch, &job, &target, &page, ts);
@@ -155,7 +124,7 @@ pub async fn run(
         publish(&state, &job, &target, &mut batch, &mut previous, done).await;
     }
     // Removed or stopped: every series of the target goes stale, `up` included.
-    let mut batch = Batch::default();
+    let mut batch = SeriesSet::default();
     let gone = Scrape {
         ts: now_ms(),
         report: None,
@@ -214,7 +183,13 @@ async fn scrape(client: &reqwest::Client, job: &JobRuntime, url: &str) -> Result
 }
 
 /// Adds a page's samples with target labels and metric relabelling; the count kept.
-fn add_page(batch: &mut Batch, job: &JobRuntime, target: &Target, page: &Page, ts: i64) -> usize {
+fn add_page(
+    batch: &mut SeriesSet,
+    job: &JobRuntime,
+    target: &Target,
+    page: &Page,
+    ts: i64,
+) -> usize {
     let mut kept = 0;
     for s in &page.samples {
         let mut labels = s.labels.clone();
@@ -246,9 +221,9 @@ fn add_page(batch: &mut Batch, job: &JobRuntime, target: &Target, page: &Page, t
             ts
         };
         let kind = family_kind(page, &name);
-        let i = batch.push(&job.tenant, name, labels, kind, t, s.value);
+        let series = batch.push(&job.tenant, name, labels, &kind, (t, s.value));
         if let Some((el, ev, et)) = &s.exemplar {
-            batch.series[i].exemplars.push(Exemplar {
+            series.exemplars.push(Exemplar {
                 timestamp_ms: et.unwrap_or(t),
                 value: *ev,
                 labels: el.clone(),
@@ -268,7 +243,7 @@ fn family_kind(page: &Page, name: &str) -> String {
     };
     kind(name)
         .or_else(|| {
-            ["_bucket", "_count", "_sum", "_total", "_created", "_info"]
+            SUFFIXES
                 .iter()
                 .filter_map(|s| name.strip_suffix(s))
                 .find_map(kind)
@@ -308,14 +283,13 @@ async fn publish(
     state: &AppState,
     job: &JobRuntime,
     target: &Target,
-    batch: &mut Batch,
+    batch: &mut SeriesSet,
     previous: &mut HashMap<i64, (String, Attrs, String)>,
     scrape: Scrape,
 ) {
     let ts = scrape.ts;
     if let Some(r) = scrape.report {
         let added = batch
-            .series
             .iter()
             .filter(|s| !previous.contains_key(&s.fingerprint))
             .count();
@@ -330,14 +304,12 @@ async fn publish(
                 &job.tenant,
                 name.into(),
                 target.labels.clone(),
-                "gauge".into(),
-                ts,
-                v,
+                "gauge",
+                (ts, v),
             );
         }
     }
     let current: HashMap<i64, (String, Attrs, String)> = batch
-        .series
         .iter()
         .map(|s| {
             (
@@ -353,10 +325,10 @@ async fn publish(
         .collect::<Vec<_>>()
     {
         let stale = f64::from_bits(STALE_NAN_BITS);
-        batch.push(&job.tenant, name, labels, kind, ts, stale);
+        batch.push(&job.tenant, name, labels, &kind, (ts, stale));
     }
     *previous = current;
-    let mut series = std::mem::take(&mut batch.series);
+    let mut series = std::mem::take(batch).into_series();
     let outcome = match state.guard.admit(&job.tenant, &mut series) {
         Ok(admission) => match state.publisher.metrics(series, scrape.metadata).await {
             Ok(()) => {

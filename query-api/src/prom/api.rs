@@ -61,6 +61,20 @@ fn tenant(headers: &HeaderMap) -> String {
         .to_string()
 }
 
+/// An answer that is an error (`?` in handlers returning `Result<Response, Response>`).
+type Answer = Result<Response, Response>;
+
+/// The request's parameters and its `WHERE` over `metrics_series`.
+fn request_filter(
+    q: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+    required: bool,
+) -> Result<SqlFilter, String> {
+    let p = Params::read(q, headers, body);
+    series_filter(&p, tenant(headers), required)
+}
+
 /// `WHERE` over `metrics_series` for tenant, optional selectors and time range.
 fn series_filter(p: &Params, tenant: String, required: bool) -> Result<SqlFilter, String> {
     let mut f = SqlFilter {
@@ -102,20 +116,17 @@ async fn labels(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let p = Params::read(q.as_deref(), &headers, &body);
-    let f = match series_filter(&p, tenant(&headers), false) {
-        Ok(f) => f,
-        Err(e) => return bad_data(e),
-    };
+) -> Answer {
+    let f = request_filter(q.as_deref(), &headers, &body, false).map_err(bad_data)?;
     let sql = format!(
         "SELECT DISTINCT arrayJoin(arrayConcat(['__name__'], mapKeys(Labels))) AS l FROM metrics_series WHERE {} ORDER BY l",
         f.sql
     );
-    match query(&state, &sql, &f).fetch_all::<String>().await {
-        Ok(names) => ok(json!(names)),
-        Err(e) => unavailable(e),
-    }
+    let names = query(&state, &sql, &f)
+        .fetch_all::<String>()
+        .await
+        .map_err(unavailable)?;
+    Ok(ok(json!(names)))
 }
 
 async fn label_values(
@@ -123,20 +134,16 @@ async fn label_values(
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
-) -> Response {
+) -> Answer {
     let valid = name
         .chars()
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
-        return bad_data(format!("invalid label name: {name:?}"));
+        return Err(bad_data(format!("invalid label name: {name:?}")));
     }
-    let p = Params::read(q.as_deref(), &headers, &[]);
-    let mut f = match series_filter(&p, tenant(&headers), false) {
-        Ok(f) => f,
-        Err(e) => return bad_data(e),
-    };
+    let mut f = request_filter(q.as_deref(), &headers, &[], false).map_err(bad_data)?;
     let sql = if name == "__name__" {
         format!(
             "SELECT DISTINCT MetricName AS v FROM metrics_series WHERE {} ORDER BY v",
@@ -150,10 +157,11 @@ async fn label_values(
             f.sql
         )
     };
-    match query(&state, &sql, &f).fetch_all::<String>().await {
-        Ok(values) => ok(json!(values)),
-        Err(e) => unavailable(e),
-    }
+    let values = query(&state, &sql, &f)
+        .fetch_all::<String>()
+        .await
+        .map_err(unavailable)?;
+    Ok(ok(json!(values)))
 }
 
 #[derive(Row, Deserialize)]
@@ -167,31 +175,26 @@ async fn series(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let p = Params::read(q.as_deref(), &headers, &body);
-    let f = match series_filter(&p, tenant(&headers), true) {
-        Ok(f) => f,
-        Err(e) => return bad_data(e),
-    };
+) -> Answer {
+    let f = request_filter(q.as_deref(), &headers, &body, true).map_err(bad_data)?;
     let sql = format!(
         "SELECT DISTINCT MetricName AS name, Labels AS labels FROM metrics_series WHERE {} ORDER BY name",
         f.sql
     );
-    match query(&state, &sql, &f).fetch_all::<SeriesRow>().await {
-        Ok(rows) => {
-            let mut seen = std::collections::BTreeSet::new();
-            let data: Vec<Value> = rows
-                .into_iter()
-                .filter_map(|r| {
-                    let mut m: BTreeMap<String, String> = r.labels.into_iter().collect();
-                    m.insert("__name__".into(), r.name);
-                    seen.insert(m.clone()).then(|| json!(m))
-                })
-                .collect();
-            ok(json!(data))
-        }
-        Err(e) => unavailable(e),
-    }
+    let rows = query(&state, &sql, &f)
+        .fetch_all::<SeriesRow>()
+        .await
+        .map_err(unavailable)?;
+    // Label sets as a set: a series row may not be merged yet.
+    let sets: std::collections::BTreeSet<BTreeMap<String, String>> = rows
+        .into_iter()
+        .map(|r| {
+            let mut m: BTreeMap<String, String> = r.labels.into_iter().collect();
+            m.insert("__name__".into(), r.name);
+            m
+        })
+        .collect();
+    Ok(ok(json!(sets)))
 }
 
 #[derive(Row, Deserialize)]
