@@ -7,6 +7,7 @@
 //! The LogQL and trace APIs come next and share the listener and ClickHouse client.
 
 pub mod prom;
+pub mod promql;
 pub mod server;
 pub mod sql;
 

@@ -196,6 +196,13 @@ pub struct QueryConfig {
     pub sql_max_seconds: u64,
     /// Bytes an ad-hoc SQL query may return.
     pub sql_max_result_bytes: u64,
+    /// How far back a PromQL instant selector looks for a sample (Prometheus's
+    /// `--query.lookback-delta`), seconds.
+    pub promql_lookback_secs: u64,
+    /// Samples one PromQL query may read before it is refused.
+    pub promql_max_samples: usize,
+    /// Steps one PromQL range query may have.
+    pub promql_max_points: usize,
 }
 
 impl Default for QueryConfig {
@@ -205,6 +212,9 @@ impl Default for QueryConfig {
             sql_max_rows: 10_000,
             sql_max_seconds: 30,
             sql_max_result_bytes: 64 << 20,
+            promql_lookback_secs: 300,
+            promql_max_samples: 50_000_000,
+            promql_max_points: 11_000,
         }
     }
 }

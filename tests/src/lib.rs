@@ -17,6 +17,7 @@ use anyhow::{Context, bail};
 use tempfile::TempDir;
 
 pub mod prometheus;
+pub mod promql_demo;
 pub mod remote_write;
 
 /// The repository root.

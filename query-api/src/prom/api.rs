@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::params::Params;
+use super::query;
 use super::selector::{self, SqlFilter};
 use crate::server::ApiState;
 
@@ -26,20 +27,21 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/v1/series", get(series).post(series))
         .route("/api/v1/metadata", get(metadata))
         .route("/api/v1/status/buildinfo", get(buildinfo))
-        .route("/api/v1/query", get(not_yet).post(not_yet))
-        .route("/api/v1/query_range", get(not_yet).post(not_yet))
+        .route("/api/v1/query", get(query::instant).post(query::instant))
+        .route("/api/v1/query_range", get(query::range).post(query::range))
+        .route("/api/v1/explain", get(query::explain).post(query::explain))
 }
 
-fn ok(data: Value) -> Response {
+pub(super) fn ok(data: Value) -> Response {
     axum::Json(json!({"status": "success", "data": data})).into_response()
 }
 
-fn bad(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+pub(super) fn bad(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
     let body = json!({"status": "error", "errorType": kind, "error": message.into()});
     (status, axum::Json(body)).into_response()
 }
 
-fn bad_data(message: impl Into<String>) -> Response {
+pub(super) fn bad_data(message: impl Into<String>) -> Response {
     bad(StatusCode::BAD_REQUEST, "bad_data", message)
 }
 
@@ -52,7 +54,7 @@ fn unavailable(e: clickhouse::error::Error) -> Response {
 }
 
 /// The request's tenant (`X-Scope-OrgID`, else `default`).
-fn tenant(headers: &HeaderMap) -> String {
+pub(super) fn tenant(headers: &HeaderMap) -> String {
     headers
         .get("x-scope-orgid")
         .and_then(|v| v.to_str().ok())
@@ -254,12 +256,4 @@ async fn buildinfo() -> Response {
         "goVersion": "",
         "application": "obs"
     }))
-}
-
-async fn not_yet() -> Response {
-    bad(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "execution",
-        "PromQL evaluation (query, query_range) is not available yet in obs; labels, series and metadata are",
-    )
 }

@@ -9,6 +9,7 @@
 
 mod api;
 mod params;
+mod query;
 pub mod selector;
 
 pub use api::routes;

@@ -3,7 +3,7 @@
 //! ClickHouse as a bound parameter, never spliced into the text.
 
 use promql_parser::label::{MatchOp, Matcher};
-use promql_parser::parser::{self, Expr};
+use promql_parser::parser::{self, Expr, VectorSelector};
 
 /// A WHERE fragment and the values bound to its `?` placeholders, in order.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -63,23 +63,40 @@ pub fn parse(selector: &str) -> Result<SqlFilter, String> {
     let Expr::VectorSelector(vs) = expr else {
         return Err(format!("{selector:?} is not a series selector"));
     };
-    let mut binds = Vec::new();
+    vector_selector(&vs).map_err(|e| format!("{selector:?} {e}"))
+}
+
+/// The matcher groups of a selector (several with PromQL's `or` inside braces), each with
+/// the metric name written before the braces added as a `__name__` matcher.
+pub fn matcher_groups(vs: &VectorSelector) -> Vec<Vec<Matcher>> {
     let groups: Vec<Vec<Matcher>> = if vs.matchers.or_matchers.is_empty() {
         vec![vs.matchers.matchers.clone()]
     } else {
         vs.matchers.or_matchers.clone()
     };
+    groups
+        .into_iter()
+        .map(|mut group| {
+            if let Some(name) = &vs.name
+                && !group.iter().any(|m| m.name == "__name__")
+            {
+                group.push(Matcher::new(MatchOp::Equal, "__name__", name));
+            }
+            group
+        })
+        .collect()
+}
+
+/// A parsed selector as a filter over `metrics_series` (columns `MetricName`, `Labels`).
+pub fn vector_selector(vs: &VectorSelector) -> Result<SqlFilter, String> {
+    let mut binds = Vec::new();
     let mut parts = Vec::new();
-    for mut group in groups {
-        if let Some(name) = &vs.name
-            && !group.iter().any(|m| m.name == "__name__")
-        {
-            group.push(Matcher::new(MatchOp::Equal, "__name__", name));
-        }
+    for group in matcher_groups(vs) {
         if group.iter().all(matches_empty) {
-            return Err(format!(
-                "{selector:?} matches every series: give at least one matcher that does not match the empty string"
-            ));
+            return Err(
+                "matches every series: give at least one matcher that does not match the empty string"
+                    .into(),
+            );
         }
         let conds: Vec<String> = group.iter().map(|m| matcher(m, &mut binds)).collect();
         parts.push(format!("({})", conds.join(" AND ")));
@@ -88,6 +105,19 @@ pub fn parse(selector: &str) -> Result<SqlFilter, String> {
         sql: format!("({})", parts.join(" OR ")),
         binds,
     })
+}
+
+/// The one metric name a selector is limited to, when it has one (`MetricName = ?` then
+/// prunes `metrics_samples` by its sort key).
+pub fn single_name(vs: &VectorSelector) -> Option<String> {
+    let groups = matcher_groups(vs);
+    let [group] = groups.as_slice() else {
+        return None;
+    };
+    group
+        .iter()
+        .find(|m| m.name == "__name__" && matches!(m.op, MatchOp::Equal))
+        .map(|m| m.value.clone())
 }
 
 fn matches_empty(m: &Matcher) -> bool {

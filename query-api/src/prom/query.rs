@@ -1,0 +1,274 @@
+//! `/api/v1/query`, `/api/v1/query_range` and `/api/v1/explain`: PromQL evaluated by
+//! [`crate::promql`], answered in Prometheus's JSON shapes (`vector`, `matrix`, `scalar`,
+//! `string`), errors as `bad_data` (400), `execution` (422) or `unavailable` (503).
+
+use std::fmt::Write;
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::api::{bad, bad_data, ok, tenant};
+use super::params::Params;
+use crate::promql::value::{Labels, format_time, format_value};
+use crate::promql::{self, EvalError, Grid, Limits, Value};
+use crate::server::ApiState;
+
+fn limits(state: &ApiState) -> Limits {
+    Limits {
+        lookback_ms: state.cfg.promql_lookback_secs as i64 * 1000,
+        max_samples: state.cfg.promql_max_samples,
+        max_points: state.cfg.promql_max_points,
+    }
+}
+
+fn eval_error(e: EvalError) -> Response {
+    match e {
+        EvalError::Execution(m) => bad(StatusCode::UNPROCESSABLE_ENTITY, "execution", m),
+        EvalError::Storage(m) => bad(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
+    }
+}
+
+/// A step: seconds (fractional allowed) or a duration such as `1m30s`.
+fn step_ms(p: &Params) -> Result<i64, String> {
+    let Some(s) = p.get("step") else {
+        return Err("invalid parameter \"step\": missing".into());
+    };
+    let ms = match s.parse::<f64>() {
+        Ok(secs) => (secs * 1000.0).round() as i64,
+        Err(_) => promql_parser::util::parse_duration(s)
+            .map(|d| d.as_millis() as i64)
+            .map_err(|_| {
+                format!("invalid parameter \"step\": cannot parse {s:?} to a valid duration")
+            })?,
+    };
+    if ms <= 0 {
+        return Err(
+            "zero or negative query resolution step widths are not accepted. Try a positive integer"
+                .into(),
+        );
+    }
+    Ok(ms)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// What a request asks: the parsed query and its grid.
+struct Asked {
+    expr: promql_parser::parser::Expr,
+    grid: Grid,
+    range: bool,
+}
+
+fn asked(p: &Params, range: bool) -> Result<Asked, String> {
+    let Some(q) = p.get("query") else {
+        return Err("invalid parameter \"query\": missing".into());
+    };
+    let expr = promql::parse(q)?;
+    let grid = if range {
+        let start = p
+            .time_ms("start")?
+            .ok_or("invalid parameter \"start\": missing")?;
+        let end = p
+            .time_ms("end")?
+            .ok_or("invalid parameter \"end\": missing")?;
+        if end < start {
+            return Err(
+                "invalid parameter \"end\": end timestamp must not be before start time".into(),
+            );
+        }
+        let step = step_ms(p)?;
+        promql::check_range_type(&expr)?;
+        Grid { start, end, step }
+    } else {
+        let t = p.time_ms("time")?.unwrap_or_else(now_ms);
+        Grid {
+            start: t,
+            end: t,
+            step: 1,
+        }
+    };
+    Ok(Asked { expr, grid, range })
+}
+
+fn labels_json(out: &mut String, labels: &Labels) {
+    out.push('{');
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{}:{}", json!(k), json!(v));
+    }
+    out.push('}');
+}
+
+/// The answer, written directly (large matrices would be slow through `serde_json::Value`).
+fn answer(v: &Value, grid: Grid, range: bool) -> String {
+    let point = |out: &mut String, t: i64, v: f64| {
+        let _ = write!(out, "[{},\"{}\"]", format_time(t), format_value(v));
+    };
+    let (kind, body) = match (v, range) {
+        (Value::Scalar(s), false) => {
+            let mut b = String::new();
+            point(&mut b, grid.start, s[0]);
+            ("scalar", b)
+        }
+        (Value::String(s), _) => (
+            "string",
+            format!("[{},{}]", format_time(grid.start), json!(s)),
+        ),
+        (Value::Vector(series), false) => {
+            let mut b = String::from("[");
+            let mut first = true;
+            for s in series {
+                let Some(x) = s.points[0] else { continue };
+                if !first {
+                    b.push(',');
+                }
+                first = false;
+                b.push_str("{\"metric\":");
+                labels_json(&mut b, &s.labels);
+                b.push_str(",\"value\":");
+                point(&mut b, grid.start, x);
+                b.push('}');
+            }
+            b.push(']');
+            ("vector", b)
+        }
+        (Value::Matrix(series), _) => {
+            let mut b = String::from("[");
+            for (i, s) in series.iter().enumerate() {
+                if i > 0 {
+                    b.push(',');
+                }
+                b.push_str("{\"metric\":");
+                labels_json(&mut b, &s.labels);
+                b.push_str(",\"values\":[");
+                for (j, &(t, x)) in s.samples.iter().enumerate() {
+                    if j > 0 {
+                        b.push(',');
+                    }
+                    point(&mut b, t, x);
+                }
+                b.push_str("]}");
+            }
+            b.push(']');
+            ("matrix", b)
+        }
+        (Value::Scalar(s), true) => {
+            let mut b = String::from("[{\"metric\":{},\"values\":[");
+            for (i, x) in s.iter().enumerate() {
+                if i > 0 {
+                    b.push(',');
+                }
+                point(&mut b, grid.time(i), *x);
+            }
+            b.push_str("]}]");
+            ("matrix", b)
+        }
+        (Value::Vector(series), true) => {
+            let mut b = String::from("[");
+            for (i, s) in series.iter().enumerate() {
+                if i > 0 {
+                    b.push(',');
+                }
+                b.push_str("{\"metric\":");
+                labels_json(&mut b, &s.labels);
+                b.push_str(",\"values\":[");
+                let mut first = true;
+                for (j, p) in s.points.iter().enumerate() {
+                    let Some(x) = p else { continue };
+                    if !first {
+                        b.push(',');
+                    }
+                    first = false;
+                    point(&mut b, grid.time(j), *x);
+                }
+                b.push_str("]}");
+            }
+            b.push(']');
+            ("matrix", b)
+        }
+    };
+    format!("{{\"status\":\"success\",\"data\":{{\"resultType\":\"{kind}\",\"result\":{body}}}}}")
+}
+
+async fn run(
+    state: ApiState,
+    q: Option<String>,
+    headers: HeaderMap,
+    body: Bytes,
+    range: bool,
+) -> Response {
+    let p = Params::read(q.as_deref(), &headers, &body);
+    let a = match asked(&p, range) {
+        Ok(a) => a,
+        Err(e) => return bad_data(e),
+    };
+    let client = state.client.clone();
+    match promql::evaluate(
+        Some(client),
+        &tenant(&headers),
+        &a.expr,
+        a.grid,
+        &limits(&state),
+    )
+    .await
+    {
+        Ok((v, _)) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            answer(&v, a.grid, a.range),
+        )
+            .into_response(),
+        Err(e) => eval_error(e),
+    }
+}
+
+/// `GET|POST /api/v1/query`.
+pub async fn instant(
+    State(state): State<ApiState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    run(state, q, headers, body, false).await
+}
+
+/// `GET|POST /api/v1/query_range`.
+pub async fn range(
+    State(state): State<ApiState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    run(state, q, headers, body, true).await
+}
+
+/// `GET|POST /api/v1/explain`: the SQL a PromQL query becomes (`start`, `end`, `step` as for
+/// `query_range`; without them, an instant query now) and what is evaluated in Rust.
+pub async fn explain(
+    State(state): State<ApiState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let p = Params::read(q.as_deref(), &headers, &body);
+    let range = p.get("start").is_some() || p.get("end").is_some() || p.get("step").is_some();
+    let a = match asked(&p, range) {
+        Ok(a) => a,
+        Err(e) => return bad_data(e),
+    };
+    match promql::explain(&tenant(&headers), &a.expr, a.grid, &limits(&state)).await {
+        Ok(x) => ok(
+            json!({"language": "promql", "query": p.get("query"), "sql": x.statements, "rust": x.rust}),
+        ),
+        Err(e) => eval_error(e),
+    }
+}

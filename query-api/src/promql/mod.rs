@@ -1,0 +1,167 @@
+//! PromQL evaluation over the metrics tables, with Prometheus 2.x semantics.
+//!
+//! What runs where:
+//! * **ClickHouse (SQL)**: tenant, label matching (`=`, `!=`, `=~`, `!~`, bound values),
+//!   metric-name pruning on the samples table's sort key, and the exact time range each
+//!   selector needs (the union of its windows over all steps, lookback and offsets
+//!   included) — see [`storage`].
+//! * **Rust**: per-step windows, lookback and staleness, the functions, aggregations and
+//!   vector matching — see [`eval`], [`functions`], [`range_fns`], [`aggregate`],
+//!   [`binary`]. Their float semantics (extrapolated `rate`, Welford variance, bucket
+//!   interpolation, NaN ordering) must match Prometheus bit for bit where it can, which SQL
+//!   aggregate functions do not promise.
+//!
+//! [`explain`] plans a query without reading and returns the SQL it would run.
+
+pub mod aggregate;
+pub mod binary;
+pub mod eval;
+pub mod functions;
+pub mod range_fns;
+pub mod storage;
+pub mod value;
+
+use promql_parser::parser::value::ValueType;
+use promql_parser::parser::{self, Expr};
+
+pub use eval::{EvalError, Evaluator};
+pub use value::{Grid, Value};
+
+/// Limits and defaults of PromQL evaluation.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Lookback of instant selectors (ms).
+    pub lookback_ms: i64,
+    /// Samples one query may read.
+    pub max_samples: usize,
+    /// Steps a range query may have.
+    pub max_points: usize,
+}
+
+/// Parses a query, with Prometheus's wording for errors.
+pub fn parse(query: &str) -> Result<Expr, String> {
+    parser::parse(query).map_err(|e| format!("invalid parameter \"query\": {e}"))
+}
+
+/// Checks that `expr` can be a range query (instant vector or scalar).
+pub fn check_range_type(expr: &Expr) -> Result<(), String> {
+    match expr.value_type() {
+        ValueType::Vector | ValueType::Scalar => Ok(()),
+        t => Err(format!(
+            "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+            match t {
+                ValueType::Matrix => "range vector",
+                ValueType::String => "string",
+                _ => "unknown",
+            }
+        )),
+    }
+}
+
+/// Evaluates `expr` over `grid` for `tenant`; with no client, only plans (the statements
+/// are returned, the value is empty).
+pub async fn evaluate(
+    client: Option<clickhouse::Client>,
+    tenant: &str,
+    expr: &Expr,
+    grid: Grid,
+    limits: &Limits,
+) -> Result<(Value, Vec<String>), EvalError> {
+    if grid.len() > limits.max_points {
+        return Err(EvalError::Execution(format!(
+            "exceeded maximum resolution of {} points per timeseries. Try decreasing the query resolution (?step=XX)",
+            limits.max_points
+        )));
+    }
+    let mut ev = Evaluator {
+        storage: storage::Storage {
+            client,
+            tenant: tenant.to_string(),
+            max_samples: limits.max_samples,
+            samples_read: 0,
+            statements: Vec::new(),
+        },
+        lookback: limits.lookback_ms,
+        query_start: grid.start,
+        query_end: grid.end,
+        default_step: 60_000,
+    };
+    let v = ev.eval(expr, grid).await?;
+    Ok((v, ev.storage.statements))
+}
+
+/// The SQL statements `expr` runs over `grid`, and the steps evaluated in Rust.
+pub async fn explain(
+    tenant: &str,
+    expr: &Expr,
+    grid: Grid,
+    limits: &Limits,
+) -> Result<Explained, EvalError> {
+    let (_, statements) = evaluate(None, tenant, expr, grid, limits).await?;
+    let mut rust = Vec::new();
+    rust_steps(expr, &mut rust);
+    Ok(Explained { statements, rust })
+}
+
+/// What [`explain`] shows.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Explained {
+    /// Each statement sent to ClickHouse, values inlined for reading.
+    pub statements: Vec<String>,
+    /// The operations evaluated in Rust over the rows read, innermost first.
+    pub rust: Vec<String>,
+}
+
+fn rust_steps(e: &Expr, out: &mut Vec<String>) {
+    match e {
+        Expr::Paren(p) => rust_steps(&p.expr, out),
+        Expr::Unary(u) => {
+            rust_steps(&u.expr, out);
+            out.push("negation".into());
+        }
+        Expr::VectorSelector(vs) => out.push(format!(
+            "{vs}: newest sample per step within the lookback, stale markers hide the series"
+        )),
+        Expr::MatrixSelector(ms) => out.push(format!("{ms}: samples per step window")),
+        Expr::Subquery(sq) => {
+            rust_steps(&sq.expr, out);
+            out.push(format!(
+                "subquery [{}:{}] over the inner steps",
+                humantime_ms(sq.range.as_millis() as i64),
+                sq.step
+                    .map_or("default".into(), |s| humantime_ms(s.as_millis() as i64))
+            ));
+        }
+        Expr::Call(c) => {
+            for a in &c.args.args {
+                rust_steps(a, out);
+            }
+            out.push(format!("{}() per step", c.func.name));
+        }
+        Expr::Aggregate(a) => {
+            rust_steps(&a.expr, out);
+            let grouping = match &a.modifier {
+                Some(parser::LabelModifier::Include(l)) => format!(" by ({l})"),
+                Some(parser::LabelModifier::Exclude(l)) => format!(" without ({l})"),
+                None => String::new(),
+            };
+            out.push(format!("{}{grouping} per step", a.op));
+        }
+        Expr::Binary(b) => {
+            rust_steps(&b.lhs, out);
+            rust_steps(&b.rhs, out);
+            out.push(format!("binary {} per step (vector matching)", b.op));
+        }
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
+}
+
+fn humantime_ms(ms: i64) -> String {
+    if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
