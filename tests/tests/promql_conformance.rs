@@ -15,7 +15,8 @@ use serde_json::Value;
 #[derive(Debug, PartialEq)]
 enum Answer {
     Error(String),
-    Matrix(BTreeMap<BTreeMap<String, String>, Vec<(f64, f64)>>),
+    /// Result type and the series (a scalar or string is one series with no labels).
+    Matrix(String, BTreeMap<BTreeMap<String, String>, Vec<(f64, f64)>>),
 }
 
 fn parse_value(s: &str) -> f64 {
@@ -27,29 +28,49 @@ fn parse_value(s: &str) -> f64 {
     }
 }
 
+fn point(p: &Value) -> (f64, f64) {
+    (
+        p[0].as_f64().expect("ts"),
+        parse_value(p[1].as_str().expect("v")),
+    )
+}
+
 fn answer(v: &Value) -> Answer {
     if v["status"] != "success" {
         return Answer::Error(format!("{}: {}", v["errorType"], v["error"]));
     }
-    assert_eq!(v["data"]["resultType"], "matrix", "{v}");
+    let kind = v["data"]["resultType"]
+        .as_str()
+        .expect("resultType")
+        .to_string();
+    let result = &v["data"]["result"];
     let mut out = BTreeMap::new();
-    for s in v["data"]["result"].as_array().expect("result") {
-        let labels: BTreeMap<String, String> =
-            serde_json::from_value(s["metric"].clone()).expect("labels");
-        let points = s["values"]
-            .as_array()
-            .expect("values")
-            .iter()
-            .map(|p| {
-                (
-                    p[0].as_f64().expect("ts"),
-                    parse_value(p[1].as_str().expect("v")),
-                )
-            })
-            .collect();
-        out.insert(labels, points);
+    match kind.as_str() {
+        "scalar" => {
+            out.insert(BTreeMap::new(), vec![point(result)]);
+        }
+        "string" => {
+            let text = result[1].as_str().expect("string").to_string();
+            out.insert(BTreeMap::from([("string".to_string(), text)]), vec![]);
+        }
+        _ => {
+            for s in result.as_array().expect("result") {
+                let labels: BTreeMap<String, String> =
+                    serde_json::from_value(s["metric"].clone()).expect("labels");
+                let points = match s.get("values") {
+                    Some(values) => values
+                        .as_array()
+                        .expect("values")
+                        .iter()
+                        .map(point)
+                        .collect(),
+                    None => vec![point(&s["value"])],
+                };
+                out.insert(labels, points);
+            }
+        }
     }
-    Answer::Matrix(out)
+    Answer::Matrix(kind, out)
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -64,11 +85,14 @@ fn close(a: f64, b: f64) -> bool {
 fn difference(want: &Answer, got: &Answer) -> Option<String> {
     match (want, got) {
         (Answer::Error(_), Answer::Error(_)) => None,
-        (Answer::Error(e), Answer::Matrix(_)) => {
+        (Answer::Error(e), Answer::Matrix(..)) => {
             Some(format!("Prometheus failed ({e}), obs answered"))
         }
-        (Answer::Matrix(_), Answer::Error(e)) => Some(format!("obs failed: {e}")),
-        (Answer::Matrix(w), Answer::Matrix(g)) => {
+        (Answer::Matrix(..), Answer::Error(e)) => Some(format!("obs failed: {e}")),
+        (Answer::Matrix(wt, _), Answer::Matrix(gt, _)) if wt != gt => {
+            Some(format!("result type {wt} from Prometheus, {gt} from obs"))
+        }
+        (Answer::Matrix(_, w), Answer::Matrix(_, g)) => {
             let (wk, gk): (Vec<_>, Vec<_>) = (w.keys().collect(), g.keys().collect());
             if wk != gk {
                 let missing: Vec<_> = w.keys().filter(|k| !g.contains_key(*k)).collect();
@@ -123,6 +147,53 @@ async fn range_query(base: &str, q: &str, start: i64, end: i64, step: &str) -> V
         .expect("JSON")
 }
 
+async fn instant_query(base: &str, q: &str, time: i64) -> Value {
+    http(120)
+        .get(format!("{base}/api/v1/query"))
+        .query(&[("query", q), ("time", &time.to_string())])
+        .send()
+        .await
+        .expect("query answered")
+        .json()
+        .await
+        .expect("JSON")
+}
+
+/// Constructs the shared file does not use (`@`, offsets in subqueries, `group_right`,
+/// `holt_winters`, date functions, ...), compared the same way.
+const EXTRA: &[&str] = &[
+    "demo_cpu_usage_ratio @ end()",
+    "rate(demo_requests_total[5m] @ start())",
+    "rate(demo_requests_total[5m] offset 10m)",
+    "max_over_time(demo_temperature_celsius[10m:1m] offset 5m)",
+    "quantile_over_time(0.5, rate(demo_requests_total[1m])[5m:30s])",
+    "demo_temperature_celsius / on (instance) group_right demo_cpu_usage_ratio",
+    "demo_cpu_usage_ratio == bool on (instance, mode) demo_cpu_usage_ratio",
+    "demo_cpu_usage_ratio unless demo_cpu_usage_ratio > 0.7",
+    "holt_winters(demo_temperature_celsius[10m], 0.5, 0.5)",
+    "present_over_time(demo_queue_depth[5m])",
+    "sum(demo_cpu_usage_ratio) by (mode)",
+    "count without (mode) (demo_cpu_usage_ratio)",
+    "topk by (instance) (2, demo_cpu_usage_ratio)",
+    "sort_desc(sum by (mode) (demo_cpu_usage_ratio))",
+    "-(demo_cpu_usage_ratio) ^ 2",
+    "demo_cpu_usage_ratio atan2 0.5",
+    "log2(demo_queue_depth) + log10(demo_queue_depth)",
+    "minute(vector(time())) + day_of_week() + days_in_month() + month() + year()",
+    "absent(demo_nonexistent{job=\"x\", job=\"y\"})",
+    "clamp_max(demo_temperature_celsius, 5) - clamp_min(demo_temperature_celsius, 5)",
+    "label_replace(demo_build_info, \"v\", \"$1-$2\", \"version\", \"(\\\\d+)\\\\.(\\\\d+).*\")",
+    "1 + 2 * 3 > bool 6",
+];
+
+/// Instant-only answers: a range vector, a subquery, a string and a scalar.
+const INSTANT_ONLY: &[&str] = &[
+    "demo_queue_depth[2m]",
+    "rate(demo_requests_total{status=\"500\"}[5m])[3m:1m]",
+    "\"hello\"",
+    "scalar(vector(2))",
+];
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_conformance_query_equals_prometheus() {
     let now = SystemTime::now()
@@ -144,6 +215,11 @@ async fn every_conformance_query_equals_prometheus() {
             .map(String::from)
             .collect();
     assert!(queries.len() >= 70, "{} queries", queries.len());
+    let shared = queries.len();
+    let queries: Vec<String> = queries
+        .into_iter()
+        .chain(EXTRA.iter().map(|q| q.to_string()))
+        .collect();
     // Range 1 crosses the version change (45 min in) and the counter resets (from 60 min);
     // range 2 starts after the old version's lookback ends and has an unaligned step.
     let ranges = [
@@ -160,7 +236,7 @@ async fn every_conformance_query_equals_prometheus() {
             let want = answer(&range_query(&prom.url(), q, start, end, step).await);
             let got = answer(&range_query(&stack.query_url(), q, start, end, step).await);
             match (&want, &got) {
-                (Answer::Matrix(m), _) => {
+                (Answer::Matrix(_, m), _) => {
                     compared_points += m.values().map(Vec::len).sum::<usize>()
                 }
                 (Answer::Error(w), Answer::Error(g)) => {
@@ -173,13 +249,33 @@ async fn every_conformance_query_equals_prometheus() {
                 ok = false;
             }
         }
+        // And as an instant query between samples, and at the end.
+        for time in [demo.end - 1234, demo.end] {
+            let want = answer(&instant_query(&prom.url(), q, time).await);
+            let got = answer(&instant_query(&stack.query_url(), q, time).await);
+            if let Some(d) = difference(&want, &got) {
+                failures.push(format!("{q} (instant at {time}): {d}"));
+                ok = false;
+            }
+        }
         if ok {
             equal += 1;
         }
     }
+    for q in INSTANT_ONLY {
+        for time in [demo.end - 1234, demo.end] {
+            let want = answer(&instant_query(&prom.url(), q, time).await);
+            assert!(matches!(want, Answer::Matrix(..)), "{q}: {want:?}");
+            let got = answer(&instant_query(&stack.query_url(), q, time).await);
+            if let Some(d) = difference(&want, &got) {
+                failures.push(format!("{q} (instant at {time}): {d}"));
+            }
+        }
+    }
     eprintln!(
-        "PromQL conformance: {equal}/{} queries equal to Prometheus 2.42 over 2 ranges ({compared_points} points compared)",
-        queries.len()
+        "PromQL conformance: {equal}/{} queries ({shared} of the shared file, {} more) equal to Prometheus 2.42 over 2 ranges and 2 instants ({compared_points} range points compared)",
+        queries.len(),
+        EXTRA.len()
     );
     eprintln!(
         "answered with an error by both:\n{}",

@@ -33,8 +33,9 @@ fn is_comparison(op: &str) -> bool {
     matches!(op, "==" | "!=" | ">" | "<" | ">=" | "<=")
 }
 
+/// Arithmetic drops the metric name (`atan2` keeps it in Prometheus 2.x).
 fn drops_name(op: &str) -> bool {
-    matches!(op, "+" | "-" | "*" | "/" | "^" | "%" | "atan2")
+    matches!(op, "+" | "-" | "*" | "/" | "^" | "%")
 }
 
 /// The labels two series are matched on.

@@ -40,6 +40,18 @@ pub struct Limits {
 
 /// Parses a query, with Prometheus's wording for errors.
 pub fn parse(query: &str) -> Result<Expr, String> {
+    static EXTRA: std::sync::Once = std::sync::Once::new();
+    EXTRA.call_once(|| {
+        // Prometheus 2.x's name for double_exponential_smoothing (the parser knows only
+        // the 3.x name).
+        let _ = parser::register_extra_functions(vec![parser::Function::new(
+            "holt_winters",
+            vec![ValueType::Matrix, ValueType::Scalar, ValueType::Scalar],
+            0,
+            ValueType::Vector,
+            false,
+        )]);
+    });
     parser::parse(query).map_err(|e| format!("invalid parameter \"query\": {e}"))
 }
 

@@ -37,6 +37,7 @@ pub const NAMES: &[&str] = &[
     "stdvar_over_time",
     "absent_over_time",
     "holt_winters",
+    "double_exponential_smoothing",
 ];
 
 /// Applies function `name` to one window; `args` are the scalar arguments at this step
@@ -78,7 +79,7 @@ pub fn apply(name: &str, w: &Window<'_>, args: &[f64]) -> Option<f64> {
         "quantile_over_time" => Some(quantile(args[0], values().collect())),
         "stddev_over_time" => Some(variance(values()).sqrt()),
         "stdvar_over_time" => Some(variance(values())),
-        "holt_winters" => holt_winters(s, args[0], args[1]),
+        "holt_winters" | "double_exponential_smoothing" => holt_winters(s, args[0], args[1]),
         _ => None,
     }
 }
