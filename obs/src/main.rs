@@ -3,6 +3,7 @@
 
 mod bench;
 mod demo;
+mod explain;
 mod replay;
 mod sql;
 
@@ -46,8 +47,8 @@ enum Command {
     Collector,
     /// Run the sinks (Kafka → ClickHouse; consumer group per table).
     Sink,
-    /// Run the query API: read-only SQL (/api/v1/sql) and the Prometheus label, series and
-    /// metadata endpoints.
+    /// Run the query API: the Prometheus HTTP API (PromQL query/query_range, labels, series,
+    /// metadata), /api/v1/explain and read-only SQL (/api/v1/sql).
     Query,
     /// Run the schema registry (Confluent REST API) on [registry] listen.
     Registry,
@@ -105,6 +106,31 @@ enum Command {
         /// Output: table, json or csv.
         #[arg(long, default_value = "table")]
         format: String,
+        /// Query API base URL (default: http://<[query] listen>).
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Show the SQL a PromQL query (or LogQL with --logql) becomes, and what is evaluated in
+    /// Rust over the rows it reads.
+    Explain {
+        /// The query, e.g. 'sum by (job) (rate(http_requests_total[5m]))'.
+        query: String,
+        /// The query is LogQL.
+        #[arg(long)]
+        logql: bool,
+        /// Range start (Unix seconds or RFC 3339); with --end and --step, explains a range
+        /// query, else an instant query now.
+        #[arg(long, requires_all = ["end", "step"])]
+        start: Option<String>,
+        /// Range end.
+        #[arg(long)]
+        end: Option<String>,
+        /// Range step (seconds or a duration such as 1m).
+        #[arg(long)]
+        step: Option<String>,
+        /// Tenant (X-Scope-OrgID).
+        #[arg(long)]
+        tenant: Option<String>,
         /// Query API base URL (default: http://<[query] listen>).
         #[arg(long)]
         url: Option<String>,
@@ -175,6 +201,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sql { query, format, url } => {
             let url = url.unwrap_or_else(|| format!("http://{}", cfg.query.listen));
             sql::run(&url, &query, &format).await
+        }
+        Command::Explain {
+            query,
+            logql,
+            start,
+            end,
+            step,
+            tenant,
+            url,
+        } => {
+            let url = url.unwrap_or_else(|| format!("http://{}", cfg.query.listen));
+            let range = match (&start, &end, &step) {
+                (Some(s), Some(e), Some(st)) => Some((s.as_str(), e.as_str(), st.as_str())),
+                _ => None,
+            };
+            explain::run(explain::ExplainArgs {
+                url: &url,
+                query: &query,
+                language: if logql { "logql" } else { "promql" },
+                range,
+                tenant: tenant.as_deref(),
+            })
+            .await
         }
         Command::Demo { records, url } => {
             let url = url.unwrap_or_else(|| format!("http://{}", cfg.collector.listen));

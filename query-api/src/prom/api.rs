@@ -30,6 +30,10 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/v1/query", get(query::instant).post(query::instant))
         .route("/api/v1/query_range", get(query::range).post(query::range))
         .route("/api/v1/explain", get(query::explain).post(query::explain))
+        .route(
+            "/api/v1/query_exemplars",
+            get(query::exemplars).post(query::exemplars),
+        )
 }
 
 pub(super) fn ok(data: Value) -> Response {

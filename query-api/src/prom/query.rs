@@ -67,7 +67,7 @@ struct Asked {
     range: bool,
 }
 
-fn asked(p: &Params, range: bool) -> Result<Asked, String> {
+fn asked(p: &Params, range: bool, max_points: usize) -> Result<Asked, String> {
     let Some(q) = p.get("query") else {
         return Err("invalid parameter \"query\": missing".into());
     };
@@ -86,7 +86,13 @@ fn asked(p: &Params, range: bool) -> Result<Asked, String> {
         }
         let step = step_ms(p)?;
         promql::check_range_type(&expr)?;
-        Grid { start, end, step }
+        let grid = Grid { start, end, step };
+        if grid.len() > max_points {
+            return Err(format!(
+                "exceeded maximum resolution of {max_points} points per timeseries. Try decreasing the query resolution (?step=XX)"
+            ));
+        }
+        grid
     } else {
         let t = p.time_ms("time")?.unwrap_or_else(now_ms);
         Grid {
@@ -208,7 +214,7 @@ async fn run(
     range: bool,
 ) -> Response {
     let p = Params::read(q.as_deref(), &headers, &body);
-    let a = match asked(&p, range) {
+    let a = match asked(&p, range, state.cfg.promql_max_points) {
         Ok(a) => a,
         Err(e) => return bad_data(e),
     };
@@ -260,8 +266,17 @@ pub async fn explain(
     body: Bytes,
 ) -> Response {
     let p = Params::read(q.as_deref(), &headers, &body);
+    match p.get("language").unwrap_or("promql") {
+        "promql" => {}
+        "logql" => return bad_data("LogQL explain is not available yet"),
+        other => {
+            return bad_data(format!(
+                "invalid parameter \"language\": {other:?}; use promql or logql"
+            ));
+        }
+    }
     let range = p.get("start").is_some() || p.get("end").is_some() || p.get("step").is_some();
-    let a = match asked(&p, range) {
+    let a = match asked(&p, range, state.cfg.promql_max_points) {
         Ok(a) => a,
         Err(e) => return bad_data(e),
     };
@@ -270,5 +285,17 @@ pub async fn explain(
             json!({"language": "promql", "query": p.get("query"), "sql": x.statements, "rust": x.rust}),
         ),
         Err(e) => eval_error(e),
+    }
+}
+
+/// `GET|POST /api/v1/query_exemplars`: exemplars reach the metrics topic but no table stores
+/// them yet, so every query has none (Grafana asks in Explore; an error would hide the
+/// graph).
+pub async fn exemplars(RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+    let p = Params::read(q.as_deref(), &headers, &body);
+    match p.get("query").map(promql::parse) {
+        None => bad_data("invalid parameter \"query\": missing"),
+        Some(Err(e)) => bad_data(e),
+        Some(Ok(_)) => ok(json!([])),
     }
 }

@@ -1,0 +1,298 @@
+//! The PromQL endpoints as Grafana's Prometheus datasource calls them ("Save & test", the
+//! metrics browser in Explore, a dashboard panel's form POST), checked against values
+//! worked out from the demo file itself; hostile label values and regexes stay values;
+//! tenants see only their own series; errors have Prometheus's shape; `explain` shows the
+//! SQL.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use obs_e2e::promql_demo::Demo;
+use obs_e2e::{Stack, http};
+use serde_json::Value;
+
+async fn get(url: &str, params: &[(&str, &str)], tenant: Option<&str>) -> (u16, Value) {
+    let mut req = http(60).get(url).query(params);
+    if let Some(t) = tenant {
+        req = req.header("X-Scope-OrgID", t);
+    }
+    let r = req.send().await.expect("answered");
+    (r.status().as_u16(), r.json().await.expect("JSON"))
+}
+
+async fn post_form(url: &str, params: &[(&str, &str)]) -> (u16, Value) {
+    let r = http(60)
+        .post(url)
+        .form(params)
+        .send()
+        .await
+        .expect("answered");
+    (r.status().as_u16(), r.json().await.expect("JSON"))
+}
+
+/// `max by (mode) (demo_cpu_usage_ratio)` at `t` (ms), from the file: per series the newest
+/// sample at or before `t` no older than 5 minutes.
+fn expected_max_by_mode(demo: &Demo, t: i64) -> BTreeMap<String, f64> {
+    let mut out: BTreeMap<String, f64> = BTreeMap::new();
+    for s in demo
+        .series
+        .iter()
+        .filter(|s| s.name == "demo_cpu_usage_ratio")
+    {
+        let Some(&(ts, v)) = s.samples.iter().rev().find(|p| p.0 <= t) else {
+            continue;
+        };
+        if ts < t - 300_000 {
+            continue;
+        }
+        let m = out.entry(s.labels["mode"].clone()).or_insert(f64::MIN);
+        *m = m.max(v);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grafana_calls_injection_tenants_errors_and_explain() {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let end = now - now % 60;
+    let stack = Stack::start().await.unwrap();
+    let demo = Demo::generate(stack.dir(), end - 1800, end).unwrap();
+    demo.load_into(&stack).await.unwrap();
+    let base = stack.query_url();
+    let (start_s, end_s) = (demo.start.to_string(), demo.end.to_string());
+    let query = format!("{base}/api/v1/query");
+    let query_range = format!("{base}/api/v1/query_range");
+
+    // "Save & test": 1+1 as an instant query, then buildinfo.
+    let (status, v) = get(&query, &[("query", "1+1"), ("time", &end_s)], None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["data"],
+        serde_json::json!({"resultType": "scalar", "result": [end, "2"]})
+    );
+    let (status, v) = get(&format!("{base}/api/v1/status/buildinfo"), &[], None).await;
+    assert_eq!((status, v["status"].as_str()), (200, Some("success")));
+    assert!(v["data"]["version"].is_string());
+
+    // Metrics browser: metric names, label names and values of one metric.
+    let range = [("start", start_s.as_str()), ("end", end_s.as_str())];
+    let (_, v) = get(
+        &format!("{base}/api/v1/label/__name__/values"),
+        &range,
+        None,
+    )
+    .await;
+    let names: BTreeSet<String> = serde_json::from_value(v["data"].clone()).unwrap();
+    let want: BTreeSet<String> = demo.series.iter().map(|s| s.name.clone()).collect();
+    assert_eq!(names, want);
+    let (_, v) = get(
+        &format!("{base}/api/v1/label/mode/values"),
+        &[("match[]", "demo_cpu_usage_ratio"), range[0], range[1]],
+        None,
+    )
+    .await;
+    assert_eq!(
+        v["data"],
+        serde_json::json!(["idle", "iowait", "system", "user"])
+    );
+    let (_, v) = get(
+        &format!("{base}/api/v1/series"),
+        &[("match[]", "demo_cpu_usage_ratio"), range[0], range[1]],
+        None,
+    )
+    .await;
+    assert_eq!(v["data"].as_array().unwrap().len(), 12);
+    let (status, v) = get(
+        &format!("{base}/api/v1/query_exemplars"),
+        &[("query", "demo_cpu_usage_ratio"), range[0], range[1]],
+        None,
+    )
+    .await;
+    assert_eq!((status, &v["data"]), (200, &serde_json::json!([])));
+
+    // A dashboard panel: a form POST of a range query, values from the file.
+    let step = 30;
+    let panel_start = demo.start + 300;
+    let (status, v) = post_form(
+        &query_range,
+        &[
+            ("query", "max by (mode) (demo_cpu_usage_ratio)"),
+            ("start", &panel_start.to_string()),
+            ("end", &end_s),
+            ("step", &step.to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["resultType"], "matrix");
+    let result = v["data"]["result"].as_array().unwrap();
+    assert_eq!(result.len(), 4);
+    let steps = ((demo.end - panel_start) / step + 1) as usize;
+    for s in result {
+        let mode = s["metric"]["mode"].as_str().unwrap();
+        assert_eq!(s["metric"].as_object().unwrap().len(), 1, "{s}");
+        let values = s["values"].as_array().unwrap();
+        assert_eq!(values.len(), steps);
+        for p in values {
+            let t = p[0].as_i64().unwrap();
+            let got: f64 = p[1].as_str().unwrap().parse().unwrap();
+            let want = expected_max_by_mode(&demo, t * 1000)[mode];
+            assert_eq!(got, want, "{mode} at {t}");
+        }
+    }
+    // The same as an instant form POST.
+    let (_, v) = post_form(
+        &query,
+        &[
+            ("query", "max by (mode) (demo_cpu_usage_ratio)"),
+            ("time", &end_s),
+        ],
+    )
+    .await;
+    let want = expected_max_by_mode(&demo, demo.end * 1000);
+    let got: BTreeMap<String, f64> = v["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["metric"]["mode"].as_str().unwrap().to_string(),
+                s["value"][1].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+
+    // Hostile values and regexes are values: no match, no SQL error; a real regex works.
+    for (q, want) in [
+        (r#"demo_cpu_usage_ratio{mode="x' OR 1=1 --"}"#, 0),
+        (r#"demo_cpu_usage_ratio{mode=~"x' OR '1'='1"}"#, 0),
+        // A negated hostile regex matches no mode, so every series stays.
+        (r#"demo_cpu_usage_ratio{mode!~".*') OR ('1'='1"}"#, 12),
+        (r#"{__name__="demo_cpu_usage_ratio' OR 1=1 --"}"#, 0),
+        (r#"{__name__=~"demo_cpu_usage_ratio\\\\' OR 1=1 --"}"#, 0),
+    ] {
+        let (status, v) = get(&query, &[("query", q), ("time", &end_s)], None).await;
+        assert_eq!(status, 200, "{q}: {v}");
+        assert_eq!(v["data"]["result"].as_array().unwrap().len(), want, "{q}");
+    }
+    let (_, v) = get(
+        &query,
+        &[
+            (
+                "query",
+                r#"count(demo_cpu_usage_ratio{mode=~"(?i)USER|Sys.*"})"#,
+            ),
+            ("time", &end_s),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(v["data"]["result"][0]["value"][1], "6", "{v}");
+
+    // Another tenant sees none of it.
+    let (_, v) = get(
+        &query,
+        &[("query", "count(demo_cpu_usage_ratio)"), ("time", &end_s)],
+        Some("someone-else"),
+    )
+    .await;
+    assert_eq!(v["data"]["result"], serde_json::json!([]));
+
+    // Errors in Prometheus's shape.
+    let cases: [(&str, Vec<(&str, &str)>, u16, &str); 6] = [
+        (&query, vec![("query", "rate(")], 400, "bad_data"),
+        (&query, vec![("query", r#"up{job=~"("}"#)], 400, "bad_data"),
+        (
+            &query_range,
+            vec![
+                ("query", "demo_queue_depth[5m]"),
+                range[0],
+                range[1],
+                ("step", "60"),
+            ],
+            400,
+            "bad_data",
+        ),
+        (
+            &query_range,
+            vec![("query", "up"), range[0], range[1], ("step", "0")],
+            400,
+            "bad_data",
+        ),
+        (
+            &query_range,
+            vec![
+                ("query", "up"),
+                ("start", "0"),
+                ("end", &end_s),
+                ("step", "1"),
+            ],
+            400,
+            "bad_data",
+        ),
+        (
+            &query,
+            vec![
+                (
+                    "query",
+                    "sum by (instance) (demo_cpu_usage_ratio) + on (job) demo_cpu_usage_ratio",
+                ),
+                ("time", &end_s),
+            ],
+            422,
+            "execution",
+        ),
+    ];
+    for (url, params, want_status, want_type) in &cases {
+        let (status, v) = get(url, params, None).await;
+        assert_eq!(
+            (status, v["status"].as_str(), v["errorType"].as_str()),
+            (*want_status, Some("error"), Some(*want_type)),
+            "{params:?}: {v}"
+        );
+        assert!(!v["error"].as_str().unwrap().is_empty());
+    }
+
+    // explain: the endpoint and the CLI show the SQL (values inlined for reading).
+    let q = r#"sum by (status) (rate(demo_requests_total{status=~"5.."}[5m]))"#;
+    let (status, v) = get(&format!("{base}/api/v1/explain"), &[("query", q)], None).await;
+    assert_eq!(status, 200, "{v}");
+    let sql: Vec<String> = serde_json::from_value(v["data"]["sql"].clone()).unwrap();
+    assert_eq!(sql.len(), 2, "{sql:?}");
+    assert!(
+        sql[0].contains("FROM metrics_series WHERE Tenant = 'default'"),
+        "{}",
+        sql[0]
+    );
+    assert!(
+        sql[0].contains("match(Labels['status'], '^(?:5..)$')"),
+        "{}",
+        sql[0]
+    );
+    assert!(sql[1].contains("FROM metrics_samples"), "{}", sql[1]);
+    assert!(
+        sql[1].contains("MetricName = 'demo_requests_total'"),
+        "{}",
+        sql[1]
+    );
+    let rust: Vec<String> = serde_json::from_value(v["data"]["rust"].clone()).unwrap();
+    assert_eq!(rust.last().unwrap(), "sum by (status) per step");
+    assert!(rust.iter().any(|s| s == "rate() per step"), "{rust:?}");
+    let out = stack
+        .run_obs(&[
+            "explain", q, "--url", &base, "--start", &start_s, "--end", &end_s, "--step", "60",
+        ])
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(printed.contains("FROM metrics_samples"), "{printed}");
+    assert!(printed.contains("sum by (status) per step"), "{printed}");
+}
