@@ -203,7 +203,8 @@ async fn grafana_calls_injection_tenants_errors_and_explain() {
     assert_eq!(v["data"]["result"], serde_json::json!([]));
 
     // Errors in Prometheus's shape.
-    let cases: [(&str, Vec<(&str, &str)>, u16, &str); 6] = [
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: [Case<'_>; 6] = [
         (&query, vec![("query", "rate(")], 400, "bad_data"),
         (&query, vec![("query", r#"up{job=~"("}"#)], 400, "bad_data"),
         (
