@@ -196,6 +196,9 @@ pub struct QueryConfig {
     pub sql_max_seconds: u64,
     /// Bytes an ad-hoc SQL query may return.
     pub sql_max_result_bytes: u64,
+    /// Log lines one LogQL query may read from ClickHouse; a query that needs more fails
+    /// with an error naming this limit (never a cut result).
+    pub logql_max_rows: u64,
 }
 
 impl Default for QueryConfig {
@@ -205,6 +208,7 @@ impl Default for QueryConfig {
             sql_max_rows: 10_000,
             sql_max_seconds: 30,
             sql_max_result_bytes: 64 << 20,
+            logql_max_rows: 500_000,
         }
     }
 }

@@ -1,0 +1,259 @@
+//! The LogQL syntax tree: what a query says, before anything is planned or run.
+
+/// A whole query: a log query (streams) or a metric query (samples).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    /// `{selector} | pipeline`.
+    Log(LogExpr),
+    /// A range or vector aggregation.
+    Metric(MetricExpr),
+}
+
+/// A stream selector and its pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogExpr {
+    /// The `{...}` matchers (ANDed).
+    pub selector: Vec<Matcher>,
+    /// The stages after the selector, in order.
+    pub stages: Vec<Stage>,
+}
+
+/// How a matcher compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchOp {
+    /// `=`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `=~` (anchored regex)
+    Re,
+    /// `!~` (anchored regex)
+    NotRe,
+}
+
+/// `name op "value"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matcher {
+    /// Label name.
+    pub name: String,
+    /// Operator.
+    pub op: MatchOp,
+    /// Value or regex.
+    pub value: String,
+}
+
+/// A line filter's operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineOp {
+    /// `|=` contains.
+    Contains,
+    /// `!=` does not contain.
+    NotContains,
+    /// `|~` matches the (unanchored) regex.
+    Match,
+    /// `!~` does not match the regex.
+    NotMatch,
+}
+
+/// A numeric comparison in a label filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    /// `==` or `=`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+}
+
+/// A label filter expression (`| status >= 500 and method = "GET"`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum LabelPred {
+    /// Both hold.
+    And(Box<LabelPred>, Box<LabelPred>),
+    /// Either holds.
+    Or(Box<LabelPred>, Box<LabelPred>),
+    /// A string matcher on a label.
+    Str(Matcher),
+    /// A numeric comparison on a label.
+    Num {
+        /// Label name.
+        name: String,
+        /// Operator.
+        op: CmpOp,
+        /// Right-hand side.
+        value: f64,
+    },
+}
+
+/// One entry of `label_format`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LabelFormatValue {
+    /// `dst=src`: rename.
+    Rename(String),
+    /// `dst="{{template}}"`.
+    Template(String),
+}
+
+/// A pipeline stage.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stage {
+    /// `|= "x"`, `!= "x"`, `|~ "re"`, `!~ "re"`.
+    LineFilter {
+        /// Operator.
+        op: LineOp,
+        /// Text or regex.
+        value: String,
+    },
+    /// `| json`.
+    Json,
+    /// `| logfmt`.
+    Logfmt,
+    /// `| regexp "<re with named groups>"`.
+    Regexp(String),
+    /// `| pattern "<p>"`.
+    Pattern(String),
+    /// `| <label filter>`.
+    LabelFilter(LabelPred),
+    /// `| line_format "<template>"`.
+    LineFormat(String),
+    /// `| label_format a=b, c="{{...}}"`.
+    LabelFormat(Vec<(String, LabelFormatValue)>),
+    /// `| drop a, b="v"`.
+    Drop(Vec<LabelSelect>),
+    /// `| keep a, b="v"`.
+    Keep(Vec<LabelSelect>),
+}
+
+/// A label named by `drop`/`keep`: by name, or by name and value matcher.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LabelSelect {
+    /// Just the name.
+    Name(String),
+    /// Name and a matcher on its value.
+    Matcher(Matcher),
+}
+
+/// How `unwrap` turns a label's text into a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conversion {
+    /// A plain float.
+    Number,
+    /// A Go duration (`150ms`, `1h2m`) in seconds.
+    Duration,
+}
+
+/// `| unwrap label` (and the label filters after it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unwrap {
+    /// The label whose value becomes the sample.
+    pub label: String,
+    /// How it is read.
+    pub conversion: Conversion,
+    /// Label filters after the unwrap (e.g. `| __error__=""`).
+    pub post_filters: Vec<LabelPred>,
+}
+
+/// `by (...)` or `without (...)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grouping {
+    /// `without` rather than `by`.
+    pub without: bool,
+    /// The labels named.
+    pub labels: Vec<String>,
+}
+
+/// Functions over a range of log entries or unwrapped samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeFn {
+    /// Entries in the range.
+    CountOverTime,
+    /// Entries per second.
+    Rate,
+    /// Line bytes in the range.
+    BytesOverTime,
+    /// Line bytes per second.
+    BytesRate,
+    /// Sum of unwrapped values.
+    SumOverTime,
+    /// Mean of unwrapped values.
+    AvgOverTime,
+    /// Least unwrapped value.
+    MinOverTime,
+    /// Greatest unwrapped value.
+    MaxOverTime,
+    /// φ-quantile of unwrapped values.
+    QuantileOverTime,
+    /// 1 when the range has no entries at all.
+    AbsentOverTime,
+}
+
+/// Aggregations across series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VectorOp {
+    /// Sum.
+    Sum,
+    /// Mean.
+    Avg,
+    /// Least.
+    Min,
+    /// Greatest.
+    Max,
+    /// Number of series.
+    Count,
+    /// Population standard deviation.
+    Stddev,
+    /// Population variance.
+    Stdvar,
+    /// The k largest.
+    Topk,
+    /// The k smallest.
+    Bottomk,
+}
+
+/// A metric query.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetricExpr {
+    /// `fn(<log expr> [range])`.
+    Range {
+        /// The function.
+        func: RangeFn,
+        /// φ for quantile_over_time.
+        param: Option<f64>,
+        /// The entries.
+        log: LogExpr,
+        /// `| unwrap ...`, for the `*_over_time` functions over values.
+        unwrap: Option<Unwrap>,
+        /// The range in ns.
+        range_ns: i64,
+        /// `by`/`without` after the call.
+        grouping: Option<Grouping>,
+    },
+    /// `op by (...) (inner)`.
+    Vector {
+        /// The aggregation.
+        op: VectorOp,
+        /// k for topk/bottomk.
+        param: Option<f64>,
+        /// Grouping.
+        grouping: Option<Grouping>,
+        /// The aggregated expression.
+        inner: Box<MetricExpr>,
+    },
+}
+
+impl MetricExpr {
+    /// The range aggregation at the bottom of the expression.
+    pub fn range(&self) -> &MetricExpr {
+        match self {
+            MetricExpr::Vector { inner, .. } => inner.range(),
+            r => r,
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Runs a parsed query against ClickHouse: the `SELECT` from [`super::sql`], rows streamed
+//! through the Rust pipeline, and the answer in Loki's JSON shapes. Rows read are bounded
+//! by `query.logql_max_rows`: past it the query fails and says so, never a cut result.
+
+use std::collections::BTreeMap;
+
+use clickhouse::Row;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::ast::{LogExpr, MetricExpr};
+use super::error::QueryError;
+use super::eval::{self, Extractor, SeriesSet, Vector};
+use super::pipeline::{Labels, Pipeline};
+use super::sql::{self, Bind, Fetch, Range, Select};
+
+/// Loki's cap on points per series.
+pub const MAX_POINTS: i64 = 11_000;
+
+/// What a query may read.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// The tenant.
+    pub tenant: String,
+    /// Most rows read from ClickHouse for one query.
+    pub max_rows: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct EntryRow {
+    ts: i64,
+    line: String,
+    labels: Vec<(String, String)>,
+}
+
+/// The query with its values bound.
+pub fn bind(client: &clickhouse::Client, s: &Select) -> clickhouse::query::Query {
+    let mut q = client.query(&s.sql);
+    for b in &s.binds {
+        q = match b {
+            Bind::Str(v) => q.bind(v.as_str()),
+            Bind::Int(v) => q.bind(*v),
+        };
+    }
+    q
+}
+
+fn too_many(max: u64) -> QueryError {
+    QueryError::BadRequest(format!(
+        "the query would read more than {max} log lines (the query.logql_max_rows limit): narrow the time range or the stream selector, or add line filters"
+    ))
+}
+
+/// Seconds as Loki writes a sample time: an integer when whole, else with ms.
+pub fn secs(ns: i64) -> Value {
+    if ns % 1_000_000_000 == 0 {
+        json!(ns / 1_000_000_000)
+    } else {
+        json!((ns / 1_000_000) as f64 / 1000.0)
+    }
+}
+
+/// A sample value as Prometheus and Loki write it.
+pub fn value_text(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else {
+        format!("{v}")
+    }
+}
+
+fn stats(lines: u64, bytes: u64, returned: usize) -> Value {
+    json!({"summary": {
+        "totalLinesProcessed": lines,
+        "totalBytesProcessed": bytes,
+        "totalEntriesReturned": returned,
+    }})
+}
+
+/// A log query over `[start, end)`: at most `limit` entries, newest first when `backward`.
+pub async fn streams(
+    client: &clickhouse::Client,
+    scope: &Scope,
+    log: &LogExpr,
+    (start, end): (i64, i64),
+    limit: u64,
+    backward: bool,
+) -> Result<Value, QueryError> {
+    if limit > scope.max_rows {
+        return Err(QueryError::BadRequest(format!(
+            "max entries limit per query exceeded, limit > max_entries_limit ({limit} > {})",
+            scope.max_rows
+        )));
+    }
+    let pipeline = Pipeline::new(&log.stages);
+    // Without filters in Rust, SQL's LIMIT is the answer's limit; with them, read up to the
+    // row bound and stop at `limit` kept entries.
+    let fetch_limit = if pipeline.filters() {
+        scope.max_rows + 1
+    } else {
+        limit
+    };
+    let select = sql::entries(
+        &scope.tenant,
+        &log.selector,
+        &log.stages,
+        Fetch {
+            range: Range::Log { start, end },
+            backward,
+            limit: fetch_limit,
+        },
+    );
+    let mut cursor = bind(client, &select).fetch::<EntryRow>()?;
+    let mut out: BTreeMap<Labels, Vec<Value>> = BTreeMap::new();
+    let (mut read, mut bytes, mut kept) = (0u64, 0u64, 0u64);
+    while let Some(row) = cursor.next().await? {
+        read += 1;
+        if read > scope.max_rows {
+            return Err(too_many(scope.max_rows));
+        }
+        bytes += row.line.len() as u64;
+        let mut labels: Labels = row
+            .labels
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        let Some(line) = pipeline.run(&row.line, &mut labels) else {
+            continue;
+        };
+        out.entry(labels)
+            .or_default()
+            .push(json!([row.ts.to_string(), line]));
+        kept += 1;
+        if kept == limit {
+            break;
+        }
+    }
+    let result: Vec<Value> = out
+        .into_iter()
+        .map(|(stream, values)| json!({"stream": stream, "values": values}))
+        .collect();
+    Ok(
+        json!({"resultType": "streams", "result": result, "stats": stats(read, bytes, kept as usize)}),
+    )
+}
+
+/// The samples of a metric query's range aggregation for evaluations at `first..=last`.
+async fn samples(
+    client: &clickhouse::Client,
+    scope: &Scope,
+    expr: &MetricExpr,
+    (first, last): (i64, i64),
+) -> Result<(SeriesSet, u64, u64), QueryError> {
+    let MetricExpr::Range { log, range_ns, .. } = expr.range() else {
+        unreachable!("a metric expression ends in a range aggregation")
+    };
+    let select = sql::entries(
+        &scope.tenant,
+        &log.selector,
+        &log.stages,
+        Fetch {
+            range: Range::Metric {
+                after: first - range_ns,
+                until: last,
+            },
+            backward: false,
+            limit: scope.max_rows + 1,
+        },
+    );
+    let extractor = Extractor::new(expr);
+    let mut set = SeriesSet::default();
+    let mut cursor = bind(client, &select).fetch::<EntryRow>()?;
+    let (mut read, mut bytes) = (0u64, 0u64);
+    while let Some(row) = cursor.next().await? {
+        read += 1;
+        if read > scope.max_rows {
+            return Err(too_many(scope.max_rows));
+        }
+        bytes += row.line.len() as u64;
+        let labels: Labels = row
+            .labels
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        extractor.add(&mut set, row.ts, &row.line, labels);
+    }
+    set.sort();
+    Ok((set, read, bytes))
+}
+
+fn sample_json(labels: &Labels, t: i64, v: f64) -> Value {
+    json!({"metric": labels, "value": [secs(t), value_text(v)]})
+}
+
+/// A metric query at one time: Loki's `vector` result.
+pub async fn instant(
+    client: &clickhouse::Client,
+    scope: &Scope,
+    expr: &MetricExpr,
+    t: i64,
+) -> Result<Value, QueryError> {
+    let (set, read, bytes) = samples(client, scope, expr, (t, t)).await?;
+    let v: Vector = eval::eval(expr, &set, t).map_err(QueryError::BadRequest)?;
+    let result: Vec<Value> = v.iter().map(|(l, x)| sample_json(l, t, *x)).collect();
+    Ok(json!({"resultType": "vector", "result": result, "stats": stats(read, bytes, v.len())}))
+}
+
+/// A metric query at `start, start + step, ... <= end`: Loki's `matrix` result.
+pub async fn matrix(
+    client: &clickhouse::Client,
+    scope: &Scope,
+    expr: &MetricExpr,
+    (start, end, step): (i64, i64, i64),
+) -> Result<Value, QueryError> {
+    if (end - start) / step + 1 > MAX_POINTS {
+        return Err(QueryError::BadRequest(format!(
+            "exceeded maximum resolution of {MAX_POINTS} points per timeseries. Try increasing the value of the step parameter"
+        )));
+    }
+    let (set, read, bytes) = samples(client, scope, expr, (start, end)).await?;
+    let mut series: BTreeMap<Labels, Vec<Value>> = BTreeMap::new();
+    let mut t = start;
+    while t <= end {
+        for (labels, v) in eval::eval(expr, &set, t).map_err(QueryError::BadRequest)? {
+            series
+                .entry(labels)
+                .or_default()
+                .push(json!([secs(t), value_text(v)]));
+        }
+        t += step;
+    }
+    let n = series.len();
+    let result: Vec<Value> = series
+        .into_iter()
+        .map(|(metric, values)| json!({"metric": metric, "values": values}))
+        .collect();
+    Ok(json!({"resultType": "matrix", "result": result, "stats": stats(read, bytes, n)}))
+}

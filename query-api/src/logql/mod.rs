@@ -1,0 +1,184 @@
+//! LogQL behind the Loki HTTP API (`/loki/api/v1/query`, `query_range`, `labels`,
+//! `label/<name>/values`, `series`, `index/volume`), over `otel_logs`.
+//!
+//! In: a LogQL query and its parameters. Out: Loki's JSON (`streams`, `matrix`, `vector`)
+//! or a plain-text 400 naming what is wrong. The path of a query:
+//!
+//! * `lexer` → `parser`: text → `ast` (a recursive-descent parser; no maintained crate fits,
+//!   see docs/ARCHITECTURE.md);
+//! * `sql`: tenant, time range, stream selector and the line filters before the first
+//!   `line_format` → one `SELECT` with every string bound as a parameter;
+//! * `pipeline` (with `parsers`, `pattern`, `template`): the other stages, in Rust, per row;
+//! * `eval`: range windows `(t - range, t]` at each step and vector aggregations;
+//! * `exec`: runs the `SELECT`, streams rows through the pipeline, bounds rows read;
+//! * `api`: the handlers; `params`: times, steps, limits.
+
+mod api;
+pub mod ast;
+pub mod error;
+pub mod eval;
+mod exec;
+pub mod lexer;
+mod params;
+pub mod parser;
+pub mod parsers;
+pub mod pattern;
+pub mod pipeline;
+pub mod sql;
+pub mod template;
+
+pub use api::routes;
+pub use parser::parse;
+
+use ast::{Expr, MetricExpr, Stage};
+use sql::{Bind, Fetch, Range};
+
+/// The SQL a LogQL query becomes (placeholders for tenant and times), its bound values,
+/// and what runs in Rust afterwards; a parse error as Loki words it.
+pub fn explain(query: &str) -> Result<String, String> {
+    let expr = parse(query).map_err(|e| e.to_string())?;
+    let (log, metric) = match &expr {
+        Expr::Log(l) => (l, None),
+        Expr::Metric(m) => match m.range() {
+            MetricExpr::Range { log, .. } => (log, Some(m)),
+            MetricExpr::Vector { .. } => unreachable!("range() ends in a range aggregation"),
+        },
+    };
+    let range = if metric.is_some() {
+        Range::Metric { after: 0, until: 0 }
+    } else {
+        Range::Log { start: 0, end: 0 }
+    };
+    let mut select = sql::entries(
+        "",
+        &log.selector,
+        &log.stages,
+        Fetch {
+            range,
+            backward: metric.is_none(),
+            limit: 0,
+        },
+    );
+    let names = [
+        "<tenant>",
+        "<first second>",
+        "<last second>",
+        "<start ns>",
+        "<end ns>",
+    ];
+    let mut text = select.sql.clone();
+    text.push_str("\n-- bound parameters, in order:");
+    let last = select.binds.len();
+    for (i, b) in select.binds.drain(..).enumerate() {
+        let v = match (i, b) {
+            (0..=4, _) => names[i].to_string(),
+            (i, _) if i + 1 == last => {
+                if metric.is_some() {
+                    "<query.logql_max_rows + 1>".into()
+                } else {
+                    "<limit, or query.logql_max_rows + 1 when Rust filters>".into()
+                }
+            }
+            (_, Bind::Str(s)) => format!("{s:?}"),
+            (_, Bind::Int(n)) => n.to_string(),
+        };
+        text.push_str(&format!("\n--   ?{} = {v}", i + 1));
+    }
+    let pushed = pipeline::pushed_down(&log.stages);
+    let rest: Vec<String> = log
+        .stages
+        .iter()
+        .zip(pushed)
+        .filter(|(_, p)| !p)
+        .map(|(s, _)| describe(s))
+        .collect();
+    text.push_str("\n-- then in Rust, per row: ");
+    text.push_str(&if rest.is_empty() {
+        "nothing".to_string()
+    } else {
+        rest.join(" | ")
+    });
+    if let Some(m) = metric {
+        text.push_str("\n-- then in Rust, per step t: ");
+        text.push_str(&describe_metric(m));
+    }
+    Ok(text)
+}
+
+fn describe(s: &Stage) -> String {
+    match s {
+        Stage::LineFilter { .. } => "line filter (after line_format)".into(),
+        Stage::Json => "json".into(),
+        Stage::Logfmt => "logfmt".into(),
+        Stage::Regexp(_) => "regexp".into(),
+        Stage::Pattern(_) => "pattern".into(),
+        Stage::LabelFilter(_) => "label filter".into(),
+        Stage::LineFormat(_) => "line_format".into(),
+        Stage::LabelFormat(_) => "label_format".into(),
+        Stage::Drop(_) => "drop".into(),
+        Stage::Keep(_) => "keep".into(),
+    }
+}
+
+fn describe_metric(m: &MetricExpr) -> String {
+    match m {
+        MetricExpr::Range {
+            func,
+            range_ns,
+            unwrap,
+            ..
+        } => {
+            let u = unwrap
+                .as_ref()
+                .map(|u| format!(" of unwrap {}", u.label))
+                .unwrap_or_default();
+            format!("{func:?}{u} over (t - {}s, t]", *range_ns as f64 / 1e9)
+        }
+        MetricExpr::Vector {
+            op,
+            inner,
+            grouping,
+            ..
+        } => {
+            let g = grouping
+                .as_ref()
+                .map(|g| {
+                    format!(
+                        " {} ({})",
+                        if g.without { "without" } else { "by" },
+                        g.labels.join(", ")
+                    )
+                })
+                .unwrap_or_default();
+            format!("{}, then {op:?}{g}", describe_metric(inner))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn explain_shows_sql_binds_and_rust_stages() {
+        let e = super::explain(r#"sum by (job) (count_over_time({service="worker"} |= "job" | logfmt | attempt > 1 [5m]))"#).unwrap();
+        assert!(
+            e.starts_with("SELECT toUnixTimestamp64Nano(Timestamp) AS ts"),
+            "{e}"
+        );
+        assert!(
+            e.contains(
+                "ResourceAttributes[?] = ? AND position(Body, ?) > 0 ORDER BY Timestamp ASC LIMIT ?"
+            ),
+            "{e}"
+        );
+        assert!(
+            e.contains("?6 = \"service\"\n--   ?7 = \"worker\"\n--   ?8 = \"job\""),
+            "{e}"
+        );
+        assert!(e.contains("per row: logfmt | label filter"), "{e}");
+        assert!(
+            e.contains("CountOverTime over (t - 300s, t], then Sum by (job)"),
+            "{e}"
+        );
+        assert!(super::explain("{").unwrap_err().starts_with("parse error"));
+    }
+}
