@@ -444,7 +444,7 @@ mod tests {
         let l = log(
             r#"{a="b"} |= "x" | logfmt | n > 1 or __error__ != "" | __error__ = ""  | regexp "d=(?P<d>\\d+)ms" | pattern "<_> p=<p>""#,
         );
-        assert_eq!(pushed_down(&l.stages)[0], true);
+        assert!(pushed_down(&l.stages)[0]);
         let p = Pipeline::new(&l.stages);
         let mut lb = Labels::new();
         assert_eq!(
