@@ -141,9 +141,14 @@ RANGE_FNS = {
 }
 
 
+def in_label_order(series):
+    """Series in the order of their label sets (as sorted (name, value) pairs)."""
+    return sorted(series.values(), key=lambda lp: key(lp[0]))
+
+
 def range_vector(series, fn, range_s, t):
     out = []
-    for _, (labels, pts) in sorted(series.items()):
+    for labels, pts in in_label_order(series):
         w = [v for ts, v in pts if t - range_s * NS < ts <= t]
         if w:
             out.append((labels, fn(w, range_s)))
@@ -165,8 +170,17 @@ def group(vec, by=None, without=None):
     return [groups[k] for k in sorted(groups)]
 
 
+def stddev(xs):
+    m, m2 = 0.0, 0.0
+    for i, x in enumerate(xs):
+        delta = x - m
+        m += delta / (i + 1)
+        m2 += delta * (x - m)
+    return math.sqrt(m2 / len(xs))
+
+
 def agg(op, vec, by=None, without=None):
-    fns = {"sum": sum, "avg": mean, "min": min, "max": max, "count": lambda xs: float(len(xs))}
+    fns = {"sum": sum, "avg": mean, "min": min, "max": max, "count": lambda xs: float(len(xs)), "stddev": stddev}
     return [(g, fns[op](vals)) for g, vals, _ in group(vec, by, without)]
 
 
@@ -271,6 +285,9 @@ def main():
         return lb, e["line"]
     logs("logs_regexp_label_format_drop", r'{service="db"} | regexp "took (?P<took>\\d+) ms" | took > 2000 '
          '| label_format took_ms=took, svc="{{.service}}-{{.env}}" | drop pod, env', 1000, False, db_regexp)
+    logs("logs_drop_by_value", '{service="db"} | drop level="info", pod', 50, True,
+         lambda e: ({k: v for k, v in e["labels"].items() if k != "pod" and not (k == "level" and v == "info")}, e["line"])
+         if svc(e, "db") else None)
     logs("logs_json_parse_error_label", '{service="web"} | json', 10, True,
          lambda e: (dict(e["labels"], __error__="JSONParserErr"), e["line"]) if svc(e, "web") else None)
     logs("logs_error_filtered_out", '{service=~"api|web"} | json | __error__="" | path="/healthz"', 1000, False,
@@ -305,6 +322,13 @@ def main():
     metric("bytes_rate", 'bytes_rate({service="db", level="warn"}[5m])',
            lambda t: range_vector(db_warn, RANGE_FNS["bytes_rate"], 300, t))
     aw = counted(lambda e: svc(e, "api", "web"))
+
+    def attempts(e):
+        if not svc(e, "worker"):
+            return None
+        f = logfmt_fields(e["line"])
+        return ({"job": f["job"]}, float(f["attempt"])) if int(f["attempt"]) > 1 else None
+    worker_attempts = samples(entries, mstart - 600 * NS, mend, attempts)
     metric("sum_without", 'sum without (pod, level, env) (count_over_time({service=~"api|web"}[5m]))',
            lambda t: agg("sum", range_vector(aw, RANGE_FNS["count"], 300, t), without=["pod", "level", "env"]))
     metric("avg_by", 'avg by (service) (count_over_time({service=~"api|web"}[5m]))',
@@ -313,6 +337,13 @@ def main():
            lambda t: agg("max", range_vector(aw, RANGE_FNS["count"], 300, t), by=["level"]))
     metric("min_by", 'min(count_over_time({service=~"api|web"}[5m]))',
            lambda t: agg("min", range_vector(aw, RANGE_FNS["count"], 300, t)))
+    metric("stddev_by", 'stddev by (service) (count_over_time({service=~"api|web"}[5m]))',
+           lambda t: agg("stddev", range_vector(aw, RANGE_FNS["count"], 300, t), by=["service"]))
+    metric("unwrap_post_filter_drops_errors",
+           'max_over_time({service="worker"} | logfmt | unwrap attempt | __error__="" | attempt > 1 [5m]) by (job)',
+           lambda t: range_vector(worker_attempts, RANGE_FNS["max"], 300, t))
+    metric("unwrap_conversion_errors_filtered",
+           'max_over_time({service="worker"} | logfmt | unwrap duration | __error__="" [5m])', lambda t: [])
     metric("count_by", 'count by (service) (count_over_time({service=~"api|web"}[5m]))',
            lambda t: agg("count", range_vector(aw, RANGE_FNS["count"], 300, t), by=["service"]))
 
@@ -334,7 +365,7 @@ def main():
         return samples(entries, mstart - 600 * NS, mend, f)
     by_method = api_ms(["method"])
     metric("quantile_over_time", 'quantile_over_time(0.9, {service="api"} | json | unwrap duration_ms [5m]) by (method)',
-           lambda t: [(l, quantile(0.9, [v for ts, v in p if t - 300 * NS < ts <= t])) for _, (l, p) in sorted(by_method.items())
+           lambda t: [(l, quantile(0.9, [v for ts, v in p if t - 300 * NS < ts <= t])) for l, p in in_label_order(by_method)
                       if any(t - 300 * NS < ts <= t for ts, _ in p)])
     metric("max_over_time", 'max_over_time({service="api"} | json | unwrap duration_ms [5m]) by (method)',
            lambda t: range_vector(by_method, RANGE_FNS["max"], 300, t))
@@ -389,6 +420,9 @@ def main():
           'parse error at line 1, col 15: syntax error: expected "}"')
     error("error_pipeline", "/loki/api/v1/query_range", dict(rng, query='count_over_time({service="web"} | json [5m])'),
           "pipeline error: 'JSONParserErr'")
+    error("error_sample_extraction", "/loki/api/v1/query_range",
+          dict(rng, query='max_over_time({service="worker"} | logfmt | unwrap duration [5m])'),
+          "pipeline error: 'SampleExtractionErr'")
     error("error_unsupported", "/loki/api/v1/query_range", dict(rng, query='rate({service="api"} | json | unwrap duration_ms [1m])'),
           "not supported")
     error("error_instant_log_query", "/loki/api/v1/query", {"query": '{service="api"}'},

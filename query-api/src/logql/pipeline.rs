@@ -478,5 +478,21 @@ mod tests {
         let mut lb = labels(&[("d", "soon")]);
         assert_eq!(u.sample(&mut lb), Some(0.0));
         assert_eq!(lb[ERROR_LABEL], "SampleExtractionErr");
+        // Filters after unwrap see the unwrapped label and can drop errors.
+        let crate::logql::ast::Expr::Metric(m) =
+            parse(r#"max_over_time({a="b"} | unwrap n | __error__="" | n > 1 [1m])"#).unwrap()
+        else {
+            panic!()
+        };
+        let crate::logql::ast::MetricExpr::Range {
+            unwrap: Some(u), ..
+        } = m
+        else {
+            panic!()
+        };
+        let u = Unwrapper::new(&u);
+        assert_eq!(u.sample(&mut labels(&[("n", "2")])), Some(2.0));
+        assert_eq!(u.sample(&mut labels(&[("n", "1")])), None);
+        assert_eq!(u.sample(&mut labels(&[("n", "x")])), None);
     }
 }
