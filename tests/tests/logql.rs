@@ -212,6 +212,10 @@ async fn injection_attempts_stay_values_and_the_row_bound_is_an_error() {
         {"stream": {"service": "inj", "note": "it's a ? and a \\"},
          "values": tricky.iter().enumerate().map(|(i, l)| json!([t(i as i64), l])).collect::<Vec<_>>()},
         {"stream": {"service": "bulk"}, "values": bulk},
+        {"stream": {"service": "meta"}, "values": [
+            [t(200), "first", {"trace_id": "abc"}],
+            [t(201), "second", {"trace_id": "def", "http.method": "GET"}],
+        ]},
     ]});
     push(&stack, "inj", body.to_string()).await;
     stack
@@ -292,6 +296,28 @@ async fn injection_attempts_stay_values_and_the_row_bound_is_an_error() {
             200,
             json!({"status": "success", "data": ["it's a ? and a \\"]})
         )
+    );
+    // Structured metadata is returned and filtered on as labels (Loki 3), names sanitised.
+    assert_eq!(
+        logs(r#"{service="meta"} | trace_id="abc""#).await,
+        ["first"]
+    );
+    assert_eq!(
+        logs(r#"{service="meta"} | http_method="GET""#).await,
+        ["second"]
+    );
+    let (status, body) = get(
+        &stack,
+        "inj",
+        "/loki/api/v1/query_range",
+        &range(r#"{service="meta"} | trace_id="abc""#, "20"),
+        false,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        parsed(&body)["data"]["result"][0]["stream"],
+        json!({"service": "meta", "trace_id": "abc"})
     );
     // Another tenant sees nothing of this one.
     let (status, body) = get(

@@ -45,9 +45,17 @@ impl Extractor {
         }
     }
 
-    /// Adds one entry's sample (if the pipeline keeps it) to `set`.
-    pub fn add(&self, set: &mut SeriesSet, ts: i64, line: &str, mut labels: Labels) {
-        let Some(line) = self.pipeline.run(line, &mut labels) else {
+    /// Adds one entry's sample (if the pipeline keeps it) to `set`; `labels` are the
+    /// `stream` labels and any structured metadata.
+    pub fn add(
+        &self,
+        set: &mut SeriesSet,
+        ts: i64,
+        line: &str,
+        stream: &Labels,
+        mut labels: Labels,
+    ) {
+        let Some(line) = self.pipeline.run_on(line, stream, &mut labels) else {
             return;
         };
         let value = match (&self.unwrap, self.func) {
@@ -317,6 +325,7 @@ mod tests {
                 &mut set,
                 ts * S,
                 "line",
+                &labels(&[("app", app), ("pod", pod)]),
                 labels(&[("app", app), ("pod", pod)]),
             );
         }
@@ -366,6 +375,7 @@ mod tests {
                 &mut set,
                 (i as i64 + 1) * S,
                 &format!("ms={ms}"),
+                &labels(&[("app", "a"), ("pod", "p")]),
                 labels(&[("app", "a"), ("pod", "p")]),
             );
         }
@@ -376,13 +386,31 @@ mod tests {
         );
         let avg = metric(r#"avg_over_time({app="a"} | logfmt | unwrap ms [1m])"#);
         let mut set = SeriesSet::default();
-        Extractor::new(&avg).add(&mut set, S, "ms=3", labels(&[("app", "a")]));
-        Extractor::new(&avg).add(&mut set, 2 * S, "ms=4", labels(&[("app", "a")]));
+        Extractor::new(&avg).add(
+            &mut set,
+            S,
+            "ms=3",
+            &labels(&[("app", "a")]),
+            labels(&[("app", "a")]),
+        );
+        Extractor::new(&avg).add(
+            &mut set,
+            2 * S,
+            "ms=4",
+            &labels(&[("app", "a")]),
+            labels(&[("app", "a")]),
+        );
         assert_eq!(
             eval(&avg, &set, 10 * S).unwrap(),
             vec![(labels(&[("app", "a")]), 3.5)]
         );
-        Extractor::new(&avg).add(&mut set, 3 * S, "ms=x", labels(&[("app", "a")]));
+        Extractor::new(&avg).add(
+            &mut set,
+            3 * S,
+            "ms=x",
+            &labels(&[("app", "a")]),
+            labels(&[("app", "a")]),
+        );
         assert!(
             eval(&avg, &set, 10 * S)
                 .unwrap_err()

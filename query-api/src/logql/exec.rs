@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::ast::{LogExpr, MetricExpr};
 use super::error::QueryError;
 use super::eval::{self, Extractor, SeriesSet, Vector};
+use super::parsers::sanitize;
 use super::pipeline::{Labels, Pipeline};
 use super::sql::{self, Bind, Fetch, Range, Select};
 
@@ -31,6 +32,25 @@ struct EntryRow {
     ts: i64,
     line: String,
     labels: Vec<(String, String)>,
+    metadata: Vec<(String, String)>,
+}
+
+impl EntryRow {
+    /// Its stream labels, and those plus its structured metadata (names sanitised, stream
+    /// labels winning), which Loki 3 returns and filters on as labels.
+    fn labels(&mut self) -> (Labels, Labels) {
+        let stream: Labels = std::mem::take(&mut self.labels)
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        let mut all = stream.clone();
+        for (k, v) in std::mem::take(&mut self.metadata) {
+            if !v.is_empty() {
+                all.entry(sanitize(&k)).or_insert(v);
+            }
+        }
+        (stream, all)
+    }
 }
 
 /// The query with its values bound.
@@ -119,18 +139,14 @@ pub async fn streams(
     let mut cursor = bind(client, &select).fetch::<EntryRow>()?;
     let mut out: BTreeMap<Labels, Vec<Value>> = BTreeMap::new();
     let (mut read, mut bytes, mut kept) = (0u64, 0u64, 0u64);
-    while let Some(row) = cursor.next().await? {
+    while let Some(mut row) = cursor.next().await? {
         read += 1;
         if read > scope.max_rows {
             return Err(too_many(scope.max_rows));
         }
         bytes += row.line.len() as u64;
-        let mut labels: Labels = row
-            .labels
-            .into_iter()
-            .filter(|(_, v)| !v.is_empty())
-            .collect();
-        let Some(line) = pipeline.run(&row.line, &mut labels) else {
+        let (stream, mut labels) = row.labels();
+        let Some(line) = pipeline.run_on(&row.line, &stream, &mut labels) else {
             continue;
         };
         out.entry(labels)
@@ -177,18 +193,14 @@ async fn samples(
     let mut set = SeriesSet::default();
     let mut cursor = bind(client, &select).fetch::<EntryRow>()?;
     let (mut read, mut bytes) = (0u64, 0u64);
-    while let Some(row) = cursor.next().await? {
+    while let Some(mut row) = cursor.next().await? {
         read += 1;
         if read > scope.max_rows {
             return Err(too_many(scope.max_rows));
         }
         bytes += row.line.len() as u64;
-        let labels: Labels = row
-            .labels
-            .into_iter()
-            .filter(|(_, v)| !v.is_empty())
-            .collect();
-        extractor.add(&mut set, row.ts, &row.line, labels);
+        let (stream, labels) = row.labels();
+        extractor.add(&mut set, row.ts, &row.line, &stream, labels);
     }
     set.sort();
     Ok((set, read, bytes))

@@ -245,7 +245,13 @@ impl Pipeline {
     /// Runs an entry through the stages: its final line and labels, or `None` when a
     /// filter drops it. `labels` starts as the stream labels.
     pub fn run(&self, line: &str, labels: &mut Labels) -> Option<String> {
-        let stream: Labels = labels.clone();
+        let stream = labels.clone();
+        self.run_on(line, &stream, labels)
+    }
+
+    /// [`Pipeline::run`] for an entry whose `labels` hold more than its `stream` labels
+    /// (structured metadata): only stream labels make a parsed name take `_extracted`.
+    pub fn run_on(&self, line: &str, stream: &Labels, labels: &mut Labels) -> Option<String> {
         let mut line = line.to_string();
         let set = |labels: &mut Labels, key: String, value: String| {
             let key = if stream.contains_key(&key) {

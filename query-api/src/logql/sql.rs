@@ -104,12 +104,13 @@ pub fn filter(tenant: &str, selector: &[Matcher], stages: &[Stage], range: Range
     }
 }
 
-/// The rows of a log or metric query: ns timestamp, line and stream labels.
+/// The rows of a log or metric query: ns timestamp, line, stream labels and structured
+/// metadata.
 pub fn entries(tenant: &str, selector: &[Matcher], stages: &[Stage], fetch: Fetch) -> Select {
     let mut f = filter(tenant, selector, stages, fetch.range);
     let order = if fetch.backward { "DESC" } else { "ASC" };
     f.sql = format!(
-        "SELECT toUnixTimestamp64Nano(Timestamp) AS ts, Body AS line, ResourceAttributes AS labels FROM otel_logs WHERE {} ORDER BY Timestamp {order} LIMIT ?",
+        "SELECT toUnixTimestamp64Nano(Timestamp) AS ts, Body AS line, ResourceAttributes AS labels, LogAttributes AS metadata FROM otel_logs WHERE {} ORDER BY Timestamp {order} LIMIT ?",
         f.sql
     );
     f.binds
@@ -155,7 +156,7 @@ mod tests {
         );
         assert_eq!(
             s.sql,
-            "SELECT toUnixTimestamp64Nano(Timestamp) AS ts, Body AS line, ResourceAttributes AS labels FROM otel_logs WHERE Tenant = ? AND TimestampTime >= toDateTime(?) AND TimestampTime <= toDateTime(?) AND Timestamp >= fromUnixTimestamp64Nano(toInt64(?)) AND Timestamp < fromUnixTimestamp64Nano(toInt64(?)) AND ResourceAttributes[?] = ? AND match(ResourceAttributes[?], ?) AND position(Body, ?) > 0 AND position(Body, ?) = 0 ORDER BY Timestamp DESC LIMIT ?"
+            "SELECT toUnixTimestamp64Nano(Timestamp) AS ts, Body AS line, ResourceAttributes AS labels, LogAttributes AS metadata FROM otel_logs WHERE Tenant = ? AND TimestampTime >= toDateTime(?) AND TimestampTime <= toDateTime(?) AND Timestamp >= fromUnixTimestamp64Nano(toInt64(?)) AND Timestamp < fromUnixTimestamp64Nano(toInt64(?)) AND ResourceAttributes[?] = ? AND match(ResourceAttributes[?], ?) AND position(Body, ?) > 0 AND position(Body, ?) = 0 ORDER BY Timestamp DESC LIMIT ?"
         );
         assert_eq!(
             s.binds,
