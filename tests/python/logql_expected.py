@@ -252,6 +252,18 @@ def main():
          '{service="api"} | json | status >= 500 and duration_ms > 2500 or method="DELETE" and status=404', 1000, False,
          json_filter)
 
+    def string_and_numeric_ops(e):
+        if not svc(e, "api"):
+            return None
+        lb = api_json(e)
+        d, st = float(lb["duration_ms"]), float(lb["status"])
+        a = re.fullmatch("/api/(orders|search).*", lb["path"]) and lb["method"] != "GET" and d < 300
+        b = not re.fullmatch("/api.*", lb["path"]) and d <= 400 and st != 200
+        return (lb, e["line"]) if a or b else None
+    logs("logs_all_label_filter_operators",
+         '{service="api"} | json | path=~"/api/(orders|search).*", method!="GET" duration_ms < 300 '
+         'or (path!~"/api.*" and duration_ms <= 400 and status != 200)', 1000, False, string_and_numeric_ops)
+
     def worker(e):
         if not svc(e, "worker"):
             return None
@@ -374,6 +386,25 @@ def main():
            lambda t: range_vector(by_status, RANGE_FNS["min"], 300, t))
     metric("sum_over_time_keep", 'sum by (method) (sum_over_time({service="api"} | json | keep method, duration_ms | unwrap duration_ms [2m]))',
            lambda t: agg("sum", range_vector(by_method, RANGE_FNS["sum"], 120, t), by=["method"]))
+    errors = counted(lambda e: e["labels"]["env"] == "prod" and "error" in e["line"])
+    prod = counted(lambda e: e["labels"]["env"] == "prod")
+
+    def ratio(t):
+        num_ = dict((l["service"], v) for l, v in agg("sum", range_vector(errors, RANGE_FNS["count"], 300, t), by=["service"]))
+        den = dict((l["service"], v) for l, v in agg("sum", range_vector(prod, RANGE_FNS["count"], 300, t), by=["service"]))
+        return [({"service": s}, num_[s] / den[s]) for s in num_ if s in den]
+    metric("binary_ratio_on", 'sum by (service) (count_over_time({env="prod"} |= "error" [5m])) '
+           '/ on (service) sum by (service) (count_over_time({env="prod"}[5m]))', ratio)
+    per_service = counted(lambda e: True)
+    metric("binary_scalar_and_filter", 'sum by (service) (count_over_time({service=~".+"}[5m])) * 2 > 600',
+           lambda t: [(l, v * 2) for l, v in agg("sum", range_vector(per_service, RANGE_FNS["count"], 300, t), by=["service"])
+                      if v * 2 > 600])
+    db_all = counted(lambda e: svc(e, "db"))
+    web_all = counted(lambda e: svc(e, "web"))
+    metric("binary_bool_or", 'sum by (level) (count_over_time({service="db"}[5m])) > bool 100 '
+           'or sum by (pod) (count_over_time({service="web"}[5m]))',
+           lambda t: [(l, 1.0 if v > 100 else 0.0) for l, v in agg("sum", range_vector(db_all, RANGE_FNS["count"], 300, t), by=["level"])]
+           + agg("sum", range_vector(web_all, RANGE_FNS["count"], 300, t), by=["pod"]))
     metric("absent_over_time", 'absent_over_time({service="nope"}[1m])', lambda t: [({"service": "nope"}, 1.0)])
 
     # ---- instant queries at E ----

@@ -219,7 +219,7 @@ async fn injection_attempts_stay_values_and_the_row_bound_is_an_error() {
     ]});
     push(&stack, "inj", body.to_string()).await;
     stack
-        .wait_log_count("Tenant = 'inj'", 65, Duration::from_secs(120))
+        .wait_log_count("Tenant = 'inj'", 67, Duration::from_secs(120))
         .await
         .unwrap();
 

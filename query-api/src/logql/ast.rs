@@ -217,6 +217,65 @@ pub enum VectorOp {
     Bottomk,
 }
 
+/// A binary operator between metric queries or numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinOp {
+    /// `+`
+    Add,
+    /// `-`
+    Sub,
+    /// `*`
+    Mul,
+    /// `/`
+    Div,
+    /// `%`
+    Mod,
+    /// `^`
+    Pow,
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `and`
+    And,
+    /// `or`
+    Or,
+    /// `unless`
+    Unless,
+}
+
+impl BinOp {
+    /// A comparison (filters, or gives 0/1 with `bool`).
+    pub fn is_comparison(self) -> bool {
+        matches!(
+            self,
+            BinOp::Eq | BinOp::Ne | BinOp::Gt | BinOp::Ge | BinOp::Lt | BinOp::Le
+        )
+    }
+
+    /// A set operator (`and`, `or`, `unless`).
+    pub fn is_set(self) -> bool {
+        matches!(self, BinOp::And | BinOp::Or | BinOp::Unless)
+    }
+}
+
+/// `on (...)` or `ignoring (...)`: which labels pair samples of the two sides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VectorMatching {
+    /// `on` rather than `ignoring`.
+    pub on: bool,
+    /// The labels named.
+    pub labels: Vec<String>,
+}
+
 /// A metric query.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MetricExpr {
@@ -246,14 +305,40 @@ pub enum MetricExpr {
         /// The aggregated expression.
         inner: Box<MetricExpr>,
     },
+    /// `lhs op [bool] [on|ignoring (...)] rhs`.
+    Binary {
+        /// The operator.
+        op: BinOp,
+        /// Left side.
+        lhs: Box<MetricExpr>,
+        /// Right side.
+        rhs: Box<MetricExpr>,
+        /// `bool`: comparisons give 0/1 instead of filtering.
+        return_bool: bool,
+        /// `on`/`ignoring`.
+        matching: Option<VectorMatching>,
+    },
+    /// A number.
+    Number(f64),
 }
 
 impl MetricExpr {
-    /// The range aggregation at the bottom of the expression.
-    pub fn range(&self) -> &MetricExpr {
+    /// The range aggregations of the expression, left to right (each one `SELECT`).
+    pub fn ranges(&self) -> Vec<&MetricExpr> {
         match self {
-            MetricExpr::Vector { inner, .. } => inner.range(),
-            r => r,
+            MetricExpr::Range { .. } => vec![self],
+            MetricExpr::Vector { inner, .. } => inner.ranges(),
+            MetricExpr::Binary { lhs, rhs, .. } => {
+                let mut out = lhs.ranges();
+                out.extend(rhs.ranges());
+                out
+            }
+            MetricExpr::Number(_) => Vec::new(),
         }
+    }
+
+    /// Whether the expression is a plain number (no range aggregation in it).
+    pub fn is_scalar(&self) -> bool {
+        self.ranges().is_empty()
     }
 }

@@ -25,17 +25,17 @@ pub struct Extractor {
 }
 
 impl Extractor {
-    /// The extractor of `expr`'s range aggregation.
-    pub fn new(expr: &MetricExpr) -> Extractor {
+    /// The extractor of a range aggregation (one of [`MetricExpr::ranges`]).
+    pub fn new(range: &MetricExpr) -> Extractor {
         let MetricExpr::Range {
             func,
             log,
             unwrap,
             grouping,
             ..
-        } = expr.range()
+        } = range
         else {
-            unreachable!("a metric expression ends in a range aggregation")
+            unreachable!("ranges() gives range aggregations")
         };
         Extractor {
             func: *func,
@@ -95,9 +95,36 @@ impl SeriesSet {
     }
 }
 
-/// The query's value at `t`; an error when a series carries `__error__` (Loki refuses
-/// metric queries over entries that failed a stage unless a filter removes them).
-pub fn eval(expr: &MetricExpr, set: &SeriesSet, t: i64) -> Result<Vector, String> {
+/// A value while evaluating: a number or one sample per series.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// A number.
+    Scalar(f64),
+    /// Samples.
+    Vector(Vector),
+}
+
+/// The query's value at `t`, given the samples of each of its range aggregations (in
+/// [`MetricExpr::ranges`] order); an error when a series carries `__error__` (Loki refuses
+/// metric queries over entries that failed a stage unless a filter removes them), or when
+/// two results have one label set.
+pub fn eval(expr: &MetricExpr, sets: &[SeriesSet], t: i64) -> Result<Vector, String> {
+    let mut next = 0;
+    let Value::Vector(v) = node(expr, sets, &mut next, t)? else {
+        return Err("a metric query must give series, not a number".into());
+    };
+    let mut seen: Vec<&Labels> = v.iter().map(|(l, _)| l).collect();
+    seen.sort();
+    if let Some(w) = seen.windows(2).find(|w| w[0] == w[1]) {
+        return Err(format!(
+            "vector cannot contain metrics with the same labelset: {}",
+            format_labels(w[0])
+        ));
+    }
+    Ok(v)
+}
+
+fn node(expr: &MetricExpr, sets: &[SeriesSet], next: &mut usize, t: i64) -> Result<Value, String> {
     match expr {
         MetricExpr::Range {
             func,
@@ -106,6 +133,10 @@ pub fn eval(expr: &MetricExpr, set: &SeriesSet, t: i64) -> Result<Vector, String
             log,
             ..
         } => {
+            let set = sets
+                .get(*next)
+                .ok_or("no samples for a range aggregation")?;
+            *next += 1;
             let v = range(*func, *param, *range_ns, &log.selector, set, t);
             if let Some((labels, _)) = v.iter().find(|(l, _)| l.contains_key(ERROR_LABEL)) {
                 return Err(format!(
@@ -114,19 +145,29 @@ pub fn eval(expr: &MetricExpr, set: &SeriesSet, t: i64) -> Result<Vector, String
                     format_labels(labels)
                 ));
             }
-            Ok(v)
+            Ok(Value::Vector(v))
         }
         MetricExpr::Vector {
             op,
             param,
             grouping,
             inner,
-        } => Ok(aggregate(
-            *op,
-            *param,
-            grouping.as_ref(),
-            eval(inner, set, t)?,
-        )),
+        } => match node(inner, sets, next, t)? {
+            Value::Vector(v) => Ok(Value::Vector(aggregate(*op, *param, grouping.as_ref(), v))),
+            Value::Scalar(_) => Err(format!("{op:?} needs series, not a number")),
+        },
+        MetricExpr::Binary {
+            op,
+            lhs,
+            rhs,
+            return_bool,
+            matching,
+        } => {
+            let l = node(lhs, sets, next, t)?;
+            let r = node(rhs, sets, next, t)?;
+            super::binary::apply(*op, *return_bool, matching.as_ref(), l, r)
+        }
+        MetricExpr::Number(n) => Ok(Value::Scalar(*n)),
     }
 }
 
@@ -312,7 +353,7 @@ mod tests {
     #[test]
     fn windows_are_left_open_and_aggregations_group() {
         let e = metric(r#"sum by (app) (count_over_time({app=~"a|b"}[10s]))"#);
-        let x = Extractor::new(&e);
+        let x = Extractor::new(e.ranges()[0]);
         let mut set = SeriesSet::default();
         for (ts, app, pod) in [
             (10, "a", "1"),
@@ -332,7 +373,7 @@ mod tests {
         set.sort();
         // (10s, 20s]: 15, 20 of a; 20 of b.
         assert_eq!(
-            eval(&e, &set, 20 * S).unwrap(),
+            eval(&e, std::slice::from_ref(&set), 20 * S).unwrap(),
             vec![
                 (labels(&[("app", "a")]), 2.0),
                 (labels(&[("app", "b")]), 1.0)
@@ -340,7 +381,7 @@ mod tests {
         );
         let rate = metric(r#"rate({app="a"}[10s])"#);
         assert_eq!(
-            eval(&rate, &set, 20 * S).unwrap(),
+            eval(&rate, std::slice::from_ref(&set), 20 * S).unwrap(),
             vec![
                 (labels(&[("app", "a"), ("pod", "1")]), 0.1),
                 (labels(&[("app", "a"), ("pod", "2")]), 0.1),
@@ -350,25 +391,34 @@ mod tests {
         );
         let top = metric(r#"topk(1, count_over_time({app="a"}[30s]))"#);
         assert_eq!(
-            eval(&top, &set, 30 * S).unwrap(),
+            eval(&top, std::slice::from_ref(&set), 30 * S).unwrap(),
             vec![(labels(&[("app", "a"), ("pod", "1")]), 2.0)],
             "ties go to the smaller label set"
         );
         assert_eq!(
-            eval(&metric(r#"absent_over_time({app="c"}[5s])"#), &set, 40 * S).unwrap(),
+            eval(
+                &metric(r#"absent_over_time({app="c"}[5s])"#),
+                std::slice::from_ref(&set),
+                40 * S
+            )
+            .unwrap(),
             vec![(labels(&[("app", "c")]), 1.0)]
         );
         assert!(
-            eval(&metric(r#"absent_over_time({app="c"}[5s])"#), &set, 20 * S)
-                .unwrap()
-                .is_empty()
+            eval(
+                &metric(r#"absent_over_time({app="c"}[5s])"#),
+                std::slice::from_ref(&set),
+                20 * S
+            )
+            .unwrap()
+            .is_empty()
         );
     }
 
     #[test]
     fn unwrapped_values_and_errors() {
         let e = metric(r#"quantile_over_time(0.5, {app="a"} | logfmt | unwrap ms [1m]) by (app)"#);
-        let x = Extractor::new(&e);
+        let x = Extractor::new(e.ranges()[0]);
         let mut set = SeriesSet::default();
         for (i, ms) in ["10", "40", "20", "30"].iter().enumerate() {
             x.add(
@@ -381,19 +431,19 @@ mod tests {
         }
         set.sort();
         assert_eq!(
-            eval(&e, &set, 10 * S).unwrap(),
+            eval(&e, std::slice::from_ref(&set), 10 * S).unwrap(),
             vec![(labels(&[("app", "a")]), 25.0)]
         );
         let avg = metric(r#"avg_over_time({app="a"} | logfmt | unwrap ms [1m])"#);
         let mut set = SeriesSet::default();
-        Extractor::new(&avg).add(
+        Extractor::new(avg.ranges()[0]).add(
             &mut set,
             S,
             "ms=3",
             &labels(&[("app", "a")]),
             labels(&[("app", "a")]),
         );
-        Extractor::new(&avg).add(
+        Extractor::new(avg.ranges()[0]).add(
             &mut set,
             2 * S,
             "ms=4",
@@ -401,10 +451,10 @@ mod tests {
             labels(&[("app", "a")]),
         );
         assert_eq!(
-            eval(&avg, &set, 10 * S).unwrap(),
+            eval(&avg, std::slice::from_ref(&set), 10 * S).unwrap(),
             vec![(labels(&[("app", "a")]), 3.5)]
         );
-        Extractor::new(&avg).add(
+        Extractor::new(avg.ranges()[0]).add(
             &mut set,
             3 * S,
             "ms=x",
@@ -412,7 +462,7 @@ mod tests {
             labels(&[("app", "a")]),
         );
         assert!(
-            eval(&avg, &set, 10 * S)
+            eval(&avg, std::slice::from_ref(&set), 10 * S)
                 .unwrap_err()
                 .starts_with("pipeline error: 'SampleExtractionErr'")
         );

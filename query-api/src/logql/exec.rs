@@ -166,44 +166,50 @@ pub async fn streams(
     )
 }
 
-/// The samples of a metric query's range aggregation for evaluations at `first..=last`.
+/// The samples of each of a metric query's range aggregations (in [`MetricExpr::ranges`]
+/// order) for evaluations at `first..=last`, with the lines and bytes read; the row bound
+/// holds for all of them together.
 async fn samples(
     client: &clickhouse::Client,
     scope: &Scope,
     expr: &MetricExpr,
     (first, last): (i64, i64),
-) -> Result<(SeriesSet, u64, u64), QueryError> {
-    let MetricExpr::Range { log, range_ns, .. } = expr.range() else {
-        unreachable!("a metric expression ends in a range aggregation")
-    };
-    let select = sql::entries(
-        &scope.tenant,
-        &log.selector,
-        &log.stages,
-        Fetch {
-            range: Range::Metric {
-                after: first - range_ns,
-                until: last,
-            },
-            backward: false,
-            limit: scope.max_rows + 1,
-        },
-    );
-    let extractor = Extractor::new(expr);
-    let mut set = SeriesSet::default();
-    let mut cursor = bind(client, &select).fetch::<EntryRow>()?;
+) -> Result<(Vec<SeriesSet>, u64, u64), QueryError> {
     let (mut read, mut bytes) = (0u64, 0u64);
-    while let Some(mut row) = cursor.next().await? {
-        read += 1;
-        if read > scope.max_rows {
-            return Err(too_many(scope.max_rows));
+    let mut sets = Vec::new();
+    for range in expr.ranges() {
+        let MetricExpr::Range { log, range_ns, .. } = range else {
+            unreachable!("ranges() gives range aggregations")
+        };
+        let select = sql::entries(
+            &scope.tenant,
+            &log.selector,
+            &log.stages,
+            Fetch {
+                range: Range::Metric {
+                    after: first - range_ns,
+                    until: last,
+                },
+                backward: false,
+                limit: scope.max_rows - read + 1,
+            },
+        );
+        let extractor = Extractor::new(range);
+        let mut set = SeriesSet::default();
+        let mut cursor = bind(client, &select).fetch::<EntryRow>()?;
+        while let Some(mut row) = cursor.next().await? {
+            read += 1;
+            if read > scope.max_rows {
+                return Err(too_many(scope.max_rows));
+            }
+            bytes += row.line.len() as u64;
+            let (stream, labels) = row.labels();
+            extractor.add(&mut set, row.ts, &row.line, &stream, labels);
         }
-        bytes += row.line.len() as u64;
-        let (stream, labels) = row.labels();
-        extractor.add(&mut set, row.ts, &row.line, &stream, labels);
+        set.sort();
+        sets.push(set);
     }
-    set.sort();
-    Ok((set, read, bytes))
+    Ok((sets, read, bytes))
 }
 
 fn sample_json(labels: &Labels, t: i64, v: f64) -> Value {
@@ -217,8 +223,8 @@ pub async fn instant(
     expr: &MetricExpr,
     t: i64,
 ) -> Result<Value, QueryError> {
-    let (set, read, bytes) = samples(client, scope, expr, (t, t)).await?;
-    let v: Vector = eval::eval(expr, &set, t).map_err(QueryError::BadRequest)?;
+    let (sets, read, bytes) = samples(client, scope, expr, (t, t)).await?;
+    let v: Vector = eval::eval(expr, &sets, t).map_err(QueryError::BadRequest)?;
     let result: Vec<Value> = v.iter().map(|(l, x)| sample_json(l, t, *x)).collect();
     Ok(json!({"resultType": "vector", "result": result, "stats": stats(read, bytes, v.len())}))
 }
@@ -235,11 +241,11 @@ pub async fn matrix(
             "exceeded maximum resolution of {MAX_POINTS} points per timeseries. Try increasing the value of the step parameter"
         )));
     }
-    let (set, read, bytes) = samples(client, scope, expr, (start, end)).await?;
+    let (sets, read, bytes) = samples(client, scope, expr, (start, end)).await?;
     let mut series: BTreeMap<Labels, Vec<Value>> = BTreeMap::new();
     let mut t = start;
     while t <= end {
-        for (labels, v) in eval::eval(expr, &set, t).map_err(QueryError::BadRequest)? {
+        for (labels, v) in eval::eval(expr, &sets, t).map_err(QueryError::BadRequest)? {
             series
                 .entry(labels)
                 .or_default()

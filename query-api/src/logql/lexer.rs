@@ -13,7 +13,7 @@ pub enum Tok {
     Num(f64),
     /// A duration such as `5m` or `1h30m`, in ns.
     Duration(i64),
-    /// Punctuation and operators: `{ } ( ) [ ] , | = != =~ !~ |= |~ == > >= < <=`.
+    /// Punctuation and operators: `{ } ( ) [ ] , | = != =~ !~ |= |~ == > >= < <= + - * / % ^`.
     Op(&'static str),
 }
 
@@ -26,9 +26,9 @@ pub struct Spanned {
     pub at: usize,
 }
 
-const OPS: [&str; 19] = [
+const OPS: [&str; 25] = [
     "!=", "=~", "!~", "|=", "|~", "==", ">=", "<=", "{", "}", "(", ")", "[", "]", ",", "|", "=",
-    ">", "<",
+    ">", "<", "+", "-", "*", "/", "%", "^",
 ];
 
 /// Splits `q` into tokens.
@@ -52,8 +52,7 @@ pub fn lex(q: &str) -> Result<Vec<Spanned>, ParseError> {
             i = next;
             continue;
         }
-        let neg_number = c == b'-' && b.get(i + 1).is_some_and(u8::is_ascii_digit);
-        if c.is_ascii_digit() || neg_number {
+        if c.is_ascii_digit() {
             let mut j = i + 1;
             while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'.') {
                 j += 1;

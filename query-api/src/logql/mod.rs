@@ -10,11 +10,13 @@
 //!   `line_format` → one `SELECT` with every string bound as a parameter;
 //! * `pipeline` (with `parsers`, `pattern`, `template`): the other stages, in Rust, per row;
 //! * `eval`: range windows `(t - range, t]` at each step and vector aggregations;
+//!   `binary`: operators between them;
 //! * `exec`: runs the `SELECT`, streams rows through the pipeline, bounds rows read;
 //! * `api`: the handlers; `params`: times, steps, limits.
 
 mod api;
 pub mod ast;
+pub mod binary;
 pub mod error;
 pub mod eval;
 mod exec;
@@ -33,32 +35,42 @@ pub use parser::parse;
 use ast::{Expr, MetricExpr, Stage};
 use sql::{Bind, Fetch, Range};
 
-/// The SQL a LogQL query becomes (placeholders for tenant and times), its bound values,
-/// and what runs in Rust afterwards; a parse error as Loki words it.
+/// The SQL a LogQL query becomes (one `SELECT` per range aggregation; placeholders for
+/// tenant and times), its bound values, and what runs in Rust afterwards; a parse error as
+/// Loki words it.
 pub fn explain(query: &str) -> Result<String, String> {
     let expr = parse(query).map_err(|e| e.to_string())?;
-    let (log, metric) = match &expr {
-        Expr::Log(l) => (l, None),
-        Expr::Metric(m) => match m.range() {
-            MetricExpr::Range { log, .. } => (log, Some(m)),
-            MetricExpr::Vector { .. } => unreachable!("range() ends in a range aggregation"),
-        },
-    };
-    let range = if metric.is_some() {
+    let mut parts = Vec::new();
+    match &expr {
+        Expr::Log(l) => parts.push(explain_select(l, false)),
+        Expr::Metric(m) => {
+            for r in m.ranges() {
+                if let MetricExpr::Range { log, .. } = r {
+                    parts.push(explain_select(log, true));
+                }
+            }
+            parts.push(format!(
+                "-- then in Rust, per step t: {}",
+                describe_metric(m)
+            ));
+        }
+    }
+    Ok(parts.join("\n"))
+}
+
+/// One `SELECT`, its binds and the Rust stages after it.
+fn explain_select(log: &ast::LogExpr, metric: bool) -> String {
+    let range = if metric {
         Range::Metric { after: 0, until: 0 }
     } else {
         Range::Log { start: 0, end: 0 }
     };
-    let mut select = sql::entries(
-        "",
-        &log.selector,
-        &log.stages,
-        Fetch {
-            range,
-            backward: metric.is_none(),
-            limit: 0,
-        },
-    );
+    let fetch = Fetch {
+        range,
+        backward: !metric,
+        limit: 0,
+    };
+    let select = sql::entries("", &log.selector, &log.stages, fetch);
     let names = [
         "<tenant>",
         "<first second>",
@@ -69,15 +81,12 @@ pub fn explain(query: &str) -> Result<String, String> {
     let mut text = select.sql.clone();
     text.push_str("\n-- bound parameters, in order:");
     let last = select.binds.len();
-    for (i, b) in select.binds.drain(..).enumerate() {
+    for (i, b) in select.binds.into_iter().enumerate() {
         let v = match (i, b) {
             (0..=4, _) => names[i].to_string(),
+            (i, _) if i + 1 == last && metric => "<query.logql_max_rows + 1>".into(),
             (i, _) if i + 1 == last => {
-                if metric.is_some() {
-                    "<query.logql_max_rows + 1>".into()
-                } else {
-                    "<limit, or query.logql_max_rows + 1 when Rust filters>".into()
-                }
+                "<limit, or query.logql_max_rows + 1 when Rust filters>".into()
             }
             (_, Bind::Str(s)) => format!("{s:?}"),
             (_, Bind::Int(n)) => n.to_string(),
@@ -98,11 +107,7 @@ pub fn explain(query: &str) -> Result<String, String> {
     } else {
         rest.join(" | ")
     });
-    if let Some(m) = metric {
-        text.push_str("\n-- then in Rust, per step t: ");
-        text.push_str(&describe_metric(m));
-    }
-    Ok(text)
+    text
 }
 
 fn describe(s: &Stage) -> String {
@@ -152,6 +157,14 @@ fn describe_metric(m: &MetricExpr) -> String {
                 .unwrap_or_default();
             format!("{}, then {op:?}{g}", describe_metric(inner))
         }
+        MetricExpr::Binary { op, lhs, rhs, .. } => {
+            format!(
+                "({}) {op:?} ({})",
+                describe_metric(lhs),
+                describe_metric(rhs)
+            )
+        }
+        MetricExpr::Number(n) => format!("{n}"),
     }
 }
 
@@ -180,5 +193,9 @@ mod tests {
             "{e}"
         );
         assert!(super::explain("{").unwrap_err().starts_with("parse error"));
+        let two = super::explain(r#"sum(rate({a="x"} |= "error" [1m])) / sum(rate({a="x"}[1m]))"#)
+            .unwrap();
+        assert_eq!(two.matches("SELECT").count(), 2, "{two}");
+        assert!(two.ends_with("per step t: (Rate over (t - 60s, t], then Sum) Div (Rate over (t - 60s, t], then Sum)"), "{two}");
     }
 }

@@ -37,8 +37,15 @@ pub fn parse(q: &str) -> Result<Expr, ParseError> {
     match &e {
         Expr::Log(l) => check_selector(&l.selector)?,
         Expr::Metric(m) => {
-            if let MetricExpr::Range { log, .. } = m.range() {
-                check_selector(&log.selector)?;
+            if m.is_scalar() {
+                return Err(ParseError::whole(
+                    "a metric query needs a range aggregation such as count_over_time({app=\"x\"}[5m])",
+                ));
+            }
+            for r in m.ranges() {
+                if let MetricExpr::Range { log, .. } = r {
+                    check_selector(&log.selector)?;
+                }
             }
         }
     }
@@ -465,8 +472,8 @@ impl Parser<'_> {
                 }
                 Ok(LabelPred::Str(Matcher { name, op, value }))
             }
-            ("=" | "==" | "!=" | ">" | ">=" | "<" | "<=", Some(Tok::Num(value))) => {
-                self.pos += 1;
+            ("=" | "==" | "!=" | ">" | ">=" | "<" | "<=", Some(Tok::Num(_) | Tok::Op("-"))) if self.peek_signed_number() => {
+                let value = self.signed_number().expect("checked");
                 let op = match op {
                     "=" | "==" => CmpOp::Eq,
                     "!=" => CmpOp::Ne,
@@ -564,6 +571,110 @@ impl Parser<'_> {
             return Ok(None);
         };
         self.pos += 1;
+        Ok(Some(Grouping {
+            without,
+            labels: self.label_list()?,
+        }))
+    }
+
+    fn metric(&mut self) -> Result<MetricExpr, ParseError> {
+        self.binary(1)
+    }
+
+    /// The binary operator ahead and its precedence (Prometheus's: `or` lowest, `^` highest).
+    fn bin_op(&self) -> Option<(BinOp, u8)> {
+        Some(match self.peek()? {
+            Tok::Ident(i) => match i.as_str() {
+                "or" => (BinOp::Or, 1),
+                "and" => (BinOp::And, 2),
+                "unless" => (BinOp::Unless, 2),
+                _ => return None,
+            },
+            Tok::Op(o) => match *o {
+                "==" => (BinOp::Eq, 3),
+                "!=" => (BinOp::Ne, 3),
+                ">" => (BinOp::Gt, 3),
+                ">=" => (BinOp::Ge, 3),
+                "<" => (BinOp::Lt, 3),
+                "<=" => (BinOp::Le, 3),
+                "+" => (BinOp::Add, 4),
+                "-" => (BinOp::Sub, 4),
+                "*" => (BinOp::Mul, 5),
+                "/" => (BinOp::Div, 5),
+                "%" => (BinOp::Mod, 5),
+                "^" => (BinOp::Pow, 6),
+                _ => return None,
+            },
+            _ => return None,
+        })
+    }
+
+    /// Operands joined by operators binding at least as tightly as `min`.
+    fn binary(&mut self, min: u8) -> Result<MetricExpr, ParseError> {
+        let mut lhs = self.unary()?;
+        while let Some((op, prec)) = self.bin_op() {
+            if prec < min {
+                break;
+            }
+            let at = self.pos;
+            self.pos += 1;
+            let return_bool = self.peek_ident("bool");
+            if return_bool {
+                if !op.is_comparison() {
+                    return Err(self.err("bool modifier can only be used on comparison operators"));
+                }
+                self.pos += 1;
+            }
+            let matching = if self.peek_ident("on") || self.peek_ident("ignoring") {
+                let on = self.peek_ident("on");
+                self.pos += 1;
+                Some(VectorMatching {
+                    on,
+                    labels: self.label_list()?,
+                })
+            } else {
+                None
+            };
+            if self.peek_ident("group_left") || self.peek_ident("group_right") {
+                return Err(self.err("group_left and group_right are not supported"));
+            }
+            // `^` is right-associative, the others left.
+            let rhs = self.binary(if op == BinOp::Pow { prec } else { prec + 1 })?;
+            let scalars = (lhs.is_scalar(), rhs.is_scalar());
+            if op.is_set() && (scalars.0 || scalars.1) {
+                return Err(ParseError::at(
+                    self.q,
+                    self.toks[at].at,
+                    "set operators (and, or, unless) need a metric query on both sides",
+                ));
+            }
+            if op.is_comparison() && !return_bool && scalars == (true, true) {
+                return Err(ParseError::at(
+                    self.q,
+                    self.toks[at].at,
+                    "comparisons between scalars must use BOOL modifier",
+                ));
+            }
+            if matching.is_some() && (scalars.0 || scalars.1) {
+                return Err(ParseError::at(
+                    self.q,
+                    self.toks[at].at,
+                    "vector matching only allowed between vectors",
+                ));
+            }
+            lhs = MetricExpr::Binary {
+                op,
+                lhs: Box::new(lhs),
+                rhs: Box::new(rhs),
+                return_bool,
+                matching,
+            };
+        }
+        Ok(lhs)
+    }
+
+    /// `(a, b, ...)`.
+    fn label_list(&mut self) -> Result<Vec<String>, ParseError> {
         self.expect_op("(")?;
         let mut labels = Vec::new();
         if !self.peek_op(")") {
@@ -575,14 +686,18 @@ impl Parser<'_> {
             }
         }
         self.expect_op(")")?;
-        Ok(Some(Grouping { without, labels }))
+        Ok(labels)
     }
 
-    fn metric(&mut self) -> Result<MetricExpr, ParseError> {
+    /// A number, `(expr)`, a range aggregation or a vector aggregation.
+    fn unary(&mut self) -> Result<MetricExpr, ParseError> {
+        if let Some(n) = self.signed_number() {
+            return Ok(MetricExpr::Number(n));
+        }
         if self.eat_op("(") {
             let m = self.metric()?;
             self.expect_op(")")?;
-            return self.no_binary(m);
+            return Ok(m);
         }
         let name = match self.peek().cloned() {
             Some(Tok::Ident(n)) => n,
@@ -636,15 +751,14 @@ impl Parser<'_> {
                     "grouping not allowed for {name} aggregation"
                 )));
             }
-            let m = MetricExpr::Range {
+            return Ok(MetricExpr::Range {
                 func: *func,
                 param,
                 log,
                 unwrap,
                 range_ns,
                 grouping,
-            };
-            return self.no_binary(m);
+            });
         }
         if let Some((_, op)) = VECTOR_OPS.iter().find(|(n, _)| *n == name) {
             self.pos += 1;
@@ -662,18 +776,25 @@ impl Parser<'_> {
             } else {
                 None
             };
+            let at = self.pos;
             let inner = self.metric()?;
+            if inner.is_scalar() {
+                return Err(ParseError::at(
+                    self.q,
+                    self.toks[at].at,
+                    format!("{name} needs a metric query, not a number"),
+                ));
+            }
             self.expect_op(")")?;
             if grouping.is_none() {
                 grouping = self.grouping()?;
             }
-            let m = MetricExpr::Vector {
+            return Ok(MetricExpr::Vector {
                 op: *op,
                 param,
                 grouping,
                 inner: Box::new(inner),
-            };
-            return self.no_binary(m);
+            });
         }
         if UNSUPPORTED_FNS.contains(&name.as_str()) {
             return Err(self.err(format!("{name} is not supported")));
@@ -683,14 +804,28 @@ impl Parser<'_> {
         )))
     }
 
-    /// Binary operators and comparisons between vectors are not evaluated: say so.
-    fn no_binary(&self, m: MetricExpr) -> Result<MetricExpr, ParseError> {
-        match self.peek() {
-            Some(Tok::Op(o)) if ["==", "!=", ">", ">=", "<", "<="].contains(o) => Err(self
-                .err("binary operations and comparisons between metric queries are not supported")),
-            Some(Tok::Ident(i)) if ["and", "or", "unless"].contains(&i.as_str()) => Err(self
-                .err("binary operations and comparisons between metric queries are not supported")),
-            _ => Ok(m),
+    /// Whether a (signed) number is ahead.
+    fn peek_signed_number(&self) -> bool {
+        matches!(
+            (self.peek(), self.peek_at(1)),
+            (Some(Tok::Num(_)), _) | (Some(Tok::Op("-")), Some(Tok::Num(_)))
+        )
+    }
+
+    /// A number, with its sign.
+    fn signed_number(&mut self) -> Option<f64> {
+        match (self.peek(), self.peek_at(1)) {
+            (Some(Tok::Num(n)), _) => {
+                let n = *n;
+                self.pos += 1;
+                Some(n)
+            }
+            (Some(Tok::Op("-")), Some(Tok::Num(n))) => {
+                let n = -*n;
+                self.pos += 2;
+                Some(n)
+            }
+            _ => None,
         }
     }
 }
@@ -791,6 +926,55 @@ mod tests {
     }
 
     #[test]
+    fn binary_operators_bind_as_in_promql() {
+        let Expr::Metric(m) = parse(r#"1 - sum(rate({a="b"}[1m])) / 2 ^ 3 ^ 2 > bool on (x) count_over_time({a="c"}[1m]) or -1 * rate({a="d"}[1m])"#).unwrap() else { panic!() };
+        let MetricExpr::Binary {
+            op: BinOp::Or,
+            lhs,
+            rhs,
+            ..
+        } = m
+        else {
+            panic!("{m:?}")
+        };
+        let MetricExpr::Binary {
+            op: BinOp::Gt,
+            return_bool: true,
+            matching: Some(vm),
+            lhs: sub,
+            ..
+        } = *lhs
+        else {
+            panic!()
+        };
+        assert!(vm.on && vm.labels == ["x"]);
+        let MetricExpr::Binary {
+            op: BinOp::Sub,
+            rhs: div,
+            ..
+        } = *sub
+        else {
+            panic!()
+        };
+        let MetricExpr::Binary {
+            op: BinOp::Div,
+            rhs: pow,
+            ..
+        } = *div
+        else {
+            panic!()
+        };
+        // ^ is right-associative: 2 ^ (3 ^ 2).
+        assert!(
+            matches!(*pow, MetricExpr::Binary { op: BinOp::Pow, ref rhs, .. } if matches!(**rhs, MetricExpr::Binary { op: BinOp::Pow, .. }))
+        );
+        assert!(
+            matches!(*rhs, MetricExpr::Binary { op: BinOp::Mul, ref lhs, .. } if **lhs == MetricExpr::Number(-1.0))
+        );
+        assert!(parse(r#"{a="b"} | json | x > -5"#).is_ok());
+    }
+
+    #[test]
     fn errors_name_what_is_wrong() {
         let e = |q: &str| parse(q).unwrap_err().to_string();
         assert_eq!(
@@ -801,7 +985,13 @@ mod tests {
         assert!(e(r#"{a="b"} |~ "(""#).contains("invalid regex"));
         assert!(e(r#"sum_over_time({a="b"}[1m])"#).contains("without unwrap"));
         assert!(e(r#"rate({a="b"} | unwrap x [1m])"#).contains("not supported"));
-        assert!(e(r#"count_over_time({a="b"}[1m]) > 1"#).contains("not supported"));
+        assert!(
+            e(r#"count_over_time({a="b"}[1m]) > on (a) group_left 1"#).contains("not supported")
+        );
+        assert!(e(r#"count_over_time({a="b"}[1m]) and 1"#).contains("both sides"));
+        assert!(e("1 + 1").contains("needs a range aggregation"));
+        assert!(e("sum(1)").contains("not a number"));
+        assert!(e(r#"count_over_time({a="b"}[1m]) + bool 1"#).contains("bool modifier"));
         assert!(e(r#"{a="b"} | duration > 10ms"#).contains("duration"));
         assert!(e(r#"{a="b"} | regexp "(\\d+)""#).contains("named capture"));
         assert!(e(r#"{a="b"} | foo"#).contains("unexpected \"foo\""));
