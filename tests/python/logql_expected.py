@@ -91,7 +91,7 @@ def json_fields(line):
 LOGFMT = re.compile(r'(\w+)=(?:"((?:[^"\\]|\\.)*)"|(\S*))')
 
 
-def logfmt_fields(line):
+def logfmt_fields_of(line):
     return {m.group(1): (m.group(2) if m.group(2) is not None else m.group(3)) for m in LOGFMT.finditer(line)}
 
 
@@ -264,10 +264,27 @@ def main():
          '{service="api"} | json | path=~"/api/(orders|search).*", method!="GET" duration_ms < 300 '
          'or (path!~"/api.*" and duration_ms <= 400 and status != 200)', 1000, False, string_and_numeric_ops)
 
+    def json_field_case(e):
+        if not svc(e, "api"):
+            return None
+        v = json.loads(e["line"])
+        if v["status"] < 500:
+            return None
+        return extracted(e["labels"], {"code": str(v["status"]), "tier": v["user"]["tier"], "level": v["level"]}), e["line"]
+    logs("logs_json_fields", '{service="api"} | json code="status", tier="user.tier", level | code >= 500', 30, True,
+         json_field_case)
+
+    def logfmt_field_case(e):
+        if not svc(e, "worker"):
+            return None
+        f = logfmt_fields_of(e["line"])
+        return (dict(e["labels"], job=f["job"], took=f["duration"]), e["line"]) if f["job"] == "email" else None
+    logs("logs_logfmt_fields", '{service="worker"} | logfmt job, took="duration" | job="email"', 30, True, logfmt_field_case)
+
     def worker(e):
         if not svc(e, "worker"):
             return None
-        lb = extracted(e["labels"], logfmt_fields(e["line"]))
+        lb = extracted(e["labels"], logfmt_fields_of(e["line"]))
         if not (lb["job"] == "billing" or float(lb["attempt"]) == 3):
             return None
         return lb, f'{lb["job"]} took {lb["duration"]} ({lb["level_extracted"].upper()})'
@@ -338,7 +355,7 @@ def main():
     def attempts(e):
         if not svc(e, "worker"):
             return None
-        f = logfmt_fields(e["line"])
+        f = logfmt_fields_of(e["line"])
         return ({"job": f["job"]}, float(f["attempt"])) if int(f["attempt"]) > 1 else None
     worker_attempts = samples(entries, mstart - 600 * NS, mend, attempts)
     metric("sum_without", 'sum without (pod, level, env) (count_over_time({service=~"api|web"}[5m]))',
@@ -362,7 +379,7 @@ def main():
     def worker_dur(e):
         if not svc(e, "worker"):
             return None
-        f = logfmt_fields(e["line"])
+        f = logfmt_fields_of(e["line"])
         return {"job": f["job"]}, int(f["duration"][:-2]) * 1_000_000 / 1e9
     wd = samples(entries, mstart - 600 * NS, mend, worker_dur)
     metric("avg_over_time_unwrap_duration_by", 'avg_over_time({service="worker"} | logfmt | unwrap duration(duration) [5m]) by (job)',
@@ -418,6 +435,7 @@ def main():
     instant("topk", 'topk(2, sum by (pod) (count_over_time({service=~".+"}[10m])))', topk(2, per_pod))
     workers = [(l, v) for l, v in range_vector(everything, RANGE_FNS["count"], 600, t) if l["service"] == "worker"]
     instant("bottomk", 'bottomk(1, count_over_time({service="worker"}[10m]))', topk(1, workers, largest=False))
+    instant("vector_plus_vector", 'vector(1) + vector(1)', [({}, 2.0)])
     instant("instant_rate", 'sum(rate({service="db"}[10m]))',
             agg("sum", range_vector(samples(entries, t - 600 * NS, t, lambda e: (e["labels"], 1.0) if svc(e, "db") else None),
                                     RANGE_FNS["rate"], 600, t)))

@@ -115,6 +115,10 @@ pub enum Stage {
     Json,
     /// `| logfmt`.
     Logfmt,
+    /// `| json label="path.to[0].field", other`: only these, by JSON path.
+    JsonFields(Vec<(String, String)>),
+    /// `| logfmt label="key", other`: only these keys.
+    LogfmtFields(Vec<(String, String)>),
     /// `| regexp "<re with named groups>"`.
     Regexp(String),
     /// `| pattern "<p>"`.
@@ -320,6 +324,8 @@ pub enum MetricExpr {
     },
     /// A number.
     Number(f64),
+    /// `vector(n)`: one series without labels, valued `n` at every time.
+    Constant(f64),
 }
 
 impl MetricExpr {
@@ -333,12 +339,16 @@ impl MetricExpr {
                 out.extend(rhs.ranges());
                 out
             }
-            MetricExpr::Number(_) => Vec::new(),
+            MetricExpr::Number(_) | MetricExpr::Constant(_) => Vec::new(),
         }
     }
 
-    /// Whether the expression is a plain number (no range aggregation in it).
+    /// Whether the expression is a plain number (no series in it).
     pub fn is_scalar(&self) -> bool {
-        self.ranges().is_empty()
+        match self {
+            MetricExpr::Number(_) => true,
+            MetricExpr::Binary { lhs, rhs, .. } => lhs.is_scalar() && rhs.is_scalar(),
+            _ => false,
+        }
     }
 }

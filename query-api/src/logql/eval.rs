@@ -168,6 +168,7 @@ fn node(expr: &MetricExpr, sets: &[SeriesSet], next: &mut usize, t: i64) -> Resu
             super::binary::apply(*op, *return_bool, matching.as_ref(), l, r)
         }
         MetricExpr::Number(n) => Ok(Value::Scalar(*n)),
+        MetricExpr::Constant(n) => Ok(Value::Vector(vec![(Labels::new(), *n)])),
     }
 }
 

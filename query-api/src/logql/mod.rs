@@ -115,6 +115,8 @@ fn describe(s: &Stage) -> String {
         Stage::LineFilter { .. } => "line filter (after line_format)".into(),
         Stage::Json => "json".into(),
         Stage::Logfmt => "logfmt".into(),
+        Stage::JsonFields(_) => "json (fields)".into(),
+        Stage::LogfmtFields(_) => "logfmt (fields)".into(),
         Stage::Regexp(_) => "regexp".into(),
         Stage::Pattern(_) => "pattern".into(),
         Stage::LabelFilter(_) => "label filter".into(),
@@ -165,6 +167,7 @@ fn describe_metric(m: &MetricExpr) -> String {
             )
         }
         MetricExpr::Number(n) => format!("{n}"),
+        MetricExpr::Constant(n) => format!("vector({n})"),
     }
 }
 

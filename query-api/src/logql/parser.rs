@@ -39,7 +39,7 @@ pub fn parse(q: &str) -> Result<Expr, ParseError> {
         Expr::Metric(m) => {
             if m.is_scalar() {
                 return Err(ParseError::whole(
-                    "a metric query needs a range aggregation such as count_over_time({app=\"x\"}[5m])",
+                    "a query must give series, not a number: use a range aggregation such as count_over_time({app=\"x\"}[5m]), or vector(n)",
                 ));
             }
             for r in m.ranges() {
@@ -98,7 +98,7 @@ const VECTOR_OPS: [(&str, VectorOp); 9] = [
     ("bottomk", VectorOp::Bottomk),
 ];
 
-const UNSUPPORTED_FNS: [&str; 12] = [
+const UNSUPPORTED_FNS: [&str; 11] = [
     "stddev_over_time",
     "stdvar_over_time",
     "first_over_time",
@@ -107,7 +107,6 @@ const UNSUPPORTED_FNS: [&str; 12] = [
     "label_replace",
     "sort",
     "sort_desc",
-    "vector",
     "approx_topk",
     "decolorize",
     "ip",
@@ -318,15 +317,39 @@ impl Parser<'_> {
         self.pos += 1;
         let stage = match name.as_str() {
             "json" | "logfmt" => {
-                if matches!(self.peek(), Some(Tok::Ident(_))) || self.peek_op("-") {
-                    return Err(
-                        self.err(format!("{name} with parameters or flags is not supported"))
-                    );
+                if self.peek_op("-") {
+                    return Err(self.err(format!("{name} flags are not supported")));
+                }
+                if !matches!(self.peek(), Some(Tok::Ident(_))) {
+                    return Ok(if name == "json" {
+                        Stage::Json
+                    } else {
+                        Stage::Logfmt
+                    });
+                }
+                let mut fields = Vec::new();
+                loop {
+                    let label = self.ident()?;
+                    let expr = if self.eat_op("=") {
+                        let at = self.pos;
+                        let e = self.string()?;
+                        if name == "json" {
+                            super::parsers::JsonPath::parse(&e)
+                                .map_err(|m| ParseError::at(self.q, self.toks[at].at, m))?;
+                        }
+                        e
+                    } else {
+                        label.clone()
+                    };
+                    fields.push((label, expr));
+                    if !self.eat_op(",") {
+                        break;
+                    }
                 }
                 if name == "json" {
-                    Stage::Json
+                    Stage::JsonFields(fields)
                 } else {
-                    Stage::Logfmt
+                    Stage::LogfmtFields(fields)
                 }
             }
             "regexp" => {
@@ -796,6 +819,18 @@ impl Parser<'_> {
                 inner: Box::new(inner),
             });
         }
+        if name == "vector" {
+            self.pos += 1;
+            self.expect_op("(")?;
+            let n = self.signed_number().ok_or_else(|| {
+                self.err(format!(
+                    "syntax error: vector() takes a number, found {}",
+                    self.describe()
+                ))
+            })?;
+            self.expect_op(")")?;
+            return Ok(MetricExpr::Constant(n));
+        }
         if UNSUPPORTED_FNS.contains(&name.as_str()) {
             return Err(self.err(format!("{name} is not supported")));
         }
@@ -989,7 +1024,8 @@ mod tests {
             e(r#"count_over_time({a="b"}[1m]) > on (a) group_left 1"#).contains("not supported")
         );
         assert!(e(r#"count_over_time({a="b"}[1m]) and 1"#).contains("both sides"));
-        assert!(e("1 + 1").contains("needs a range aggregation"));
+        assert!(e("1 + 1").contains("not a number"));
+        assert!(parse("vector(1) + vector(1)").is_ok());
         assert!(e("sum(1)").contains("not a number"));
         assert!(e(r#"count_over_time({a="b"}[1m]) + bool 1"#).contains("bool modifier"));
         assert!(e(r#"{a="b"} | duration > 10ms"#).contains("duration"));

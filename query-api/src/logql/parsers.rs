@@ -1,5 +1,6 @@
 //! The `json` and `logfmt` parsers: a line → labels, as Loki extracts them (nested JSON
-//! keys joined with `_`, label names sanitised, empty values skipped).
+//! keys joined with `_`, label names sanitised, empty values skipped), and their forms
+//! with fields (`| json status="response.status"`).
 
 /// A label name made valid: characters outside `[a-zA-Z0-9_]` become `_`, and a leading
 /// digit gets a `_` before it.
@@ -53,8 +54,8 @@ fn flatten(
     }
 }
 
-/// The `key=value` pairs of a logfmt line (standalone keys and empty values skipped); on
-/// a syntax error, the pairs before it and the error.
+/// The `key=value` pairs of a logfmt line (keys as written; standalone keys and empty
+/// values skipped); on a syntax error, the pairs before it and the error.
 pub fn logfmt(line: &str) -> (Vec<(String, String)>, Option<String>) {
     let b = line.as_bytes();
     let mut out = Vec::new();
@@ -116,9 +117,8 @@ pub fn logfmt(line: &str) -> (Vec<(String, String)>, Option<String>) {
             }
             line[vs..i].to_string()
         };
-        let key = sanitize(key);
-        if !value.is_empty() && !key.is_empty() {
-            out.push((key, value));
+        if !value.is_empty() {
+            out.push((key.to_string(), value));
         }
     }
     (out, None)
@@ -146,6 +146,96 @@ fn quoted(line: &str, start: usize) -> Result<(String, usize), String> {
         "logfmt syntax error at pos {}: unterminated quoted value",
         line.len() + 1
     ))
+}
+
+/// One step of a JSON path.
+#[derive(Debug, Clone, PartialEq)]
+enum PathStep {
+    Key(String),
+    Index(usize),
+}
+
+/// A field of `| json label="a.b[0][\"c d\"]"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonPath(Vec<PathStep>);
+
+impl JsonPath {
+    /// Parses `a.b`, `a[0]`, `a["key"]`, `[0]`.
+    pub fn parse(expr: &str) -> Result<JsonPath, String> {
+        let bad = || format!("invalid JSON path {expr:?}");
+        let mut steps = Vec::new();
+        let mut chars = expr.chars().peekable();
+        let mut key = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '.' => {
+                    if !key.is_empty() {
+                        steps.push(PathStep::Key(std::mem::take(&mut key)));
+                    }
+                }
+                '[' => {
+                    if !key.is_empty() {
+                        steps.push(PathStep::Key(std::mem::take(&mut key)));
+                    }
+                    if chars.peek() == Some(&'"') {
+                        chars.next();
+                        let mut k = String::new();
+                        loop {
+                            match chars.next().ok_or_else(bad)? {
+                                '"' => break,
+                                '\\' => k.push(chars.next().ok_or_else(bad)?),
+                                x => k.push(x),
+                            }
+                        }
+                        steps.push(PathStep::Key(k));
+                    } else {
+                        let mut n = String::new();
+                        while chars.peek().is_some_and(char::is_ascii_digit) {
+                            n.push(chars.next().expect("peeked"));
+                        }
+                        steps.push(PathStep::Index(n.parse().map_err(|_| bad())?));
+                    }
+                    if chars.next() != Some(']') {
+                        return Err(bad());
+                    }
+                }
+                c => key.push(c),
+            }
+        }
+        if !key.is_empty() {
+            steps.push(PathStep::Key(key));
+        }
+        if steps.is_empty() {
+            return Err(bad());
+        }
+        Ok(JsonPath(steps))
+    }
+}
+
+/// The values at `paths` in a JSON line (strings as they are, numbers and booleans as
+/// written, objects and arrays as JSON; missing ones empty), or `Err` when the line is
+/// not JSON.
+pub fn json_fields(line: &str, paths: &[JsonPath]) -> Result<Vec<String>, String> {
+    use serde_json::Value;
+    let v: Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    Ok(paths
+        .iter()
+        .map(|p| {
+            let mut at = Some(&v);
+            for step in &p.0 {
+                at = match (at, step) {
+                    (Some(Value::Object(o)), PathStep::Key(k)) => o.get(k),
+                    (Some(Value::Array(a)), PathStep::Index(i)) => a.get(*i),
+                    _ => None,
+                };
+            }
+            match at {
+                None | Some(Value::Null) => String::new(),
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+            }
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -193,5 +283,22 @@ mod tests {
         assert!(err.unwrap().contains("unexpected '\"'"));
         assert!(logfmt(r#"a="open"#).1.is_some());
         assert_eq!(sanitize("1a.b-c"), "_1a_b_c");
+    }
+
+    #[test]
+    fn json_paths() {
+        let paths: Vec<JsonPath> = ["user.id", "tags[1]", r#"a["b.c"]"#, "user", "missing.x"]
+            .iter()
+            .map(|p| JsonPath::parse(p).unwrap())
+            .collect();
+        let got = json_fields(
+            r#"{"user":{"id":7},"tags":["x","y"],"a":{"b.c":true}}"#,
+            &paths,
+        )
+        .unwrap();
+        assert_eq!(got, ["7", "y", "true", r#"{"id":7}"#, ""]);
+        assert!(json_fields("nope", &paths).is_err());
+        assert!(JsonPath::parse("a[x]").is_err());
+        assert!(JsonPath::parse("").is_err());
     }
 }

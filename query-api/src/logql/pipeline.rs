@@ -132,6 +132,8 @@ enum Step {
     Line(Line),
     Json,
     Logfmt,
+    JsonFields(Vec<String>, Vec<super::parsers::JsonPath>),
+    LogfmtFields(Vec<(String, String)>),
     Regexp(Regex),
     Pattern(Pattern),
     Filter(Pred),
@@ -209,6 +211,15 @@ impl Pipeline {
                 }),
                 Stage::Json => Step::Json,
                 Stage::Logfmt => Step::Logfmt,
+                Stage::JsonFields(f) => Step::JsonFields(
+                    f.iter().map(|(l, _)| l.clone()).collect(),
+                    f.iter()
+                        .map(|(_, p)| {
+                            super::parsers::JsonPath::parse(p).expect("checked by the parser")
+                        })
+                        .collect(),
+                ),
+                Stage::LogfmtFields(f) => Step::LogfmtFields(f.clone()),
                 Stage::Regexp(re) => Step::Regexp(Regex::new(re).expect("checked by the parser")),
                 Stage::Pattern(p) => Step::Pattern(Pattern::new(p).expect("checked by the parser")),
                 Stage::LabelFilter(p) => Step::Filter(Pred::new(p)),
@@ -286,7 +297,33 @@ impl Pipeline {
                 },
                 Step::Logfmt => {
                     let (pairs, err) = super::parsers::logfmt(&line);
-                    pairs.into_iter().for_each(|(k, v)| set(labels, k, v));
+                    pairs
+                        .into_iter()
+                        .for_each(|(k, v)| set(labels, super::parsers::sanitize(&k), v));
+                    if err.is_some() {
+                        labels.insert(ERROR_LABEL.into(), "LogfmtParserErr".into());
+                    }
+                }
+                Step::JsonFields(names, paths) => match super::parsers::json_fields(&line, paths) {
+                    Ok(values) => names
+                        .iter()
+                        .zip(values)
+                        .for_each(|(k, v)| set(labels, k.clone(), v)),
+                    Err(_) => {
+                        labels.insert(ERROR_LABEL.into(), "JSONParserErr".into());
+                    }
+                },
+                Step::LogfmtFields(fields) => {
+                    let (pairs, err) = super::parsers::logfmt(&line);
+                    for (label, key) in fields {
+                        // The last pair with the key wins, as in the full parser.
+                        let v = pairs
+                            .iter()
+                            .rev()
+                            .find(|(k, _)| k == key)
+                            .map(|(_, v)| v.clone());
+                        set(labels, label.clone(), v.unwrap_or_default());
+                    }
                     if err.is_some() {
                         labels.insert(ERROR_LABEL.into(), "LogfmtParserErr".into());
                     }
