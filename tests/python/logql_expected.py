@@ -281,6 +281,22 @@ def main():
         return (dict(e["labels"], job=f["job"], took=f["duration"]), e["line"]) if f["job"] == "email" else None
     logs("logs_logfmt_fields", '{service="worker"} | logfmt job, took="duration" | job="email"', 30, True, logfmt_field_case)
 
+    WEB = re.compile(r'^(\S+) - - "(\S+) (\S+) [^"]*" (\d+) (\d+) (\d+)ms$')
+
+    def slow_worker(e):
+        if not svc(e, "worker"):
+            return None
+        lb = extracted(e["labels"], logfmt_fields_of(e["line"]))
+        return (lb, e["line"]) if int(lb["duration"][:-2]) > 800 else None
+    logs("logs_duration_filter", '{service="worker"} | logfmt | duration > 800ms', 1000, False, slow_worker)
+
+    def big_web(e):
+        if not svc(e, "web"):
+            return None
+        size = WEB.match(e["line"]).group(5)
+        return (dict(e["labels"], size=size), e["line"]) if int(size) > 40000 else None
+    logs("logs_bytes_filter", r'{service="web"} | pattern "<_> \"<_>\" <_> <size> <_>" | size > 40KB', 1000, False, big_web)
+
     def worker(e):
         if not svc(e, "worker"):
             return None
@@ -290,8 +306,6 @@ def main():
         return lb, f'{lb["job"]} took {lb["duration"]} ({lb["level_extracted"].upper()})'
     logs("logs_logfmt_or_filter_line_format", '{service="worker"} | logfmt | job="billing" or attempt=3 | '
          'line_format "{{.job}} took {{.duration}} ({{.level_extracted | upper}})"', 200, True, worker)
-
-    WEB = re.compile(r'^(\S+) - - "(\S+) (\S+) [^"]*" (\d+) (\d+) (\d+)ms$')
 
     def web_pattern(e):
         if not svc(e, "web"):
@@ -422,6 +436,24 @@ def main():
            'or sum by (pod) (count_over_time({service="web"}[5m]))',
            lambda t: [(l, 1.0 if v > 100 else 0.0) for l, v in agg("sum", range_vector(db_all, RANGE_FNS["count"], 300, t), by=["level"])]
            + agg("sum", range_vector(web_all, RANGE_FNS["count"], 300, t), by=["pod"]))
+    metric("last_over_time", 'last_over_time({service="api"} | json | unwrap duration_ms [1m]) by (method)',
+           lambda t: [(l, [v for ts, v in p if t - 60 * NS < ts <= t][-1]) for l, p in in_label_order(by_method)
+                      if any(t - 60 * NS < ts <= t for ts, _ in p)])
+    metric("first_over_time", 'first_over_time({service="api"} | json | unwrap duration_ms [1m]) by (method)',
+           lambda t: [(l, [v for ts, v in p if t - 60 * NS < ts <= t][0]) for l, p in in_label_order(by_method)
+                      if any(t - 60 * NS < ts <= t for ts, _ in p)])
+    metric("stddev_over_time", 'stddev_over_time({service="api"} | json | unwrap duration_ms [5m]) by (method)',
+           lambda t: [(l, stddev([v for ts, v in p if t - 300 * NS < ts <= t])) for l, p in in_label_order(by_method)
+                      if any(t - 300 * NS < ts <= t for ts, _ in p)])
+    metric("offset", 'count_over_time({service="api"}[1m] offset 2m)',
+           lambda t: range_vector(api, RANGE_FNS["count"], 60, t - 120 * NS))
+
+    def web_size(e):
+        return ({"service": "web"}, float(WEB.match(e["line"]).group(5))) if svc(e, "web") else None
+    sizes = samples(entries, mstart - 600 * NS, mend, web_size)
+    metric("unwrap_bytes", r'sum by (service) (sum_over_time({service="web"} | pattern "<_> \"<_>\" <_> <size> <_>" '
+           '| unwrap bytes(size) [5m]))',
+           lambda t: agg("sum", range_vector(sizes, RANGE_FNS["sum"], 300, t), by=["service"]))
     metric("absent_over_time", 'absent_over_time({service="nope"}[1m])', lambda t: [({"service": "nope"}, 1.0)])
 
     # ---- instant queries at E ----

@@ -87,8 +87,10 @@ pub enum LabelPred {
         name: String,
         /// Operator.
         op: CmpOp,
-        /// Right-hand side.
+        /// Right-hand side (seconds for durations, bytes for sizes).
         value: f64,
+        /// How the label's text is read.
+        unit: Conversion,
     },
 }
 
@@ -127,6 +129,8 @@ pub enum Stage {
     LabelFilter(LabelPred),
     /// `| line_format "<template>"`.
     LineFormat(String),
+    /// `| decolorize`: ANSI colour codes removed from the line.
+    Decolorize,
     /// `| label_format a=b, c="{{...}}"`.
     LabelFormat(Vec<(String, LabelFormatValue)>),
     /// `| drop a, b="v"`.
@@ -144,13 +148,27 @@ pub enum LabelSelect {
     Matcher(Matcher),
 }
 
-/// How `unwrap` turns a label's text into a number.
+/// How a label's text is read as a number (`unwrap`, numeric label filters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Conversion {
     /// A plain float.
     Number,
     /// A Go duration (`150ms`, `1h2m`) in seconds.
     Duration,
+    /// A size (`20KB`, `1.5MiB`) in bytes.
+    Bytes,
+}
+
+impl Conversion {
+    /// A label's text as a number of this kind.
+    pub fn read(self, text: &str) -> Option<f64> {
+        let text = text.trim();
+        match self {
+            Conversion::Number => text.parse().ok(),
+            Conversion::Duration => super::lexer::parse_duration(text).map(|ns| ns as f64 / 1e9),
+            Conversion::Bytes => super::lexer::parse_bytes(text),
+        }
+    }
 }
 
 /// `| unwrap label` (and the label filters after it).
@@ -194,6 +212,14 @@ pub enum RangeFn {
     MaxOverTime,
     /// φ-quantile of unwrapped values.
     QuantileOverTime,
+    /// The oldest unwrapped value.
+    FirstOverTime,
+    /// The newest unwrapped value.
+    LastOverTime,
+    /// Population standard deviation of unwrapped values.
+    StddevOverTime,
+    /// Population variance of unwrapped values.
+    StdvarOverTime,
     /// 1 when the range has no entries at all.
     AbsentOverTime,
 }
@@ -295,6 +321,8 @@ pub enum MetricExpr {
         unwrap: Option<Unwrap>,
         /// The range in ns.
         range_ns: i64,
+        /// `offset`: the window ends this many ns before the evaluation time.
+        offset_ns: i64,
         /// `by`/`without` after the call.
         grouping: Option<Grouping>,
     },

@@ -130,6 +130,7 @@ fn node(expr: &MetricExpr, sets: &[SeriesSet], next: &mut usize, t: i64) -> Resu
             func,
             param,
             range_ns,
+            offset_ns,
             log,
             ..
         } => {
@@ -137,7 +138,7 @@ fn node(expr: &MetricExpr, sets: &[SeriesSet], next: &mut usize, t: i64) -> Resu
                 .get(*next)
                 .ok_or("no samples for a range aggregation")?;
             *next += 1;
-            let v = range(*func, *param, *range_ns, &log.selector, set, t);
+            let v = range(*func, *param, *range_ns, &log.selector, set, t - offset_ns);
             if let Some((labels, _)) = v.iter().find(|(l, _)| l.contains_key(ERROR_LABEL)) {
                 return Err(format!(
                     "pipeline error: '{}' for series: '{}'.\nUse a label filter to intercept this error.\n(e.g `| __error__=\"\"`)",
@@ -211,6 +212,10 @@ fn range(
             RangeFn::MinOverTime => w.iter().copied().fold(f64::INFINITY, f64::min),
             RangeFn::MaxOverTime => w.iter().copied().fold(f64::NEG_INFINITY, f64::max),
             RangeFn::QuantileOverTime => quantile(param.unwrap_or(0.5), w),
+            RangeFn::FirstOverTime => w[0],
+            RangeFn::LastOverTime => w[w.len() - 1],
+            RangeFn::StddevOverTime => welford(&w).sqrt(),
+            RangeFn::StdvarOverTime => welford(&w),
             RangeFn::AbsentOverTime => return Vec::new(),
         };
         out.push((labels.clone(), v));
@@ -224,6 +229,17 @@ fn range(
         return vec![(labels, 1.0)];
     }
     out
+}
+
+/// Population variance, computed incrementally (Welford) as Loki and Prometheus do.
+fn welford(w: &[f64]) -> f64 {
+    let (mut mean, mut m2) = (0.0, 0.0);
+    for (i, x) in w.iter().enumerate() {
+        let delta = x - mean;
+        mean += delta / (i + 1) as f64;
+        m2 += delta * (x - mean);
+    }
+    m2 / w.len() as f64
 }
 
 /// Prometheus's φ-quantile with linear interpolation between the closest ranks.
@@ -310,19 +326,8 @@ fn aggregate(op: VectorOp, param: Option<f64>, g: Option<&Grouping>, input: Vect
             VectorOp::Min => vals.iter().copied().fold(f64::INFINITY, f64::min),
             VectorOp::Max => vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
             VectorOp::Count => n,
-            VectorOp::Stddev | VectorOp::Stdvar => {
-                let (mut mean, mut m2) = (0.0, 0.0);
-                for (i, x) in vals.iter().enumerate() {
-                    let delta = x - mean;
-                    mean += delta / (i + 1) as f64;
-                    m2 += delta * (x - mean);
-                }
-                if op == VectorOp::Stddev {
-                    (m2 / n).sqrt()
-                } else {
-                    m2 / n
-                }
-            }
+            VectorOp::Stddev => welford(&vals).sqrt(),
+            VectorOp::Stdvar => welford(&vals),
             VectorOp::Topk | VectorOp::Bottomk => unreachable!("handled above"),
         };
         out.push((key, v));

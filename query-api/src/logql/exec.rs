@@ -178,7 +178,13 @@ async fn samples(
     let (mut read, mut bytes) = (0u64, 0u64);
     let mut sets = Vec::new();
     for range in expr.ranges() {
-        let MetricExpr::Range { log, range_ns, .. } = range else {
+        let MetricExpr::Range {
+            log,
+            range_ns,
+            offset_ns,
+            ..
+        } = range
+        else {
             unreachable!("ranges() gives range aggregations")
         };
         let select = sql::entries(
@@ -187,8 +193,8 @@ async fn samples(
             &log.stages,
             Fetch {
                 range: Range::Metric {
-                    after: first - range_ns,
-                    until: last,
+                    after: first - offset_ns - range_ns,
+                    until: last - offset_ns,
                 },
                 backward: false,
                 limit: scope.max_rows - read + 1,

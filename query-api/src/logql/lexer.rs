@@ -13,6 +13,8 @@ pub enum Tok {
     Num(f64),
     /// A duration such as `5m` or `1h30m`, in ns.
     Duration(i64),
+    /// A size such as `20KB` or `1.5MiB`, in bytes.
+    Bytes(f64),
     /// Punctuation and operators: `{ } ( ) [ ] , | = != =~ !~ |= |~ == > >= < <= + - * / % ^`.
     Op(&'static str),
 }
@@ -62,11 +64,13 @@ pub fn lex(q: &str) -> Result<Vec<Spanned>, ParseError> {
                 Tok::Num(n)
             } else if let Some(ns) = parse_duration(text) {
                 Tok::Duration(ns)
+            } else if let Some(b) = parse_bytes(text) {
+                Tok::Bytes(b)
             } else {
                 return Err(ParseError::at(
                     q,
                     at,
-                    format!("invalid number or duration {text:?}"),
+                    format!("invalid number, duration or size {text:?}"),
                 ));
             };
             out.push(Spanned { tok, at });
@@ -187,6 +191,32 @@ pub fn parse_duration(text: &str) -> Option<i64> {
     Some(total.round() as i64)
 }
 
+/// A size as go-humanize reads it (`42`, `42B`, `20KB` = 20,000, `1.5KiB` = 1,536; the
+/// unit's case does not matter), in bytes.
+pub fn parse_bytes(text: &str) -> Option<f64> {
+    let n = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let value: f64 = text[..n].parse().ok()?;
+    let unit = text[n..].trim().to_ascii_lowercase();
+    let pow = |base: f64, e: i32| base.powi(e);
+    let mult = match unit.as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => pow(1000.0, 1),
+        "ki" | "kib" => pow(1024.0, 1),
+        "m" | "mb" => pow(1000.0, 2),
+        "mi" | "mib" => pow(1024.0, 2),
+        "g" | "gb" => pow(1000.0, 3),
+        "gi" | "gib" => pow(1024.0, 3),
+        "t" | "tb" => pow(1000.0, 4),
+        "ti" | "tib" => pow(1024.0, 4),
+        "p" | "pb" => pow(1000.0, 5),
+        "pi" | "pib" => pow(1024.0, 5),
+        _ => return None,
+    };
+    Some(value * mult)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +255,12 @@ mod tests {
         assert_eq!(parse_duration("1h2m"), Some(3_720_000_000_000));
         assert_eq!(parse_duration("1.5s"), Some(1_500_000_000));
         assert_eq!(parse_duration("5x"), None);
+        assert_eq!(parse_bytes("20KB"), Some(20_000.0));
+        assert_eq!(parse_bytes("1.5KiB"), Some(1536.0));
+        assert_eq!(parse_bytes("3mib"), Some(3.0 * 1024.0 * 1024.0));
+        assert_eq!(parse_bytes("12"), Some(12.0));
+        assert_eq!(parse_bytes("5x"), None);
+        assert_eq!(lex("20KB").unwrap()[0].tok, Tok::Bytes(20_000.0));
         assert!(
             lex(r#"{a="x}"#)
                 .unwrap_err()

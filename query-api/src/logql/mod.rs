@@ -121,6 +121,7 @@ fn describe(s: &Stage) -> String {
         Stage::Pattern(_) => "pattern".into(),
         Stage::LabelFilter(_) => "label filter".into(),
         Stage::LineFormat(_) => "line_format".into(),
+        Stage::Decolorize => "decolorize".into(),
         Stage::LabelFormat(_) => "label_format".into(),
         Stage::Drop(_) => "drop".into(),
         Stage::Keep(_) => "keep".into(),
@@ -132,6 +133,7 @@ fn describe_metric(m: &MetricExpr) -> String {
         MetricExpr::Range {
             func,
             range_ns,
+            offset_ns,
             unwrap,
             ..
         } => {
@@ -139,7 +141,14 @@ fn describe_metric(m: &MetricExpr) -> String {
                 .as_ref()
                 .map(|u| format!(" of unwrap {}", u.label))
                 .unwrap_or_default();
-            format!("{func:?}{u} over (t - {}s, t]", *range_ns as f64 / 1e9)
+            let o = match *offset_ns {
+                0 => String::new(),
+                ns => format!(" - {}s", ns as f64 / 1e9),
+            };
+            format!(
+                "{func:?}{u} over (t{o} - {}s, t{o}]",
+                *range_ns as f64 / 1e9
+            )
         }
         MetricExpr::Vector {
             op,

@@ -73,7 +73,11 @@ pub fn anchored(re: &str) -> String {
     format!("^(?:{re})$")
 }
 
-const RANGE_FNS: [(&str, RangeFn); 10] = [
+const RANGE_FNS: [(&str, RangeFn); 14] = [
+    ("first_over_time", RangeFn::FirstOverTime),
+    ("last_over_time", RangeFn::LastOverTime),
+    ("stddev_over_time", RangeFn::StddevOverTime),
+    ("stdvar_over_time", RangeFn::StdvarOverTime),
     ("count_over_time", RangeFn::CountOverTime),
     ("rate", RangeFn::Rate),
     ("bytes_over_time", RangeFn::BytesOverTime),
@@ -98,11 +102,7 @@ const VECTOR_OPS: [(&str, VectorOp); 9] = [
     ("bottomk", VectorOp::Bottomk),
 ];
 
-const UNSUPPORTED_FNS: [&str; 11] = [
-    "stddev_over_time",
-    "stdvar_over_time",
-    "first_over_time",
-    "last_over_time",
+const UNSUPPORTED_FNS: [&str; 7] = [
     "rate_counter",
     "label_replace",
     "sort",
@@ -111,6 +111,21 @@ const UNSUPPORTED_FNS: [&str; 11] = [
     "decolorize",
     "ip",
 ];
+
+/// A comparison operator's token as a [`CmpOp`] (`=` compares numbers too).
+fn cmp_op(op: &str) -> CmpOp {
+    match op {
+        "=" | "==" => CmpOp::Eq,
+        "!=" => CmpOp::Ne,
+        ">" => CmpOp::Gt,
+        ">=" => CmpOp::Ge,
+        "<" => CmpOp::Lt,
+        _ => CmpOp::Le,
+    }
+}
+
+/// A range aggregation's entries, unwrap, and range and offset in ns.
+type LogRange = (LogExpr, Option<Unwrap>, (i64, i64));
 
 struct Parser<'a> {
     q: &'a str,
@@ -155,6 +170,7 @@ impl Parser<'_> {
             Some(Tok::Str(s)) => format!("string {s:?}"),
             Some(Tok::Num(n)) => format!("number {n}"),
             Some(Tok::Duration(_)) => "duration".into(),
+            Some(Tok::Bytes(_)) => "size".into(),
             Some(Tok::Op(o)) => format!("{o:?}"),
         }
     }
@@ -426,7 +442,8 @@ impl Parser<'_> {
                     Stage::Keep(out)
                 }
             }
-            "decolorize" | "unpack" | "distinct" => {
+            "decolorize" => Stage::Decolorize,
+            "unpack" | "distinct" => {
                 self.pos -= 1;
                 return Err(self.err(format!("the {name} stage is not supported")));
             }
@@ -495,21 +512,43 @@ impl Parser<'_> {
                 }
                 Ok(LabelPred::Str(Matcher { name, op, value }))
             }
-            ("=" | "==" | "!=" | ">" | ">=" | "<" | "<=", Some(Tok::Num(_) | Tok::Op("-"))) if self.peek_signed_number() => {
+            ("=" | "==" | "!=" | ">" | ">=" | "<" | "<=", Some(Tok::Num(_) | Tok::Op("-")))
+                if self.peek_signed_number() =>
+            {
                 let value = self.signed_number().expect("checked");
-                let op = match op {
-                    "=" | "==" => CmpOp::Eq,
-                    "!=" => CmpOp::Ne,
-                    ">" => CmpOp::Gt,
-                    ">=" => CmpOp::Ge,
-                    "<" => CmpOp::Lt,
-                    _ => CmpOp::Le,
-                };
-                Ok(LabelPred::Num { name, op, value })
+                let op = cmp_op(op);
+                Ok(LabelPred::Num {
+                    name,
+                    op,
+                    value,
+                    unit: Conversion::Number,
+                })
             }
-            (_, Some(Tok::Duration(_))) => Err(self.err("duration and bytes label filters are not supported; compare a number (e.g. after unwrap or a parser)")),
-            (_, Some(Tok::Ident(i))) if ["ip"].contains(&i.as_str()) => Err(self.err("ip() label filters are not supported")),
-            _ => Err(self.err(format!("syntax error: {op} cannot compare {name} with {}", self.describe()))),
+            ("=" | "==" | "!=" | ">" | ">=" | "<" | "<=", Some(Tok::Duration(ns))) => {
+                self.pos += 1;
+                Ok(LabelPred::Num {
+                    name,
+                    op: cmp_op(op),
+                    value: ns as f64 / 1e9,
+                    unit: Conversion::Duration,
+                })
+            }
+            ("=" | "==" | "!=" | ">" | ">=" | "<" | "<=", Some(Tok::Bytes(b))) => {
+                self.pos += 1;
+                Ok(LabelPred::Num {
+                    name,
+                    op: cmp_op(op),
+                    value: b,
+                    unit: Conversion::Bytes,
+                })
+            }
+            (_, Some(Tok::Ident(i))) if ["ip"].contains(&i.as_str()) => {
+                Err(self.err("ip() label filters are not supported"))
+            }
+            _ => Err(self.err(format!(
+                "syntax error: {op} cannot compare {name} with {}",
+                self.describe()
+            ))),
         }
     }
 
@@ -522,7 +561,7 @@ impl Parser<'_> {
         let (label, conversion) = if self.eat_op("(") {
             let conv = match first.as_str() {
                 "duration" | "duration_seconds" => Conversion::Duration,
-                "bytes" => return Err(self.err("unwrap bytes() is not supported")),
+                "bytes" => Conversion::Bytes,
                 other => return Err(self.err(format!("unknown unwrap conversion {other:?}"))),
             };
             let label = self.ident()?;
@@ -543,7 +582,8 @@ impl Parser<'_> {
         }))
     }
 
-    fn range_duration(&mut self) -> Result<i64, ParseError> {
+    /// `[range]` and an optional `offset d`, both in ns.
+    fn range_duration(&mut self) -> Result<(i64, i64), ParseError> {
         self.expect_op("[")?;
         let d = match self.peek().cloned() {
             Some(Tok::Duration(d)) if d > 0 => d,
@@ -556,14 +596,25 @@ impl Parser<'_> {
         };
         self.pos += 1;
         self.expect_op("]")?;
-        if self.peek_ident("offset") {
-            return Err(self.err("offset is not supported"));
+        if !self.peek_ident("offset") {
+            return Ok((d, 0));
         }
-        Ok(d)
+        self.pos += 1;
+        match self.peek().cloned() {
+            Some(Tok::Duration(o)) => {
+                self.pos += 1;
+                Ok((d, o))
+            }
+            _ => Err(self.err(format!(
+                "syntax error: expected a duration after offset, found {}",
+                self.describe()
+            ))),
+        }
     }
 
-    /// `log [range]`, `selector [range] stages`, or `(log) [range]`, with an optional unwrap.
-    fn log_range(&mut self) -> Result<(LogExpr, Option<Unwrap>, i64), ParseError> {
+    /// `log [range]`, `selector [range] stages`, or `(log) [range]`, with an optional
+    /// unwrap: the entries, the unwrap, the range and the offset.
+    fn log_range(&mut self) -> Result<LogRange, ParseError> {
         if self.eat_op("(") {
             let selector = self.selector()?;
             let stages = self.stages()?;
@@ -741,16 +792,16 @@ impl Parser<'_> {
             } else {
                 None
             };
-            let (log, unwrap, range_ns) = self.log_range()?;
+            let (log, unwrap, (range_ns, offset_ns)) = self.log_range()?;
             self.expect_op(")")?;
             let grouping = self.grouping()?;
-            let needs_unwrap = matches!(
+            let needs_unwrap = !matches!(
                 func,
-                RangeFn::SumOverTime
-                    | RangeFn::AvgOverTime
-                    | RangeFn::MinOverTime
-                    | RangeFn::MaxOverTime
-                    | RangeFn::QuantileOverTime
+                RangeFn::CountOverTime
+                    | RangeFn::Rate
+                    | RangeFn::BytesOverTime
+                    | RangeFn::BytesRate
+                    | RangeFn::AbsentOverTime
             );
             if needs_unwrap && unwrap.is_none() {
                 return Err(ParseError::whole(format!(
@@ -759,16 +810,10 @@ impl Parser<'_> {
             }
             if !needs_unwrap && unwrap.is_some() {
                 return Err(ParseError::whole(format!(
-                    "{name} over unwrapped values is not supported (use sum_over_time, avg_over_time, min_over_time, max_over_time or quantile_over_time)"
+                    "{name} over unwrapped values is not supported (use sum_over_time, avg_over_time, min_over_time, max_over_time, first_over_time, last_over_time, stddev_over_time, stdvar_over_time or quantile_over_time)"
                 )));
             }
-            let groupable = matches!(
-                func,
-                RangeFn::AvgOverTime
-                    | RangeFn::MinOverTime
-                    | RangeFn::MaxOverTime
-                    | RangeFn::QuantileOverTime
-            );
+            let groupable = needs_unwrap && *func != RangeFn::SumOverTime;
             if grouping.is_some() && !groupable {
                 return Err(ParseError::whole(format!(
                     "grouping not allowed for {name} aggregation"
@@ -780,6 +825,7 @@ impl Parser<'_> {
                 log,
                 unwrap,
                 range_ns,
+                offset_ns,
                 grouping,
             });
         }
@@ -935,6 +981,7 @@ mod tests {
             MetricExpr::Range {
                 func: RangeFn::Rate,
                 range_ns: 300_000_000_000,
+                offset_ns: 0,
                 ..
             }
         ));
@@ -958,6 +1005,15 @@ mod tests {
         assert!(parse(r#"sum(count_over_time({a="b"}[1m])) by (x)"#).is_ok());
         assert!(parse(r#"count_over_time({a="b"}[1m] | json)"#).is_ok());
         assert!(parse(r#"count_over_time(({a="b"} |= "x")[1m])"#).is_ok());
+        let Expr::Metric(MetricExpr::Range {
+            range_ns,
+            offset_ns,
+            ..
+        }) = parse(r#"count_over_time({a="b"}[1m] offset 1h)"#).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((range_ns, offset_ns), (60_000_000_000, 3_600_000_000_000));
     }
 
     #[test]
@@ -1028,7 +1084,7 @@ mod tests {
         assert!(parse("vector(1) + vector(1)").is_ok());
         assert!(e("sum(1)").contains("not a number"));
         assert!(e(r#"count_over_time({a="b"}[1m]) + bool 1"#).contains("bool modifier"));
-        assert!(e(r#"{a="b"} | duration > 10ms"#).contains("duration"));
+        assert!(e(r#"{a="b"} | duration =~ 10ms"#).contains("cannot compare"));
         assert!(e(r#"{a="b"} | regexp "(\\d+)""#).contains("named capture"));
         assert!(e(r#"{a="b"} | foo"#).contains("unexpected \"foo\""));
         assert!(e(r#"topk(0, count_over_time({a="b"}[1m]))"#).contains("positive integer"));

@@ -11,13 +11,15 @@ use super::ast::{
     CmpOp, Conversion, LabelFormatValue, LabelPred, LabelSelect, LineOp, MatchOp, Matcher, Stage,
     Unwrap,
 };
-use super::lexer::parse_duration;
 use super::parser::anchored;
 use super::pattern::Pattern;
 use super::template::Template;
 
 /// Labels of an entry, sorted by name.
 pub type Labels = BTreeMap<String, String>;
+
+/// ANSI escape sequences (colours, cursor moves) that `decolorize` removes.
+const ANSI: &str = r"[\x1b\x{9b}][\[\]()#;?]*(?:(?:(?:[a-zA-Z\d]*(?:;[a-zA-Z\d]*)*)?\x07)|(?:(?:\d{1,4}(?:;\d{0,4})*)?[\dA-PRZcf-ntqry=><~]))";
 
 /// The error label.
 pub const ERROR_LABEL: &str = "__error__";
@@ -61,7 +63,12 @@ enum Pred {
     And(Box<Pred>, Box<Pred>),
     Or(Box<Pred>, Box<Pred>),
     Str(CompiledMatcher),
-    Num { name: String, op: CmpOp, value: f64 },
+    Num {
+        name: String,
+        op: CmpOp,
+        value: f64,
+        unit: Conversion,
+    },
 }
 
 impl Pred {
@@ -70,7 +77,13 @@ impl Pred {
             LabelPred::And(a, b) => Pred::And(Box::new(Pred::new(a)), Box::new(Pred::new(b))),
             LabelPred::Or(a, b) => Pred::Or(Box::new(Pred::new(a)), Box::new(Pred::new(b))),
             LabelPred::Str(m) => Pred::Str(CompiledMatcher::new(m)),
-            LabelPred::Num { name, op, value } => Pred::Num {
+            LabelPred::Num {
+                name,
+                op,
+                value,
+                unit,
+            } => Pred::Num {
+                unit: *unit,
                 name: name.clone(),
                 op: *op,
                 value: *value,
@@ -95,14 +108,19 @@ impl Pred {
                 b.test(labels)
             }
             Pred::Str(m) => m.matches(labels),
-            Pred::Num { name, op, value } => {
+            Pred::Num {
+                name,
+                op,
+                value,
+                unit,
+            } => {
                 if labels.contains_key(ERROR_LABEL) {
                     return true;
                 }
                 let Some(v) = labels.get(name) else {
                     return false;
                 };
-                let Ok(v) = v.trim().parse::<f64>() else {
+                let Some(v) = unit.read(v) else {
                     labels.insert(ERROR_LABEL.into(), "LabelFilterErr".into());
                     return true;
                 };
@@ -138,6 +156,7 @@ enum Step {
     Pattern(Pattern),
     Filter(Pred),
     LineFormat(Template),
+    Decolorize(Regex),
     LabelFormat(Vec<(String, Format)>),
     Drop(Vec<Select>),
     Keep(Vec<Select>),
@@ -177,14 +196,14 @@ pub struct Pipeline {
     steps: Vec<Step>,
 }
 
-/// Which stages ClickHouse evaluates: the line filters before the first `line_format`
-/// (they test the original line, which is the stored `Body`).
+/// Which stages ClickHouse evaluates: the line filters before the first `line_format` or
+/// `decolorize` (they test the original line, which is the stored `Body`).
 pub fn pushed_down(stages: &[Stage]) -> Vec<bool> {
     let mut before_format = true;
     stages
         .iter()
         .map(|s| {
-            if matches!(s, Stage::LineFormat(_)) {
+            if matches!(s, Stage::LineFormat(_) | Stage::Decolorize) {
                 before_format = false;
             }
             before_format && matches!(s, Stage::LineFilter { .. })
@@ -226,6 +245,7 @@ impl Pipeline {
                 Stage::LineFormat(t) => {
                     Step::LineFormat(Template::new(t).expect("checked by the parser"))
                 }
+                Stage::Decolorize => Step::Decolorize(Regex::new(ANSI).expect("a valid regex")),
                 Stage::LabelFormat(fs) => Step::LabelFormat(
                     fs.iter()
                         .map(|(dst, v)| {
@@ -350,6 +370,7 @@ impl Pipeline {
                     }
                 }
                 Step::LineFormat(t) => line = t.render(labels, &line),
+                Step::Decolorize(re) => line = re.replace_all(&line, "").into_owned(),
                 Step::LabelFormat(fs) => {
                     let snapshot = labels.clone();
                     for (dst, f) in fs {
@@ -417,10 +438,7 @@ impl Unwrapper {
             .filter(|v| !v.is_empty())?
             .trim()
             .to_string();
-        let v = match self.conversion {
-            Conversion::Number => text.parse::<f64>().ok(),
-            Conversion::Duration => parse_duration(&text).map(|ns| ns as f64 / 1e9),
-        };
+        let v = self.conversion.read(&text);
         let v = v.unwrap_or_else(|| {
             labels.insert(ERROR_LABEL.into(), "SampleExtractionErr".into());
             0.0
@@ -507,6 +525,30 @@ mod tests {
             None,
             "LogfmtParserErr then filtered out"
         );
+    }
+
+    #[test]
+    fn decolorize_and_unit_filters() {
+        let l =
+            log(r#"{a="b"} |= "ok" | decolorize |= "red" | logfmt | took > 1.5s | size >= 2KiB"#);
+        assert_eq!(
+            pushed_down(&l.stages),
+            vec![true, false, false, false, false, false]
+        );
+        let p = Pipeline::new(&l.stages);
+        let mut lb = Labels::new();
+        let line = "\x1b[31mred\x1b[0m ok took=2s size=3kb";
+        assert_eq!(
+            p.run(line, &mut lb).as_deref(),
+            Some("red ok took=2s size=3kb")
+        );
+        let mut lb = Labels::new();
+        assert_eq!(p.run("red took=1s size=3kb", &mut lb), None);
+        let mut lb = Labels::new();
+        assert_eq!(p.run("red took=2s size=2000", &mut lb), None, "2000 < 2048");
+        let mut lb = Labels::new();
+        assert!(p.run("red took=soon size=1", &mut lb).is_some());
+        assert_eq!(lb[ERROR_LABEL], "LabelFilterErr");
     }
 
     #[test]
