@@ -199,6 +199,8 @@ pub struct QueryConfig {
     /// Log lines one LogQL query may read from ClickHouse; a query that needs more fails
     /// with an error naming this limit (never a cut result).
     pub logql_max_rows: u64,
+    /// Seconds ClickHouse may spend on one `SELECT` of a LogQL query (or label API call).
+    pub logql_max_seconds: u64,
 }
 
 impl Default for QueryConfig {
@@ -209,6 +211,7 @@ impl Default for QueryConfig {
             sql_max_seconds: 30,
             sql_max_result_bytes: 64 << 20,
             logql_max_rows: 500_000,
+            logql_max_seconds: 60,
         }
     }
 }

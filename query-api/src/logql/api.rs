@@ -70,6 +70,7 @@ fn scope(state: &ApiState, headers: &HeaderMap) -> Scope {
     Scope {
         tenant,
         max_rows: state.cfg.logql_max_rows,
+        max_seconds: state.cfg.logql_max_seconds,
     }
 }
 
@@ -199,7 +200,7 @@ async fn labels(
         "SELECT DISTINCT arrayJoin(mapKeys(ResourceAttributes)) AS l FROM otel_logs WHERE {} ORDER BY l",
         f.sql
     );
-    let names: Vec<String> = exec::bind(&state.client, &f).fetch_all::<String>().await?;
+    let names: Vec<String> = scope.query(&state.client, &f).fetch_all::<String>().await?;
     Ok(ok(json!(names)))
 }
 
@@ -240,7 +241,7 @@ async fn label_values(
     );
     f.binds.insert(0, Bind::Str(name.clone()));
     f.binds.push(Bind::Str(name));
-    let values: Vec<String> = exec::bind(&state.client, &f).fetch_all::<String>().await?;
+    let values: Vec<String> = scope.query(&state.client, &f).fetch_all::<String>().await?;
     Ok(ok(json!(values)))
 }
 
@@ -278,7 +279,8 @@ async fn series(
             "SELECT DISTINCT ResourceAttributes AS labels FROM otel_logs WHERE {}",
             f.sql
         );
-        for r in exec::bind(&state.client, &f)
+        for r in scope
+            .query(&state.client, &f)
             .fetch_all::<LabelsRow>()
             .await?
         {
@@ -351,7 +353,8 @@ async fn volume(
     binds.append(&mut f.binds);
     binds.push(Bind::Int(limit as i64));
     f.binds = binds;
-    let rows = exec::bind(&state.client, &f)
+    let rows = scope
+        .query(&state.client, &f)
         .fetch_all::<VolumeRow>()
         .await?;
     let result: Vec<Value> = rows

@@ -25,6 +25,23 @@ pub struct Scope {
     pub tenant: String,
     /// Most rows read from ClickHouse for one query.
     pub max_rows: u64,
+    /// Seconds ClickHouse may spend on one `SELECT`.
+    pub max_seconds: u64,
+}
+
+impl Scope {
+    /// `s` with its values bound, read-only and time-limited.
+    pub fn query(&self, client: &clickhouse::Client, s: &Select) -> clickhouse::query::Query {
+        let mut q = client.query(&s.sql);
+        for b in &s.binds {
+            q = match b {
+                Bind::Str(v) => q.bind(v.as_str()),
+                Bind::Int(v) => q.bind(*v),
+            };
+        }
+        q.with_setting("max_execution_time", self.max_seconds.to_string())
+            .with_setting("readonly", "1")
+    }
 }
 
 #[derive(Row, Deserialize)]
@@ -51,18 +68,6 @@ impl EntryRow {
         }
         (stream, all)
     }
-}
-
-/// The query with its values bound.
-pub fn bind(client: &clickhouse::Client, s: &Select) -> clickhouse::query::Query {
-    let mut q = client.query(&s.sql);
-    for b in &s.binds {
-        q = match b {
-            Bind::Str(v) => q.bind(v.as_str()),
-            Bind::Int(v) => q.bind(*v),
-        };
-    }
-    q
 }
 
 fn too_many(max: u64) -> QueryError {
@@ -136,7 +141,7 @@ pub async fn streams(
             limit: fetch_limit,
         },
     );
-    let mut cursor = bind(client, &select).fetch::<EntryRow>()?;
+    let mut cursor = scope.query(client, &select).fetch::<EntryRow>()?;
     let mut out: BTreeMap<Labels, Vec<Value>> = BTreeMap::new();
     let (mut read, mut bytes, mut kept) = (0u64, 0u64, 0u64);
     while let Some(mut row) = cursor.next().await? {
@@ -202,7 +207,7 @@ async fn samples(
         );
         let extractor = Extractor::new(range);
         let mut set = SeriesSet::default();
-        let mut cursor = bind(client, &select).fetch::<EntryRow>()?;
+        let mut cursor = scope.query(client, &select).fetch::<EntryRow>()?;
         while let Some(mut row) = cursor.next().await? {
             read += 1;
             if read > scope.max_rows {
