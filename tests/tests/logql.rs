@@ -337,11 +337,31 @@ async fn injection_attempts_stay_values_and_the_row_bound_is_an_error() {
         let stack = &stack;
         async move { get(stack, "inj", "/loki/api/v1/query_range", &p, false).await }
     };
-    let (status, body) = answer(r#"count_over_time({service="bulk"}[2m])"#, "20").await;
+    let (status, body) = answer(r#"count_over_time({service="bulk"} | logfmt [2m])"#, "20").await;
     assert_eq!(status, 400, "{body}");
     assert!(
         body.contains("more than 50 log lines (the query.logql_max_rows limit)"),
         "{body}"
+    );
+    // Without Rust stages ClickHouse counts per series and bucket: 60 entries, 1 row.
+    let (status, body) = get(
+        &stack,
+        "inj",
+        "/loki/api/v1/query",
+        &[
+            (
+                "query".into(),
+                r#"count_over_time({service="bulk"}[2m])"#.into(),
+            ),
+            ("time".into(), (now + 60).to_string()),
+        ],
+        false,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        parsed(&body)["data"]["result"],
+        json!([{"metric": {"service": "bulk"}, "value": [now + 60, "60"]}])
     );
     let (status, body) = answer(r#"{service="bulk"} | logfmt | n > 1000"#, "10").await;
     assert_eq!(status, 400, "{body}");

@@ -86,6 +86,39 @@ impl Extractor {
     }
 }
 
+impl Extractor {
+    /// Whether ClickHouse can count this aggregation's entries per series and time bucket
+    /// (no stage runs in Rust, no unwrap: only entry counts or line bytes matter).
+    pub fn countable(&self) -> bool {
+        self.unwrap.is_none()
+            && self.pipeline.is_empty()
+            && matches!(
+                self.func,
+                RangeFn::CountOverTime
+                    | RangeFn::Rate
+                    | RangeFn::BytesOverTime
+                    | RangeFn::BytesRate
+                    | RangeFn::AbsentOverTime
+            )
+    }
+
+    /// Adds a bucket counted in SQL (`entries` entries of `bytes` bytes, ending at `ts`).
+    pub fn add_bucket(
+        &self,
+        set: &mut SeriesSet,
+        ts: i64,
+        labels: Labels,
+        entries: u64,
+        bytes: u64,
+    ) {
+        let value = match self.func {
+            RangeFn::BytesOverTime | RangeFn::BytesRate => bytes as f64,
+            _ => entries as f64,
+        };
+        set.series.entry(labels).or_default().push((ts, value));
+    }
+}
+
 impl SeriesSet {
     /// Puts every series' samples in time order (rows may come in any order).
     pub fn sort(&mut self) {
@@ -198,8 +231,9 @@ fn range(
         }
         let sum = || w.iter().sum::<f64>();
         let v = match func {
-            RangeFn::CountOverTime => w.len() as f64,
-            RangeFn::Rate => w.len() as f64 / secs,
+            // Each entry is a sample of 1, or a bucket of entries counted in SQL.
+            RangeFn::CountOverTime => sum(),
+            RangeFn::Rate => sum() / secs,
             RangeFn::BytesOverTime | RangeFn::SumOverTime => sum(),
             RangeFn::BytesRate => sum() / secs,
             RangeFn::AvgOverTime => {

@@ -1,6 +1,7 @@
 //! Runs a parsed query against ClickHouse: the `SELECT` from [`super::sql`], rows streamed
 //! through the Rust pipeline, and the answer in Loki's JSON shapes. Rows read are bounded
-//! by `query.logql_max_rows`: past it the query fails and says so, never a cut result.
+//! by `query.logql_max_rows` (entries, or for range aggregations counted in SQL, series
+//! per time bucket): past it the query fails and says so, never a cut result.
 
 use std::collections::BTreeMap;
 
@@ -53,21 +54,43 @@ struct EntryRow {
 }
 
 impl EntryRow {
-    /// Its stream labels, and those plus its structured metadata (names sanitised, stream
-    /// labels winning), which Loki 3 returns and filters on as labels.
+    /// Its stream labels, and those plus its structured metadata.
     fn labels(&mut self) -> (Labels, Labels) {
-        let stream: Labels = std::mem::take(&mut self.labels)
-            .into_iter()
-            .filter(|(_, v)| !v.is_empty())
-            .collect();
-        let mut all = stream.clone();
-        for (k, v) in std::mem::take(&mut self.metadata) {
-            if !v.is_empty() {
-                all.entry(sanitize(&k)).or_insert(v);
-            }
-        }
-        (stream, all)
+        entry_labels(
+            std::mem::take(&mut self.labels),
+            std::mem::take(&mut self.metadata),
+        )
     }
+}
+
+#[derive(Row, Deserialize)]
+struct BucketRow {
+    labels: Vec<(String, String)>,
+    metadata: Vec<(String, String)>,
+    bucket: i64,
+    entries: u64,
+    bytes: u64,
+}
+
+/// Stream labels, and those plus structured metadata (names sanitised, stream labels
+/// winning), which Loki 3 returns and filters on as labels.
+fn entry_labels(
+    labels: Vec<(String, String)>,
+    metadata: Vec<(String, String)>,
+) -> (Labels, Labels) {
+    let stream: Labels = labels.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+    let mut all = stream.clone();
+    for (k, v) in metadata {
+        if !v.is_empty() {
+            all.entry(sanitize(&k)).or_insert(v);
+        }
+    }
+    (stream, all)
+}
+
+/// The greatest common divisor (bucket width that makes every window a union of buckets).
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 fn too_many(max: u64) -> QueryError {
@@ -172,15 +195,16 @@ pub async fn streams(
 }
 
 /// The samples of each of a metric query's range aggregations (in [`MetricExpr::ranges`]
-/// order) for evaluations at `first..=last`, with the lines and bytes read; the row bound
-/// holds for all of them together.
+/// order) for evaluations at `first, first + step, ... <= last`, with the lines and bytes
+/// read; the row bound holds for all of them together. An aggregation without Rust stages
+/// is counted in SQL per series and time bucket; the others read every entry.
 async fn samples(
     client: &clickhouse::Client,
     scope: &Scope,
     expr: &MetricExpr,
-    (first, last): (i64, i64),
+    (first, last, step): (i64, i64, i64),
 ) -> Result<(Vec<SeriesSet>, u64, u64), QueryError> {
-    let (mut read, mut bytes) = (0u64, 0u64);
+    let (mut read, mut lines, mut bytes) = (0u64, 0u64, 0u64);
     let mut sets = Vec::new();
     for range in expr.ranges() {
         let MetricExpr::Range {
@@ -192,35 +216,61 @@ async fn samples(
         else {
             unreachable!("ranges() gives range aggregations")
         };
-        let select = sql::entries(
-            &scope.tenant,
-            &log.selector,
-            &log.stages,
-            Fetch {
-                range: Range::Metric {
-                    after: first - offset_ns - range_ns,
-                    until: last - offset_ns,
-                },
-                backward: false,
-                limit: scope.max_rows - read + 1,
-            },
-        );
+        let (after, until) = (first - offset_ns - range_ns, last - offset_ns);
         let extractor = Extractor::new(range);
         let mut set = SeriesSet::default();
-        let mut cursor = scope.query(client, &select).fetch::<EntryRow>()?;
-        while let Some(mut row) = cursor.next().await? {
-            read += 1;
-            if read > scope.max_rows {
-                return Err(too_many(scope.max_rows));
+        let limit = scope.max_rows - read + 1;
+        if extractor.countable() {
+            // Windows (t - range, t] for t = first + k * step are unions of these buckets.
+            let width = gcd(step, *range_ns);
+            let select = sql::buckets(
+                &scope.tenant,
+                &log.selector,
+                &log.stages,
+                (after, until),
+                width,
+                limit,
+            );
+            let mut cursor = scope.query(client, &select).fetch::<BucketRow>()?;
+            while let Some(row) = cursor.next().await? {
+                read += 1;
+                if read > scope.max_rows {
+                    return Err(too_many(scope.max_rows));
+                }
+                lines += row.entries;
+                bytes += row.bytes;
+                let (_, labels) = entry_labels(row.labels, row.metadata);
+                extractor.add_bucket(
+                    &mut set,
+                    after + row.bucket * width,
+                    labels,
+                    row.entries,
+                    row.bytes,
+                );
             }
-            bytes += row.line.len() as u64;
-            let (stream, labels) = row.labels();
-            extractor.add(&mut set, row.ts, &row.line, &stream, labels);
+        } else {
+            let fetch = Fetch {
+                range: Range::Metric { after, until },
+                backward: false,
+                limit,
+            };
+            let select = sql::entries(&scope.tenant, &log.selector, &log.stages, fetch);
+            let mut cursor = scope.query(client, &select).fetch::<EntryRow>()?;
+            while let Some(mut row) = cursor.next().await? {
+                read += 1;
+                if read > scope.max_rows {
+                    return Err(too_many(scope.max_rows));
+                }
+                lines += 1;
+                bytes += row.line.len() as u64;
+                let (stream, labels) = row.labels();
+                extractor.add(&mut set, row.ts, &row.line, &stream, labels);
+            }
         }
         set.sort();
         sets.push(set);
     }
-    Ok((sets, read, bytes))
+    Ok((sets, lines, bytes))
 }
 
 fn sample_json(labels: &Labels, t: i64, v: f64) -> Value {
@@ -234,7 +284,7 @@ pub async fn instant(
     expr: &MetricExpr,
     t: i64,
 ) -> Result<Value, QueryError> {
-    let (sets, read, bytes) = samples(client, scope, expr, (t, t)).await?;
+    let (sets, read, bytes) = samples(client, scope, expr, (t, t, 0)).await?;
     let v: Vector = eval::eval(expr, &sets, t).map_err(QueryError::BadRequest)?;
     let result: Vec<Value> = v.iter().map(|(l, x)| sample_json(l, t, *x)).collect();
     Ok(json!({"resultType": "vector", "result": result, "stats": stats(read, bytes, v.len())}))
@@ -252,7 +302,7 @@ pub async fn matrix(
             "exceeded maximum resolution of {MAX_POINTS} points per timeseries. Try increasing the value of the step parameter"
         )));
     }
-    let (sets, read, bytes) = samples(client, scope, expr, (start, end)).await?;
+    let (sets, read, bytes) = samples(client, scope, expr, (start, end, step)).await?;
     let mut series: BTreeMap<Labels, Vec<Value>> = BTreeMap::new();
     let mut t = start;
     while t <= end {

@@ -42,11 +42,16 @@ pub fn explain(query: &str) -> Result<String, String> {
     let expr = parse(query).map_err(|e| e.to_string())?;
     let mut parts = Vec::new();
     match &expr {
-        Expr::Log(l) => parts.push(explain_select(l, false)),
+        Expr::Log(l) => parts.push(explain_select(l, Read::Entries { metric: false })),
         Expr::Metric(m) => {
             for r in m.ranges() {
                 if let MetricExpr::Range { log, .. } = r {
-                    parts.push(explain_select(log, true));
+                    let read = if eval::Extractor::new(r).countable() {
+                        Read::Buckets
+                    } else {
+                        Read::Entries { metric: true }
+                    };
+                    parts.push(explain_select(log, read));
                 }
             }
             parts.push(format!(
@@ -58,36 +63,62 @@ pub fn explain(query: &str) -> Result<String, String> {
     Ok(parts.join("\n"))
 }
 
+/// How a `SELECT` reads.
+#[derive(Clone, Copy)]
+enum Read {
+    /// Every entry (of a log query, or of a metric query with Rust stages).
+    Entries {
+        /// For a metric query.
+        metric: bool,
+    },
+    /// Entries counted per series and time bucket.
+    Buckets,
+}
+
 /// One `SELECT`, its binds and the Rust stages after it.
-fn explain_select(log: &ast::LogExpr, metric: bool) -> String {
-    let range = if metric {
-        Range::Metric { after: 0, until: 0 }
-    } else {
-        Range::Log { start: 0, end: 0 }
+fn explain_select(log: &ast::LogExpr, read: Read) -> String {
+    let (select, mut names) = match read {
+        Read::Entries { metric } => {
+            let range = if metric {
+                Range::Metric { after: 0, until: 0 }
+            } else {
+                Range::Log { start: 0, end: 0 }
+            };
+            let fetch = Fetch {
+                range,
+                backward: !metric,
+                limit: 0,
+            };
+            (sql::entries("", &log.selector, &log.stages, fetch), vec![])
+        }
+        Read::Buckets => (
+            sql::buckets("", &log.selector, &log.stages, (0, 0), 1, 0),
+            vec![
+                "<window start ns>",
+                "<bucket ns - 1>",
+                "<bucket ns: gcd(step, range)>",
+            ],
+        ),
     };
-    let fetch = Fetch {
-        range,
-        backward: !metric,
-        limit: 0,
-    };
-    let select = sql::entries("", &log.selector, &log.stages, fetch);
-    let names = [
+    names.extend([
         "<tenant>",
         "<first second>",
         "<last second>",
         "<start ns>",
         "<end ns>",
-    ];
+    ]);
     let mut text = select.sql.clone();
     text.push_str("\n-- bound parameters, in order:");
     let last = select.binds.len();
     for (i, b) in select.binds.into_iter().enumerate() {
         let v = match (i, b) {
-            (0..=4, _) => names[i].to_string(),
-            (i, _) if i + 1 == last && metric => "<query.logql_max_rows + 1>".into(),
-            (i, _) if i + 1 == last => {
-                "<limit, or query.logql_max_rows + 1 when Rust filters>".into()
-            }
+            (i, _) if i < names.len() => names[i].to_string(),
+            (i, _) if i + 1 == last => match read {
+                Read::Entries { metric: false } => {
+                    "<limit, or query.logql_max_rows + 1 when Rust filters>".into()
+                }
+                _ => "<query.logql_max_rows + 1>".into(),
+            },
             (_, Bind::Str(s)) => format!("{s:?}"),
             (_, Bind::Int(n)) => n.to_string(),
         };
@@ -205,6 +236,10 @@ mod tests {
             "{e}"
         );
         assert!(super::explain("{").unwrap_err().starts_with("parse error"));
+        let counted = super::explain(r#"rate({a="x"} |= "error" [1m])"#).unwrap();
+        assert!(counted.contains("count() AS entries"), "{counted}");
+        assert!(counted.contains("?1 = <window start ns>"), "{counted}");
+        assert!(counted.contains("?9 = \"a\"\n--   ?10 = \"x\"\n--   ?11 = \"error\"\n--   ?12 = <query.logql_max_rows + 1>"), "{counted}");
         let two = super::explain(r#"sum(rate({a="x"} |= "error" [1m])) / sum(rate({a="x"}[1m]))"#)
             .unwrap();
         assert_eq!(two.matches("SELECT").count(), 2, "{two}");

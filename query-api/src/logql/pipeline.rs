@@ -266,6 +266,11 @@ impl Pipeline {
         Pipeline { steps }
     }
 
+    /// Whether nothing runs in Rust (every stage was pushed down to SQL).
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
     /// Whether some stage here can drop an entry (so a SQL `LIMIT` would cut too early).
     pub fn filters(&self) -> bool {
         self.steps

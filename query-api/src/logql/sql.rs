@@ -118,6 +118,29 @@ pub fn entries(tenant: &str, selector: &[Matcher], stages: &[Stage], fetch: Fetc
     f
 }
 
+/// Entries counted in SQL per series (stream labels and metadata) and per time bucket
+/// `(after + (k - 1) * width, after + k * width]`, with their line bytes: what a range
+/// aggregation without Rust stages needs when its windows are unions of buckets.
+pub fn buckets(
+    tenant: &str,
+    selector: &[Matcher],
+    stages: &[Stage],
+    (after, until): (i64, i64),
+    width: i64,
+    limit: u64,
+) -> Select {
+    let mut f = filter(tenant, selector, stages, Range::Metric { after, until });
+    f.sql = format!(
+        "SELECT ResourceAttributes AS labels, LogAttributes AS metadata, intDiv(toUnixTimestamp64Nano(Timestamp) - toInt64(?) + toInt64(?), toInt64(?)) AS bucket, count() AS entries, sum(length(Body)) AS bytes FROM otel_logs WHERE {} GROUP BY labels, metadata, bucket LIMIT ?",
+        f.sql
+    );
+    let mut binds = vec![Bind::Int(after), Bind::Int(width - 1), Bind::Int(width)];
+    binds.append(&mut f.binds);
+    binds.push(Bind::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
+    f.binds = binds;
+    f
+}
+
 /// `SELECT` text with its binds written out as SQL literals after it, for reading.
 pub fn render(s: &Select) -> String {
     let mut out = s.sql.clone();
