@@ -454,6 +454,18 @@ def main():
     metric("unwrap_bytes", r'sum by (service) (sum_over_time({service="web"} | pattern "<_> \"<_>\" <_> <size> <_>" '
            '| unwrap bytes(size) [5m]))',
            lambda t: agg("sum", range_vector(sizes, RANGE_FNS["sum"], 300, t), by=["service"]))
+    # With Rust stages every entry is read (the cases above are counted in SQL).
+    retried = counted(lambda e: svc(e, "worker") and int(logfmt_fields_of(e["line"])["attempt"]) > 1)
+    metric("count_with_rust_stages", 'sum by (service) (count_over_time({service="worker"} | logfmt | attempt > 1 [5m]))',
+           lambda t: agg("sum", range_vector(retried, RANGE_FNS["count"], 300, t), by=["service"]))
+
+    def method_bytes(e):
+        if not svc(e, "api"):
+            return None
+        return {"service": "api"}, float(len(json.loads(e["line"])["method"].encode()))
+    mb = samples(entries, mstart - 600 * NS, mend, method_bytes)
+    metric("bytes_after_line_format", 'sum by (service) (bytes_over_time({service="api"} | json | line_format "{{.method}}" [5m]))',
+           lambda t: agg("sum", range_vector(mb, RANGE_FNS["bytes"], 300, t), by=["service"]))
     metric("absent_over_time", 'absent_over_time({service="nope"}[1m])', lambda t: [({"service": "nope"}, 1.0)])
 
     # ---- instant queries at E ----
