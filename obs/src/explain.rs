@@ -42,6 +42,10 @@ pub async fn run(a: ExplainArgs<'_>) -> anyhow::Result<()> {
         );
     }
     let data = &v["data"];
+    if let Some(plan) = data["plan"].as_str() {
+        println!("{plan}");
+        return Ok(());
+    }
     println!("-- SQL sent to ClickHouse (values shown inline; they are sent as bound parameters)");
     for s in data["sql"].as_array().into_iter().flatten() {
         println!("{};\n", s.as_str().unwrap_or_default());

@@ -23,6 +23,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/api/v1/sql", get(sql::get).post(sql::post))
         .merge(crate::prom::routes())
+        .merge(crate::logql::routes())
         .with_state(state)
 }
 

@@ -203,6 +203,11 @@ pub struct QueryConfig {
     pub promql_max_samples: usize,
     /// Steps one PromQL range query may have.
     pub promql_max_points: usize,
+    /// Log lines one LogQL query may read from ClickHouse; a query that needs more fails
+    /// with an error naming this limit (never a cut result).
+    pub logql_max_rows: u64,
+    /// Seconds ClickHouse may spend on one `SELECT` of a LogQL query (or label API call).
+    pub logql_max_seconds: u64,
 }
 
 impl Default for QueryConfig {
@@ -215,6 +220,8 @@ impl Default for QueryConfig {
             promql_lookback_secs: 300,
             promql_max_samples: 50_000_000,
             promql_max_points: 11_000,
+            logql_max_rows: 500_000,
+            logql_max_seconds: 60,
         }
     }
 }

@@ -283,6 +283,18 @@ async fn grafana_calls_injection_tenants_errors_and_explain() {
     let rust: Vec<String> = serde_json::from_value(v["data"]["rust"].clone()).unwrap();
     assert_eq!(rust.last().unwrap(), "sum by (status) per step");
     assert!(rust.iter().any(|s| s == "rate() per step"), "{rust:?}");
+    // LogQL through the same endpoint: the line filter is a bound value, not SQL text.
+    let (status, v) = get(
+        &format!("{base}/api/v1/explain"),
+        &[("query", r#"{job="api"} |= "x' OR 1=1""#), ("language", "logql")],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let plan = v["data"]["plan"].as_str().unwrap();
+    assert!(plan.contains("FROM otel_logs"), "{plan}");
+    assert!(!plan.lines().next().unwrap().contains("1=1"), "{plan}");
+    assert!(plan.contains(r#""x' OR 1=1""#), "{plan}");
     let out = stack
         .run_obs(&[
             "explain", q, "--url", &base, "--start", &start_s, "--end", &end_s, "--step", "60",

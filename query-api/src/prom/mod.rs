@@ -8,7 +8,7 @@
 //! * `api`: the handlers.
 
 mod api;
-mod params;
+pub(crate) mod params;
 mod query;
 pub mod selector;
 

@@ -268,7 +268,13 @@ pub async fn explain(
     let p = Params::read(q.as_deref(), &headers, &body);
     match p.get("language").unwrap_or("promql") {
         "promql" => {}
-        "logql" => return bad_data("LogQL explain is not available yet"),
+        "logql" => {
+            let q = p.get("query").unwrap_or_default();
+            return match crate::logql::explain(q) {
+                Ok(plan) => ok(json!({"language": "logql", "query": q, "plan": plan})),
+                Err(e) => bad_data(e),
+            };
+        }
         other => {
             return bad_data(format!(
                 "invalid parameter \"language\": {other:?}; use promql or logql"
