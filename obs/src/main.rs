@@ -108,6 +108,9 @@ enum Command {
         /// Query API base URL (default: http://<[query] listen>).
         #[arg(long)]
         url: Option<String>,
+        /// Tenant whose rows the statement sees (sent as X-Scope-OrgID; default: "default").
+        #[arg(long)]
+        tenant: Option<String>,
     },
     /// Send a burst of demo logs to the collector over OTLP/HTTP.
     Demo {
@@ -172,9 +175,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Processor => anyhow::bail!(
             "this subcommand is not implemented yet; see the open issues for its status"
         ),
-        Command::Sql { query, format, url } => {
+        Command::Sql {
+            query,
+            format,
+            url,
+            tenant,
+        } => {
             let url = url.unwrap_or_else(|| format!("http://{}", cfg.query.listen));
-            sql::run(&url, &query, &format).await
+            sql::run(&url, &query, &format, tenant.as_deref()).await
         }
         Command::Demo { records, url } => {
             let url = url.unwrap_or_else(|| format!("http://{}", cfg.collector.listen));

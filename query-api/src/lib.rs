@@ -1,13 +1,15 @@
 //! The query API: what users, `obs sql` and Grafana talk to (DESIGN.md §5).
 //!
-//! * [`sql`]: read-only ad-hoc SQL.
+//! * [`sql`]: read-only ad-hoc SQL, scoped to the request's tenant.
 //! * [`prom`]: the Prometheus HTTP API's labels, series and metadata endpoints (PromQL
 //!   evaluation is not there yet and says so).
-//!
-//! The LogQL and trace APIs come next and share the listener and ClickHouse client.
+//! * [`traces`]: the Jaeger query API and Tempo's trace-by-id and search endpoints.
+//! * [`tenant`]: the request's tenant.
 
 pub mod prom;
 pub mod server;
 pub mod sql;
+pub mod tenant;
+pub mod traces;
 
 pub use server::run;

@@ -23,6 +23,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/api/v1/sql", get(sql::get).post(sql::post))
         .merge(crate::prom::routes())
+        .merge(crate::traces::routes())
         .with_state(state)
 }
 
