@@ -46,8 +46,8 @@ enum Command {
     Collector,
     /// Run the sinks (Kafka → ClickHouse; consumer group per table).
     Sink,
-    /// Run the query API: read-only SQL (/api/v1/sql) and the Prometheus label, series and
-    /// metadata endpoints.
+    /// Run the query API: tenant-scoped read-only SQL (/api/v1/sql), the Prometheus label,
+    /// series and metadata endpoints, and the Jaeger and Tempo trace APIs.
     Query,
     /// Run the schema registry (Confluent REST API) on [registry] listen.
     Registry,

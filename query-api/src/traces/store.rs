@@ -128,8 +128,14 @@ fn s(v: &str) -> Bind {
 fn tag_condition(sql: &mut Sql, key: &str, value: &str) {
     match key {
         "error" => {
-            let is = if value == "true" { "=" } else { "!=" };
-            sql.push(&format!(" AND StatusCode {is} 'Error'"), []);
+            sql.push(
+                match value {
+                    "true" => " AND StatusCode = 'Error'",
+                    "false" => " AND StatusCode != 'Error'",
+                    _ => " AND 0",
+                },
+                [],
+            );
         }
         "span.kind" | "kind" => {
             sql.push(" AND lower(SpanKind) = lower(?)", [s(value)]);
@@ -254,7 +260,7 @@ pub fn services_sql(tenant: &str) -> Sql {
 pub fn operations_sql(tenant: &str, service: &str) -> Sql {
     let mut sql = Sql::default();
     sql.push(
-        "SELECT DISTINCT SpanName, SpanKind FROM otel_traces WHERE Tenant = ? AND ServiceName = ? \
+        "SELECT DISTINCT SpanName AS name, SpanKind AS kind FROM otel_traces WHERE Tenant = ? AND ServiceName = ? \
          ORDER BY SpanName, SpanKind",
         [s(tenant), s(service)],
     );
