@@ -12,6 +12,14 @@ use prost::Message;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+/// Tempo's `TraceByIDResponse` as Grafana decodes it: `trace = 1` has the layout of
+/// `TracesData`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct TraceByIdResponse {
+    #[prost(message, optional, tag = "1")]
+    trace: Option<TracesData>,
+}
+
 const MS: i64 = 1_000_000;
 const S: i64 = 1_000_000_000;
 
@@ -570,6 +578,28 @@ async fn tempo_api_answers_as_grafanas_tempo_datasource_reads_it() {
         .collect();
     want.sort_by_key(|g| g.5);
     assert_eq!(got, want);
+    // Current Grafana asks /api/v2/traces first: Tempo's TraceByIDResponse, the same trace.
+    let resp = http(30)
+        .get(format!("{}/api/v2/traces/{checkout}", w.stack.query_url()))
+        .query(&[("start", &start_s), ("end", &end_s)])
+        .header("Accept", "application/protobuf")
+        .header("X-Scope-OrgID", "acme")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v2 = TraceByIdResponse::decode(resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(v2.trace, Some(data));
+    // Its fallback to v1 happens on 404: an unknown trace is 404 on v2 too.
+    let (status, _) = w
+        .get_with(
+            acme,
+            "/api/v2/traces/0123456789abcdef0123456789abcdef",
+            &[],
+            Some("application/protobuf"),
+        )
+        .await;
+    assert_eq!(status, 404);
     // Unknown trace: 404 in Tempo's plain-text shape.
     let (status, body) = w
         .get_with(

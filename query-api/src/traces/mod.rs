@@ -4,7 +4,9 @@
 //! * `GET /api/traces/{id}`: Jaeger JSON by default (Grafana's Jaeger datasource); OTLP
 //!   protobuf `TracesData` when `Accept` names `application/protobuf` (Grafana's Tempo
 //!   datasource); OTLP/JSON `{"resourceSpans": [...]}` with `?format=otlp`.
-//! * `GET /api/v2/traces/{id}`: Tempo 2's `{"trace": {"resourceSpans": [...]}}` (JSON).
+//! * `GET /api/v2/traces/{id}`: Tempo 2's `TraceByIDResponse`, protobuf when `Accept` names
+//!   it (what current Grafana asks first, falling back to `/api/traces/{id}` on 404), else
+//!   JSON `{"trace": {"resourceSpans": [...]}}`.
 //! * Jaeger: `/api/services`, `/api/services/{service}/operations`, `/api/operations`,
 //!   `/api/traces?service=...` (search), `/api/dependencies`.
 //! * Tempo: `/api/echo`, `/api/search`, `/api/search/tags`, `/api/search/tag/{tag}/values`,
@@ -115,7 +117,7 @@ async fn trace_by_id(
 ) -> Response {
     let fetched = fetch(&state, &headers, &id).await;
     if tempo::wants_protobuf(&headers) {
-        tempo::protobuf_answer(fetched)
+        tempo::protobuf_answer(fetched, false)
     } else if q.get("format").is_some_and(|f| f == "otlp") {
         tempo::json_answer(fetched, false)
     } else {
@@ -123,13 +125,19 @@ async fn trace_by_id(
     }
 }
 
-/// `GET /api/v2/traces/{id}`: Tempo 2's JSON answer.
+/// `GET /api/v2/traces/{id}`: Tempo 2's answer, protobuf `TraceByIDResponse` (what Grafana's
+/// Tempo datasource asks first) or its JSON form.
 async fn trace_by_id_v2(
     State(state): State<ApiState>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    tempo::json_answer(fetch(&state, &headers, &id).await, true)
+    let fetched = fetch(&state, &headers, &id).await;
+    if tempo::wants_protobuf(&headers) {
+        tempo::protobuf_answer(fetched, true)
+    } else {
+        tempo::json_answer(fetched, true)
+    }
 }
 
 /// The trace routes.

@@ -263,11 +263,21 @@ pub async fn tag_values_v2(
     }
 }
 
-/// A trace by id as OTLP protobuf (`TracesData`), what Grafana's Tempo datasource reads.
-pub fn protobuf_answer(fetched: Fetched) -> Response {
+/// A trace by id as protobuf, what Grafana's Tempo datasource reads: Tempo's `Trace` (the
+/// layout of OTLP `TracesData`: `resource_spans = 1`) from `/api/traces/{id}`, or when
+/// `wrapped` Tempo 2's `TraceByIDResponse` (`trace = 1`, status complete) from
+/// `/api/v2/traces/{id}`.
+pub fn protobuf_answer(fetched: Fetched, wrapped: bool) -> Response {
     match fetched {
         Ok((_, spans)) if !spans.is_empty() => {
-            let body = prost::Message::encode_to_vec(&otlp::traces_data(&spans));
+            let data = otlp::traces_data(&spans);
+            let body = if wrapped {
+                let mut buf = Vec::new();
+                prost::encoding::message::encode(1, &data, &mut buf);
+                buf
+            } else {
+                prost::Message::encode_to_vec(&data)
+            };
             ([(CONTENT_TYPE, "application/protobuf")], body).into_response()
         }
         Ok(_) => Failure::not_found().tempo(),
