@@ -20,6 +20,19 @@ struct TraceByIdResponse {
     trace: Option<TracesData>,
 }
 
+/// The fields of a protobuf span the Tempo test compares.
+#[derive(Debug, PartialEq)]
+struct ProtoSpan {
+    service: String,
+    span_id: String,
+    parent_span_id: String,
+    name: String,
+    kind: i32,
+    start: u64,
+    end: u64,
+    status: i32,
+}
+
 const MS: i64 = 1_000_000;
 const S: i64 = 1_000_000_000;
 
@@ -518,7 +531,7 @@ async fn tempo_api_answers_as_grafanas_tempo_datasource_reads_it() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "application/protobuf");
     let data = TracesData::decode(resp.bytes().await.unwrap()).unwrap();
-    let mut got: Vec<(String, String, String, String, i32, u64, u64, i32)> = Vec::new();
+    let mut got: Vec<ProtoSpan> = Vec::new();
     for rs in &data.resource_spans {
         let service = rs
             .resource
@@ -539,20 +552,20 @@ async fn tempo_api_answers_as_grafanas_tempo_datasource_reads_it() {
             );
             for s in &ss.spans {
                 assert_eq!(hex::encode(&s.trace_id), checkout);
-                got.push((
-                    service.clone(),
-                    hex::encode(&s.span_id),
-                    hex::encode(&s.parent_span_id),
-                    s.name.clone(),
-                    s.kind,
-                    s.start_time_unix_nano,
-                    s.end_time_unix_nano,
-                    s.status.as_ref().map_or(0, |st| st.code),
-                ));
+                got.push(ProtoSpan {
+                    service: service.clone(),
+                    span_id: hex::encode(&s.span_id),
+                    parent_span_id: hex::encode(&s.parent_span_id),
+                    name: s.name.clone(),
+                    kind: s.kind,
+                    start: s.start_time_unix_nano,
+                    end: s.end_time_unix_nano,
+                    status: s.status.as_ref().map_or(0, |st| st.code),
+                });
             }
         }
     }
-    got.sort_by_key(|g| g.5);
+    got.sort_by_key(|g| g.start);
     let kind = |k: &str| match k {
         "internal" => 1,
         "server" => 2,
@@ -563,20 +576,18 @@ async fn tempo_api_answers_as_grafanas_tempo_datasource_reads_it() {
         .spans
         .iter()
         .filter(|s| s.trace_id == checkout)
-        .map(|s| {
-            (
-                s.service.clone(),
-                s.span_id.clone(),
-                s.parent_span_id.clone(),
-                s.name.clone(),
-                kind(&s.kind),
-                s.start_ns as u64,
-                s.end_ns as u64,
-                if s.status_code == "ERROR" { 2 } else { 0 },
-            )
+        .map(|s| ProtoSpan {
+            service: s.service.clone(),
+            span_id: s.span_id.clone(),
+            parent_span_id: s.parent_span_id.clone(),
+            name: s.name.clone(),
+            kind: kind(&s.kind),
+            start: s.start_ns as u64,
+            end: s.end_ns as u64,
+            status: if s.status_code == "ERROR" { 2 } else { 0 },
         })
         .collect();
-    want.sort_by_key(|g| g.5);
+    want.sort_by_key(|g| g.start);
     assert_eq!(got, want);
     // Current Grafana asks /api/v2/traces first: Tempo's TraceByIDResponse, the same trace.
     let resp = http(30)
