@@ -731,6 +731,13 @@ async fn tempo_api_answers_as_grafanas_tempo_datasource_reads_it() {
         [home.as_str(), checkout.as_str()],
         "home (5 ms) and the checkout's db.query (5 ms)"
     );
+    // The time range alone (seconds): only the slow trace started in [base+15s, base+25s].
+    let (from, to) = ((w.base / S + 15).to_string(), (w.base / S + 25).to_string());
+    assert_eq!(
+        w.tempo_search("acme", &[("start", &from), ("end", &to)])
+            .await,
+        [slow.as_str()]
+    );
     // TraceQL is refused, saying so.
     let (status, body) = w
         .get(
