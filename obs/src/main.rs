@@ -48,7 +48,8 @@ enum Command {
     /// Run the sinks (Kafka → ClickHouse; consumer group per table).
     Sink,
     /// Run the query API: the Prometheus HTTP API (PromQL query/query_range, labels, series,
-    /// metadata), /api/v1/explain and read-only SQL (/api/v1/sql).
+    /// metadata), the Loki HTTP API (LogQL), the Jaeger and Tempo trace APIs,
+    /// /api/v1/explain and tenant-scoped read-only SQL (/api/v1/sql).
     Query,
     /// Run the schema registry (Confluent REST API) on [registry] listen.
     Registry,
@@ -109,6 +110,9 @@ enum Command {
         /// Query API base URL (default: http://<[query] listen>).
         #[arg(long)]
         url: Option<String>,
+        /// Tenant whose rows the statement sees (sent as X-Scope-OrgID; default: "default").
+        #[arg(long)]
+        tenant: Option<String>,
     },
     /// Show the SQL a PromQL query (or LogQL with --logql) becomes, and what is evaluated in
     /// Rust over the rows it reads.
@@ -198,9 +202,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Processor => anyhow::bail!(
             "this subcommand is not implemented yet; see the open issues for its status"
         ),
-        Command::Sql { query, format, url } => {
+        Command::Sql {
+            query,
+            format,
+            url,
+            tenant,
+        } => {
             let url = url.unwrap_or_else(|| format!("http://{}", cfg.query.listen));
-            sql::run(&url, &query, &format).await
+            sql::run(&url, &query, &format, tenant.as_deref()).await
         }
         Command::Explain {
             query,

@@ -3,24 +3,31 @@
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde_json::Value;
 
-/// Runs `query` against the query API at `base` and prints the result in `format`.
-pub async fn run(base: &str, query: &str, format: &str) -> anyhow::Result<()> {
+/// Runs `query` as `tenant` (the API's default tenant when `None`) against the query API at
+/// `base` and prints the result in `format`.
+pub async fn run(
+    base: &str,
+    query: &str,
+    format: &str,
+    tenant: Option<&str>,
+) -> anyhow::Result<()> {
     let api_format = match format {
         "table" | "json" => "json",
         "csv" => "csv",
         other => anyhow::bail!("unknown --format {other:?}: use table, json or csv"),
     };
     let url = format!("{}/api/v1/sql", base.trim_end_matches('/'));
-    let resp = reqwest::Client::new()
+    let mut req = reqwest::Client::new()
         .get(&url)
-        .query(&[("query", query), ("format", api_format)])
-        .send()
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot reach the query API at {url}: {e} (is `obs up` or `obs query` running?)"
-            )
-        })?;
+        .query(&[("query", query), ("format", api_format)]);
+    if let Some(t) = tenant {
+        req = req.header("X-Scope-OrgID", t);
+    }
+    let resp = req.send().await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach the query API at {url}: {e} (is `obs up` or `obs query` running?)"
+        )
+    })?;
     let status = resp.status();
     let text = resp.text().await?;
     if !status.is_success() {

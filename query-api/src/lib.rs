@@ -1,17 +1,20 @@
 //! The query API: what users, `obs sql` and Grafana talk to (DESIGN.md §5).
 //!
-//! * [`sql`]: read-only ad-hoc SQL.
-//! * [`prom`]: the Prometheus HTTP API's labels, series and metadata endpoints (PromQL
-//!   evaluation is not there yet and says so).
+//! * [`sql`]: read-only ad-hoc SQL, scoped to the request's tenant.
+//! * [`prom`]: the Prometheus HTTP API (query, query_range, labels, series, metadata,
+//!   explain).
+//! * [`promql`]: PromQL evaluation (selectors as SQL, the rest in Rust) behind `prom`.
 //! * [`logql`]: LogQL → ClickHouse SQL behind the Loki HTTP API ([`logql::explain`] shows
 //!   the SQL a query becomes).
-//!
-//! The trace APIs come next and share the listener and ClickHouse client.
+//! * [`traces`]: the Jaeger query API and Tempo's trace-by-id and search endpoints.
+//! * [`tenant`]: the request's tenant.
 
 pub mod logql;
 pub mod prom;
 pub mod promql;
 pub mod server;
 pub mod sql;
+pub mod tenant;
+pub mod traces;
 
 pub use server::run;

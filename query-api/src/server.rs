@@ -24,6 +24,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/sql", get(sql::get).post(sql::post))
         .merge(crate::prom::routes())
         .merge(crate::logql::routes())
+        .merge(crate::traces::routes())
         .with_state(state)
 }
 

@@ -57,6 +57,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "replay_log",
         sql: include_str!("../migrations/0007_replay_log.sql"),
     },
+    Migration {
+        version: 8,
+        name: "trace_index_tenant",
+        sql: include_str!("../migrations/0008_trace_index_tenant.sql"),
+    },
 ];
 
 /// Retention per table family, in days (TTL clauses of the DDL).

@@ -286,7 +286,10 @@ async fn grafana_calls_injection_tenants_errors_and_explain() {
     // LogQL through the same endpoint: the line filter is a bound value, not SQL text.
     let (status, v) = get(
         &format!("{base}/api/v1/explain"),
-        &[("query", r#"{job="api"} |= "x' OR 1=1""#), ("language", "logql")],
+        &[
+            ("query", r#"{job="api"} |= "x' OR 1=1""#),
+            ("language", "logql"),
+        ],
         None,
     )
     .await;

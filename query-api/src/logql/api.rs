@@ -60,18 +60,13 @@ fn bad(m: String) -> QueryError {
     QueryError::BadRequest(m)
 }
 
-fn scope(state: &ApiState, headers: &HeaderMap) -> Scope {
-    let tenant = headers
-        .get("x-scope-orgid")
-        .and_then(|v| v.to_str().ok())
-        .filter(|t| !t.is_empty())
-        .unwrap_or("default")
-        .to_string();
-    Scope {
+fn scope(state: &ApiState, headers: &HeaderMap) -> Result<Scope, QueryError> {
+    let tenant = crate::tenant::tenant(headers).map_err(bad)?;
+    Ok(Scope {
         tenant,
         max_rows: state.cfg.logql_max_rows,
         max_seconds: state.cfg.logql_max_seconds,
-    }
+    })
 }
 
 fn now_ns() -> i64 {
@@ -116,7 +111,7 @@ async fn query(
         Some(v) if !v.is_empty() => params::time_ns("time", v).map_err(bad)?,
         _ => now_ns(),
     };
-    let scope = scope(&state, &headers);
+    let scope = scope(&state, &headers)?;
     match expr {
         Expr::Log(_) => Err(bad("log queries are not supported as an instant query type, please change your query to a range query type".into())),
         Expr::Metric(m) => Ok(ok(exec::instant(&state.client, &scope, &m, t).await?)),
@@ -134,7 +129,7 @@ async fn query_range(
     let (start, end) = time_range(&p, HOUR)?;
     let limit = params::limit(p.get("limit")).map_err(bad)?;
     let backward = params::backward(p.get("direction")).map_err(bad)?;
-    let scope = scope(&state, &headers);
+    let scope = scope(&state, &headers)?;
     match expr {
         Expr::Log(l) => Ok(ok(exec::streams(
             &state.client,
@@ -184,7 +179,7 @@ async fn labels(
 ) -> Answer {
     let p = Params::read(q.as_deref(), &headers, &body);
     let (start, end) = time_range(&p, 6 * HOUR)?;
-    let scope = scope(&state, &headers);
+    let scope = scope(&state, &headers)?;
     let selectors = selector_param(&p, "query")?;
     let sel = selectors.into_iter().next().unwrap_or_default();
     let mut f = sql::filter(
@@ -221,7 +216,7 @@ async fn label_values(
     }
     let p = Params::read(q.as_deref(), &headers, &body);
     let (start, end) = time_range(&p, 6 * HOUR)?;
-    let scope = scope(&state, &headers);
+    let scope = scope(&state, &headers)?;
     let sel = selector_param(&p, "query")?
         .into_iter()
         .next()
@@ -258,7 +253,7 @@ async fn series(
 ) -> Answer {
     let p = Params::read(q.as_deref(), &headers, &body);
     let (start, end) = time_range(&p, 6 * HOUR)?;
-    let scope = scope(&state, &headers);
+    let scope = scope(&state, &headers)?;
     let mut selectors = selector_param(&p, "match[]")?;
     selectors.extend(selector_param(&p, "match")?);
     if selectors.is_empty() {
@@ -309,7 +304,7 @@ async fn volume(
 ) -> Answer {
     let p = Params::read(q.as_deref(), &headers, &body);
     let (start, end) = time_range(&p, HOUR)?;
-    let scope = scope(&state, &headers);
+    let scope = scope(&state, &headers)?;
     let Some(sel) = selector_param(&p, "query")?.into_iter().next() else {
         return Err(bad(
             "query parameter is required: give a stream selector".into()

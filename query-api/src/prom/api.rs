@@ -57,14 +57,9 @@ fn unavailable(e: clickhouse::error::Error) -> Response {
     )
 }
 
-/// The request's tenant (`X-Scope-OrgID`, else `default`).
-pub(super) fn tenant(headers: &HeaderMap) -> String {
-    headers
-        .get("x-scope-orgid")
-        .and_then(|v| v.to_str().ok())
-        .filter(|t| !t.is_empty())
-        .unwrap_or("default")
-        .to_string()
+/// The request's tenant, validated as the collectors do (see [`crate::tenant`]).
+pub(super) fn tenant(headers: &HeaderMap) -> Result<String, String> {
+    crate::tenant::tenant(headers)
 }
 
 /// An answer that is an error (`?` in handlers returning `Result<Response, Response>`).
@@ -78,7 +73,7 @@ fn request_filter(
     required: bool,
 ) -> Result<SqlFilter, String> {
     let p = Params::read(q, headers, body);
-    series_filter(&p, tenant(headers), required)
+    series_filter(&p, tenant(headers)?, required)
 }
 
 /// `WHERE` over `metrics_series` for tenant, optional selectors and time range.
@@ -225,7 +220,10 @@ async fn metadata(
     };
     let mut f = SqlFilter {
         sql: "Tenant = ?".into(),
-        binds: vec![tenant(&headers)],
+        binds: vec![match tenant(&headers) {
+            Ok(t) => t,
+            Err(e) => return bad_data(e),
+        }],
     };
     if let Some(m) = p.get("metric") {
         f.sql.push_str(" AND MetricFamily = ?");

@@ -219,15 +219,11 @@ async fn run(
         Err(e) => return bad_data(e),
     };
     let client = state.client.clone();
-    match promql::evaluate(
-        Some(client),
-        &tenant(&headers),
-        &a.expr,
-        a.grid,
-        &limits(&state),
-    )
-    .await
-    {
+    let tenant = match tenant(&headers) {
+        Ok(t) => t,
+        Err(e) => return bad_data(e),
+    };
+    match promql::evaluate(Some(client), &tenant, &a.expr, a.grid, &limits(&state)).await {
         Ok((v, _)) => (
             [(header::CONTENT_TYPE, "application/json")],
             answer(&v, a.grid, a.range),
@@ -286,7 +282,11 @@ pub async fn explain(
         Ok(a) => a,
         Err(e) => return bad_data(e),
     };
-    match promql::explain(&tenant(&headers), &a.expr, a.grid, &limits(&state)).await {
+    let tenant = match tenant(&headers) {
+        Ok(t) => t,
+        Err(e) => return bad_data(e),
+    };
+    match promql::explain(&tenant, &a.expr, a.grid, &limits(&state)).await {
         Ok(x) => ok(
             json!({"language": "promql", "query": p.get("query"), "sql": x.statements, "rust": x.rust}),
         ),

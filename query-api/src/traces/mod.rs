@@ -1,0 +1,162 @@
+//! Traces: the Jaeger query API and the TraceQL-free part of Tempo's API over
+//! `otel_traces`, scoped to the `X-Scope-OrgID` tenant.
+//!
+//! * `GET /api/traces/{id}`: Jaeger JSON by default (Grafana's Jaeger datasource); OTLP
+//!   protobuf `TracesData` when `Accept` names `application/protobuf` (Grafana's Tempo
+//!   datasource); OTLP/JSON `{"resourceSpans": [...]}` with `?format=otlp`.
+//! * `GET /api/v2/traces/{id}`: Tempo 2's `TraceByIDResponse`, protobuf when `Accept` names
+//!   it (what current Grafana asks first, falling back to `/api/traces/{id}` on 404), else
+//!   JSON `{"trace": {"resourceSpans": [...]}}`.
+//! * Jaeger: `/api/services`, `/api/services/{service}/operations`, `/api/operations`,
+//!   `/api/traces?service=...` (search), `/api/dependencies`.
+//! * Tempo: `/api/echo`, `/api/search`, `/api/search/tags`, `/api/search/tag/{tag}/values`,
+//!   `/api/v2/search/tags`, `/api/v2/search/tag/{tag}/values`.
+//!
+//! A lookup by id finds the trace's time range in `otel_traces_trace_id_ts` first, so it
+//! reads only the partitions holding the trace.
+//!
+//! * `params`: ids, durations, tags, limits.
+//! * `store`: the SQL, every value bound.
+//! * `jaeger`, `tempo`, `otlp`: the answers' shapes.
+
+pub mod jaeger;
+pub mod otlp;
+pub mod params;
+pub mod store;
+pub mod tempo;
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::get;
+
+use crate::server::ApiState;
+use params::Search;
+use store::SpanRow;
+
+/// Why a trace request failed: the status and the message, shaped per API.
+#[derive(Debug)]
+pub struct Failure {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl Failure {
+    /// A bad request.
+    pub fn bad(message: impl Into<String>) -> Self {
+        Failure {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+
+    /// No such trace (for this tenant).
+    pub fn not_found() -> Self {
+        Failure {
+            status: StatusCode::NOT_FOUND,
+            message: "trace not found".into(),
+        }
+    }
+
+    /// The storage failed or is unreachable.
+    pub fn storage(e: clickhouse::error::Error) -> Self {
+        Failure {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: format!("storage: {e}"),
+        }
+    }
+}
+
+/// A trace's id and spans (none when it is not stored for the tenant), or why not.
+pub type Fetched = Result<(String, Vec<SpanRow>), Failure>;
+
+/// The ids of the traces matching `search`, newest first.
+pub async fn search_ids(
+    state: &ApiState,
+    tenant: &str,
+    search: &Search,
+) -> Result<Vec<String>, Failure> {
+    store::search_sql(tenant, search)
+        .query(&state.client)
+        .fetch_all()
+        .await
+        .map_err(Failure::storage)
+}
+
+/// Every span of the traces `ids`, by trace and start time.
+pub async fn spans(
+    state: &ApiState,
+    tenant: &str,
+    ids: &[String],
+) -> Result<Vec<SpanRow>, Failure> {
+    store::spans_sql(tenant, ids)
+        .query(&state.client)
+        .fetch_all()
+        .await
+        .map_err(Failure::storage)
+}
+
+async fn fetch(state: &ApiState, headers: &HeaderMap, raw_id: &str) -> Fetched {
+    let tenant = crate::tenant::tenant(headers).map_err(Failure::bad)?;
+    let id = params::trace_id(raw_id).map_err(Failure::bad)?;
+    let spans = spans(state, &tenant, std::slice::from_ref(&id)).await?;
+    Ok((id, spans))
+}
+
+/// `GET /api/traces/{id}`: Jaeger JSON, OTLP protobuf or OTLP/JSON (see the module doc).
+async fn trace_by_id(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let fetched = fetch(&state, &headers, &id).await;
+    if tempo::wants_protobuf(&headers) {
+        tempo::protobuf_answer(fetched, false)
+    } else if q.get("format").is_some_and(|f| f == "otlp") {
+        tempo::json_answer(fetched, false)
+    } else {
+        jaeger::trace_answer(fetched)
+    }
+}
+
+/// `GET /api/v2/traces/{id}`: Tempo 2's answer, protobuf `TraceByIDResponse` (what Grafana's
+/// Tempo datasource asks first) or its JSON form.
+async fn trace_by_id_v2(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let fetched = fetch(&state, &headers, &id).await;
+    if tempo::wants_protobuf(&headers) {
+        tempo::protobuf_answer(fetched, true)
+    } else {
+        tempo::json_answer(fetched, true)
+    }
+}
+
+/// The trace routes.
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/traces/{id}", get(trace_by_id))
+        .route("/api/v2/traces/{id}", get(trace_by_id_v2))
+        .route("/api/traces", get(jaeger::find_traces))
+        .route("/api/services", get(jaeger::services))
+        .route(
+            "/api/services/{service}/operations",
+            get(jaeger::service_operations),
+        )
+        .route("/api/operations", get(jaeger::operations))
+        .route("/api/dependencies", get(jaeger::dependencies))
+        .route("/api/echo", get(tempo::echo))
+        .route("/api/search", get(tempo::find_traces))
+        .route("/api/search/tags", get(tempo::tags_v1))
+        .route("/api/search/tag/{tag}/values", get(tempo::tag_values_v1))
+        .route("/api/v2/search/tags", get(tempo::tags_v2))
+        .route("/api/v2/search/tag/{tag}/values", get(tempo::tag_values_v2))
+}
