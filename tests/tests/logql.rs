@@ -387,3 +387,162 @@ async fn injection_attempts_stay_values_and_the_row_bound_is_an_error() {
         json!({"service": "inj", "note": "it's a ? and a \\"})
     );
 }
+
+/// The calls Grafana's Loki datasource makes: "Save & test" (labels over the last hour),
+/// the label browser, the query-size estimate (`index/stats`), an Explore log query and
+/// the logs-volume histogram; expected values computed from the corpus's JSON lines.
+#[tokio::test(flavor = "multi_thread")]
+async fn grafana_loki_datasource_calls_answer_what_grafana_reads() {
+    let stack = Stack::start().await.unwrap();
+    let end = chrono_now_secs() - chrono_now_secs() % 60;
+    let start = end - 600;
+    for body in corpus(start, end, "loki").lines() {
+        push(&stack, "grafana", body.to_string()).await;
+    }
+    let entries: Vec<Value> = corpus(start, end, "jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    stack
+        .wait_log_count(
+            "Tenant = 'grafana'",
+            entries.len() as u64,
+            Duration::from_secs(120),
+        )
+        .await
+        .unwrap();
+    let (start_ns, end_ns) = (start * 1_000_000_000, end * 1_000_000_000);
+    let range = |extra: &[(&str, &str)]| -> Vec<(String, String)> {
+        [("start", start_ns.to_string()), ("end", end_ns.to_string())]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect()
+    };
+    let call = |path: &'static str, params: Vec<(String, String)>| {
+        let stack = &stack;
+        async move {
+            let (status, body) = get(stack, "grafana", path, &params, false).await;
+            assert_eq!(status, 200, "{path}: {body}");
+            serde_json::from_str::<Value>(&body).unwrap()
+        }
+    };
+
+    // "Save & test" and the label browser.
+    let v = call("/loki/api/v1/labels", range(&[])).await;
+    assert_eq!(v["status"], "success");
+    assert_eq!(v["data"], json!(["env", "level", "pod", "service"]));
+    let v = call("/loki/api/v1/label/service/values", range(&[])).await;
+    assert_eq!(v["data"], json!(["api", "db", "web", "worker"]));
+
+    // The size estimate Grafana shows before running a query.
+    // Entries of the asked range (the corpus has jitter past its end).
+    let api: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["labels"]["service"] == "api")
+        .filter(|e| {
+            let ts: i64 = e["ts_ns"].as_str().unwrap().parse().unwrap();
+            ts >= start_ns && ts <= end_ns
+        })
+        .collect();
+    let streams: std::collections::BTreeSet<String> =
+        api.iter().map(|e| e["labels"].to_string()).collect();
+    let bytes: usize = api.iter().map(|e| e["line"].as_str().unwrap().len()).sum();
+    let v = call(
+        "/loki/api/v1/index/stats",
+        range(&[("query", r#"{service="api"}"#)]),
+    )
+    .await;
+    assert_eq!(
+        (&v["streams"], &v["entries"], &v["bytes"]),
+        (&json!(streams.len()), &json!(api.len()), &json!(bytes)),
+        "{v}"
+    );
+
+    // Explore: newest first, at most `limit` lines, each as [ns, line].
+    let errors: Vec<&&Value> = api
+        .iter()
+        .filter(|e| e["line"].as_str().unwrap().contains("error"))
+        .collect();
+    assert!(errors.len() > 3, "{} error lines", errors.len());
+    let v = call(
+        "/loki/api/v1/query_range",
+        range(&[
+            ("query", r#"{service="api"} |= "error""#),
+            ("direction", "backward"),
+            ("limit", "3"),
+            ("step", "1"),
+        ]),
+    )
+    .await;
+    assert_eq!(v["data"]["resultType"], "streams");
+    let mut got: Vec<(String, String)> = v["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["values"].as_array().unwrap().clone())
+        .map(|p| {
+            (
+                p[0].as_str().unwrap().to_string(),
+                p[1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    got.sort_by(|a, b| {
+        b.0.parse::<i64>()
+            .unwrap()
+            .cmp(&a.0.parse::<i64>().unwrap())
+    });
+    let mut want: Vec<(String, String)> = errors
+        .iter()
+        .map(|e| {
+            (
+                e["ts_ns"].as_str().unwrap().to_string(),
+                e["line"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    want.sort_by(|a, b| {
+        b.0.parse::<i64>()
+            .unwrap()
+            .cmp(&a.0.parse::<i64>().unwrap())
+    });
+    want.truncate(3);
+    assert_eq!(got, want);
+
+    // The logs-volume histogram: 1-minute windows tiling (start, end].
+    let v = call(
+        "/loki/api/v1/query_range",
+        range(&[
+            (
+                "query",
+                r#"sum by (level) (count_over_time({service="api"}[1m]))"#,
+            ),
+            ("step", "60"),
+        ]),
+    )
+    .await;
+    assert_eq!(v["data"]["resultType"], "matrix");
+    let mut got = std::collections::BTreeMap::new();
+    for s in v["data"]["result"].as_array().unwrap() {
+        let level = s["metric"]["level"].as_str().unwrap().to_string();
+        let total: f64 = s["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p[0].as_f64().unwrap() > start as f64)
+            .map(|p| p[1].as_str().unwrap().parse::<f64>().unwrap())
+            .sum();
+        got.insert(level, total as usize);
+    }
+    let mut want = std::collections::BTreeMap::new();
+    for e in &api {
+        let ts: i64 = e["ts_ns"].as_str().unwrap().parse().unwrap();
+        if ts > start_ns && ts <= end_ns {
+            *want
+                .entry(e["labels"]["level"].as_str().unwrap().to_string())
+                .or_insert(0usize) += 1;
+        }
+    }
+    assert_eq!(got, want);
+}

@@ -39,6 +39,7 @@ pub fn routes() -> Router<ApiState> {
         )
         .route("/loki/api/v1/series", get(series).post(series))
         .route("/loki/api/v1/index/volume", get(volume).post(volume))
+        .route("/loki/api/v1/index/stats", get(stats).post(stats))
 }
 
 type Answer = Result<Response, QueryError>;
@@ -365,4 +366,60 @@ async fn volume(
         })
         .collect();
     Ok(ok(json!({"resultType": "vector", "result": result})))
+}
+
+#[derive(Row, Deserialize)]
+struct StatsRow {
+    streams: u64,
+    entries: u64,
+    bytes: u64,
+}
+
+/// `index/stats`: streams, entries and bytes a selector covers in the range (Grafana asks
+/// before running a query, to show its size). There are no chunks in ClickHouse: `chunks`
+/// counts streams, the closest unit a reader would fetch separately.
+async fn stats(
+    State(state): State<ApiState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let p = Params::read(q.as_deref(), &headers, &body);
+    let answer = async {
+        let (start, end) = time_range(&p, HOUR)?;
+        let scope = scope(&state, &headers)?;
+        let Some(sel) = selector_param(&p, "query")?.into_iter().next() else {
+            return Err(bad(
+                "query parameter is required: give a stream selector".into()
+            ));
+        };
+        let mut f = sql::filter(
+            &scope.tenant,
+            &sel,
+            &[],
+            Range::Log {
+                start,
+                end: end.saturating_add(1),
+            },
+        );
+        f.sql = format!(
+            "SELECT uniqExact(ResourceAttributes) AS streams, count() AS entries, toUInt64(sum(length(Body))) AS bytes FROM otel_logs WHERE {}",
+            f.sql
+        );
+        let r = scope
+            .query(&state.client, &f)
+            .fetch_one::<StatsRow>()
+            .await?;
+        Ok(axum::Json(json!({
+            "streams": r.streams,
+            "chunks": r.streams,
+            "entries": r.entries,
+            "bytes": r.bytes,
+        }))
+        .into_response())
+    };
+    match answer.await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
 }
