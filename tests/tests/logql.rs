@@ -403,10 +403,23 @@ async fn grafana_loki_datasource_calls_answer_what_grafana_reads() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    // One OTLP record: its `service.name` is the stream label `service_name`, as in Loki 3.
+    let otlp_ns = (end - 30) * 1_000_000_000;
+    let r = http(30)
+        .post(stack.otlp_logs_url())
+        .header("X-Scope-OrgID", "grafana")
+        .json(&json!({"resourceLogs": [{
+            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "checkout"}}]},
+            "scopeLogs": [{"logRecords": [{"timeUnixNano": otlp_ns.to_string(), "body": {"stringValue": "paid order 7"}}]}]
+        }]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     stack
         .wait_log_count(
             "Tenant = 'grafana'",
-            entries.len() as u64,
+            entries.len() as u64 + 1,
             Duration::from_secs(120),
         )
         .await
@@ -431,7 +444,23 @@ async fn grafana_loki_datasource_calls_answer_what_grafana_reads() {
     // "Save & test" and the label browser.
     let v = call("/loki/api/v1/labels", range(&[])).await;
     assert_eq!(v["status"], "success");
-    assert_eq!(v["data"], json!(["env", "level", "pod", "service"]));
+    assert_eq!(
+        v["data"],
+        json!(["env", "level", "pod", "service", "service_name"])
+    );
+    let v = call(
+        "/loki/api/v1/query_range",
+        range(&[("query", r#"{service_name="checkout"}"#)]),
+    )
+    .await;
+    assert_eq!(
+        v["data"]["result"][0]["stream"],
+        json!({"service_name": "checkout"})
+    );
+    assert_eq!(
+        v["data"]["result"][0]["values"],
+        json!([[otlp_ns.to_string(), "paid order 7"]])
+    );
     let v = call("/loki/api/v1/label/service/values", range(&[])).await;
     assert_eq!(v["data"], json!(["api", "db", "web", "worker"]));
 

@@ -20,6 +20,7 @@ use super::exec::{self, Scope};
 use super::params;
 use super::parser::parse;
 use super::pipeline::Labels;
+use super::sql::STREAM_LABELS;
 use super::sql::{self, Bind, Range};
 use crate::prom::params::Params;
 use crate::server::ApiState;
@@ -193,7 +194,7 @@ async fn labels(
         },
     );
     f.sql = format!(
-        "SELECT DISTINCT arrayJoin(mapKeys(ResourceAttributes)) AS l FROM otel_logs WHERE {} ORDER BY l",
+        "SELECT DISTINCT arrayJoin(mapKeys({STREAM_LABELS})) AS l FROM otel_logs WHERE {} ORDER BY l",
         f.sql
     );
     let names: Vec<String> = scope.query(&state.client, &f).fetch_all::<String>().await?;
@@ -232,7 +233,7 @@ async fn label_values(
         },
     );
     f.sql = format!(
-        "SELECT DISTINCT ResourceAttributes[?] AS v FROM otel_logs WHERE {} AND mapContains(ResourceAttributes, ?) ORDER BY v",
+        "SELECT DISTINCT {STREAM_LABELS}[?] AS v FROM otel_logs WHERE {} AND mapContains({STREAM_LABELS}, ?) ORDER BY v",
         f.sql
     );
     f.binds.insert(0, Bind::Str(name.clone()));
@@ -272,7 +273,7 @@ async fn series(
             },
         );
         f.sql = format!(
-            "SELECT DISTINCT ResourceAttributes AS labels FROM otel_logs WHERE {}",
+            "SELECT DISTINCT {STREAM_LABELS} AS labels FROM otel_logs WHERE {}",
             f.sql
         );
         for r in scope
@@ -340,7 +341,8 @@ async fn volume(
             end: end.saturating_add(1),
         },
     );
-    let cols = vec!["ResourceAttributes[?]"; names.len()].join(", ");
+    let col = format!("{STREAM_LABELS}[?]");
+    let cols = vec![col.as_str(); names.len()].join(", ");
     f.sql = format!(
         "SELECT [{cols}] AS vals, sum(length(Body)) AS bytes FROM otel_logs WHERE {} GROUP BY vals ORDER BY bytes DESC, vals LIMIT ?",
         f.sql
@@ -403,7 +405,7 @@ async fn stats(
             },
         );
         f.sql = format!(
-            "SELECT uniqExact(ResourceAttributes) AS streams, count() AS entries, toUInt64(sum(length(Body))) AS bytes FROM otel_logs WHERE {}",
+            "SELECT uniqExact({STREAM_LABELS}) AS streams, count() AS entries, toUInt64(sum(length(Body))) AS bytes FROM otel_logs WHERE {}",
             f.sql
         );
         let r = scope

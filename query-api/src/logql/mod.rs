@@ -221,9 +221,10 @@ mod tests {
             "{e}"
         );
         assert!(
-            e.contains(
-                "ResourceAttributes[?] = ? AND position(Body, ?) > 0 ORDER BY Timestamp ASC LIMIT ?"
-            ),
+            e.contains(&format!(
+                "{}[?] = ? AND position(Body, ?) > 0 ORDER BY Timestamp ASC LIMIT ?",
+                super::sql::STREAM_LABELS
+            )),
             "{e}"
         );
         assert!(

@@ -7,6 +7,11 @@ use super::ast::{LineOp, MatchOp, Matcher, Stage};
 use super::parser::anchored;
 use super::pipeline::pushed_down;
 
+/// A stream's labels: the record's resource attributes with names made label-safe, as Loki
+/// 3 does for OTLP (`service.name` is `service_name`); Loki push labels are unchanged.
+pub const STREAM_LABELS: &str =
+    "mapApply((k, v) -> (replaceRegexpAll(k, '[^a-zA-Z0-9_]', '_'), v), ResourceAttributes)";
+
 /// A value bound to a `?`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Bind {
@@ -75,12 +80,12 @@ pub fn filter(tenant: &str, selector: &[Matcher], stages: &[Stage], range: Range
     for m in selector {
         binds.push(Bind::Str(m.name.clone()));
         let (cond, value) = match m.op {
-            MatchOp::Eq => ("ResourceAttributes[?] = ?", m.value.clone()),
-            MatchOp::Ne => ("ResourceAttributes[?] != ?", m.value.clone()),
-            MatchOp::Re => ("match(ResourceAttributes[?], ?)", anchored(&m.value)),
-            MatchOp::NotRe => ("NOT match(ResourceAttributes[?], ?)", anchored(&m.value)),
+            MatchOp::Eq => ("{L}[?] = ?", m.value.clone()),
+            MatchOp::Ne => ("{L}[?] != ?", m.value.clone()),
+            MatchOp::Re => ("match({L}[?], ?)", anchored(&m.value)),
+            MatchOp::NotRe => ("NOT match({L}[?], ?)", anchored(&m.value)),
         };
-        conds.push(cond.into());
+        conds.push(cond.replace("{L}", STREAM_LABELS));
         binds.push(Bind::Str(value));
     }
     for (stage, pushed) in stages.iter().zip(pushed_down(stages)) {
@@ -110,7 +115,7 @@ pub fn entries(tenant: &str, selector: &[Matcher], stages: &[Stage], fetch: Fetc
     let mut f = filter(tenant, selector, stages, fetch.range);
     let order = if fetch.backward { "DESC" } else { "ASC" };
     f.sql = format!(
-        "SELECT toUnixTimestamp64Nano(Timestamp) AS ts, Body AS line, ResourceAttributes AS labels, LogAttributes AS metadata FROM otel_logs WHERE {} ORDER BY Timestamp {order} LIMIT ?",
+        "SELECT toUnixTimestamp64Nano(Timestamp) AS ts, Body AS line, {STREAM_LABELS} AS labels, LogAttributes AS metadata FROM otel_logs WHERE {} ORDER BY Timestamp {order} LIMIT ?",
         f.sql
     );
     f.binds
@@ -131,7 +136,7 @@ pub fn buckets(
 ) -> Select {
     let mut f = filter(tenant, selector, stages, Range::Metric { after, until });
     f.sql = format!(
-        "SELECT ResourceAttributes AS labels, LogAttributes AS metadata, intDiv(toUnixTimestamp64Nano(Timestamp) - toInt64(?) + toInt64(?), toInt64(?)) AS bucket, count() AS entries, sum(length(Body)) AS bytes FROM otel_logs WHERE {} GROUP BY labels, metadata, bucket LIMIT ?",
+        "SELECT {STREAM_LABELS} AS labels, LogAttributes AS metadata, intDiv(toUnixTimestamp64Nano(Timestamp) - toInt64(?) + toInt64(?), toInt64(?)) AS bucket, count() AS entries, sum(length(Body)) AS bytes FROM otel_logs WHERE {} GROUP BY labels, metadata, bucket LIMIT ?",
         f.sql
     );
     let mut binds = vec![Bind::Int(after), Bind::Int(width - 1), Bind::Int(width)];
@@ -179,7 +184,8 @@ mod tests {
         );
         assert_eq!(
             s.sql,
-            "SELECT toUnixTimestamp64Nano(Timestamp) AS ts, Body AS line, ResourceAttributes AS labels, LogAttributes AS metadata FROM otel_logs WHERE Tenant = ? AND TimestampTime >= toDateTime(?) AND TimestampTime <= toDateTime(?) AND Timestamp >= fromUnixTimestamp64Nano(toInt64(?)) AND Timestamp < fromUnixTimestamp64Nano(toInt64(?)) AND ResourceAttributes[?] = ? AND match(ResourceAttributes[?], ?) AND position(Body, ?) > 0 AND position(Body, ?) = 0 ORDER BY Timestamp DESC LIMIT ?"
+            "SELECT toUnixTimestamp64Nano(Timestamp) AS ts, Body AS line, {L} AS labels, LogAttributes AS metadata FROM otel_logs WHERE Tenant = ? AND TimestampTime >= toDateTime(?) AND TimestampTime <= toDateTime(?) AND Timestamp >= fromUnixTimestamp64Nano(toInt64(?)) AND Timestamp < fromUnixTimestamp64Nano(toInt64(?)) AND {L}[?] = ? AND match({L}[?], ?) AND position(Body, ?) > 0 AND position(Body, ?) = 0 ORDER BY Timestamp DESC LIMIT ?"
+                .replace("{L}", STREAM_LABELS)
         );
         assert_eq!(
             s.binds,
