@@ -3,8 +3,6 @@
 //! tenant, the metric name (the samples table's sort key) and the time bounds are all in
 //! the SQL; samples come back ordered by series and time.
 
-use std::collections::HashMap;
-
 use clickhouse::Row;
 use promql_parser::parser::VectorSelector;
 use serde::Deserialize;
@@ -68,56 +66,47 @@ pub fn quote(s: &str) -> String {
     out
 }
 
-/// The statements for a selector over `[from_ms, to_ms]`: its series, then its samples.
-pub fn selector_statements(
+/// The one statement for a selector over `[from_ms, to_ms]`: each matching series with
+/// samples in the range, its labels and its samples as one time-sorted array (one round
+/// trip, samples grouped per series in ClickHouse).
+pub fn selector_statement(
     vs: &VectorSelector,
     tenant: &str,
     from_ms: i64,
     to_ms: i64,
-) -> Result<(Statement, Statement), String> {
+) -> Result<Statement, String> {
     let SqlFilter { sql, binds } = selector::vector_selector(vs)?;
-    let mut series_binds = vec![tenant.to_string()];
-    series_binds.extend(binds.iter().cloned());
-    let series = Statement {
-        sql: format!(
-            "SELECT Fingerprint AS fp, any(MetricName) AS name, any(Labels) AS labels \
-             FROM metrics_series WHERE Tenant = ? AND {sql} GROUP BY Fingerprint"
-        ),
-        binds: series_binds.clone(),
-    };
-    let mut sample_binds = vec![tenant.to_string()];
+    let mut all = vec![tenant.to_string()];
     let name = match selector::single_name(vs) {
         Some(n) => {
-            sample_binds.push(n);
+            all.push(n);
             "MetricName = ? AND "
         }
         None => "",
     };
-    sample_binds.extend(series_binds);
-    let samples = Statement {
+    for _ in 0..2 {
+        all.push(tenant.to_string());
+        all.extend(binds.iter().cloned());
+    }
+    Ok(Statement {
         sql: format!(
-            "SELECT Fingerprint AS fp, TimestampMs AS ts, Value AS v FROM metrics_samples \
-             WHERE Tenant = ? AND {name}TimestampMs >= {from_ms} AND TimestampMs <= {to_ms} \
+            "SELECT s.name AS name, s.labels AS labels, d.points AS points \
+             FROM (SELECT Fingerprint AS fp, arraySort(groupArray((TimestampMs, Value))) AS points \
+             FROM metrics_samples WHERE Tenant = ? AND {name}TimestampMs >= {from_ms} AND TimestampMs <= {to_ms} \
              AND Fingerprint IN (SELECT Fingerprint FROM metrics_series WHERE Tenant = ? AND {sql}) \
-             ORDER BY Fingerprint, TimestampMs"
+             GROUP BY Fingerprint) AS d \
+             INNER JOIN (SELECT Fingerprint AS fp, any(MetricName) AS name, any(Labels) AS labels \
+             FROM metrics_series WHERE Tenant = ? AND {sql} GROUP BY Fingerprint) AS s ON d.fp = s.fp"
         ),
-        binds: sample_binds,
-    };
-    Ok((series, samples))
+        binds: all,
+    })
 }
 
 #[derive(Row, Deserialize)]
 struct SeriesRow {
-    fp: i64,
     name: String,
     labels: Vec<(String, String)>,
-}
-
-#[derive(Row, Deserialize)]
-struct SampleRow {
-    fp: i64,
-    ts: i64,
-    v: f64,
+    points: Vec<(i64, f64)>,
 }
 
 fn bound(client: &clickhouse::Client, st: &Statement) -> clickhouse::query::Query {
@@ -137,59 +126,36 @@ impl Storage {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<RawSeries>, String> {
-        let (series_st, samples_st) = selector_statements(vs, &self.tenant, from_ms, to_ms)?;
-        self.statements.push(series_st.display());
-        self.statements.push(samples_st.display());
+        let st = selector_statement(vs, &self.tenant, from_ms, to_ms)?;
+        self.statements.push(st.display());
         let Some(client) = &self.client else {
             return Ok(Vec::new());
         };
-        let series: Vec<SeriesRow> = bound(client, &series_st)
+        let rows: Vec<SeriesRow> = bound(client, &st)
             .fetch_all()
             .await
-            .map_err(|e| format!("reading series from ClickHouse: {e}"))?;
-        let mut by_fp: HashMap<i64, RawSeries> = series
-            .into_iter()
-            .map(|r| {
-                let mut labels: Labels = r.labels.into_iter().collect();
-                labels.insert("__name__".into(), r.name);
-                (
-                    r.fp,
-                    RawSeries {
-                        labels,
-                        samples: Vec::new(),
-                    },
-                )
-            })
-            .collect();
-        let mut cursor = bound(client, &samples_st)
-            .fetch::<SampleRow>()
             .map_err(|e| format!("reading samples from ClickHouse: {e}"))?;
-        while let Some(row) = cursor
-            .next()
-            .await
-            .map_err(|e| format!("reading samples from ClickHouse: {e}"))?
-        {
-            let Some(s) = by_fp.get_mut(&row.fp) else {
-                continue;
-            };
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let mut labels: Labels = r.labels.into_iter().collect();
+            labels.insert("__name__".into(), r.name);
             // A sample stored twice (a replay into the live table) counts once.
-            if s.samples.last().is_some_and(|&(t, _)| t == row.ts) {
-                s.samples.pop();
-            } else {
-                self.samples_read += 1;
-                if self.samples_read > self.max_samples {
-                    return Err(format!(
-                        "query processing would load too many samples into memory in query execution (more than {}; [query] promql_max_samples)",
-                        self.max_samples
-                    ));
+            let mut samples: Vec<(i64, f64)> = Vec::with_capacity(r.points.len());
+            for p in r.points {
+                match samples.last_mut() {
+                    Some(last) if last.0 == p.0 => *last = p,
+                    _ => samples.push(p),
                 }
             }
-            s.samples.push((row.ts, row.v));
+            self.samples_read += samples.len();
+            if self.samples_read > self.max_samples {
+                return Err(format!(
+                    "query processing would load too many samples into memory in query execution (more than {}; [query] promql_max_samples)",
+                    self.max_samples
+                ));
+            }
+            out.push(RawSeries { labels, samples });
         }
-        let mut out: Vec<RawSeries> = by_fp
-            .into_values()
-            .filter(|s| !s.samples.is_empty())
-            .collect();
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(out)
     }
