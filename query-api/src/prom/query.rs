@@ -206,6 +206,17 @@ fn answer(v: &Value, grid: Grid, range: bool) -> String {
     format!("{{\"status\":\"success\",\"data\":{{\"resultType\":\"{kind}\",\"result\":{body}}}}}")
 }
 
+/// The request's query and grid, and its tenant.
+fn asked_by(
+    state: &ApiState,
+    p: &Params,
+    headers: &HeaderMap,
+    range: bool,
+) -> Result<(Asked, String), String> {
+    let a = asked(p, range, state.cfg.promql_max_points)?;
+    Ok((a, tenant(headers)?))
+}
+
 async fn run(
     state: ApiState,
     q: Option<String>,
@@ -214,15 +225,11 @@ async fn run(
     range: bool,
 ) -> Response {
     let p = Params::read(q.as_deref(), &headers, &body);
-    let a = match asked(&p, range, state.cfg.promql_max_points) {
-        Ok(a) => a,
+    let (a, tenant) = match asked_by(&state, &p, &headers, range) {
+        Ok(x) => x,
         Err(e) => return bad_data(e),
     };
     let client = state.client.clone();
-    let tenant = match tenant(&headers) {
-        Ok(t) => t,
-        Err(e) => return bad_data(e),
-    };
     match promql::evaluate(Some(client), &tenant, &a.expr, a.grid, &limits(&state)).await {
         Ok((v, _)) => (
             [(header::CONTENT_TYPE, "application/json")],
@@ -278,12 +285,8 @@ pub async fn explain(
         }
     }
     let range = p.get("start").is_some() || p.get("end").is_some() || p.get("step").is_some();
-    let a = match asked(&p, range, state.cfg.promql_max_points) {
-        Ok(a) => a,
-        Err(e) => return bad_data(e),
-    };
-    let tenant = match tenant(&headers) {
-        Ok(t) => t,
+    let (a, tenant) = match asked_by(&state, &p, &headers, range) {
+        Ok(x) => x,
         Err(e) => return bad_data(e),
     };
     match promql::explain(&tenant, &a.expr, a.grid, &limits(&state)).await {

@@ -78,6 +78,14 @@ fn system_ms(t: &SystemTime) -> i64 {
     }
 }
 
+/// The earliest start and latest end of some windows.
+fn span(bounds: &[(i64, i64)]) -> Option<(i64, i64)> {
+    Some((
+        bounds.iter().map(|b| b.0).min()?,
+        bounds.iter().map(|b| b.1).max()?,
+    ))
+}
+
 /// Strips parentheses.
 pub fn unwrap_parens(mut e: &Expr) -> &Expr {
     while let Expr::Paren(p) = e {
@@ -103,6 +111,24 @@ impl Evaluator {
             Some(AtModifier::End) => self.query_end,
             Some(AtModifier::At(st)) => system_ms(st),
         }
+    }
+
+    /// Each step's window `[end - range, end]`, `end` being the step (or `@` time) minus
+    /// the offset.
+    fn window_bounds(
+        &self,
+        at: &Option<AtModifier>,
+        offset: &Option<Offset>,
+        range: std::time::Duration,
+        grid: Grid,
+    ) -> Vec<(i64, i64)> {
+        let (range, offset) = (range.as_millis() as i64, offset_ms(offset));
+        grid.times()
+            .map(|t| {
+                let end = self.at_time(at, t) - offset;
+                (end - range, end)
+            })
+            .collect()
     }
 
     /// Evaluates `expr` at every step of `grid`.
@@ -207,19 +233,8 @@ impl Evaluator {
     pub async fn windows(&mut self, arg: &Expr, grid: Grid) -> Result<Windows> {
         match unwrap_parens(arg) {
             Expr::MatrixSelector(ms) => {
-                let range = ms.range.as_millis() as i64;
-                let offset = offset_ms(&ms.vs.offset);
-                let bounds: Vec<(i64, i64)> = grid
-                    .times()
-                    .map(|t| {
-                        let end = self.at_time(&ms.vs.at, t) - offset;
-                        (end - range, end)
-                    })
-                    .collect();
-                let (Some(lo), Some(hi)) = (
-                    bounds.iter().map(|b| b.0).min(),
-                    bounds.iter().map(|b| b.1).max(),
-                ) else {
+                let bounds = self.window_bounds(&ms.vs.at, &ms.vs.offset, ms.range, grid);
+                let Some((lo, hi)) = span(&bounds) else {
                     return Ok(Windows {
                         series: Vec::new(),
                         bounds,
@@ -236,24 +251,13 @@ impl Evaluator {
                 Ok(Windows { series, bounds })
             }
             Expr::Subquery(sq) => {
-                let range = sq.range.as_millis() as i64;
-                let offset = offset_ms(&sq.offset);
                 let step = sq
                     .step
                     .map(|d| d.as_millis() as i64)
                     .filter(|&s| s > 0)
                     .unwrap_or(self.default_step);
-                let bounds: Vec<(i64, i64)> = grid
-                    .times()
-                    .map(|t| {
-                        let end = self.at_time(&sq.at, t) - offset;
-                        (end - range, end)
-                    })
-                    .collect();
-                let (Some(lo), Some(hi)) = (
-                    bounds.iter().map(|b| b.0).min(),
-                    bounds.iter().map(|b| b.1).max(),
-                ) else {
+                let bounds = self.window_bounds(&sq.at, &sq.offset, sq.range, grid);
+                let Some((lo, hi)) = span(&bounds) else {
                     return Ok(Windows {
                         series: Vec::new(),
                         bounds,
