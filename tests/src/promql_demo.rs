@@ -172,10 +172,12 @@ impl Demo {
                 bail!("remote write answered {status}: {text}");
             }
         }
-        let want = self.sample_count() as u64;
+        // Samples and series are separate tables (written by separate sink tables): wait
+        // for both.
+        let (want, series) = (self.sample_count() as u64, self.series.len() as u64);
         let db = stack.db();
         wait_for(
-            &format!("{want} demo samples in ClickHouse"),
+            &format!("{want} demo samples and {series} series in ClickHouse"),
             Duration::from_secs(120),
             || {
                 let db = db.clone();
@@ -185,7 +187,12 @@ impl Demo {
                         .fetch_one()
                         .await
                         .ok()?;
-                    (n == want).then_some(())
+                    let s: u64 = db
+                        .query("SELECT uniqExact(Fingerprint) FROM metrics_series")
+                        .fetch_one()
+                        .await
+                        .ok()?;
+                    (n == want && s == series).then_some(())
                 }
             },
         )

@@ -312,3 +312,56 @@ async fn grafana_calls_injection_tenants_errors_and_explain() {
     assert!(printed.contains("FROM metrics_samples"), "{printed}");
     assert!(printed.contains("sum by (status) per step"), "{printed}");
 }
+
+/// A query that would read more samples than `[query] promql_max_samples` is refused with
+/// Prometheus's wording and the setting's name, never answered from part of the data.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_query_past_the_sample_bound_is_refused() {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let end = now - now % 60;
+    let stack = Stack::start_with(&[("OBS_QUERY__PROMQL_MAX_SAMPLES", "500")])
+        .await
+        .unwrap();
+    let demo = Demo::generate(stack.dir(), end - 600, end).unwrap();
+    demo.load_into(&stack).await.unwrap();
+    let query = format!("{}/api/v1/query", stack.query_url());
+    let end_s = demo.end.to_string();
+    // 12 series × 21 samples in 5 minutes: under the bound.
+    let (status, v) = get(
+        &query,
+        &[
+            ("query", "count_over_time(demo_cpu_usage_ratio[5m])"),
+            ("time", &end_s),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["result"].as_array().unwrap().len(), 12);
+    // Every histogram bucket for 10 minutes: 66 series × 41 samples, past it.
+    let (status, v) = get(
+        &query,
+        &[
+            (
+                "query",
+                "count_over_time(demo_request_duration_seconds_bucket[10m])",
+            ),
+            ("time", &end_s),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, v["errorType"].as_str()),
+        (422, Some("execution")),
+        "{v}"
+    );
+    let msg = v["error"].as_str().unwrap();
+    assert!(
+        msg.contains("too many samples") && msg.contains("promql_max_samples"),
+        "{msg}"
+    );
+}

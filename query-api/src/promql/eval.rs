@@ -201,11 +201,7 @@ impl Evaluator {
         let (Some(&lo), Some(&hi)) = (refs.iter().min(), refs.iter().max()) else {
             return Ok(Vec::new());
         };
-        let raw = self
-            .storage
-            .select(vs, lo - self.lookback, hi)
-            .await
-            .map_err(EvalError::Storage)?;
+        let raw = self.storage.select(vs, lo - self.lookback, hi).await?;
         let mut out = Vec::with_capacity(raw.len());
         for s in raw {
             let points: Vec<Option<f64>> = refs
@@ -240,11 +236,7 @@ impl Evaluator {
                         bounds,
                     });
                 };
-                let mut series = self
-                    .storage
-                    .select(&ms.vs, lo, hi)
-                    .await
-                    .map_err(EvalError::Storage)?;
+                let mut series = self.storage.select(&ms.vs, lo, hi).await?;
                 for s in &mut series {
                     s.samples.retain(|&(_, v)| !is_stale(v));
                 }

@@ -7,6 +7,7 @@ use clickhouse::Row;
 use promql_parser::parser::VectorSelector;
 use serde::Deserialize;
 
+use super::eval::EvalError;
 use super::value::{Labels, RawSeries};
 use crate::prom::selector::{self, SqlFilter};
 
@@ -125,8 +126,9 @@ impl Storage {
         vs: &VectorSelector,
         from_ms: i64,
         to_ms: i64,
-    ) -> Result<Vec<RawSeries>, String> {
-        let st = selector_statement(vs, &self.tenant, from_ms, to_ms)?;
+    ) -> Result<Vec<RawSeries>, EvalError> {
+        let st =
+            selector_statement(vs, &self.tenant, from_ms, to_ms).map_err(EvalError::Execution)?;
         self.statements.push(st.display());
         let Some(client) = &self.client else {
             return Ok(Vec::new());
@@ -134,7 +136,7 @@ impl Storage {
         let rows: Vec<SeriesRow> = bound(client, &st)
             .fetch_all()
             .await
-            .map_err(|e| format!("reading samples from ClickHouse: {e}"))?;
+            .map_err(|e| EvalError::Storage(format!("reading samples from ClickHouse: {e}")))?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let mut labels: Labels = r.labels.into_iter().collect();
@@ -149,10 +151,10 @@ impl Storage {
             }
             self.samples_read += samples.len();
             if self.samples_read > self.max_samples {
-                return Err(format!(
+                return Err(EvalError::Execution(format!(
                     "query processing would load too many samples into memory in query execution (more than {}; [query] promql_max_samples)",
                     self.max_samples
-                ));
+                )));
             }
             out.push(RawSeries { labels, samples });
         }
