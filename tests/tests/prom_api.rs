@@ -176,8 +176,17 @@ async fn labels_series_and_metadata_match_prometheus() {
     assert_eq!(bad["errorType"], "bad_data");
     let missing = get(&ours, "/api/v1/series", &[], true).await;
     assert_eq!(missing["error"], "no match[] parameter provided");
-    let q = get(&ours, "/api/v1/query", &[("query", "up")], true).await;
-    // PromQL over the same scraped data: Prometheus's own `up` is 1.
+    // PromQL over the same scraped data: Prometheus's own `up` is 1 (its samples table may
+    // trail the series table by a sink batch).
+    let q = wait_for("up through PromQL", Duration::from_secs(60), || {
+        let ours = ours.clone();
+        async move {
+            let q = get(&ours, "/api/v1/query", &[("query", "up")], true).await;
+            q["data"]["result"][0].is_object().then_some(q)
+        }
+    })
+    .await
+    .unwrap();
     assert_eq!(q["data"]["result"][0]["value"][1], "1", "{q}");
     assert_eq!(q["data"]["result"][0]["metric"]["job"], "prometheus", "{q}");
 }
