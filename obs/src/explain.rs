@@ -19,28 +19,13 @@ pub struct ExplainArgs<'a> {
 
 /// Asks the query API and prints the statements and the Rust steps.
 pub async fn run(a: ExplainArgs<'_>) -> anyhow::Result<()> {
-    let url = format!("{}/api/v1/explain", a.url.trim_end_matches('/'));
     let mut params = vec![("query", a.query), ("language", a.language)];
     if let Some((start, end, step)) = a.range {
         params.extend([("start", start), ("end", end), ("step", step)]);
     }
-    let mut req = reqwest::Client::new().get(&url).query(&params);
-    if let Some(t) = a.tenant {
-        req = req.header("X-Scope-OrgID", t);
-    }
-    let resp = req.send().await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot reach the query API at {url}: {e} (is `obs up` or `obs query` running?)"
-        )
-    })?;
-    let status = resp.status();
-    let v: Value = resp.json().await?;
-    if !status.is_success() {
-        anyhow::bail!(
-            "cannot explain ({status}): {}",
-            v["error"].as_str().unwrap_or("no reason given")
-        );
-    }
+    let text =
+        crate::query_api::get(a.url, "/api/v1/explain", &params, a.tenant, "explain").await?;
+    let v: Value = serde_json::from_str(&text)?;
     let data = &v["data"];
     if let Some(plan) = data["plan"].as_str() {
         println!("{plan}");

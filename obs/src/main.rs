@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod explain;
+mod query_api;
 mod replay;
 mod sql;
 

@@ -16,27 +16,14 @@ pub async fn run(
         "csv" => "csv",
         other => anyhow::bail!("unknown --format {other:?}: use table, json or csv"),
     };
-    let url = format!("{}/api/v1/sql", base.trim_end_matches('/'));
-    let mut req = reqwest::Client::new()
-        .get(&url)
-        .query(&[("query", query), ("format", api_format)]);
-    if let Some(t) = tenant {
-        req = req.header("X-Scope-OrgID", t);
-    }
-    let resp = req.send().await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot reach the query API at {url}: {e} (is `obs up` or `obs query` running?)"
-        )
-    })?;
-    let status = resp.status();
-    let text = resp.text().await?;
-    if !status.is_success() {
-        let msg = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v.get("error").and_then(Value::as_str).map(String::from))
-            .unwrap_or(text);
-        anyhow::bail!("query failed ({status}): {msg}");
-    }
+    let text = crate::query_api::get(
+        base,
+        "/api/v1/sql",
+        &[("query", query), ("format", api_format)],
+        tenant,
+        "query",
+    )
+    .await?;
     if format != "table" {
         print!("{text}");
         return Ok(());

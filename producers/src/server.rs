@@ -33,8 +33,7 @@ use crate::otlp::{self, Status};
 use crate::publish::Publisher;
 use crate::remote_write;
 
-/// Header that names the tenant (Loki, Mimir and Tempo use the same).
-pub const TENANT_HEADER: &str = "X-Scope-OrgID";
+pub use obs_runtime::tenant::TENANT_HEADER;
 
 /// What every request handler shares.
 #[derive(Clone)]
@@ -70,23 +69,7 @@ fn now_ns() -> i64 {
 
 /// The tenant of a request: `X-Scope-OrgID`, or the configured default.
 pub(crate) fn tenant(headers: &HeaderMap, default: &str) -> Result<String, CollectorError> {
-    let Some(value) = headers.get(TENANT_HEADER) else {
-        return Ok(default.to_string());
-    };
-    let t = value
-        .to_str()
-        .map_err(|_| CollectorError::BadRequest(format!("{TENANT_HEADER} is not valid text")))?
-        .trim();
-    let valid = !t.is_empty()
-        && t.len() <= 128
-        && t.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if !valid {
-        return Err(CollectorError::BadRequest(format!(
-            "invalid {TENANT_HEADER} {t:?}: use 1-128 letters, digits, '-', '_' or '.'"
-        )));
-    }
-    Ok(t.to_string())
+    obs_runtime::tenant::tenant(headers, default).map_err(CollectorError::BadRequest)
 }
 
 pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, CollectorError> {

@@ -2,27 +2,10 @@
 
 use axum::http::HeaderMap;
 
-/// The tenant header.
-pub const TENANT_HEADER: &str = "X-Scope-OrgID";
+pub use obs_runtime::tenant::TENANT_HEADER;
 
 /// The request's tenant: `X-Scope-OrgID` (1-128 letters, digits, `-`, `_`, `.`, as the
 /// collectors accept), else `default`; anything else is refused with the reason.
 pub fn tenant(headers: &HeaderMap) -> Result<String, String> {
-    let Some(value) = headers.get(TENANT_HEADER) else {
-        return Ok("default".into());
-    };
-    let t = value
-        .to_str()
-        .map_err(|_| format!("{TENANT_HEADER} is not valid text"))?
-        .trim();
-    let valid = !t.is_empty()
-        && t.len() <= 128
-        && t.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if !valid {
-        return Err(format!(
-            "invalid {TENANT_HEADER} {t:?}: use 1-128 letters, digits, '-', '_' or '.'"
-        ));
-    }
-    Ok(t.to_string())
+    obs_runtime::tenant::tenant(headers, "default")
 }

@@ -1,12 +1,14 @@
 //! Runtime shared by every stage, so that no stage depends on another stage's internals:
 //! configuration ([`config`]), Kafka clients and topic set-up ([`kafka`]), the ClickHouse
-//! client ([`clickhouse`]), `/metrics` `/healthz` `/readyz` ([`ops`]) and logging
-//! ([`telemetry`]).
+//! client ([`clickhouse`]), `/metrics` `/healthz` `/readyz` ([`ops`]), logging
+//! ([`telemetry`]), label-name rules ([`labels`]) and the request tenant ([`tenant`]).
 
 pub mod clickhouse;
 pub mod config;
 pub mod kafka;
+pub mod labels;
 pub mod ops;
 pub mod telemetry;
+pub mod tenant;
 
 pub use config::Config;

@@ -43,22 +43,7 @@ impl DeltaTotals {
 }
 
 /// A label name as Prometheus writes OTLP attribute names (`http.method` → `http_method`).
-pub fn sanitize(name: &str) -> String {
-    let mut out: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert(0, '_');
-    }
-    out
-}
+pub use obs_runtime::labels::sanitize_label_name as sanitize;
 
 fn metric_name(name: &str) -> String {
     let mut out: String = name

@@ -20,8 +20,7 @@ use super::exec::{self, Scope};
 use super::params;
 use super::parser::parse;
 use super::pipeline::Labels;
-use super::sql::STREAM_LABELS;
-use super::sql::{self, Bind, Range};
+use super::sql::{self, Bind, Range, STREAM_LABELS};
 use crate::prom::params::Params;
 use crate::server::ApiState;
 
@@ -173,6 +172,20 @@ fn selector_param(p: &Params, key: &str) -> Result<Vec<Vec<Matcher>>, QueryError
         .collect()
 }
 
+/// `WHERE` for the streams `sel` matches with entries in `[start, end]` (ns, both
+/// inclusive, as the label and index endpoints read them).
+fn stream_filter(scope: &Scope, sel: &[Matcher], (start, end): (i64, i64)) -> sql::Select {
+    sql::filter(
+        &scope.tenant,
+        sel,
+        &[],
+        Range::Log {
+            start,
+            end: end.saturating_add(1),
+        },
+    )
+}
+
 async fn labels(
     State(state): State<ApiState>,
     RawQuery(q): RawQuery,
@@ -184,15 +197,7 @@ async fn labels(
     let scope = scope(&state, &headers)?;
     let selectors = selector_param(&p, "query")?;
     let sel = selectors.into_iter().next().unwrap_or_default();
-    let mut f = sql::filter(
-        &scope.tenant,
-        &sel,
-        &[],
-        Range::Log {
-            start,
-            end: end.saturating_add(1),
-        },
-    );
+    let mut f = stream_filter(&scope, &sel, (start, end));
     f.sql = format!(
         "SELECT DISTINCT arrayJoin(mapKeys({STREAM_LABELS})) AS l FROM otel_logs WHERE {} ORDER BY l",
         f.sql
@@ -208,12 +213,7 @@ async fn label_values(
     headers: HeaderMap,
     body: Bytes,
 ) -> Answer {
-    let valid = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !valid {
+    if !obs_runtime::labels::valid_label_name(&name) {
         return Err(bad(format!("invalid label name: {name:?}")));
     }
     let p = Params::read(q.as_deref(), &headers, &body);
@@ -223,15 +223,7 @@ async fn label_values(
         .into_iter()
         .next()
         .unwrap_or_default();
-    let mut f = sql::filter(
-        &scope.tenant,
-        &sel,
-        &[],
-        Range::Log {
-            start,
-            end: end.saturating_add(1),
-        },
-    );
+    let mut f = stream_filter(&scope, &sel, (start, end));
     f.sql = format!(
         "SELECT DISTINCT {STREAM_LABELS}[?] AS v FROM otel_logs WHERE {} AND mapContains({STREAM_LABELS}, ?) ORDER BY v",
         f.sql
@@ -263,15 +255,7 @@ async fn series(
     }
     let mut sets: BTreeSet<Labels> = BTreeSet::new();
     for sel in selectors {
-        let mut f = sql::filter(
-            &scope.tenant,
-            &sel,
-            &[],
-            Range::Log {
-                start,
-                end: end.saturating_add(1),
-            },
-        );
+        let mut f = stream_filter(&scope, &sel, (start, end));
         f.sql = format!(
             "SELECT DISTINCT {STREAM_LABELS} AS labels FROM otel_logs WHERE {}",
             f.sql
@@ -332,15 +316,7 @@ async fn volume(
     };
     names.sort();
     names.dedup();
-    let mut f = sql::filter(
-        &scope.tenant,
-        &sel,
-        &[],
-        Range::Log {
-            start,
-            end: end.saturating_add(1),
-        },
-    );
+    let mut f = stream_filter(&scope, &sel, (start, end));
     let col = format!("{STREAM_LABELS}[?]");
     let cols = vec![col.as_str(); names.len()].join(", ");
     f.sql = format!(
@@ -395,15 +371,7 @@ async fn stats(
                 "query parameter is required: give a stream selector".into()
             ));
         };
-        let mut f = sql::filter(
-            &scope.tenant,
-            &sel,
-            &[],
-            Range::Log {
-                start,
-                end: end.saturating_add(1),
-            },
-        );
+        let mut f = stream_filter(&scope, &sel, (start, end));
         f.sql = format!(
             "SELECT uniqExact({STREAM_LABELS}) AS streams, count() AS entries, toUInt64(sum(length(Body))) AS bytes FROM otel_logs WHERE {}",
             f.sql

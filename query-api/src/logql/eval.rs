@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use super::ast::{Grouping, MatchOp, Matcher, MetricExpr, RangeFn, VectorOp};
 use super::pipeline::{ERROR_LABEL, Labels, Pipeline, Unwrapper};
+use crate::promql::range_fns::{quantile, variance};
 
 /// One value per series at one time.
 pub type Vector = Vec<(Labels, f64)>;
@@ -248,8 +249,8 @@ fn range(
             RangeFn::QuantileOverTime => quantile(param.unwrap_or(0.5), w),
             RangeFn::FirstOverTime => w[0],
             RangeFn::LastOverTime => w[w.len() - 1],
-            RangeFn::StddevOverTime => welford(&w).sqrt(),
-            RangeFn::StdvarOverTime => welford(&w),
+            RangeFn::StddevOverTime => variance(w.iter().copied()).sqrt(),
+            RangeFn::StdvarOverTime => variance(w.iter().copied()),
             RangeFn::AbsentOverTime => return Vec::new(),
         };
         out.push((labels.clone(), v));
@@ -263,37 +264,6 @@ fn range(
         return vec![(labels, 1.0)];
     }
     out
-}
-
-/// Population variance, computed incrementally (Welford) as Loki and Prometheus do.
-fn welford(w: &[f64]) -> f64 {
-    let (mut mean, mut m2) = (0.0, 0.0);
-    for (i, x) in w.iter().enumerate() {
-        let delta = x - mean;
-        mean += delta / (i + 1) as f64;
-        m2 += delta * (x - mean);
-    }
-    m2 / w.len() as f64
-}
-
-/// Prometheus's φ-quantile with linear interpolation between the closest ranks.
-fn quantile(q: f64, mut w: Vec<f64>) -> f64 {
-    if w.is_empty() {
-        return f64::NAN;
-    }
-    if q < 0.0 {
-        return f64::NEG_INFINITY;
-    }
-    if q > 1.0 {
-        return f64::INFINITY;
-    }
-    w.sort_by(f64::total_cmp);
-    let n = w.len() as f64;
-    let rank = q * (n - 1.0);
-    let lower = rank.floor().max(0.0);
-    let upper = (lower + 1.0).min(n - 1.0);
-    let weight = rank - rank.floor();
-    w[lower as usize] * (1.0 - weight) + w[upper as usize] * weight
 }
 
 fn group_key(labels: &Labels, g: Option<&Grouping>) -> Labels {
@@ -360,8 +330,8 @@ fn aggregate(op: VectorOp, param: Option<f64>, g: Option<&Grouping>, input: Vect
             VectorOp::Min => vals.iter().copied().fold(f64::INFINITY, f64::min),
             VectorOp::Max => vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
             VectorOp::Count => n,
-            VectorOp::Stddev => welford(&vals).sqrt(),
-            VectorOp::Stdvar => welford(&vals),
+            VectorOp::Stddev => variance(vals.iter().copied()).sqrt(),
+            VectorOp::Stdvar => variance(vals.iter().copied()),
             VectorOp::Topk | VectorOp::Bottomk => unreachable!("handled above"),
         };
         out.push((key, v));

@@ -2,24 +2,7 @@
 //! keys joined with `_`, label names sanitised, empty values skipped), and their forms
 //! with fields (`| json status="response.status"`).
 
-/// A label name made valid: characters outside `[a-zA-Z0-9_]` become `_`, and a leading
-/// digit gets a `_` before it.
-pub fn sanitize(key: &str) -> String {
-    let mut out: String = key
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert(0, '_');
-    }
-    out
-}
+pub use obs_runtime::labels::sanitize_label_name as sanitize;
 
 /// The labels of a JSON object line, or `Err` when the line is not a JSON object.
 pub fn json(line: &str) -> Result<Vec<(String, String)>, String> {

@@ -96,12 +96,7 @@ fn capture_at(s: &str) -> Option<&str> {
     let inner = s.strip_prefix('<')?;
     let end = inner.find('>')?;
     let name = &inner[..end];
-    let valid = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    valid.then_some(name)
+    obs_runtime::labels::valid_label_name(name).then_some(name)
 }
 
 #[cfg(test)]

@@ -136,12 +136,7 @@ async fn label_values(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Answer {
-    let valid = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !valid {
+    if !obs_runtime::labels::valid_label_name(&name) {
         return Err(bad_data(format!("invalid label name: {name:?}")));
     }
     let mut f = request_filter(q.as_deref(), &headers, &[], false).map_err(bad_data)?;

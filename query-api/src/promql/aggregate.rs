@@ -57,14 +57,7 @@ impl Evaluator {
                     return exec("count_values needs a label name");
                 };
                 param_string = Self::string_arg(p)?;
-                if !param_string
-                    .chars()
-                    .next()
-                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                    || !param_string
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_')
-                {
+                if !obs_runtime::labels::valid_label_name(&param_string) {
                     return exec(format!("invalid label name {param_string:?}"));
                 }
             }

@@ -3,6 +3,7 @@
 //! `absent`, `timestamp`, date functions, `vector`, `scalar` and `time`.
 
 use chrono::{DateTime, Datelike, Timelike};
+use obs_runtime::labels::valid_label_name;
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{Call, Expr};
 use regex::Regex;
@@ -122,13 +123,6 @@ fn absent_labels(arg: &Expr) -> Labels {
         out.remove(&n);
     }
     out
-}
-
-fn valid_label_name(n: &str) -> bool {
-    n.chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// One bucket of a classic histogram.
