@@ -27,8 +27,9 @@ const LINES: &[(&str, i32, &str)] = &[
     ("DEBUG", 5, "retrying request"),
 ];
 
-/// Sends `records` log records spread over four services to `base`/v1/logs.
-pub async fn run(base: &str, records: usize) -> anyhow::Result<()> {
+/// Sends `records` log records spread over four services to `base`/v1/logs, each with the
+/// attribute `demo.run` = `run_id` (when given) so a caller can count exactly this burst.
+pub async fn run(base: &str, records: usize, run_id: Option<&str>) -> anyhow::Result<()> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64;
     let mut per_service: Vec<Vec<LogRecord>> = vec![vec![]; SERVICES.len()];
     for i in 0..records {
@@ -40,10 +41,13 @@ pub async fn run(base: &str, records: usize) -> anyhow::Result<()> {
             body: Some(AnyValue {
                 value: Some(any_value::Value::StringValue(format!("{msg} (demo #{i})"))),
             }),
-            attributes: vec![
+            attributes: [
                 kv("demo.seq", &i.to_string()),
                 kv("http.route", "/api/orders"),
-            ],
+            ]
+            .into_iter()
+            .chain(run_id.map(|id| kv("demo.run", id)))
+            .collect(),
             trace_id: (i as u128 + 1).to_be_bytes().to_vec(),
             span_id: (i as u64 + 1).to_be_bytes().to_vec(),
             ..Default::default()

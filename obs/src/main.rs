@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use obs_runtime::{Config, clickhouse as ch, ops, telemetry};
+use obs_runtime::{Config, clickhouse as ch, ops, shutdown, telemetry};
 use obs_schemas::migrations;
 use obs_schemas::registry::{SchemaStore, router as registry_router};
 
@@ -145,6 +145,10 @@ enum Command {
         /// Number of log records.
         #[arg(long, default_value_t = 200)]
         records: usize,
+        /// Tag every record with the attribute demo.run = this id, to count this burst
+        /// (`SELECT count() FROM otel_logs WHERE LogAttributes['demo.run'] = '<id>'`).
+        #[arg(long)]
+        run_id: Option<String>,
         /// Collector base URL (default: http://<[collector] listen>).
         #[arg(long)]
         url: Option<String>,
@@ -156,6 +160,7 @@ enum Command {
 #[tokio::main]
 async fn main() {
     telemetry::init();
+    shutdown::listen();
     if let Err(e) = run(Cli::parse()).await {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -235,9 +240,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await
         }
-        Command::Demo { records, url } => {
+        Command::Demo {
+            records,
+            run_id,
+            url,
+        } => {
             let url = url.unwrap_or_else(|| format!("http://{}", cfg.collector.listen));
-            demo::run(&url, records).await
+            demo::run(&url, records, run_id.as_deref()).await
         }
         Command::Config => {
             print!("{}", toml::to_string_pretty(&cfg)?);
@@ -292,25 +301,29 @@ fn is_connection_error(e: &anyhow::Error) -> bool {
     )
 }
 
-/// Every stage in one process, sharing nothing but configuration.
+/// Every stage in one process, sharing nothing but configuration. On SIGTERM (or Ctrl-C)
+/// every stage finishes what it holds and the process exits 0; if a stage fails, the
+/// others are stopped the same way and the process exits with its error.
 async fn up(cfg: Config, with_sink: bool) -> anyhow::Result<()> {
-    let registry = tokio::spawn(registry(cfg.clone()));
+    let mut stages = tokio::task::JoinSet::new();
+    stages.spawn(named("registry", registry(cfg.clone())));
     migrate(&cfg).await?;
-    let collector = tokio::spawn(obs_producers::run(cfg.clone(), ops::Readiness::default()));
-    let (sink, sink_ops) = if with_sink {
+    stages.spawn(named(
+        "collector",
+        obs_producers::run(cfg.clone(), ops::Readiness::default()),
+    ));
+    if with_sink {
         let ready = ops::Readiness::default();
         let (addr, router) = (cfg.sink.listen.clone(), ops::router(ready.clone()));
-        (
-            tokio::spawn(obs_sinks::run(cfg.clone(), ready)),
-            tokio::spawn(async move { ops::serve(&addr, router, "sink ops").await }),
-        )
-    } else {
-        (
-            tokio::spawn(std::future::pending()),
-            tokio::spawn(std::future::pending()),
-        )
-    };
-    let query = tokio::spawn(obs_query_api::run(cfg.clone(), ops::Readiness::default()));
+        stages.spawn(named("sink", obs_sinks::run(cfg.clone(), ready)));
+        stages.spawn(named("sink ops", async move {
+            ops::serve(&addr, router, "sink ops").await
+        }));
+    }
+    stages.spawn(named(
+        "query API",
+        obs_query_api::run(cfg.clone(), ops::Readiness::default()),
+    ));
     eprintln!(
         "obs is up: OTLP/HTTP http://{} and http://{} · registry {} · query API http://{} · ClickHouse {} (database {})",
         cfg.collector.listen,
@@ -320,16 +333,38 @@ async fn up(cfg: Config, with_sink: bool) -> anyhow::Result<()> {
         cfg.clickhouse.url,
         cfg.clickhouse.database
     );
-    let (name, result) = tokio::select! {
-        r = registry => ("registry", r),
-        r = collector => ("collector", r),
-        r = sink => ("sink", r),
-        r = sink_ops => ("sink ops", r),
-        r = query => ("query API", r),
-    };
-    match result {
-        Ok(Ok(())) => anyhow::bail!("{name} stopped"),
-        Ok(Err(e)) => Err(e.context(format!("{name} failed"))),
-        Err(e) => Err(anyhow::anyhow!("{name} panicked: {e}")),
+    let mut failure: Option<anyhow::Error> = None;
+    while let Some(joined) = stages.join_next().await {
+        let (name, result) = match joined {
+            Ok(r) => r,
+            Err(e) => ("a stage", Err(anyhow::anyhow!("panicked: {e}"))),
+        };
+        if shutdown::requested() && result.is_ok() {
+            continue;
+        }
+        let e = result
+            .err()
+            .unwrap_or_else(|| anyhow::anyhow!("stopped unexpectedly"))
+            .context(format!("{name} failed"));
+        if failure.is_none() {
+            tracing::error!("{e:#}; stopping the other stages");
+            shutdown::request();
+            failure = Some(e);
+        }
     }
+    match failure {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("all stages stopped cleanly");
+            Ok(())
+        }
+    }
+}
+
+/// A stage's future with its name, for [`up`]'s report.
+async fn named<F>(name: &'static str, stage: F) -> (&'static str, anyhow::Result<()>)
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    (name, stage.await)
 }

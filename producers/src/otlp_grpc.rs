@@ -112,7 +112,7 @@ impl MetricsService for Otlp {
     }
 }
 
-/// Serves OTLP/gRPC on `addr` until the process ends.
+/// Serves OTLP/gRPC on `addr` until a shutdown is asked for (calls in flight finish).
 pub async fn serve(addr: &str, state: AppState) -> anyhow::Result<()> {
     let sock: SocketAddr = addr
         .parse()
@@ -136,7 +136,7 @@ pub async fn serve(addr: &str, state: AppState) -> anyhow::Result<()> {
                 .accept_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(limit),
         )
-        .serve(sock)
+        .serve_with_shutdown(sock, obs_runtime::shutdown::wait())
         .await
         .with_context(|| format!("serving OTLP/gRPC on {addr}"))
 }

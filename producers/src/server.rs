@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use obs_runtime::config::{CollectorConfig, Config};
-use obs_runtime::{kafka, ops};
+use obs_runtime::{kafka, ops, shutdown};
 use obs_schemas::wire::Codec;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
@@ -345,8 +345,8 @@ fn otlp_error(format: Format, e: CollectorError) -> Response {
     })
 }
 
-/// Runs the collector until the process ends: creates the topics, then serves the main
-/// and OTLP/HTTP listeners.
+/// Runs the collector until a shutdown is asked for: creates the topics, then serves the
+/// main and OTLP/HTTP listeners (requests in flight finish before it returns).
 pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
     kafka::ensure_topics(&cfg.kafka).await?;
     let producer = kafka::SharedProducer::new(&cfg.kafka)?;
@@ -379,15 +379,20 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
     let http = futures::future::try_join_all(servers);
     let grpc = async {
         if cfg.collector.otlp_grpc_listen.is_empty() {
-            return std::future::pending().await;
+            shutdown::wait().await;
+            return Ok(());
         }
         crate::otlp_grpc::serve(&cfg.collector.otlp_grpc_listen, grpc_state.clone()).await
     };
     let scrape = async {
         if cfg.collector.scrape_config.is_empty() {
-            return std::future::pending().await;
+            shutdown::wait().await;
+            return Ok(());
         }
-        crate::scrape::run(Path::new(&cfg.collector.scrape_config), grpc_state.clone()).await
+        tokio::select! {
+            r = crate::scrape::run(Path::new(&cfg.collector.scrape_config), grpc_state.clone()) => r,
+            _ = shutdown::wait() => Ok(()),
+        }
     };
     tokio::try_join!(http, grpc, scrape).map(|_| ())
 }

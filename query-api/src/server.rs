@@ -28,7 +28,7 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Serves the query API until the process ends.
+/// Serves the query API until a shutdown is asked for.
 pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
     let state = ApiState {
         client: ch::client(&cfg.clickhouse),

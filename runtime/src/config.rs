@@ -44,6 +44,9 @@ pub struct KafkaConfig {
     /// How long a produce may wait for the broker's acknowledgement before the collector
     /// answers 503 (librdkafka `message.timeout.ms`).
     pub produce_timeout_ms: u64,
+    /// librdkafka debug contexts for consumers (e.g. "cgrp,fetch"), logged through the
+    /// stage's log; "" = none. For diagnosing group and fetch problems.
+    pub debug: String,
 }
 
 impl Default for KafkaConfig {
@@ -52,6 +55,7 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             raw_partitions: 3,
             produce_timeout_ms: 10_000,
+            debug: String::new(),
         }
     }
 }
@@ -166,10 +170,15 @@ pub struct SinkConfig {
     pub batch_max_wait_ms: u64,
     /// Address serving the sink's /metrics, /healthz, /readyz.
     pub listen: String,
-    /// Static consumer-group membership id (Kafka `group.instance.id`, suffixed with the
-    /// table). A restarted sink with the same id takes its partitions back at once instead
-    /// of waiting for the group to notice the old member is gone. Empty: dynamic membership.
-    pub instance_id: String,
+    /// This sink instance's number, from 0: it reads the partitions `p` with
+    /// `p % instances == instance`. Partitions are assigned, not balanced by the broker's
+    /// group coordinator (see `obs_runtime::kafka::assign`).
+    pub instance: u32,
+    /// How many sink instances share the topics' partitions.
+    pub instances: u32,
+    /// A partition with messages waiting whose committed offset has not moved for this long
+    /// is stalled: `/readyz` answers 503 naming it, and the log says so at WARN.
+    pub stall_after_secs: u64,
 }
 
 impl Default for SinkConfig {
@@ -179,7 +188,9 @@ impl Default for SinkConfig {
             batch_max_rows: 50_000,
             batch_max_wait_ms: 1_000,
             listen: "127.0.0.1:8091".into(),
-            instance_id: String::new(),
+            instance: 0,
+            instances: 1,
+            stall_after_secs: 60,
         }
     }
 }
@@ -245,8 +256,23 @@ impl Config {
                 .filter(|k| k.as_str().contains("__"))
                 .split("__"),
         );
-        fig.extract()
-            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+        let cfg: Config = fig
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Relations between settings that types alone do not enforce.
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.sink.instances >= 1 && self.sink.instance < self.sink.instances,
+            "invalid configuration: [sink] instance = {} must be below instances = {} \
+             (instances numbered from 0)",
+            self.sink.instance,
+            self.sink.instances
+        );
+        Ok(())
     }
 }
 
@@ -268,6 +294,22 @@ mod tests {
             assert_eq!(c.kafka.brokers, "file:9092");
             assert_eq!(c.query.sql_max_rows, 7);
             assert_eq!(c.collector.listen, "127.0.0.1:8080");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn sink_instance_must_be_below_instances() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("OBS_SINK__INSTANCE", "2");
+            jail.set_env("OBS_SINK__INSTANCES", "2");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(
+                e.contains("instance = 2 must be below instances = 2"),
+                "{e}"
+            );
+            jail.set_env("OBS_SINK__INSTANCE", "1");
+            assert_eq!(Config::load(None).unwrap().sink.instance, 1);
             Ok(())
         });
     }

@@ -1,7 +1,8 @@
 //! Kafka clients configured the way every stage needs them, and topic creation.
 //!
 //! Producers are idempotent with `acks=all` and lz4; consumers never auto-commit (a stage
-//! commits only after its output is durable). The broker may not create topics on first
+//! commits only after its output is durable) and are assigned their partitions rather than
+//! balanced by the broker (see [`consumer`]). The broker may not create topics on first
 //! produce (tansu does not), so every stage calls [`ensure_topics`] at start-up.
 
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
 
@@ -87,16 +89,19 @@ impl SharedProducer {
     }
 }
 
-/// A consumer in `group` that commits only when told to, starting from the earliest offset
-/// when the group has none; `instance_id` (if not empty) makes its membership static.
-pub fn consumer(
-    cfg: &KafkaConfig,
-    group: &str,
-    instance_id: &str,
-) -> anyhow::Result<StreamConsumer> {
+/// A consumer whose offsets are committed in `group`, only when the stage says so, starting
+/// from the earliest offset where the group has none. It does not join the group: give it
+/// its partitions with [`assign`].
+///
+/// Why not the broker's group coordination: tansu 0.6 keeps a group's previous leader after
+/// that member is gone (a restarted stage, a restarted broker), so every new member is
+/// handed no partitions, forever; offsets committed by a consumer outside the group are
+/// stored and read back normally, by tansu and by Kafka alike. Stages therefore take their
+/// partitions themselves, as Arroyo's and Flink's Kafka sources do.
+pub fn consumer(cfg: &KafkaConfig, group: &str) -> anyhow::Result<StreamConsumer> {
     let mut client = ClientConfig::new();
-    if !instance_id.is_empty() {
-        client.set("group.instance.id", instance_id);
+    if !cfg.debug.is_empty() {
+        client.set("debug", &cfg.debug);
     }
     client
         .set("bootstrap.servers", &cfg.brokers)
@@ -104,17 +109,51 @@ pub fn consumer(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
-        // A stage stops polling while its output is down (ClickHouse retries) and resumes
-        // where it was; liveness is the heartbeat thread's job, so a long outage must not
-        // cost the group membership.
-        .set("max.poll.interval.ms", "86400000")
         // What librdkafka prefetches while the stage is not consuming: bounded.
         .set("queued.max.messages.kbytes", "65536")
         .set("fetch.max.bytes", (32 << 20).to_string())
         .set("max.partition.fetch.bytes", (8 << 20).to_string())
         .create()
         .context("creating the Kafka consumer")
+}
+
+/// The partitions of a topic with `count` partitions that instance `instance` of
+/// `instances` reads: every `p` with `p % instances == instance`.
+pub fn partitions_of(instance: u32, instances: u32, count: i32) -> Vec<i32> {
+    let instances = instances.max(1) as i32;
+    (0..count)
+        .filter(|p| p % instances == instance as i32)
+        .collect()
+}
+
+/// Assigns `topic`'s partitions of this instance (see [`partitions_of`]) to `consumer`,
+/// each starting at the group's committed offset (the earliest where there is none).
+/// Returns the partitions assigned.
+pub fn assign(
+    consumer: &StreamConsumer,
+    topic: &str,
+    instance: u32,
+    instances: u32,
+) -> anyhow::Result<Vec<i32>> {
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .with_context(|| format!("reading the partitions of {topic}"))?;
+    let count = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len() as i32);
+    anyhow::ensure!(count > 0, "topic {topic} has no partitions");
+    let mine = partitions_of(instance, instances, count);
+    let mut tpl = TopicPartitionList::new();
+    for &p in &mine {
+        tpl.add_partition_offset(topic, p, Offset::Stored)
+            .with_context(|| format!("assigning {topic}/{p}"))?;
+    }
+    consumer
+        .assign(&tpl)
+        .with_context(|| format!("assigning the partitions of {topic}"))?;
+    Ok(mine)
 }
 
 /// Creates every pipeline topic that does not exist yet (raw topics with
@@ -179,4 +218,17 @@ pub async fn partition_counts(cfg: &KafkaConfig) -> anyhow::Result<HashMap<Topic
     })
     .await
     .context("metadata task")?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::partitions_of;
+
+    #[test]
+    fn instances_split_partitions_without_overlap() {
+        assert_eq!(partitions_of(0, 1, 3), vec![0, 1, 2]);
+        assert_eq!(partitions_of(0, 2, 5), vec![0, 2, 4]);
+        assert_eq!(partitions_of(1, 2, 5), vec![1, 3]);
+        assert_eq!(partitions_of(3, 4, 3), Vec::<i32>::new());
+    }
 }

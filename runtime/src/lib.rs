@@ -1,13 +1,15 @@
 //! Runtime shared by every stage, so that no stage depends on another stage's internals:
 //! configuration ([`config`]), Kafka clients and topic set-up ([`kafka`]), the ClickHouse
 //! client ([`clickhouse`]), `/metrics` `/healthz` `/readyz` ([`ops`]), logging
-//! ([`telemetry`]), label-name rules ([`labels`]) and the request tenant ([`tenant`]).
+//! ([`telemetry`]), label-name rules ([`labels`]), the request tenant ([`tenant`]) and a
+//! clean stop on SIGTERM ([`shutdown`]).
 
 pub mod clickhouse;
 pub mod config;
 pub mod kafka;
 pub mod labels;
 pub mod ops;
+pub mod shutdown;
 pub mod telemetry;
 pub mod tenant;
 

@@ -1,7 +1,12 @@
 //! `/metrics`, `/healthz` and `/readyz`, served by every stage on each of its listeners.
+//!
+//! `/readyz` is 200 only when the stage has started *and* no part of it reports a problem:
+//! a sink whose partitions stopped making progress reports one (see [`Readiness::report`]),
+//! so a stall answers 503 with its reason instead of looking healthy.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -10,23 +15,67 @@ use tokio::net::TcpListener;
 
 use crate::telemetry::metrics_handle;
 
-/// Whether a stage is ready to take traffic; cheap to clone and share.
+/// Whether a stage is ready to take traffic, and if not, why; cheap to clone and share.
 #[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness {
+    started: Arc<AtomicBool>,
+    /// Problems by the part that reports them (e.g. a sink's table and topic).
+    problems: Arc<Mutex<BTreeMap<String, String>>>,
+}
 
 impl Readiness {
-    /// Marks the stage ready (or not).
+    /// Marks the stage started (or not).
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+        self.started.store(ready, Ordering::SeqCst);
     }
 
-    /// Whether it is ready.
+    /// Whether it is started and reports no problem.
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.started.load(Ordering::SeqCst) && self.problems().is_empty()
+    }
+
+    /// Sets (`Some`) or clears (`None`) the problem of the part named `part`.
+    pub fn report(&self, part: &str, problem: Option<String>) {
+        let mut problems = self.problems.lock().expect("readiness lock");
+        match problem {
+            Some(p) => problems.insert(part.to_string(), p),
+            None => problems.remove(part),
+        };
+    }
+
+    /// The problems reported now, one line each.
+    pub fn problems(&self) -> Vec<String> {
+        self.problems
+            .lock()
+            .expect("readiness lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn answer(&self) -> (StatusCode, String) {
+        if !self.started.load(Ordering::SeqCst) {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: starting\n".into(),
+            );
+        }
+        let problems = self.problems();
+        if problems.is_empty() {
+            (StatusCode::OK, "ready\n".into())
+        } else {
+            let mut text = String::from("not ready:\n");
+            for p in problems {
+                text.push_str(&p);
+                text.push('\n');
+            }
+            (StatusCode::SERVICE_UNAVAILABLE, text)
+        }
     }
 }
 
-/// Routes for `/metrics` (Prometheus text), `/healthz` (alive) and `/readyz` (503 until ready).
+/// Routes for `/metrics` (Prometheus text), `/healthz` (alive) and `/readyz` (503 until
+/// ready, and while any problem is reported, with the reasons as text).
 pub fn router(ready: Readiness) -> Router {
     // Install the recorder now: counts made before the first scrape must not be lost.
     metrics_handle();
@@ -37,23 +86,40 @@ pub fn router(ready: Readiness) -> Router {
             "/readyz",
             get(move || {
                 let ready = ready.clone();
-                async move {
-                    if ready.get() {
-                        (StatusCode::OK, "ready\n")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-                    }
-                }
+                async move { ready.answer() }
             }),
         )
 }
 
-/// Binds `addr` and serves `app` until the process ends.
+/// Binds `addr` and serves `app` until a shutdown is asked for (see
+/// [`crate::shutdown`]); requests in flight are finished first.
 pub async fn serve(addr: &str, app: Router, what: &str) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr).await.map_err(|e| {
         anyhow::anyhow!("{what}: cannot listen on {addr}: {e} (is another process using the port?)")
     })?;
     tracing::info!("{what} listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(crate::shutdown::wait())
+        .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reported_problem_makes_it_unready_with_the_reason() {
+        let r = Readiness::default();
+        assert_eq!(r.answer().0, StatusCode::SERVICE_UNAVAILABLE);
+        r.set(true);
+        assert_eq!(r.answer(), (StatusCode::OK, "ready\n".to_string()));
+        r.report("otel_logs", Some("sink otel_logs is stalled".into()));
+        assert!(!r.get());
+        let (code, text) = r.answer();
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(text.contains("sink otel_logs is stalled"), "{text}");
+        r.report("otel_logs", None);
+        assert!(r.get());
+    }
 }

@@ -25,10 +25,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use clickhouse::Row;
 use obs_runtime::kafka::SharedProducer;
-use obs_runtime::{Config, clickhouse as ch, kafka};
+use obs_runtime::ops::Readiness;
+use obs_runtime::{Config, clickhouse as ch, kafka, shutdown};
 use obs_schemas::Topic;
 use obs_schemas::records::DeadLetter;
 use obs_schemas::wire::{Codec, WireError};
@@ -41,6 +41,8 @@ use serde::{Deserialize, Serialize};
 use crate::table::TableSink;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long a shutdown waits for the batches in hand to be stored.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Crash-test failpoint: with `OBS_SINK_CRASH_AFTER_INSERTS=N` the process aborts right after
 /// its N-th insert, before committing offsets: the worst moment for a crash, on demand.
@@ -122,19 +124,27 @@ where
 }
 
 impl<T: TableSink> SinkDriver<T> {
-    /// Connects the consumer (group `<group_prefix>-<table>`), the DLQ producer and the
-    /// ClickHouse client.
-    pub fn new(cfg: &Config) -> anyhow::Result<Self> {
+    /// Connects the consumer (offsets in group `<group_prefix>-<table>`, this instance's
+    /// partitions assigned), the DLQ producer and the ClickHouse client, and starts the
+    /// progress monitor that reports stalls to `ready`.
+    pub fn new(cfg: &Config, ready: &Readiness) -> anyhow::Result<Self> {
         let group = format!("{}-{}", cfg.sink.group_prefix, T::NAME);
-        let instance = match cfg.sink.instance_id.as_str() {
-            "" => String::new(),
-            id => format!("{id}-{}", T::NAME),
+        let consumer = kafka::consumer(&cfg.kafka, &group)?;
+        let partitions = kafka::assign(
+            &consumer,
+            T::TOPIC.name(),
+            cfg.sink.instance,
+            cfg.sink.instances,
+        )?;
+        tracing::info!(table = T::TABLE, topic = %T::TOPIC, ?partitions, "partitions assigned");
+        let watch = crate::lag::Watch {
+            group: group.clone(),
+            topic: T::TOPIC,
+            table: T::TABLE,
+            partitions,
+            stall_after: Duration::from_secs(cfg.sink.stall_after_secs.max(1)),
         };
-        let consumer = kafka::consumer(&cfg.kafka, &group, &instance)?;
-        consumer
-            .subscribe(&[T::TOPIC.name()])
-            .with_context(|| format!("subscribing to {}", T::TOPIC))?;
-        crate::lag::spawn(&cfg.kafka, &group, T::TOPIC, T::TABLE);
+        crate::lag::spawn(&cfg.kafka, watch, ready.clone());
         Ok(SinkDriver {
             consumer,
             group,
@@ -147,7 +157,8 @@ impl<T: TableSink> SinkDriver<T> {
         })
     }
 
-    /// Runs until the process ends; Kafka and ClickHouse failures are retried.
+    /// Runs until a shutdown is asked for (then inserts and commits the batches it holds,
+    /// see [`SinkDriver::drain`]); Kafka and ClickHouse failures are retried.
     pub async fn run(self) -> anyhow::Result<()> {
         tracing::info!(topic = %T::TOPIC, table = T::TABLE, "sink started");
         let mut batches: BTreeMap<i32, Batch<T::Row>> = BTreeMap::new();
@@ -160,7 +171,14 @@ impl<T: TableSink> SinkDriver<T> {
                 .map(|b| self.max_wait.saturating_sub(b.started.elapsed()))
                 .min()
                 .unwrap_or(Duration::from_secs(3600));
-            match tokio::time::timeout(wait, self.consumer.recv()).await {
+            let next = tokio::select! {
+                r = tokio::time::timeout(wait, self.consumer.recv()) => r,
+                _ = shutdown::wait() => {
+                    self.drain(batches).await;
+                    return Ok(());
+                }
+            };
+            match next {
                 Ok(Ok(msg)) => {
                     let (p, offset) = (msg.partition(), msg.offset());
                     if skip_below.get(&p).is_some_and(|&s| offset < s) {
@@ -232,6 +250,27 @@ impl<T: TableSink> SinkDriver<T> {
                 let b = batches.remove(&p).expect("listed above");
                 self.flush(p, b).await;
             }
+        }
+    }
+
+    /// At shutdown: each batch read since the last commit is inserted and committed, so
+    /// the next start resumes after it. A batch being re-formed from an intent is left to
+    /// the next start, which re-forms it whole (its token must cover exactly its recorded
+    /// offsets). Bounded by [`DRAIN_LIMIT`]: with ClickHouse down nothing more is
+    /// committed, and the next start re-reads what was not.
+    async fn drain(&self, batches: BTreeMap<i32, Batch<T::Row>>) {
+        let work = async {
+            for (p, b) in batches {
+                if b.end.is_none() {
+                    self.flush(p, b).await;
+                }
+            }
+        };
+        if tokio::time::timeout(DRAIN_LIMIT, work).await.is_err() {
+            tracing::warn!(
+                table = T::TABLE,
+                "shutdown: batches not stored within {DRAIN_LIMIT:?}; the next start re-reads them"
+            );
         }
     }
 

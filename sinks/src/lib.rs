@@ -13,7 +13,7 @@
 //! * [`events`]: `obs.events` → `obs_events`.
 //! * [`raw_logs`]: `obs.logs.raw` (JSON lines from log agents) → `otel_logs`.
 //! * [`replay`]: `obs replay`, a topic's time range into the tables again.
-//! * [`lag`]: consumer lag per partition, measured beside the driver.
+//! * [`lag`]: consumer lag and stalls per partition, measured beside the driver.
 //! * [`driver`]: the consume → batch → insert → commit loop shared by every table.
 
 pub mod driver;
@@ -28,16 +28,17 @@ pub mod traces;
 
 use obs_runtime::{Config, kafka, ops};
 
-/// Runs every table sink until one fails.
+/// Runs every table sink until one fails or a shutdown is asked for; `ready` turns true
+/// once all are started and reports each sink's stalls.
 pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
     kafka::ensure_topics(&cfg.kafka).await?;
-    let logs = driver::SinkDriver::<logs::OtelLogs>::new(&cfg)?;
-    let traces = driver::SinkDriver::<traces::OtelTraces>::new(&cfg)?;
-    let samples = driver::SinkDriver::<metrics::MetricSamples>::new(&cfg)?;
-    let series = driver::SinkDriver::<metrics::MetricSeriesTable>::new(&cfg)?;
-    let metadata = driver::SinkDriver::<metrics::MetricMetadataTable>::new(&cfg)?;
-    let events = driver::SinkDriver::<events::ObsEvents>::new(&cfg)?;
-    let raw_logs = driver::SinkDriver::<raw_logs::RawLogs>::new(&cfg)?;
+    let logs = driver::SinkDriver::<logs::OtelLogs>::new(&cfg, &ready)?;
+    let traces = driver::SinkDriver::<traces::OtelTraces>::new(&cfg, &ready)?;
+    let samples = driver::SinkDriver::<metrics::MetricSamples>::new(&cfg, &ready)?;
+    let series = driver::SinkDriver::<metrics::MetricSeriesTable>::new(&cfg, &ready)?;
+    let metadata = driver::SinkDriver::<metrics::MetricMetadataTable>::new(&cfg, &ready)?;
+    let events = driver::SinkDriver::<events::ObsEvents>::new(&cfg, &ready)?;
+    let raw_logs = driver::SinkDriver::<raw_logs::RawLogs>::new(&cfg, &ready)?;
     ready.set(true);
     tokio::try_join!(
         logs.run(),

@@ -127,12 +127,9 @@ fn metrics_request(run: &str, base_ms: i64, request_no: u64) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sink_killed_at_random_points_stores_every_acknowledged_record_once() {
-    let mut stack = Stack::start_with_separate_sink(&[
-        ("OBS_SINK__BATCH_MAX_WAIT_MS", "100"),
-        ("OBS_SINK__INSTANCE_ID", "crash-test-sink"),
-    ])
-    .await
-    .unwrap();
+    let mut stack = Stack::start_with_separate_sink(&[("OBS_SINK__BATCH_MAX_WAIT_MS", "100")])
+        .await
+        .unwrap();
     let run = format!("crash-{}", now_ns());
     let run_no = now_ns();
     let url = stack.otlp_logs_url();
