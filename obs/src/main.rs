@@ -176,10 +176,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             migrate(&cfg).await?;
             let ready = ops::Readiness::default();
             let ops_server = ops::serve(&cfg.sink.listen, ops::router(ready.clone()), "sink ops");
-            tokio::try_join!(obs_sinks::run(cfg.clone(), ready), ops_server).map(|_| ())
+            let sink = async { tokio::try_join!(obs_sinks::run(cfg.clone(), ready), ops_server) };
+            tokio::select! {
+                r = sink => r.map(|_| ()),
+                _ = async {
+                    shutdown::wait().await;
+                    tokio::time::sleep(SHUTDOWN_LIMIT).await;
+                } => {
+                    tracing::warn!("sinks still busy {SHUTDOWN_LIMIT:?} after the shutdown began; exiting (nothing unstored was committed)");
+                    Ok(())
+                }
+            }
         }
         Command::Query => obs_query_api::run(cfg, ops::Readiness::default()).await,
-        Command::Registry => registry(cfg).await,
+        Command::Registry => registry(cfg, shutdown::wait()).await,
         Command::Migrate => migrate(&cfg).await,
         Command::Replay {
             topic,
@@ -255,7 +265,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn registry(cfg: Config) -> anyhow::Result<()> {
+/// The schema registry, serving until `stop` completes.
+async fn registry(
+    cfg: Config,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let store = SchemaStore::open(&cfg.registry.data_dir).with_context(|| {
         format!(
             "opening the registry in {}",
@@ -264,7 +278,7 @@ async fn registry(cfg: Config) -> anyhow::Result<()> {
     })?;
     tracing::info!(log = %store.path().display(), "registry storage");
     let app = registry_router(Arc::new(store)).merge(ops::router(ready_now()));
-    ops::serve(&cfg.registry.listen, app, "schema registry").await
+    ops::serve_until(&cfg.registry.listen, app, "schema registry", stop).await
 }
 
 fn ready_now() -> ops::Readiness {
@@ -305,8 +319,12 @@ fn is_connection_error(e: &anyhow::Error) -> bool {
 /// every stage finishes what it holds and the process exits 0; if a stage fails, the
 /// others are stopped the same way and the process exits with its error.
 async fn up(cfg: Config, with_sink: bool) -> anyhow::Result<()> {
+    // The registry outlives the other stages: while they shut down, sinks still decode.
+    let (registry_stop, registry_stopped) = tokio::sync::oneshot::channel::<()>();
+    let registry = tokio::spawn(registry(cfg.clone(), async move {
+        let _ = registry_stopped.await;
+    }));
     let mut stages = tokio::task::JoinSet::new();
-    stages.spawn(named("registry", registry(cfg.clone())));
     migrate(&cfg).await?;
     stages.spawn(named(
         "collector",
@@ -333,31 +351,83 @@ async fn up(cfg: Config, with_sink: bool) -> anyhow::Result<()> {
         cfg.clickhouse.url,
         cfg.clickhouse.database
     );
-    let mut failure: Option<anyhow::Error> = None;
-    while let Some(joined) = stages.join_next().await {
-        let (name, result) = match joined {
-            Ok(r) => r,
-            Err(e) => ("a stage", Err(anyhow::anyhow!("panicked: {e}"))),
-        };
-        if shutdown::requested() && result.is_ok() {
-            continue;
-        }
-        let e = result
-            .err()
-            .unwrap_or_else(|| anyhow::anyhow!("stopped unexpectedly"))
-            .context(format!("{name} failed"));
-        if failure.is_none() {
-            tracing::error!("{e:#}; stopping the other stages");
-            shutdown::request();
-            failure = Some(e);
-        }
-    }
+    let failure = supervise(&mut stages, registry).await;
+    // The registry may have stopped already (then its failure is in `failure`).
+    let _ = registry_stop.send(());
     match failure {
         Some(e) => Err(e),
         None => {
             tracing::info!("all stages stopped cleanly");
             Ok(())
         }
+    }
+}
+
+/// How long stages may take to finish what they hold once a shutdown is asked for. Past it
+/// the process exits anyway: nothing was acknowledged or committed that is not durable, so
+/// the next start re-reads what was not stored.
+const SHUTDOWN_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+type Stages = tokio::task::JoinSet<(&'static str, anyhow::Result<()>)>;
+
+/// Waits for the stages until all have stopped: the first failure (of a stage or of the
+/// registry) stops all the others, and once a shutdown is asked for they get
+/// [`SHUTDOWN_LIMIT`]. Returns the first failure.
+async fn supervise(
+    stages: &mut Stages,
+    mut registry: tokio::task::JoinHandle<anyhow::Result<()>>,
+) -> Option<anyhow::Error> {
+    let mut failure: Option<anyhow::Error> = None;
+    let mut registry_running = true;
+    let mut deadline: Option<tokio::time::Instant> = None;
+    while !stages.is_empty() {
+        if shutdown::requested() && deadline.is_none() {
+            deadline = Some(tokio::time::Instant::now() + SHUTDOWN_LIMIT);
+        }
+        let limit = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            joined = stages.join_next() => match joined {
+                Some(Ok((name, result))) => fail(name, result, &mut failure),
+                Some(Err(e)) => fail("a stage", Err(anyhow::anyhow!("panicked: {e}")), &mut failure),
+                None => break,
+            },
+            r = &mut registry, if registry_running => {
+                registry_running = false;
+                let result = r.unwrap_or_else(|e| Err(anyhow::anyhow!("panicked: {e}")));
+                // The registry stops only when told to: anything else is a failure.
+                fail("registry", result.and(Err(anyhow::anyhow!("stopped unexpectedly"))), &mut failure);
+            }
+            _ = shutdown::wait(), if deadline.is_none() => {}
+            _ = limit => {
+                tracing::warn!(
+                    "stages still busy {SHUTDOWN_LIMIT:?} after the shutdown began; exiting (nothing unstored was committed: the next start re-reads it)"
+                );
+                break;
+            }
+        }
+    }
+    failure
+}
+
+/// Records how stage `name` ended: a stage that fails, or stops while no shutdown was
+/// asked for, is the process's failure (the first one is kept) and stops the others.
+fn fail(name: &str, result: anyhow::Result<()>, failure: &mut Option<anyhow::Error>) {
+    if shutdown::requested() && result.is_ok() {
+        return;
+    }
+    let e = result
+        .err()
+        .unwrap_or_else(|| anyhow::anyhow!("stopped unexpectedly"))
+        .context(format!("{name} failed"));
+    if failure.is_none() {
+        tracing::error!("{e:#}; stopping the other stages");
+        shutdown::request();
+        *failure = Some(e);
     }
 }
 

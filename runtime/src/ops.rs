@@ -94,12 +94,23 @@ pub fn router(ready: Readiness) -> Router {
 /// Binds `addr` and serves `app` until a shutdown is asked for (see
 /// [`crate::shutdown`]); requests in flight are finished first.
 pub async fn serve(addr: &str, app: Router, what: &str) -> anyhow::Result<()> {
+    serve_until(addr, app, what, crate::shutdown::wait()).await
+}
+
+/// Like [`serve`], but stops when `stop` completes: for a server other stages of the
+/// process still need while they shut down (the schema registry in `obs up`).
+pub async fn serve_until(
+    addr: &str,
+    app: Router,
+    what: &str,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr).await.map_err(|e| {
         anyhow::anyhow!("{what}: cannot listen on {addr}: {e} (is another process using the port?)")
     })?;
     tracing::info!("{what} listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app)
-        .with_graceful_shutdown(crate::shutdown::wait())
+        .with_graceful_shutdown(stop)
         .await?;
     Ok(())
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tempfile::TempDir;
 
+pub mod load;
 pub mod prometheus;
 pub mod promql_demo;
 pub mod remote_write;
@@ -172,6 +173,12 @@ impl Proc {
         if exited.is_err() {
             self.kill();
         }
+    }
+
+    /// The exit code, once the process has ended (`None` while running or if killed by a
+    /// signal).
+    pub fn exit_code(&mut self) -> Option<i32> {
+        self.child.try_wait().ok().flatten().and_then(|s| s.code())
     }
 
     /// Whether the process has ended.
@@ -339,9 +346,21 @@ pub struct Stack {
     /// The pipeline's ports.
     pub ports: ObsPorts,
     obs: Proc,
+    /// The exit code of the `obs up` process stopped by the last restart.
+    last_obs_exit: Option<i32>,
     sink: Option<Proc>,
+    separate_sink: bool,
     env: Vec<(String, String)>,
     dir: TempDir,
+}
+
+/// How a test stops `obs up` before starting it again.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Stop {
+    /// SIGTERM: a clean shutdown.
+    Term,
+    /// SIGKILL: a crash.
+    Kill,
 }
 
 impl Stack {
@@ -428,30 +447,68 @@ impl Stack {
             ),
         ];
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let mut cmd = Command::new(obs_bin());
-        cmd.arg("up").envs(env.iter().map(|(k, v)| (k, v)));
-        if separate_sink {
-            cmd.arg("--no-sink");
-        }
-        let obs = Proc::spawn("obs", cmd, dir.path())?;
+        let obs = spawn_obs(&env, separate_sink, dir.path())?;
         let mut stack = Stack {
             broker,
             clickhouse,
             ports,
             obs,
+            last_obs_exit: None,
             sink: None,
+            separate_sink,
             env,
             dir,
         };
-        for port in [ports.collector, ports.query, ports.registry] {
-            stack.wait_ready(port).await?;
-        }
+        stack.wait_obs_ready().await?;
         if separate_sink {
             stack.start_sink().await?;
-        } else {
-            stack.wait_ready(ports.sink).await?;
         }
         Ok(stack)
+    }
+
+    /// Waits until every listener of `obs up` answers `/readyz`.
+    async fn wait_obs_ready(&self) -> anyhow::Result<()> {
+        for port in [self.ports.collector, self.ports.query, self.ports.registry] {
+            self.wait_ready(port).await?;
+        }
+        if !self.separate_sink {
+            self.wait_ready(self.ports.sink).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops `obs up` (`how`) and starts it again with the same settings, waiting until it
+    /// is ready.
+    pub async fn restart_obs(&mut self, how: Stop) -> anyhow::Result<()> {
+        self.stop_obs(how).await;
+        self.obs = spawn_obs(&self.env, self.separate_sink, self.dir.path())?;
+        self.wait_obs_ready().await
+    }
+
+    async fn stop_obs(&mut self, how: Stop) {
+        match how {
+            Stop::Term => self.obs.terminate(Duration::from_secs(30)).await,
+            Stop::Kill => self.obs.kill(),
+        }
+        self.last_obs_exit = self.obs.exit_code();
+    }
+
+    /// Stops everything as `scripts/stack down` does (`obs` with SIGTERM, then the broker
+    /// and ClickHouse) and starts it all again on the same ports and data.
+    pub async fn restart_all(&mut self) -> anyhow::Result<()> {
+        self.stop_obs(Stop::Term).await;
+        self.clickhouse.stop();
+        self.broker.stop();
+        let (broker, clickhouse) = (&mut self.broker, &mut self.clickhouse);
+        tokio::try_join!(broker.restart(), clickhouse.restart())?;
+        self.obs = spawn_obs(&self.env, self.separate_sink, self.dir.path())?;
+        self.wait_obs_ready().await
+    }
+
+    /// The exit code of the `obs up` process the last restart stopped (`None` if it was
+    /// killed by a signal).
+    pub fn last_obs_exit_code(&self) -> Option<i32> {
+        self.last_obs_exit
     }
 
     async fn wait_ready(&self, port: u16) -> anyhow::Result<()> {
@@ -605,6 +662,16 @@ impl Stack {
         );
         Ok(())
     }
+}
+
+/// Starts `obs up` with `env` (without its sink when `separate_sink`), logging to `dir`.
+fn spawn_obs(env: &[(String, String)], separate_sink: bool, dir: &Path) -> anyhow::Result<Proc> {
+    let mut cmd = Command::new(obs_bin());
+    cmd.arg("up").envs(env.iter().map(|(k, v)| (k, v)));
+    if separate_sink {
+        cmd.arg("--no-sink");
+    }
+    Proc::spawn("obs", cmd, dir)
 }
 
 /// How many log lines a failing test prints per process (`OBS_E2E_LOG_LINES`, default 30).
