@@ -3,7 +3,6 @@
 //! * [`sql`]: read-only ad-hoc SQL, scoped to the request's tenant.
 //! * [`prom`]: the Prometheus HTTP API (query, query_range, labels, series, metadata,
 //!   explain).
-//! * [`promql`]: PromQL evaluation (selectors as SQL, the rest in Rust) behind `prom`.
 //! * [`logql`]: LogQL → ClickHouse SQL behind the Loki HTTP API ([`logql::explain`] shows
 //!   the SQL a query becomes).
 //! * [`traces`]: the Jaeger query API and Tempo's trace-by-id and search endpoints.
@@ -11,7 +10,6 @@
 
 pub mod logql;
 pub mod prom;
-pub mod promql;
 pub mod server;
 pub mod sql;
 pub mod tenant;

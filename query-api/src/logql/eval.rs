@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::ast::{Grouping, MatchOp, Matcher, MetricExpr, RangeFn, VectorOp};
 use super::pipeline::{ERROR_LABEL, Labels, Pipeline, Unwrapper};
-use crate::promql::range_fns::{quantile, variance};
+use obs_promql::range_fns::{quantile, variance};
 
 /// One value per series at one time.
 pub type Vector = Vec<(Labels, f64)>;

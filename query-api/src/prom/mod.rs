@@ -1,15 +1,17 @@
 //! The Prometheus HTTP API over `metrics_series`, `metrics_samples` and `metrics_metadata`:
-//! `labels`, `label/<name>/values`, `series`, `metadata` and `status/buildinfo`, GET and
-//! form POST, with Prometheus's JSON and error shapes, scoped to the `X-Scope-OrgID` tenant.
-//! (PromQL `query`/`query_range` are not served yet and answer so.)
+//! PromQL `query`/`query_range` (evaluated by `obs_promql`), `labels`,
+//! `label/<name>/values`, `series`, `metadata` and `status/buildinfo`, GET and form POST,
+//! with Prometheus's JSON and error shapes, scoped to the `X-Scope-OrgID` tenant.
 //!
 //! * `selector`: `match[]` selectors → SQL with bound values.
+//! * `store`: the metrics tables as the PromQL evaluator's sample source (`obs_promql`).
 //! * `params`: request parameters (repeated `match[]`, times).
-//! * `api`: the handlers.
+//! * `api`, `query`: the handlers.
 
 mod api;
 pub(crate) mod params;
 mod query;
 pub mod selector;
+pub mod store;
 
 pub use api::routes;

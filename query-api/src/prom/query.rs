@@ -1,5 +1,5 @@
 //! `/api/v1/query`, `/api/v1/query_range` and `/api/v1/explain`: PromQL evaluated by
-//! [`crate::promql`], answered in Prometheus's JSON shapes (`vector`, `matrix`, `scalar`,
+//! [`obs_promql`] over [`super::store`], answered in Prometheus's JSON shapes (`vector`, `matrix`, `scalar`,
 //! `string`), errors as `bad_data` (400), `execution` (422) or `unavailable` (503).
 
 use std::fmt::Write;
@@ -12,15 +12,18 @@ use serde_json::json;
 
 use super::api::{bad, bad_data, ok, tenant};
 use super::params::Params;
-use crate::promql::value::{Labels, format_time, format_value};
-use crate::promql::{self, EvalError, Grid, Limits, Value};
+use super::store::{self, Limits};
 use crate::server::ApiState;
+use obs_promql::value::{Labels, format_time, format_value};
+use obs_promql::{self as promql, EvalError, Grid, Value};
 
 fn limits(state: &ApiState) -> Limits {
     Limits {
-        lookback_ms: state.cfg.promql_lookback_secs as i64 * 1000,
+        promql: promql::Limits {
+            lookback_ms: state.cfg.promql_lookback_secs as i64 * 1000,
+            max_points: state.cfg.promql_max_points,
+        },
         max_samples: state.cfg.promql_max_samples,
-        max_points: state.cfg.promql_max_points,
     }
 }
 
@@ -230,7 +233,7 @@ async fn run(
         Err(e) => return bad_data(e),
     };
     let client = state.client.clone();
-    match promql::evaluate(Some(client), &tenant, &a.expr, a.grid, &limits(&state)).await {
+    match store::evaluate(Some(client), &tenant, &a.expr, a.grid, &limits(&state)).await {
         Ok((v, _)) => (
             [(header::CONTENT_TYPE, "application/json")],
             answer(&v, a.grid, a.range),
@@ -289,7 +292,7 @@ pub async fn explain(
         Ok(x) => x,
         Err(e) => return bad_data(e),
     };
-    match promql::explain(&tenant, &a.expr, a.grid, &limits(&state)).await {
+    match store::explain(&tenant, &a.expr, a.grid, &limits(&state)).await {
         Ok(x) => ok(
             json!({"language": "promql", "query": p.get("query"), "sql": x.statements, "rust": x.rust}),
         ),

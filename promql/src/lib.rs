@@ -17,23 +17,44 @@ pub mod aggregate;
 pub mod binary;
 pub mod eval;
 pub mod functions;
+pub mod memory;
 pub mod range_fns;
-pub mod storage;
 pub mod value;
 
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{self, Expr};
 
 pub use eval::{EvalError, Evaluator};
-pub use value::{Grid, Value};
+pub use memory::MemorySource;
+pub use value::{Grid, Labels, RawSeries, Value};
+
+use std::future::Future;
+use std::pin::Pin;
+
+use promql_parser::parser::VectorSelector;
+
+/// A boxed future of a source's answer.
+pub type SelectFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<RawSeries>, EvalError>> + Send + 'a>>;
+
+/// Where the evaluator reads samples.
+pub trait SeriesSource: Send {
+    /// Every series `vs`'s matchers match that has samples in `[from_ms, to_ms]`, with those
+    /// samples in time order (one per timestamp; stale markers included), sorted by labels.
+    /// `__name__` is among each series' labels.
+    fn select<'a>(
+        &'a mut self,
+        vs: &'a VectorSelector,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> SelectFuture<'a>;
+}
 
 /// Limits and defaults of PromQL evaluation.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Lookback of instant selectors (ms).
     pub lookback_ms: i64,
-    /// Samples one query may read.
-    pub max_samples: usize,
     /// Steps a range query may have.
     pub max_points: usize,
 }
@@ -70,15 +91,13 @@ pub fn check_range_type(expr: &Expr) -> Result<(), String> {
     }
 }
 
-/// Evaluates `expr` over `grid` for `tenant`; with no client, only plans (the statements
-/// are returned, the value is empty).
+/// Evaluates `expr` over `grid`, reading samples from `source`.
 pub async fn evaluate(
-    client: Option<clickhouse::Client>,
-    tenant: &str,
+    source: Box<dyn SeriesSource>,
     expr: &Expr,
     grid: Grid,
     limits: &Limits,
-) -> Result<(Value, Vec<String>), EvalError> {
+) -> Result<Value, EvalError> {
     if grid.len() > limits.max_points {
         return Err(EvalError::Execution(format!(
             "exceeded maximum resolution of {} points per timeseries. Try decreasing the query resolution (?step=XX)",
@@ -86,42 +105,21 @@ pub async fn evaluate(
         )));
     }
     let mut ev = Evaluator {
-        storage: storage::Storage {
-            client,
-            tenant: tenant.to_string(),
-            max_samples: limits.max_samples,
-            samples_read: 0,
-            statements: Vec::new(),
-        },
+        storage: source,
         lookback: limits.lookback_ms,
         query_start: grid.start,
         query_end: grid.end,
         default_step: 60_000,
     };
-    let v = ev.eval(expr, grid).await?;
-    Ok((v, ev.storage.statements))
+    ev.eval(expr, grid).await
 }
 
-/// The SQL statements `expr` runs over `grid`, and the steps evaluated in Rust.
-pub async fn explain(
-    tenant: &str,
-    expr: &Expr,
-    grid: Grid,
-    limits: &Limits,
-) -> Result<Explained, EvalError> {
-    let (_, statements) = evaluate(None, tenant, expr, grid, limits).await?;
-    let mut rust = Vec::new();
-    rust_steps(expr, &mut rust);
-    Ok(Explained { statements, rust })
-}
-
-/// What [`explain`] shows.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Explained {
-    /// Each statement sent to ClickHouse, values inlined for reading.
-    pub statements: Vec<String>,
-    /// The operations evaluated in Rust over the rows read, innermost first.
-    pub rust: Vec<String>,
+/// The operations the evaluator performs for `expr` over the rows it reads, innermost
+/// first (what `explain` shows beside the source's statements).
+pub fn steps(expr: &Expr) -> Vec<String> {
+    let mut out = Vec::new();
+    rust_steps(expr, &mut out);
+    out
 }
 
 fn rust_steps(e: &Expr, out: &mut Vec<String>) {

@@ -1,5 +1,5 @@
 //! The evaluator: walks promql-parser's syntax tree over a [`Grid`] of steps. Selectors
-//! become SQL (see [`super::storage`]); per-step windows, functions, aggregations and vector
+//! are read from a [`SeriesSource`]; per-step windows, functions, aggregations and vector
 //! matching run here, over the samples read, with Prometheus 2.x semantics (5m lookback,
 //! both window ends included, stale markers hide a series).
 
@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
 
-use super::storage::Storage;
+use super::SeriesSource;
 use super::value::{Grid, Labels, RawSeries, Series, Value};
 
 /// Why an evaluation failed, as the Prometheus API reports it.
@@ -17,7 +17,7 @@ use super::value::{Grid, Labels, RawSeries, Series, Value};
 pub enum EvalError {
     /// The query cannot be evaluated (Prometheus's `execution`, 422).
     Execution(String),
-    /// ClickHouse failed or could not be reached (`unavailable`, 503).
+    /// The sample source (ClickHouse) failed or could not be reached (`unavailable`, 503).
     Storage(String),
 }
 
@@ -51,7 +51,7 @@ pub fn is_stale(v: f64) -> bool {
 /// One query's evaluation state.
 pub struct Evaluator {
     /// Where samples come from.
-    pub storage: Storage,
+    pub storage: Box<dyn SeriesSource>,
     /// How far back an instant selector looks for a sample (ms).
     pub lookback: i64,
     /// Start of the query (`@ start()`), ms.

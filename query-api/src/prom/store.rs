@@ -1,17 +1,19 @@
 //! What PromQL reads from ClickHouse: the series a selector matches and their samples in a
-//! time range. Label matching (`=`, `!=`, `=~`, `!~` with bound values and regexes), the
-//! tenant, the metric name (the samples table's sort key) and the time bounds are all in
-//! the SQL; samples come back ordered by series and time.
+//! time range, as the evaluator's [`SeriesSource`]. Label matching (`=`, `!=`, `=~`, `!~`
+//! with bound values and regexes), the tenant, the metric name (the samples table's sort
+//! key) and the time bounds are all in the SQL; samples come back ordered by series and
+//! time. Windows, functions, aggregations and vector matching run in `obs_promql`.
+
+use std::sync::{Arc, Mutex};
 
 use clickhouse::Row;
+use obs_promql::{EvalError, Labels, RawSeries, SelectFuture, SeriesSource};
 use promql_parser::parser::VectorSelector;
 use serde::Deserialize;
 
-use super::eval::EvalError;
-use super::value::{Labels, RawSeries};
-use crate::prom::selector::{self, SqlFilter};
+use super::selector::{self, SqlFilter};
 
-/// Where and how the evaluator reads samples.
+/// The metrics tables as a PromQL sample source for one query.
 pub struct Storage {
     /// The pipeline's database; `None` plans without reading (explain).
     pub client: Option<clickhouse::Client>,
@@ -21,8 +23,9 @@ pub struct Storage {
     pub max_samples: usize,
     /// Samples read so far.
     pub samples_read: usize,
-    /// The statements run (or, for explain, that would run), with values inlined.
-    pub statements: Vec<String>,
+    /// The statements run (or, for explain, that would run), with values inlined; shared
+    /// with the caller, who keeps it after the evaluator is gone.
+    pub statements: Arc<Mutex<Vec<String>>>,
 }
 
 /// One statement and its bound values.
@@ -118,10 +121,21 @@ fn bound(client: &clickhouse::Client, st: &Statement) -> clickhouse::query::Quer
     q
 }
 
+impl SeriesSource for Storage {
+    fn select<'a>(
+        &'a mut self,
+        vs: &'a VectorSelector,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> SelectFuture<'a> {
+        Box::pin(self.read(vs, from_ms, to_ms))
+    }
+}
+
 impl Storage {
     /// Every series the selector matches that has samples in `[from_ms, to_ms]`, with
     /// those samples (one per timestamp).
-    pub async fn select(
+    async fn read(
         &mut self,
         vs: &VectorSelector,
         from_ms: i64,
@@ -129,7 +143,10 @@ impl Storage {
     ) -> Result<Vec<RawSeries>, EvalError> {
         let st =
             selector_statement(vs, &self.tenant, from_ms, to_ms).map_err(EvalError::Execution)?;
-        self.statements.push(st.display());
+        self.statements
+            .lock()
+            .expect("statements lock")
+            .push(st.display());
         let Some(client) = &self.client else {
             return Ok(Vec::new());
         };
@@ -161,4 +178,58 @@ impl Storage {
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(out)
     }
+}
+
+/// Evaluates `expr` over `grid` for `tenant` against ClickHouse; with no client, only plans
+/// (the statements are returned, the value is empty).
+pub async fn evaluate(
+    client: Option<clickhouse::Client>,
+    tenant: &str,
+    expr: &promql_parser::parser::Expr,
+    grid: obs_promql::Grid,
+    limits: &Limits,
+) -> Result<(obs_promql::Value, Vec<String>), EvalError> {
+    let statements = Arc::new(Mutex::new(Vec::new()));
+    let source = Storage {
+        client,
+        tenant: tenant.to_string(),
+        max_samples: limits.max_samples,
+        samples_read: 0,
+        statements: statements.clone(),
+    };
+    let value = obs_promql::evaluate(Box::new(source), expr, grid, &limits.promql).await?;
+    let statements = std::mem::take(&mut *statements.lock().expect("statements lock"));
+    Ok((value, statements))
+}
+
+/// The query API's PromQL limits: the evaluator's, and the samples one query may read.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Lookback and resolution.
+    pub promql: obs_promql::Limits,
+    /// Samples one query may read.
+    pub max_samples: usize,
+}
+
+/// What [`explain`] shows.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Explained {
+    /// Each statement sent to ClickHouse, values inlined for reading.
+    pub statements: Vec<String>,
+    /// The operations evaluated in Rust over the rows read, innermost first.
+    pub rust: Vec<String>,
+}
+
+/// The SQL statements `expr` runs over `grid`, and the steps evaluated in Rust.
+pub async fn explain(
+    tenant: &str,
+    expr: &promql_parser::parser::Expr,
+    grid: obs_promql::Grid,
+    limits: &Limits,
+) -> Result<Explained, EvalError> {
+    let (_, statements) = evaluate(None, tenant, expr, grid, limits).await?;
+    Ok(Explained {
+        statements,
+        rust: obs_promql::steps(expr),
+    })
 }
