@@ -58,6 +58,13 @@ enum Command {
     Migrate,
     /// Run the stream processors (not available yet).
     Processor,
+    /// Prometheus rule files: `obs rules check FILE...` checks them as `promtool check
+    /// rules` does (same files accepted, same refused, each problem named with file, group
+    /// and rule).
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
     /// Re-read a topic's retained messages and store the records of a time range into the
     /// sink tables again: to backfill, or into fresh tables to rebuild after a schema
     /// change. Replaying a range twice (or an overlapping one) stores nothing twice.
@@ -157,6 +164,16 @@ enum Command {
     Config,
 }
 
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Check rule files; exits 1 if any has a problem.
+    Check {
+        /// Rule files (YAML, as Prometheus's rule_files).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
 #[tokio::main]
 async fn main() {
     telemetry::init();
@@ -218,6 +235,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Processor => anyhow::bail!(
             "this subcommand is not implemented yet; see the open issues for its status"
         ),
+        Command::Rules {
+            command: RulesCommand::Check { files },
+        } => rules_check(&files),
         Command::Sql {
             query,
             format,
@@ -263,6 +283,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `obs rules check`: promtool's report shape, one block per file.
+fn rules_check(files: &[PathBuf]) -> anyhow::Result<()> {
+    let mut failed = 0;
+    for f in files {
+        println!("Checking {}", f.display());
+        match obs_stream_processors::rules::file::load(f) {
+            Ok(rf) => {
+                let n: usize = rf.groups.iter().map(|g| g.rules.len()).sum();
+                println!("  SUCCESS: {n} rules found\n");
+            }
+            Err(problems) => {
+                failed += 1;
+                println!("  FAILED:");
+                for p in problems {
+                    println!("{p}");
+                }
+                println!();
+            }
+        }
+    }
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {} rule files have problems",
+        files.len()
+    );
+    Ok(())
 }
 
 /// The schema registry, serving until `stop` completes.

@@ -1,0 +1,11 @@
+//! Prometheus alerting and recording rules.
+//!
+//! * [`file`]: rule files as Prometheus writes them (groups with `interval`, `limit`,
+//!   `query_offset`, `labels`; rules with `record` or `alert`, `expr`, `for`,
+//!   `keep_firing_for`, `labels`, `annotations`), loaded strictly and checked as
+//!   `promtool check rules` checks them, every problem named with file, group and rule.
+//! * [`template`]: the syntax check of label and annotation templates (Go's
+//!   `text/template` action syntax).
+
+pub mod file;
+pub mod template;
