@@ -46,7 +46,9 @@ enum Command {
     /// Loki push, Zipkin (9411), JSON events, and scraping/probes from [collector]
     /// scrape_config.
     Collector,
-    /// Run the sinks (Kafka → ClickHouse; consumer group per table).
+    /// Run the sinks (Kafka → ClickHouse, exactly once). Each table's offsets live in the
+    /// consumer group <[sink] group_prefix>-<table>; this instance reads the partitions
+    /// p % [sink] instances == [sink] instance. /readyz turns 503 when a partition stalls.
     Sink,
     /// Run the query API: the Prometheus HTTP API (PromQL query/query_range, labels, series,
     /// metadata), the Loki HTTP API (LogQL), the Jaeger and Tempo trace APIs,
