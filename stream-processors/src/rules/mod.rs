@@ -6,6 +6,9 @@
 //!   `promtool check rules` checks them, every problem named with file, group and rule.
 //! * [`template`]: the syntax check of label and annotation templates (Go's
 //!   `text/template` action syntax).
+//! * [`series_notation`]: the `input_series` notation of rule unit-test files
+//!   (`a+bxn`, `_`, `stale`), for `obs rules test`.
 
 pub mod file;
+pub mod series_notation;
 pub mod template;
