@@ -23,7 +23,8 @@ struct Outcomes {
     acked_logs: Vec<String>,
     acked_samples: Vec<i64>,
     refused: usize,
-    other: Vec<u16>,
+    /// Answers that were neither 2xx nor 503: the status, or the client's error.
+    other: Vec<String>,
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -77,8 +78,8 @@ async fn broker_stopped_mid_load_acknowledges_only_what_is_stored() {
                             assert_eq!(resp.headers()["retry-after"], "5");
                             o.refused += 1;
                         }
-                        Ok(resp) => o.other.push(resp.status().as_u16()),
-                        Err(_) => o.other.push(0),
+                        Ok(resp) => o.other.push(resp.status().to_string()),
+                        Err(e) => o.other.push(format!("{e:?}")),
                     }
                 }
                 drop(o);
