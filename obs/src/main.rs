@@ -62,7 +62,7 @@ enum Command {
     Processor,
     /// Prometheus rule files: `obs rules check FILE...` checks them as `promtool check
     /// rules` does (same files accepted, same refused, each problem named with file, group
-    /// and rule).
+    /// and rule); `obs rules test FILE...` runs promtool's rule unit-test files.
     Rules {
         #[command(subcommand)]
         command: RulesCommand,
@@ -174,6 +174,14 @@ enum RulesCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Run rule unit-test files (the format of `promtool test rules`: input_series,
+    /// alert_rule_test, promql_expr_test) through this project's rule engine; exits 1 if
+    /// any test fails.
+    Test {
+        /// Unit-test files (YAML); their rule_files are read relative to each file.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -240,6 +248,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rules {
             command: RulesCommand::Check { files },
         } => rules_check(&files),
+        Command::Rules {
+            command: RulesCommand::Test { files },
+        } => rules_test(&files),
         Command::Sql {
             query,
             format,
@@ -310,6 +321,32 @@ fn rules_check(files: &[PathBuf]) -> anyhow::Result<()> {
     anyhow::ensure!(
         failed == 0,
         "{failed} of {} rule files have problems",
+        files.len()
+    );
+    Ok(())
+}
+
+/// `obs rules test`: promtool's report shape, one block per file.
+fn rules_test(files: &[PathBuf]) -> anyhow::Result<()> {
+    let mut failed = 0;
+    for f in files {
+        println!("Unit Testing:  {}", f.display());
+        match obs_stream_processors::rules::unit::run_file(f) {
+            Ok(()) => println!("  SUCCESS"),
+            Err(errs) => {
+                failed += 1;
+                eprintln!("  FAILED:");
+                for e in errs {
+                    eprintln!("{e}");
+                    println!();
+                }
+            }
+        }
+        println!();
+    }
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {} unit-test files failed",
         files.len()
     );
     Ok(())

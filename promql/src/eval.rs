@@ -41,7 +41,12 @@ pub fn exec<T>(msg: impl Into<String>) -> Result<T> {
 }
 
 /// Bit pattern of Prometheus's stale marker (a NaN that ends a series).
-const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// The stale marker as a value (what a store appends when a series ends).
+pub fn stale_nan() -> f64 {
+    f64::from_bits(STALE_NAN_BITS)
+}
 
 /// Whether `v` is the stale marker.
 pub fn is_stale(v: f64) -> bool {

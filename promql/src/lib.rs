@@ -24,9 +24,9 @@ pub mod value;
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{self, Expr};
 
-pub use eval::{EvalError, Evaluator};
+pub use eval::{EvalError, Evaluator, is_stale, stale_nan};
 pub use memory::MemorySource;
-pub use value::{Grid, Labels, RawSeries, Value};
+pub use value::{Grid, Labels, RawSeries, Series, Value};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -112,6 +112,40 @@ pub async fn evaluate(
         default_step: 60_000,
     };
     ev.eval(expr, grid).await
+}
+
+/// Evaluates `expr` at the single time `at_ms` over a source whose answers are always
+/// ready (an in-memory one: [`MemorySource`], the rule processor's windows), without an
+/// async runtime. `default_step_ms` is the step of subqueries that give none (Prometheus
+/// uses the evaluation interval).
+pub fn evaluate_now(
+    source: Box<dyn SeriesSource>,
+    expr: &Expr,
+    at_ms: i64,
+    lookback_ms: i64,
+    default_step_ms: i64,
+) -> Result<Value, EvalError> {
+    let mut ev = Evaluator {
+        storage: source,
+        lookback: lookback_ms,
+        query_start: at_ms,
+        query_end: at_ms,
+        default_step: default_step_ms,
+    };
+    let grid = Grid {
+        start: at_ms,
+        end: at_ms,
+        step: 1,
+    };
+    let fut = ev.eval(expr, grid);
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => Err(EvalError::Storage(
+            "the sample source waited: evaluate_now needs an in-memory source".into(),
+        )),
+    }
 }
 
 /// The operations the evaluator performs for `expr` over the rows it reads, innermost

@@ -122,11 +122,12 @@ fn extrapolated(w: &Window<'_>, is_counter: bool, is_rate: bool) -> Option<f64> 
     } else {
         average_gap / 2.0
     };
-    result *= interval / sampled;
+    // One factor, as Prometheus computes it: the float result is then bit-equal.
+    let mut factor = interval / sampled;
     if is_rate {
-        result /= (w.end - w.start) as f64 / 1000.0;
+        factor /= (w.end - w.start) as f64 / 1000.0;
     }
-    Some(result)
+    Some(result * factor)
 }
 
 /// `irate` and `idelta`: from the last two samples.

@@ -82,13 +82,60 @@ impl RuleDef {
     }
 }
 
+/// Prometheus's duration units and their length in ms, largest first.
+pub const DURATION_UNITS: [(&str, u64); 7] = [
+    ("y", 365 * 86_400_000),
+    ("w", 7 * 86_400_000),
+    ("d", 86_400_000),
+    ("h", 3_600_000),
+    ("m", 60_000),
+    ("s", 1000),
+    ("ms", 1),
+];
+
+/// A duration as Prometheus's configuration writes it (`model.ParseDuration`): units
+/// `y w d h m s ms`, each at most once and in that order, or a bare `0`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    match s {
+        "0" => return Ok(Duration::ZERO),
+        "" => return Err("empty duration string".into()),
+        _ => {}
+    }
+    let bad = || format!("not a valid duration string: {s:?}");
+    let mut rest = s;
+    let mut next_unit = 0;
+    let mut ms: u64 = 0;
+    while !rest.is_empty() {
+        let digits = rest.chars().take_while(char::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        // `ms` before `m`, so that "5ms" is not read as minutes followed by "s".
+        let (i, len) = DURATION_UNITS
+            .iter()
+            .enumerate()
+            .skip(next_unit)
+            .filter(|(_, (u, _))| rest.starts_with(u))
+            .map(|(i, (u, _))| (i, u.len()))
+            .max_by_key(|&(_, len)| len)
+            .ok_or_else(bad)?;
+        ms = n
+            .checked_mul(DURATION_UNITS[i].1)
+            .and_then(|v| v.checked_add(ms))
+            .filter(|&v| v <= i64::MAX as u64)
+            .ok_or_else(|| "duration out of range".to_string())?;
+        rest = &rest[len..];
+        next_unit = i + 1;
+    }
+    Ok(Duration::from_millis(ms))
+}
+
 fn opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let s: Option<String> = Option::deserialize(d)?;
-    s.map(|s| {
-        promql_parser::util::parse_duration(&s)
-            .map_err(|_| serde::de::Error::custom(format!("not a valid duration string: {s:?}")))
-    })
-    .transpose()
+    s.map(|s| parse_duration(&s).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// Reads and checks a rule file; `Err` lists every problem, one per line, each naming the
@@ -247,6 +294,21 @@ mod tests {
             e[3],
             "bad.yml: groupname: \"a\" is repeated in the same file"
         );
+    }
+
+    #[test]
+    fn durations_parse_as_prometheus_parses_them() {
+        let ms = |s: &str| parse_duration(s).map(|d| d.as_millis() as u64);
+        assert_eq!(ms("0"), Ok(0));
+        assert_eq!(ms("0m"), Ok(0));
+        assert_eq!(ms("1h30m"), Ok(5_400_000));
+        assert_eq!(ms("5ms"), Ok(5));
+        assert_eq!(ms("1m5ms"), Ok(60_005));
+        assert_eq!(ms("2w1d"), Ok(15 * 86_400_000));
+        assert!(ms("30m1h").is_err(), "units in order");
+        assert!(ms("1.5h").is_err());
+        assert!(ms("").is_err());
+        assert!(ms("5").is_err());
     }
 
     #[test]

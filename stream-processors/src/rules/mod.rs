@@ -9,6 +9,11 @@
 //! * [`series_notation`]: the `input_series` notation of rule unit-test files
 //!   (`a+bxn`, `_`, `stale`), for `obs rules test`.
 
+pub mod alerting;
+pub mod expand;
 pub mod file;
+pub mod group;
 pub mod series_notation;
+pub mod store;
 pub mod template;
+pub mod unit;

@@ -45,7 +45,7 @@ pub fn check(name: &str, text: &str) -> Result<(), String> {
 }
 
 /// Length of an action's body up to its closing `}}` (quoted `}}` do not close it).
-fn action_len(s: &str) -> Option<usize> {
+pub(crate) fn action_len(s: &str) -> Option<usize> {
     let b = s.as_bytes();
     let mut i = 0;
     let mut quote: Option<u8> = None;
