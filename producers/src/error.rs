@@ -71,3 +71,9 @@ impl CollectorError {
         }
     }
 }
+
+impl From<obs_runtime::publish::PublishError> for CollectorError {
+    fn from(e: obs_runtime::publish::PublishError) -> Self {
+        CollectorError::Unavailable(e.0)
+    }
+}

@@ -18,7 +18,8 @@
 //!   blackbox probes.
 //! * `labels`: Prometheus label-set text.
 //! * `metrics`: what every metrics protocol shares (series shape, limits, histograms).
-//! * `publish`: batching per Kafka key, encoding and awaiting acknowledgements.
+//! * publishing: `obs_runtime::publish` (batching per Kafka key, encoding, awaiting
+//!   acknowledgements), shared with the stream processors.
 //! * `error`: how each failure is answered.
 
 mod body;
@@ -29,7 +30,6 @@ pub mod loki;
 mod metrics;
 mod otlp;
 mod otlp_grpc;
-mod publish;
 pub mod remote_write;
 mod scrape;
 pub mod server;

@@ -30,8 +30,8 @@ use crate::error::CollectorError;
 use crate::metrics::families::Families;
 use crate::metrics::guard::SeriesGuard;
 use crate::otlp::{self, Status};
-use crate::publish::Publisher;
 use crate::remote_write;
+use obs_runtime::publish::Publisher;
 
 pub use obs_runtime::tenant::TENANT_HEADER;
 

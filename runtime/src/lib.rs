@@ -1,7 +1,7 @@
 //! Runtime shared by every stage, so that no stage depends on another stage's internals:
 //! configuration ([`config`]), Kafka clients and topic set-up ([`kafka`]), the ClickHouse
 //! client ([`clickhouse`]), `/metrics` `/healthz` `/readyz` ([`ops`]), logging
-//! ([`telemetry`]), label-name rules ([`labels`]), the request tenant ([`tenant`]) and a
+//! ([`telemetry`]), publishing records to their topics ([`publish`]), label-name rules ([`labels`]), the request tenant ([`tenant`]) and a
 //! clean stop on SIGTERM ([`shutdown`]).
 
 pub mod clickhouse;
@@ -9,6 +9,7 @@ pub mod config;
 pub mod kafka;
 pub mod labels;
 pub mod ops;
+pub mod publish;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tenant;

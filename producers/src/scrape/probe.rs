@@ -123,7 +123,8 @@ pub async fn run(job: Arc<ProbeJob>, state: AppState, tenant: String) {
                 .publisher
                 .metrics(series, vec![])
                 .await
-                .map(|()| state.guard.commit(a)),
+                .map(|()| state.guard.commit(a))
+                .map_err(Into::into),
             Err(e) => Err(e),
         };
         if let Err(e) = result {

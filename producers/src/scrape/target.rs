@@ -335,7 +335,7 @@ async fn publish(
                 state.guard.commit(admission);
                 Ok(())
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         },
         Err(e) => Err(e),
     };

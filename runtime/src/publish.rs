@@ -1,13 +1,14 @@
-//! Publishing: records grouped per partition of their key (series fingerprint, stream,
-//! trace id), one wire-format message per group (chunked),
-//! sent concurrently, and acknowledged only when the broker acknowledged every message.
+//! Publishing, shared by the collectors and the stream processors: records grouped per
+//! partition of their key (series fingerprint, stream, trace id), one wire-format message
+//! per group (chunked), sent concurrently through the idempotent [`SharedProducer`], and
+//! acknowledged only when the broker acknowledged every message.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::kafka::SharedProducer;
 use futures::future::join_all;
-use obs_runtime::kafka::SharedProducer;
 use obs_schemas::Topic;
 use obs_schemas::records::{
     Event, EventBatch, LogBatch, LogRecord, MetricBatch, MetricMetadata, MetricSeries, Span,
@@ -16,11 +17,33 @@ use obs_schemas::records::{
 use obs_schemas::wire::Codec;
 use obs_schemas::{series_fingerprint, stream_fingerprint};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use serde::Serialize;
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::error::CollectorError;
+/// Why a publish failed; the caller answers "retry later" (nothing was half-acknowledged:
+/// every message of the call is either delivered or retried with it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishError(pub String);
+
+impl std::fmt::Display for PublishError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PublishError {}
+
+/// One message to publish: its partition, value and headers.
+pub struct Outgoing<T> {
+    /// The partition it goes to.
+    pub partition: i32,
+    /// The record, encoded with the topic's registered schema.
+    pub value: T,
+    /// Kafka headers (name, bytes).
+    pub headers: Vec<(String, Vec<u8>)>,
+}
 
 /// Most records in one Kafka message; larger groups are split.
 const MAX_RECORDS_PER_MESSAGE: usize = 2_000;
@@ -41,7 +64,7 @@ pub struct Publisher {
 }
 
 /// The partition a key hash falls in (the same hash always lands in the same partition).
-fn partition_of(hash: i64, partitions: i32) -> i32 {
+pub fn partition_of(hash: i64, partitions: i32) -> i32 {
     (hash as u64 % partitions.max(1) as u64) as i32
 }
 
@@ -60,12 +83,13 @@ impl Publisher {
         }
     }
 
-    fn partitions(&self, topic: Topic) -> i32 {
+    /// How many partitions `topic` has.
+    pub fn partitions(&self, topic: Topic) -> i32 {
         self.partitions.get(&topic).copied().unwrap_or(1)
     }
 
     /// Publishes log records, partitioned by stream (tenant, service, resource attributes).
-    pub async fn logs(&self, records: Vec<LogRecord>) -> Result<(), CollectorError> {
+    pub async fn logs(&self, records: Vec<LogRecord>) -> Result<(), PublishError> {
         let n = self.partitions(Topic::Logs);
         let mut groups: BTreeMap<i32, Vec<LogRecord>> = BTreeMap::new();
         for r in records {
@@ -91,7 +115,7 @@ impl Publisher {
 
     /// Publishes spans partitioned by trace id, so all spans of a trace meet in one
     /// partition.
-    pub async fn spans(&self, spans: Vec<Span>) -> Result<(), CollectorError> {
+    pub async fn spans(&self, spans: Vec<Span>) -> Result<(), PublishError> {
         let n = self.partitions(Topic::Spans);
         let mut groups: BTreeMap<i32, Vec<Span>> = BTreeMap::new();
         for s in spans {
@@ -110,7 +134,7 @@ impl Publisher {
     }
 
     /// Publishes events partitioned by source.
-    pub async fn events(&self, events: Vec<Event>) -> Result<(), CollectorError> {
+    pub async fn events(&self, events: Vec<Event>) -> Result<(), PublishError> {
         let n = self.partitions(Topic::Events);
         let mut groups: BTreeMap<i32, Vec<Event>> = BTreeMap::new();
         for e in events {
@@ -134,7 +158,7 @@ impl Publisher {
         &self,
         series: Vec<MetricSeries>,
         metadata: Vec<MetricMetadata>,
-    ) -> Result<(), CollectorError> {
+    ) -> Result<(), PublishError> {
         let n = self.partitions(Topic::Metrics);
         let mut groups: BTreeMap<i32, MetricBatch> = BTreeMap::new();
         for s in series {
@@ -178,41 +202,71 @@ impl Publisher {
         &self,
         topic: Topic,
         messages: Vec<(i32, T)>,
-    ) -> Result<(), CollectorError> {
+    ) -> Result<(), PublishError> {
+        let outgoing = messages
+            .into_iter()
+            .map(|(partition, value)| Outgoing {
+                partition,
+                value,
+                headers: Vec::new(),
+            })
+            .collect();
+        self.publish(topic, outgoing).await.map(|_| ())
+    }
+
+    /// Encodes and sends messages with their headers; Ok, with each message's
+    /// `(partition, offset)`, only when every one is acknowledged.
+    pub async fn publish<T: Serialize>(
+        &self,
+        topic: Topic,
+        messages: Vec<Outgoing<T>>,
+    ) -> Result<Vec<(i32, i64)>, PublishError> {
         let mut encoded = Vec::with_capacity(messages.len());
-        for (partition, value) in messages {
+        for m in messages {
             let bytes = self
                 .codec
-                .encode(topic, &value)
+                .encode(topic, &m.value)
                 .await
-                .map_err(|e| CollectorError::Unavailable(e.to_string()))?;
-            encoded.push((partition, bytes));
+                .map_err(|e| PublishError(e.to_string()))?;
+            let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
+            for (key, value) in &m.headers {
+                headers = headers.insert(Header {
+                    key: key.as_str(),
+                    value: Some(value.as_slice()),
+                });
+            }
+            encoded.push((m.partition, bytes, headers));
         }
         let (generation, producer) = self.producer.get();
-        let sends = encoded.iter().map(|(partition, payload)| {
+        let sends = encoded.iter().map(|(partition, payload, headers)| {
             producer.send(
                 FutureRecord::<(), _>::to(topic.name())
                     .partition(*partition)
-                    .payload(payload),
+                    .payload(payload)
+                    .headers(headers.clone()),
                 ENQUEUE_TIMEOUT,
             )
         });
         let mut failure = None;
+        let mut positions = Vec::with_capacity(encoded.len());
         for result in join_all(sends).await {
-            if let Err((e, _)) = result {
-                failure.get_or_insert(e);
+            match result {
+                Ok(delivery) => positions.push((delivery.partition, delivery.offset)),
+                Err((e, _)) => {
+                    failure.get_or_insert(e);
+                }
             }
         }
         match failure {
             None => {
-                metrics::counter!("obs_collector_messages_published_total", "topic" => topic.name())
+                metrics::counter!("obs_messages_published_total", "topic" => topic.name())
                     .increment(encoded.len() as u64);
-                Ok(())
+                Ok(positions)
             }
             Some(e) => {
                 tracing::warn!(topic = topic.name(), error = %e, "publish failed");
                 self.producer.reset(generation);
-                Err(CollectorError::Unavailable(describe(&e)))
+                Err(PublishError(describe(&e)))
             }
         }
     }
