@@ -58,7 +58,10 @@ enum Command {
     Registry,
     /// Create the ClickHouse database and apply pending migrations (idempotent).
     Migrate,
-    /// Run the stream processors (not available yet).
+    /// Run the stream processors: the rule processor evaluates the Prometheus rule files of
+    /// [processor] rule_files on obs.metrics in event time (recorded series and ALERTS back
+    /// to obs.metrics, alert transitions to obs.alerts, alerts to [processor]
+    /// alertmanagers); /metrics, /healthz, /readyz on [processor] listen.
     Processor,
     /// Prometheus rule files: `obs rules check FILE...` checks them as `promtool check
     /// rules` does (same files accepted, same refused, each problem named with file, group
@@ -242,9 +245,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             bench::run(&cfg, &opts).await
         }
-        Command::Processor => anyhow::bail!(
-            "this subcommand is not implemented yet; see the open issues for its status"
-        ),
+        Command::Processor => {
+            let ready = ops::Readiness::default();
+            let ops_server = ops::serve(
+                &cfg.processor.listen,
+                ops::router(ready.clone()),
+                "processor ops",
+            );
+            tokio::try_join!(obs_stream_processors::run(cfg.clone(), ready), ops_server).map(|_| ())
+        }
         Command::Rules {
             command: RulesCommand::Check { files },
         } => rules_check(&files),
@@ -429,6 +438,15 @@ async fn up(cfg: Config, with_sink: bool) -> anyhow::Result<()> {
         "query API",
         obs_query_api::run(cfg.clone(), ops::Readiness::default()),
     ));
+    let ready = ops::Readiness::default();
+    let (addr, router) = (cfg.processor.listen.clone(), ops::router(ready.clone()));
+    stages.spawn(named(
+        "processor",
+        obs_stream_processors::run(cfg.clone(), ready),
+    ));
+    stages.spawn(named("processor ops", async move {
+        ops::serve(&addr, router, "processor ops").await
+    }));
     eprintln!(
         "obs is up: OTLP/HTTP http://{} and http://{} · registry {} · query API http://{} · ClickHouse {} (database {})",
         cfg.collector.listen,

@@ -29,6 +29,8 @@ pub struct Config {
     pub sink: SinkConfig,
     /// The query API's listener and limits.
     pub query: QueryConfig,
+    /// The stream processors (rule evaluation).
+    pub processor: ProcessorConfig,
     /// Table retention applied by `obs migrate`.
     pub retention: Retention,
 }
@@ -195,6 +197,69 @@ impl Default for SinkConfig {
     }
 }
 
+/// `[processor]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProcessorConfig {
+    /// Prometheus rule files (paths or globs) the rule processor evaluates on
+    /// `obs.metrics`; none: the rule processor idles.
+    pub rule_files: Vec<String>,
+    /// Consumer group id prefix; instance `n` commits in `<prefix>-<n>`.
+    pub group_prefix: String,
+    /// Address serving the processor's /metrics, /healthz, /readyz and its rule API.
+    pub listen: String,
+    /// This instance's number, from 0: it evaluates the tenants whose hash modulo
+    /// `instances` is `instance` (rules aggregate across series, so every instance reads
+    /// every partition of `obs.metrics` and keeps only its tenants' selected series).
+    pub instance: u32,
+    /// How many processor instances share the tenants.
+    pub instances: u32,
+    /// Interval of rule groups that set none (s), as Prometheus's evaluation_interval.
+    pub evaluation_interval_secs: u64,
+    /// How far behind the newest sample of a partition event time may arrive and still be
+    /// evaluated with it (ms): a partition's watermark is its newest event time minus this.
+    pub allowed_lateness_ms: u64,
+    /// A partition without messages for this long stops holding back event time (ms);
+    /// when every partition is idle, event time follows the wall clock.
+    pub idle_partition_ms: u64,
+    /// Samples one tenant may hold in the rule windows; beyond it the tenant's new samples
+    /// are refused, counted and logged until its windows shrink.
+    pub max_samples_per_tenant: usize,
+    /// External URL (`$externalURL` in templates, alerts' generatorURL): the query API.
+    pub external_url: String,
+    /// External labels (`$externalLabels`; added to alerts sent to Alertmanager).
+    pub external_labels: std::collections::BTreeMap<String, String>,
+    /// Alertmanager base URLs (`http://host:9093`); alerts go to each over its v2 API.
+    pub alertmanagers: Vec<String>,
+    /// A firing alert is sent again after this long (s), as Prometheus's
+    /// `--rules.alert.resend-delay`.
+    pub resend_delay_secs: u64,
+    /// Evaluations older than this (s, against the wall clock) notify nobody: catching up
+    /// on retained history must not page anyone.
+    pub notify_max_age_secs: u64,
+}
+
+impl Default for ProcessorConfig {
+    fn default() -> Self {
+        ProcessorConfig {
+            rule_files: Vec::new(),
+            group_prefix: "obs-processor".into(),
+            listen: "127.0.0.1:8092".into(),
+            instance: 0,
+            instances: 1,
+            evaluation_interval_secs: 60,
+            allowed_lateness_ms: 5_000,
+            idle_partition_ms: 10_000,
+            max_samples_per_tenant: 5_000_000,
+            external_url: "http://127.0.0.1:8090".into(),
+            external_labels: Default::default(),
+            alertmanagers: Vec::new(),
+            resend_delay_secs: 60,
+            notify_max_age_secs: 600,
+        }
+    }
+}
+
 /// `[query]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -271,6 +336,17 @@ impl Config {
              (instances numbered from 0)",
             self.sink.instance,
             self.sink.instances
+        );
+        anyhow::ensure!(
+            self.processor.instances >= 1 && self.processor.instance < self.processor.instances,
+            "invalid configuration: [processor] instance = {} must be below instances = {} \
+             (instances numbered from 0)",
+            self.processor.instance,
+            self.processor.instances
+        );
+        anyhow::ensure!(
+            self.processor.evaluation_interval_secs > 0,
+            "invalid configuration: [processor] evaluation_interval_secs must be above 0"
         );
         Ok(())
     }

@@ -36,6 +36,7 @@ impl std::fmt::Display for PublishError {
 impl std::error::Error for PublishError {}
 
 /// One message to publish: its partition, value and headers.
+#[derive(Debug, Clone)]
 pub struct Outgoing<T> {
     /// The partition it goes to.
     pub partition: i32,
@@ -221,13 +222,30 @@ impl Publisher {
         topic: Topic,
         messages: Vec<Outgoing<T>>,
     ) -> Result<Vec<(i32, i64)>, PublishError> {
-        let mut encoded = Vec::with_capacity(messages.len());
+        self.publish_each(topic, messages)
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// Encodes and sends messages with their headers; one result per message, in order, so
+    /// that a caller retries only what was not acknowledged.
+    pub async fn publish_each<T: Serialize>(
+        &self,
+        topic: Topic,
+        messages: Vec<Outgoing<T>>,
+    ) -> Vec<Result<(i32, i64), PublishError>> {
+        let count = messages.len();
+        let mut encoded = Vec::with_capacity(count);
         for m in messages {
-            let bytes = self
-                .codec
-                .encode(topic, &m.value)
-                .await
-                .map_err(|e| PublishError(e.to_string()))?;
+            let bytes = match self.codec.encode(topic, &m.value).await {
+                Ok(b) => b,
+                Err(e) => {
+                    // Nothing was sent: every message fails alike.
+                    let err = PublishError(e.to_string());
+                    return (0..count).map(|_| Err(err.clone())).collect();
+                }
+            };
             let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
             for (key, value) in &m.headers {
                 headers = headers.insert(Header {
@@ -247,28 +265,28 @@ impl Publisher {
                 ENQUEUE_TIMEOUT,
             )
         });
-        let mut failure = None;
-        let mut positions = Vec::with_capacity(encoded.len());
-        for result in join_all(sends).await {
-            match result {
-                Ok(delivery) => positions.push((delivery.partition, delivery.offset)),
+        let mut failed = false;
+        let results: Vec<Result<(i32, i64), PublishError>> = join_all(sends)
+            .await
+            .into_iter()
+            .map(|r| match r {
+                Ok(delivery) => Ok((delivery.partition, delivery.offset)),
                 Err((e, _)) => {
-                    failure.get_or_insert(e);
+                    if !failed {
+                        tracing::warn!(topic = topic.name(), error = %e, "publish failed");
+                    }
+                    failed = true;
+                    Err(PublishError(describe(&e)))
                 }
-            }
+            })
+            .collect();
+        let delivered = results.iter().filter(|r| r.is_ok()).count();
+        metrics::counter!("obs_messages_published_total", "topic" => topic.name())
+            .increment(delivered as u64);
+        if failed {
+            self.producer.reset(generation);
         }
-        match failure {
-            None => {
-                metrics::counter!("obs_messages_published_total", "topic" => topic.name())
-                    .increment(encoded.len() as u64);
-                Ok(positions)
-            }
-            Some(e) => {
-                tracing::warn!(topic = topic.name(), error = %e, "publish failed");
-                self.producer.reset(generation);
-                Err(PublishError(describe(&e)))
-            }
-        }
+        results
     }
 }
 

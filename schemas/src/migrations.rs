@@ -62,6 +62,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "trace_index_tenant",
         sql: include_str!("../migrations/0008_trace_index_tenant.sql"),
     },
+    Migration {
+        version: 9,
+        name: "alerts",
+        sql: include_str!("../migrations/0009_alerts.sql"),
+    },
 ];
 
 /// Retention per table family, in days (TTL clauses of the DDL).

@@ -11,11 +11,13 @@
 //! * [`traces`]: `obs.spans` → `otel_traces`.
 //! * [`metrics`]: `obs.metrics` → `metrics_samples`, `metrics_series`, `metrics_metadata`.
 //! * [`events`]: `obs.events` → `obs_events`.
+//! * [`alerts`]: `obs.alerts` → `obs_alerts` (the rule processor's alert transitions).
 //! * [`raw_logs`]: `obs.logs.raw` (JSON lines from log agents) → `otel_logs`.
 //! * [`replay`]: `obs replay`, a topic's time range into the tables again.
 //! * [`lag`]: consumer lag and stalls per partition, measured beside the driver.
 //! * [`driver`]: the consume → batch → insert → commit loop shared by every table.
 
+pub mod alerts;
 pub mod driver;
 pub mod events;
 pub mod lag;
@@ -39,6 +41,7 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
     let metadata = driver::SinkDriver::<metrics::MetricMetadataTable>::new(&cfg, &ready)?;
     let events = driver::SinkDriver::<events::ObsEvents>::new(&cfg, &ready)?;
     let raw_logs = driver::SinkDriver::<raw_logs::RawLogs>::new(&cfg, &ready)?;
+    let alerts = driver::SinkDriver::<alerts::ObsAlerts>::new(&cfg, &ready)?;
     ready.set(true);
     tokio::try_join!(
         logs.run(),
@@ -47,7 +50,8 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
         series.run(),
         metadata.run(),
         events.run(),
-        raw_logs.run()
+        raw_logs.run(),
+        alerts.run()
     )
     .map(|_| ())
 }

@@ -1,9 +1,15 @@
 //! Stream processors: event-time windows over the raw topics that emit the derived topics
 //! (`obs.metrics.rollup`, `obs.traces`, `obs.servicegraph`, `obs.alerts`).
 //!
-//! Built so far: [`rules`], Prometheus rule files read and checked as `promtool check
-//! rules` checks them (`obs rules check`). The window runtime and the processors that run
-//! rules, correlate traces and roll up metrics are not built yet: `obs processor` says so
-//! and exits with an error. The derived records' shapes live in `obs_schemas::records`.
+//! * [`window`]: event time over partitions (watermarks, idle partitions) and the offsets
+//!   a processor may commit.
+//! * [`rules`]: Prometheus rule files (`obs rules check`, `obs rules test`) and the rule
+//!   processor ([`rules::run`]) that evaluates them on `obs.metrics`.
+//!
+//! Trace correlation and rollups are not built yet. The derived records' shapes live in
+//! `obs_schemas::records`.
 
 pub mod rules;
+pub mod window;
+
+pub use rules::run::run;

@@ -335,6 +335,8 @@ pub struct ObsPorts {
     pub sink: u16,
     /// Query API.
     pub query: u16,
+    /// Processor ops and rule API.
+    pub processor: u16,
 }
 
 /// A whole local stack: broker, ClickHouse and `obs up`.
@@ -403,6 +405,7 @@ impl Stack {
             otlp_grpc: free_port(),
             sink: free_port(),
             query: free_port(),
+            processor: free_port(),
         };
         let mut env: Vec<(String, String)> = vec![
             ("RUST_LOG".into(), "info".into()),
@@ -445,6 +448,10 @@ impl Stack {
                 "OBS_QUERY__LISTEN".into(),
                 format!("127.0.0.1:{}", ports.query),
             ),
+            (
+                "OBS_PROCESSOR__LISTEN".into(),
+                format!("127.0.0.1:{}", ports.processor),
+            ),
         ];
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let obs = spawn_obs(&env, separate_sink, dir.path())?;
@@ -468,7 +475,12 @@ impl Stack {
 
     /// Waits until every listener of `obs up` answers `/readyz`.
     async fn wait_obs_ready(&self) -> anyhow::Result<()> {
-        for port in [self.ports.collector, self.ports.query, self.ports.registry] {
+        for port in [
+            self.ports.collector,
+            self.ports.query,
+            self.ports.registry,
+            self.ports.processor,
+        ] {
             self.wait_ready(port).await?;
         }
         if !self.separate_sink {

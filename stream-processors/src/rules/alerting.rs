@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use obs_promql::Labels;
+use serde::{Deserialize, Serialize};
 
 use super::expand::{self, QueryFn};
 
@@ -14,7 +15,7 @@ use super::expand::{self, QueryFn};
 pub const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
 
 /// Where an alert is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum State {
     /// Resolved (kept for [`RESOLVED_RETENTION_MS`]).
     Inactive,
@@ -36,7 +37,7 @@ impl State {
 }
 
 /// One alert of a rule: one label set of its result.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     /// The result's labels without `__name__`, the rule's labels and `alertname`.
     pub labels: Labels,

@@ -11,10 +11,11 @@ use std::time::Instant;
 use obs_promql::{Labels, Value, evaluate_now, stale_nan};
 use promql_parser::parser::Expr;
 
-use super::alerting::{AlertingRule, Applied, TemplateEnv, Transition};
+use super::alerting::{Alert, AlertingRule, Applied, TemplateEnv, Transition};
 use super::expand::QueryFn;
 use super::file::GroupDef;
 use super::store::Shared;
+use serde::{Deserialize, Serialize};
 
 /// Prometheus's default lookback of instant selectors (ms).
 pub const LOOKBACK_MS: i64 = 5 * 60 * 1000;
@@ -91,6 +92,26 @@ pub struct Evaluation {
     pub errors: Vec<RuleError>,
 }
 
+/// What a group keeps between evaluations, as saved with each evaluation's output and read
+/// back after a restart (Prometheus restores only `for` from `ALERTS_FOR_STATE`; this is the
+/// whole state).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupState {
+    /// Per rule, by name and position.
+    pub rules: Vec<RuleState>,
+}
+
+/// One rule's saved state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RuleState {
+    /// The rule's name (a changed rule file restores only rules still there).
+    pub name: String,
+    /// Series written at the last evaluation (for stale markers).
+    pub previous: Vec<Labels>,
+    /// Active alerts of an alerting rule.
+    pub alerts: Vec<Alert>,
+}
+
 /// A group of rules and the state it keeps between evaluations.
 #[derive(Debug, Clone)]
 pub struct Group {
@@ -159,6 +180,59 @@ impl Group {
             previous: vec![BTreeSet::new(); rules.len()],
             rules,
         })
+    }
+
+    /// `file:name`, unique among the loaded groups.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.file, self.name)
+    }
+
+    /// The state to save.
+    pub fn snapshot(&self) -> GroupState {
+        GroupState {
+            rules: self
+                .rules
+                .iter()
+                .zip(&self.previous)
+                .map(|(r, prev)| RuleState {
+                    name: r.name().to_string(),
+                    previous: prev.iter().cloned().collect(),
+                    alerts: match &r.kind {
+                        Kind::Alerting(a) => a.active.values().cloned().collect(),
+                        Kind::Recording { .. } => Vec::new(),
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    /// Takes back a saved state; rules are matched by position and name.
+    pub fn restore(&mut self, state: GroupState) {
+        for (i, saved) in state.rules.into_iter().enumerate() {
+            let Some(rule) = self.rules.get_mut(i) else {
+                break;
+            };
+            if rule.name() != saved.name {
+                continue;
+            }
+            self.previous[i] = saved.previous.into_iter().collect();
+            if let Kind::Alerting(a) = &mut rule.kind {
+                a.active = saved
+                    .alerts
+                    .into_iter()
+                    .map(|al| (al.labels.clone(), al))
+                    .collect();
+            }
+        }
+    }
+
+    /// Whether the group holds nothing between evaluations (no alert, no written series).
+    pub fn is_idle(&self) -> bool {
+        self.previous.iter().all(BTreeSet::is_empty)
+            && self.rules.iter().all(|r| match &r.kind {
+                Kind::Alerting(a) => a.active.is_empty(),
+                Kind::Recording { .. } => true,
+            })
     }
 
     /// The longest time range any rule reads back from its evaluation time (ms): what the

@@ -10,9 +10,12 @@
 //!   (`a+bxn`, `_`, `stale`), for `obs rules test`.
 
 pub mod alerting;
+pub mod engine;
 pub mod expand;
 pub mod file;
 pub mod group;
+pub mod notify;
+pub mod run;
 pub mod series_notation;
 pub mod store;
 pub mod template;
