@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tempfile::TempDir;
 
+pub mod alertmanager;
 pub mod load;
 pub mod prometheus;
 pub mod promql_demo;

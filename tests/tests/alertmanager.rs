@@ -1,0 +1,253 @@
+//! Alerts from the rule processor reach a real Alertmanager 0.25 over its v2 API: its
+//! `/api/v2/alerts` shows them with the rule's labels (external labels added), expanded
+//! annotations and the `startsAt` the processor computed, and a webhook receiver gets the
+//! firing and then the resolved notification, both alerts in one group as configured.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use obs_e2e::alertmanager::{Alertmanager, Webhook};
+use obs_e2e::remote_write::{self, Series};
+use obs_e2e::{Stack, wait_for};
+
+const RULES: &str = r#"
+groups:
+  - name: live
+    interval: 2s
+    rules:
+      - alert: QueueStuck
+        expr: queue_depth > 10
+        for: 4s
+        labels:
+          severity: page
+        annotations:
+          summary: "queue {{ $labels.queue }} holds {{ $value }} messages"
+"#;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// An RFC 3339 time (as Alertmanager prints it) in ms since the epoch.
+fn ms_of(rfc3339: &serde_json::Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339.as_str().unwrap())
+        .unwrap()
+        .timestamp_millis()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_reach_alertmanager_and_its_receiver() {
+    let hook = Webhook::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let am = Alertmanager::start(
+        dir.path(),
+        &format!(
+            r#"
+route:
+  receiver: hook
+  group_by: [alertname, job]
+  group_wait: 1s
+  group_interval: 2s
+  repeat_interval: 1h
+receivers:
+  - name: hook
+    webhook_configs:
+      - url: {}
+        send_resolved: true
+"#,
+            hook.url
+        ),
+    )
+    .await
+    .unwrap();
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(&rules, RULES).unwrap();
+    let files = format!("[\"{}\"]", rules.display());
+    let ams = format!("[\"{}\"]", am.url());
+    let stack = Stack::start_with(&[
+        ("OBS_PROCESSOR__RULE_FILES", &files),
+        ("OBS_PROCESSOR__ALERTMANAGERS", &ams),
+        ("OBS_PROCESSOR__ALLOWED_LATENESS_MS", "500"),
+        ("OBS_PROCESSOR__EXTERNAL_LABELS", "{cluster=\"eu-1\"}"),
+    ])
+    .await
+    .unwrap();
+
+    // Two queues at 20 until told to drain, then at 0.
+    let url = format!("{}/api/v1/write", stack.collector_url());
+    let depth = Arc::new(AtomicU8::new(20));
+    let loader = tokio::spawn({
+        let depth = depth.clone();
+        async move {
+            loop {
+                let d = depth.load(Ordering::Relaxed);
+                if d == u8::MAX {
+                    break;
+                }
+                let t = now_ms();
+                let series: Vec<Series> = ["orders", "mail"]
+                    .iter()
+                    .map(|q| Series {
+                        name: "queue_depth",
+                        labels: vec![("job", "broker".to_string()), ("queue", q.to_string())],
+                        samples: vec![(t, d as f64)],
+                    })
+                    .collect();
+                remote_write::post(&url, remote_write::body(&series)).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    });
+
+    // Firing in Alertmanager.
+    let alerts = wait_for(
+        "both alerts in Alertmanager",
+        Duration::from_secs(60),
+        || async {
+            let a = am.alerts().await.ok()?;
+            (a.len() == 2).then_some(a)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", am.log_tail()));
+    let db = stack.db();
+    #[derive(Debug, clickhouse::Row, serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Firing {
+        queue: String,
+        active_at_ms: i64,
+    }
+    let firing: Vec<Firing> = wait_for(
+        "the firing transitions stored",
+        Duration::from_secs(30),
+        || {
+            let db = db.clone();
+            async move {
+                let f: Vec<Firing> = db
+                    .query(
+                        "SELECT Labels['queue'] AS Queue, ActiveAtMs FROM obs_alerts FINAL \
+                     WHERE Rule = 'QueueStuck' AND State = 'firing' ORDER BY Queue",
+                    )
+                    .fetch_all()
+                    .await
+                    .ok()?;
+                (f.len() == 2).then_some(f)
+            }
+        },
+    )
+    .await
+    .unwrap();
+    for a in &alerts {
+        let labels = &a["labels"];
+        let queue = labels["queue"].as_str().unwrap();
+        assert_eq!(labels["alertname"], "QueueStuck");
+        assert_eq!(labels["severity"], "page");
+        assert_eq!(labels["job"], "broker");
+        assert_eq!(labels["cluster"], "eu-1", "external labels are added");
+        assert_eq!(labels.as_object().unwrap().len(), 5, "{labels}");
+        assert_eq!(
+            a["annotations"]["summary"],
+            format!("queue {queue} holds 20 messages")
+        );
+        assert_eq!(a["status"]["state"], "active");
+        let f = firing.iter().find(|f| f.queue == queue).unwrap();
+        assert_eq!(
+            ms_of(&a["startsAt"]),
+            f.active_at_ms,
+            "startsAt is the active time"
+        );
+        assert!(
+            a["generatorURL"]
+                .as_str()
+                .unwrap()
+                .ends_with("/graph?g0.expr=queue_depth+%3E+10&g0.tab=1"),
+            "{}",
+            a["generatorURL"]
+        );
+    }
+    let firing_note = wait_for(
+        "the firing notification",
+        Duration::from_secs(30),
+        || async {
+            hook.received()
+                .into_iter()
+                .find(|n| n["status"] == "firing")
+        },
+    )
+    .await
+    .unwrap();
+
+    // Drained: resolved.
+    depth.store(0, Ordering::Relaxed);
+    let resolved_note = wait_for(
+        "the resolved notification",
+        Duration::from_secs(60),
+        || async {
+            hook.received()
+                .into_iter()
+                .find(|n| n["status"] == "resolved")
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", am.log_tail()));
+    depth.store(u8::MAX, Ordering::Relaxed);
+    loader.await.unwrap();
+
+    for note in [&firing_note, &resolved_note] {
+        assert_eq!(
+            note["groupLabels"],
+            serde_json::json!({"alertname": "QueueStuck", "job": "broker"}),
+            "grouped by alertname and job: {note}"
+        );
+        let mut queues: Vec<&str> = note["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["labels"]["queue"].as_str().unwrap())
+            .collect();
+        queues.sort();
+        assert_eq!(
+            queues,
+            ["mail", "orders"],
+            "both alerts in one notification: {note}"
+        );
+    }
+    // The resolved alerts end when the processor resolved them.
+    #[derive(Debug, clickhouse::Row, serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Resolved {
+        queue: String,
+        evaluated_at_ms: i64,
+    }
+    let resolved: Vec<Resolved> =
+        wait_for("the resolved transitions", Duration::from_secs(30), || {
+            let db = db.clone();
+            async move {
+                let r: Vec<Resolved> = db
+                    .query(
+                        "SELECT Labels['queue'] AS Queue, EvaluatedAtMs FROM obs_alerts FINAL \
+                     WHERE Rule = 'QueueStuck' AND State = 'resolved' ORDER BY Queue",
+                    )
+                    .fetch_all()
+                    .await
+                    .ok()?;
+                (r.len() == 2).then_some(r)
+            }
+        })
+        .await
+        .unwrap();
+    for a in resolved_note["alerts"].as_array().unwrap() {
+        let queue = a["labels"]["queue"].as_str().unwrap();
+        let r = resolved.iter().find(|r| r.queue == queue).unwrap();
+        assert_eq!(a["status"], "resolved");
+        assert_eq!(
+            ms_of(&a["endsAt"]),
+            r.evaluated_at_ms,
+            "endsAt is the resolve time"
+        );
+    }
+}
