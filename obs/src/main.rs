@@ -247,12 +247,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Processor => {
             let ready = ops::Readiness::default();
+            let view = obs_stream_processors::RulesView::default();
             let ops_server = ops::serve(
                 &cfg.processor.listen,
-                ops::router(ready.clone()),
+                ops::router(ready.clone()).merge(view.routes()),
                 "processor ops",
             );
-            tokio::try_join!(obs_stream_processors::run(cfg.clone(), ready), ops_server).map(|_| ())
+            let processor = obs_stream_processors::run(cfg.clone(), ready, view);
+            tokio::try_join!(processor, ops_server).map(|_| ())
         }
         Command::Rules {
             command: RulesCommand::Check { files },
@@ -439,10 +441,14 @@ async fn up(cfg: Config, with_sink: bool) -> anyhow::Result<()> {
         obs_query_api::run(cfg.clone(), ops::Readiness::default()),
     ));
     let ready = ops::Readiness::default();
-    let (addr, router) = (cfg.processor.listen.clone(), ops::router(ready.clone()));
+    let view = obs_stream_processors::RulesView::default();
+    let (addr, router) = (
+        cfg.processor.listen.clone(),
+        ops::router(ready.clone()).merge(view.routes()),
+    );
     stages.spawn(named(
         "processor",
-        obs_stream_processors::run(cfg.clone(), ready),
+        obs_stream_processors::run(cfg.clone(), ready, view),
     ));
     stages.spawn(named("processor ops", async move {
         ops::serve(&addr, router, "processor ops").await

@@ -284,6 +284,9 @@ pub struct QueryConfig {
     pub logql_max_rows: u64,
     /// Seconds ClickHouse may spend on one `SELECT` of a LogQL query (or label API call).
     pub logql_max_seconds: u64,
+    /// Where `/api/v1/rules` and `/api/v1/alerts` are answered: the rule processor's
+    /// listener (`[processor] listen`), to which the query API forwards them.
+    pub rules_url: String,
 }
 
 impl Default for QueryConfig {
@@ -298,6 +301,7 @@ impl Default for QueryConfig {
             promql_max_points: 11_000,
             logql_max_rows: 500_000,
             logql_max_seconds: 60,
+            rules_url: "http://127.0.0.1:8092".into(),
         }
     }
 }

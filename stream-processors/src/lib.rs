@@ -12,4 +12,5 @@
 pub mod rules;
 pub mod window;
 
+pub use rules::api::RulesView;
 pub use rules::run::run;

@@ -453,6 +453,10 @@ impl Stack {
                 "OBS_PROCESSOR__LISTEN".into(),
                 format!("127.0.0.1:{}", ports.processor),
             ),
+            (
+                "OBS_QUERY__RULES_URL".into(),
+                format!("http://127.0.0.1:{}", ports.processor),
+            ),
         ];
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let obs = spawn_obs(&env, separate_sink, dir.path())?;

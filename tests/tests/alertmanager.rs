@@ -169,6 +169,62 @@ receivers:
             a["generatorURL"]
         );
     }
+    // The same alerts through the query API's Prometheus endpoints (what Grafana reads).
+    let client = obs_e2e::http(10);
+    let api: serde_json::Value = client
+        .get(format!("{}/api/v1/alerts", stack.query_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let api_alerts = api["data"]["alerts"].as_array().unwrap();
+    assert_eq!(api_alerts.len(), 2, "{api}");
+    for a in api_alerts {
+        assert_eq!(a["state"], "firing");
+        assert_eq!(a["value"], "2e+01");
+        let queue = a["labels"]["queue"].as_str().unwrap();
+        let f = firing.iter().find(|f| f.queue == queue).unwrap();
+        assert_eq!(ms_of(&a["activeAt"]), f.active_at_ms);
+        assert!(
+            a["labels"].get("cluster").is_none(),
+            "external labels only on sending"
+        );
+    }
+    let rules: serde_json::Value = client
+        .get(format!("{}/api/v1/rules?type=alert", stack.query_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let group = &rules["data"]["groups"][0];
+    assert_eq!(group["name"], "live", "{rules}");
+    assert_eq!(group["interval"], 2.0);
+    let rule = &group["rules"][0];
+    assert_eq!(rule["name"], "QueueStuck");
+    assert_eq!(rule["type"], "alerting");
+    assert_eq!(rule["state"], "firing");
+    assert_eq!(rule["health"], "ok");
+    assert_eq!(rule["duration"], 4.0);
+    assert_eq!(rule["query"], "queue_depth > 10");
+    assert_eq!(rule["alerts"].as_array().map(Vec::len), Some(2));
+    let none: serde_json::Value = client
+        .get(format!("{}/api/v1/rules?type=record", stack.query_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        none["data"]["groups"],
+        serde_json::json!([]),
+        "no recording rule"
+    );
+
     let firing_note = wait_for(
         "the firing notification",
         Duration::from_secs(30),

@@ -27,6 +27,8 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/v1/series", get(series).post(series))
         .route("/api/v1/metadata", get(metadata))
         .route("/api/v1/status/buildinfo", get(buildinfo))
+        .route("/api/v1/rules", get(super::rules::rules))
+        .route("/api/v1/alerts", get(super::rules::alerts))
         .route("/api/v1/query", get(query::instant).post(query::instant))
         .route("/api/v1/query_range", get(query::range).post(query::range))
         .route("/api/v1/explain", get(query::explain).post(query::explain))

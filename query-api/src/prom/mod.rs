@@ -7,10 +7,12 @@
 //! * `store`: the metrics tables as the PromQL evaluator's sample source (`obs_promql`).
 //! * `params`: request parameters (repeated `match[]`, times).
 //! * `api`, `query`: the handlers.
+//! * `rules`: `/api/v1/rules` and `/api/v1/alerts`, forwarded to the rule processor.
 
 mod api;
 pub(crate) mod params;
 mod query;
+mod rules;
 pub mod selector;
 pub mod store;
 

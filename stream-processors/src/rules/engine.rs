@@ -299,6 +299,13 @@ impl Engine {
             .flat_map(|(name, t)| t.groups.iter().map(move |g| (name.as_str(), g)))
     }
 
+    /// A tenant's group by key.
+    pub fn group(&self, tenant: &str, key: &str) -> Option<&Group> {
+        self.tenants
+            .get(tenant)
+            .and_then(|t| t.groups.iter().find(|g| g.key() == key))
+    }
+
     /// The loaded groups without tenant state.
     pub fn templates(&self) -> &[Group] {
         &self.template

@@ -416,6 +416,17 @@ pub fn go_non_finite(v: f64) -> Option<&'static str> {
     }
 }
 
+/// Go's `strconv.FormatFloat(v, 'e' or 'E', -1, 64)` (the shortest exponent form).
+pub fn go_exp(v: f64, letter: char) -> String {
+    if let Some(s) = go_non_finite(v) {
+        return s.into();
+    }
+    let s = format!("{v:e}");
+    let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
+    let e: i32 = e.parse().unwrap_or(0);
+    format!("{m}{letter}{}{:02}", if e < 0 { '-' } else { '+' }, e.abs())
+}
+
 /// Go's `%g` (`prec` significant digits) or `%v` (`None`: shortest) for a float64.
 pub fn go_g(v: f64, prec: Option<usize>) -> String {
     if let Some(s) = go_non_finite(v) {

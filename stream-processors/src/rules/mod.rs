@@ -10,6 +10,7 @@
 //!   (`a+bxn`, `_`, `stale`), for `obs rules test`.
 
 pub mod alerting;
+pub mod api;
 pub mod engine;
 pub mod expand;
 pub mod file;

@@ -39,6 +39,7 @@ use rdkafka::message::Headers;
 use serde::{Deserialize, Serialize};
 
 use super::alerting::State;
+use super::api::RulesView;
 use super::engine::{Engine, GroupRun, NotifyPolicy};
 use super::file;
 use super::group::{Env, Group, GroupState};
@@ -103,8 +104,9 @@ fn wall_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Runs the rule processor until a shutdown is asked for.
-pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
+/// Runs the rule processor until a shutdown is asked for; `view` is what its rule API
+/// shows.
+pub async fn run(cfg: Config, ready: ops::Readiness, view: RulesView) -> anyhow::Result<()> {
     let pc = cfg.processor.clone();
     if pc.rule_files.is_empty() {
         tracing::info!(
@@ -116,6 +118,7 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
     }
     let env = env_of(&pc);
     let groups = load_groups(&pc.rule_files, &env)?;
+    view.load(&groups, &cfg.collector.default_tenant);
     tracing::info!(
         groups = groups.len(),
         rules = groups.iter().map(|g| g.rules.len()).sum::<usize>(),
@@ -151,6 +154,7 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
         resend_delay_ms: pc.resend_delay_secs as i64 * 1000,
         notify_max_age_ms: pc.notify_max_age_secs as i64 * 1000,
         instance,
+        view,
         committed: BTreeMap::new(),
         last_commit: Instant::now(),
     };
@@ -223,6 +227,7 @@ struct Processor {
     resend_delay_ms: i64,
     notify_max_age_ms: i64,
     instance: u32,
+    view: RulesView,
     committed: BTreeMap<i32, i64>,
     last_commit: Instant,
 }
@@ -331,6 +336,11 @@ impl Processor {
             not_before_ms: wall_ms() - self.notify_max_age_ms,
         });
         while let Some(runs) = self.engine.evaluate_round(watermark, policy) {
+            for r in &runs {
+                if let Some(g) = self.engine.group(&r.tenant, &r.group) {
+                    self.view.update(&r.tenant, g);
+                }
+            }
             if !self.publish(runs).await {
                 return;
             }

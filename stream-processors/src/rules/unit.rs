@@ -420,20 +420,9 @@ fn samples_string(s: &[(Labels, f64)]) -> String {
         return "nil".into();
     }
     s.iter()
-        .map(|(l, v)| format!("{} {}", labels_string(l), go_e(*v)))
+        .map(|(l, v)| format!("{} {}", labels_string(l), super::expand::go_exp(*v, 'E')))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Go's `strconv.FormatFloat(v, 'E', -1, 64)`.
-fn go_e(v: f64) -> String {
-    if let Some(s) = super::expand::go_non_finite(v) {
-        return s.into();
-    }
-    let s = format!("{v:E}");
-    let (m, e) = s.split_once('E').unwrap_or((&s, "0"));
-    let e: i32 = e.parse().unwrap_or(0);
-    format!("{m}E{}{:02}", if e < 0 { '-' } else { '+' }, e.abs())
 }
 
 /// A time since 0 as Go's `time.Duration` prints it (`1m0s`).
@@ -482,7 +471,7 @@ mod tests {
         assert_eq!(go_duration(0), "0s");
         assert_eq!(model_duration(300_000), "5m");
         assert_eq!(model_duration(5_400_000), "1h30m");
-        assert_eq!(go_e(3.0), "3E+00");
-        assert_eq!(go_e(0.25), "2.5E-01");
+        assert_eq!(super::super::expand::go_exp(3.0, 'E'), "3E+00");
+        assert_eq!(super::super::expand::go_exp(0.25, 'e'), "2.5e-01");
     }
 }
