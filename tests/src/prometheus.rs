@@ -27,6 +27,18 @@ impl Prometheus {
     /// Starts Prometheus with `config` (YAML; `{port}` is replaced by its own port) and
     /// TSDB in `data`, and waits until it is ready.
     pub async fn start(dir: &Path, name: &str, config: &str, data: &Path) -> anyhow::Result<Self> {
+        Prometheus::start_with_args(dir, name, config, data, &[]).await
+    }
+
+    /// [`Prometheus::start`] with extra command-line flags (e.g.
+    /// `--web.enable-remote-write-receiver`).
+    pub async fn start_with_args(
+        dir: &Path,
+        name: &str,
+        config: &str,
+        data: &Path,
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
         let port = free_port();
         let config_path = dir.join(format!("{name}.yml"));
         std::fs::write(&config_path, config.replace("{port}", &port.to_string()))?;
@@ -35,7 +47,8 @@ impl Prometheus {
             .arg(format!("--storage.tsdb.path={}", data.display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--web.enable-lifecycle")
-            .arg("--log.level=info");
+            .arg("--log.level=info")
+            .args(args);
         let proc = Proc::spawn(name, cmd, dir)?;
         let url = format!("http://127.0.0.1:{port}/-/ready");
         let ready = wait_for("Prometheus to be ready", Duration::from_secs(60), || {
