@@ -147,7 +147,20 @@ async fn sigkill_does_not_restart_for_nor_duplicate_outputs() {
         .collect();
     assert!(gaps.is_empty(), "evaluations missing between {gaps:?}");
 
-    let t = transitions(&db).await;
+    // The alerts sink runs beside the samples sink: wait for it to store the firing too.
+    let t = wait_for(
+        "the firing transition stored",
+        Duration::from_secs(30),
+        || {
+            let db = db.clone();
+            async move {
+                let t = transitions(&db).await;
+                t.iter().any(|t| t.state == "firing").then_some(t)
+            }
+        },
+    )
+    .await
+    .unwrap();
     let states: Vec<&str> = t.iter().map(|t| t.state.as_str()).collect();
     assert_eq!(states, ["pending", "firing"], "{t:?}");
     let active = t[0].active_at_ms;

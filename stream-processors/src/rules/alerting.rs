@@ -91,6 +91,9 @@ pub struct TemplateEnv<'a> {
     pub external_url: &'a str,
     /// Instant queries at the evaluation time.
     pub query: Option<QueryFn>,
+    /// Templates that failed at this evaluation (their text became Prometheus's
+    /// `<error expanding template: …>`), for the log and the failure metric.
+    pub failures: std::cell::RefCell<Vec<String>>,
 }
 
 /// An alerting rule with its active alerts.
@@ -132,8 +135,10 @@ impl AlertingRule {
                 value: *value,
             };
             let exp = |text: &str| {
-                expand::expand(&template, text, &data, env.query.clone())
-                    .unwrap_or_else(|e| format!("<error expanding template: {e}>"))
+                expand::expand(&template, text, &data, env.query.clone()).unwrap_or_else(|e| {
+                    env.failures.borrow_mut().push(e.clone());
+                    format!("<error expanding template: {e}>")
+                })
             };
             let mut labels = metric.clone();
             labels.remove("__name__");
@@ -303,6 +308,7 @@ mod tests {
             external_labels: &empty,
             external_url: "",
             query: None,
+            failures: Default::default(),
         };
         let (_, t) = r.apply(ts, res, 0, &env).unwrap();
         t.into_iter().map(|t| (t.from, t.to)).collect()

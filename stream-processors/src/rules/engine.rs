@@ -61,6 +61,10 @@ pub struct GroupRun {
     pub tenant: String,
     /// The group's key (`file:name`).
     pub group: String,
+    /// The group's file.
+    pub file: String,
+    /// The group's name.
+    pub name: String,
     /// Evaluation time (ms).
     pub t: i64,
     /// What the evaluation wrote, changed and failed.
@@ -266,6 +270,8 @@ impl Engine {
                 runs.push(GroupRun {
                     tenant: name.clone(),
                     group: g.key(),
+                    file: g.file.clone(),
+                    name: g.name.clone(),
                     t,
                     eval,
                     state: g.snapshot(),

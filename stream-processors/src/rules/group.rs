@@ -90,6 +90,9 @@ pub struct Evaluation {
     pub transitions: Vec<Transition>,
     /// Rules that failed.
     pub errors: Vec<RuleError>,
+    /// Label and annotation templates that failed (the rule still ran; the text holds
+    /// Prometheus's `<error expanding template: …>`).
+    pub template_errors: Vec<RuleError>,
 }
 
 /// What a group keeps between evaluations, as saved with each evaluation's output and read
@@ -251,7 +254,22 @@ impl Group {
         let at = ts - self.query_offset_ms;
         for (i, rule) in self.rules.iter_mut().enumerate() {
             let started = Instant::now();
-            let result = run(rule, ts, at, store, env, self.limit, self.interval_ms);
+            let failures = Default::default();
+            let result = run(
+                rule,
+                ts,
+                at,
+                store,
+                env,
+                self.limit,
+                self.interval_ms,
+                &failures,
+            );
+            out.template_errors
+                .extend(failures.into_inner().into_iter().map(|error| RuleError {
+                    rule: rule.name().to_string(),
+                    error,
+                }));
             rule.last_eval_ms = Some(ts);
             rule.last_duration_s = started.elapsed().as_secs_f64();
             let (samples, transitions) = match result {
@@ -299,6 +317,7 @@ impl Group {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     rule: &mut Rule,
     ts: i64,
@@ -307,6 +326,7 @@ fn run(
     env: &Env,
     limit: usize,
     interval_ms: i64,
+    failures: &std::cell::RefCell<Vec<String>>,
 ) -> Result<Applied, String> {
     let result = query(store, &rule.expr, at, interval_ms)?;
     match &mut rule.kind {
@@ -342,8 +362,11 @@ fn run(
                 external_labels: &env.external_labels,
                 external_url: &env.external_url,
                 query: Some(query),
+                failures: Default::default(),
             };
-            a.apply(ts, &result, limit, &tenv)
+            let applied = a.apply(ts, &result, limit, &tenv);
+            failures.borrow_mut().extend(tenv.failures.into_inner());
+            applied
         }
     }
 }

@@ -144,6 +144,7 @@ pub async fn run(cfg: Config, ready: ops::Readiness, view: RulesView) -> anyhow:
             &parts,
             pc.allowed_lateness_ms as i64,
             Duration::from_millis(pc.idle_partition_ms),
+            Instant::now(),
         ),
         restoring: Some(HashMap::new()),
         catch_up,
@@ -281,7 +282,9 @@ impl Processor {
         };
         match &header {
             // An evaluation output read back: needed until its group evaluates past it.
-            Some(h) => self.watermarks.observe_output(partition, offset, h.t),
+            Some(h) => self
+                .watermarks
+                .observe_output(partition, offset, h.t, Instant::now()),
             None => {
                 let newest = batch
                     .series
@@ -353,10 +356,16 @@ impl Processor {
     async fn publish(&mut self, runs: Vec<GroupRun>) -> bool {
         let mut alerts = Vec::new();
         for r in &runs {
+            let (file, group) = (r.file.as_str(), r.name.as_str());
             for e in &r.eval.errors {
-                metrics::counter!("obs_rule_evaluation_failures_total", "group" => r.group.clone())
+                metrics::counter!("obs_rule_evaluation_failures_total", "file" => file.to_string(), "group" => group.to_string(), "rule" => e.rule.clone())
                     .increment(1);
-                tracing::warn!(tenant = %r.tenant, group = %r.group, rule = %e.rule, time_ms = r.t, error = %e.error, "rule evaluation failed");
+                tracing::warn!(tenant = %r.tenant, file, group, rule = %e.rule, time_ms = r.t, error = %e.error, "rule evaluation failed; the group's other rules ran");
+            }
+            for e in &r.eval.template_errors {
+                metrics::counter!("obs_rule_template_failures_total", "file" => file.to_string(), "group" => group.to_string(), "rule" => e.rule.clone())
+                    .increment(1);
+                tracing::warn!(tenant = %r.tenant, file, group, rule = %e.rule, time_ms = r.t, error = %e.error, "template expansion failed");
             }
             metrics::counter!("obs_rule_evaluations_total", "group" => r.group.clone())
                 .increment(1);
