@@ -1,6 +1,7 @@
 //! `obs`: the one command of the observability pipeline. Each subcommand runs one stage (or
 //! all of them), applies migrations, or talks to a running pipeline.
 
+mod backtest;
 mod bench;
 mod demo;
 mod explain;
@@ -185,6 +186,33 @@ enum RulesCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Replay the retained obs.metrics history of a time range through the rule engine (at
+    /// the processor's evaluation times, notifying nobody) and print each alert's
+    /// pending/firing/resolved timeline and the pages it would have sent.
+    Backtest {
+        /// Rule files (paths or globs).
+        #[arg(required = true)]
+        files: Vec<String>,
+        /// Start of the range: now, -2h, seconds since the epoch or RFC 3339.
+        #[arg(long)]
+        from: String,
+        /// End of the range (inclusive), same forms as --from.
+        #[arg(long, default_value = "now")]
+        to: String,
+        /// Also show the timelines with these `for` values for every alerting rule
+        /// (comma separated, e.g. 5m,10m).
+        #[arg(long = "for", value_delimiter = ',')]
+        for_values: Vec<String>,
+        /// How far a message's produce time may be from its samples' times.
+        #[arg(long, default_value = "5m")]
+        slack: String,
+        /// text or json.
+        #[arg(long, default_value = "text")]
+        format: String,
+        /// No progress lines on stderr.
+        #[arg(long)]
+        quiet: bool,
+    },
 }
 
 #[tokio::main]
@@ -262,6 +290,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rules {
             command: RulesCommand::Test { files },
         } => rules_test(&files),
+        Command::Rules {
+            command:
+                RulesCommand::Backtest {
+                    files,
+                    from,
+                    to,
+                    for_values,
+                    slack,
+                    format,
+                    quiet,
+                },
+        } => backtest::run(&cfg, files, &from, &to, &for_values, &slack, &format, quiet).await,
         Command::Sql {
             query,
             format,

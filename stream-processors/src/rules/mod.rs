@@ -11,6 +11,7 @@
 
 pub mod alerting;
 pub mod api;
+pub mod backtest;
 pub mod engine;
 pub mod expand;
 pub mod file;

@@ -92,7 +92,8 @@ pub fn load_groups(patterns: &[String], env: &Env) -> anyhow::Result<Vec<Group>>
     Ok(groups)
 }
 
-fn env_of(pc: &ProcessorConfig) -> Env {
+/// The engine settings the processor configuration gives.
+pub(crate) fn env_of(pc: &ProcessorConfig) -> Env {
     Env {
         external_labels: pc.external_labels.clone().into_iter().collect(),
         external_url: pc.external_url.clone(),
