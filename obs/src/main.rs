@@ -71,6 +71,12 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Service level objectives: `obs slo generate SPEC` writes the rule file (SLI recording
+    /// rules and multiwindow, multi-burn-rate alerts) for an SLO spec.
+    Slo {
+        #[command(subcommand)]
+        command: SloCommand,
+    },
     /// Re-read a topic's retained messages and store the records of a time range into the
     /// sink tables again: to backfill, or into fresh tables to rebuild after a schema
     /// change. Replaying a range twice (or an overlapping one) stores nothing twice.
@@ -215,6 +221,20 @@ enum RulesCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum SloCommand {
+    /// Print the Prometheus rule file for an SLO spec (YAML: service, variant workbook or
+    /// sloth, slos with name, objective in percent, period, error_query or good_query and
+    /// total_query with {{.window}} where the range goes).
+    Generate {
+        /// The spec file.
+        spec: PathBuf,
+        /// Write the rule file here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
 #[tokio::main]
 async fn main() {
     telemetry::init();
@@ -287,6 +307,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rules {
             command: RulesCommand::Check { files },
         } => rules_check(&files),
+        Command::Slo {
+            command: SloCommand::Generate { spec, output },
+        } => slo_generate(&spec, output.as_deref()),
         Command::Rules {
             command: RulesCommand::Test { files },
         } => rules_test(&files),
@@ -375,6 +398,25 @@ fn rules_check(files: &[PathBuf]) -> anyhow::Result<()> {
         files.len()
     );
     Ok(())
+}
+
+/// `obs slo generate`.
+fn slo_generate(spec: &std::path::Path, output: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use obs_stream_processors::rules::slo;
+    let name = spec.display().to_string();
+    let text = std::fs::read_to_string(spec).with_context(|| format!("reading {name}"))?;
+    let rules = slo::parse_spec(&name, &text)
+        .and_then(|s| slo::generate(&s).map_err(|e| format!("{name}: {e}")))
+        .map_err(anyhow::Error::msg)?;
+    match output {
+        Some(path) => {
+            std::fs::write(path, rules).with_context(|| format!("writing {}", path.display()))
+        }
+        None => {
+            print!("{rules}");
+            Ok(())
+        }
+    }
 }
 
 /// `obs rules test`: promtool's report shape, one block per file.

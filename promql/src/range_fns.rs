@@ -1,6 +1,7 @@
 //! Functions of a range vector (`rate(x[5m])`, `avg_over_time(x[10m])`, ...): each takes
 //! the samples of one series inside one window and gives at most one value, exactly as
-//! Prometheus 2.x computes it (extrapolation, counter resets, Kahan-free sums).
+//! Prometheus 2.42 computes it (extrapolation, counter resets, compensated sums in the
+//! `_over_time` functions).
 
 /// One window of one series.
 pub struct Window<'a> {
@@ -65,20 +66,20 @@ pub fn apply(name: &str, w: &Window<'_>, args: &[f64]) -> Option<f64> {
                 .filter(|p| p[1].1 != p[0].1 && !(p[1].1.is_nan() && p[0].1.is_nan()))
                 .count() as f64,
         ),
-        "avg_over_time" => Some(avg(values())),
+        "avg_over_time" => Some(avg_over_time(values())),
         "min_over_time" => {
             Some(values().fold(f64::NAN, |m, v| if v < m || m.is_nan() { v } else { m }))
         }
         "max_over_time" => {
             Some(values().fold(f64::NAN, |m, v| if v > m || m.is_nan() { v } else { m }))
         }
-        "sum_over_time" => Some(values().sum()),
+        "sum_over_time" => Some(kahan_sum(values())),
         "count_over_time" => Some(s.len() as f64),
         "last_over_time" => Some(s[s.len() - 1].1),
         "present_over_time" => Some(1.0),
         "quantile_over_time" => Some(quantile(args[0], values().collect())),
-        "stddev_over_time" => Some(variance(values()).sqrt()),
-        "stdvar_over_time" => Some(variance(values())),
+        "stddev_over_time" => Some(variance_over_time(values()).sqrt()),
+        "stdvar_over_time" => Some(variance_over_time(values())),
         "holt_winters" | "double_exponential_smoothing" => holt_winters(s, args[0], args[1]),
         _ => None,
     }
@@ -191,6 +192,58 @@ pub fn avg(values: impl Iterator<Item = f64>) -> f64 {
         mean += v / count - mean / count;
     }
     mean
+}
+
+/// Adds `inc` to a Kahan-Babuska-Neumaier sum `(sum, c)`.
+fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
+}
+
+/// `sum_over_time`: a compensated sum, as Prometheus 2.42 computes it.
+fn kahan_sum(values: impl Iterator<Item = f64>) -> f64 {
+    let (mut sum, mut c) = (0.0, 0.0);
+    for v in values {
+        (sum, c) = kahan_inc(v, sum, c);
+    }
+    if sum.is_infinite() { sum } else { sum + c }
+}
+
+/// `avg_over_time`: the incremental mean with a compensated sum (Prometheus 2.42; the
+/// `avg` aggregation uses the plain incremental mean, [`avg`]).
+fn avg_over_time(values: impl Iterator<Item = f64>) -> f64 {
+    let (mut mean, mut count, mut c) = (0.0f64, 0.0f64, 0.0f64);
+    for v in values {
+        count += 1.0;
+        if mean.is_infinite() {
+            if v.is_infinite() && (mean > 0.0) == (v > 0.0) {
+                continue;
+            }
+            if !v.is_infinite() && !v.is_nan() {
+                continue;
+            }
+        }
+        (mean, c) = kahan_inc(v / count - mean / count, mean, c);
+    }
+    if mean.is_infinite() { mean } else { mean + c }
+}
+
+/// `stdvar_over_time`: Welford with compensated sums (Prometheus 2.42; the `stdvar`
+/// aggregation uses plain Welford, [`variance`]).
+fn variance_over_time(values: impl Iterator<Item = f64>) -> f64 {
+    let (mut count, mut mean, mut c_mean, mut aux, mut c_aux) = (0.0f64, 0.0, 0.0, 0.0, 0.0);
+    for v in values {
+        count += 1.0;
+        let delta = v - (mean + c_mean);
+        (mean, c_mean) = kahan_inc(delta / count, mean, c_mean);
+        (aux, c_aux) = kahan_inc(delta * (v - (mean + c_mean)), aux, c_aux);
+    }
+    (aux + c_aux) / count
 }
 
 /// Population variance (Welford).

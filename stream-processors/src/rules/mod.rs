@@ -19,6 +19,7 @@ pub mod group;
 pub mod notify;
 pub mod run;
 pub mod series_notation;
+pub mod slo;
 pub mod store;
 pub mod template;
 pub mod unit;
