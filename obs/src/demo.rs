@@ -1,4 +1,7 @@
-//! `obs demo`: a short burst of realistic logs over OTLP/HTTP, so a new stack has data.
+//! `obs demo`: a short burst of realistic logs over OTLP/HTTP and the last ten minutes of
+//! request counters by remote write, so a new stack has data; with `--live` the counters
+//! go on every 5 s. The example rules in `config/rules/demo.rules.yml` fire on them:
+//! checkout fails 12% of its requests.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -96,5 +99,115 @@ pub async fn run(base: &str, records: usize, run_id: Option<&str>) -> anyhow::Re
         "sent {records} demo log records from {} services to {url}",
         SERVICES.len()
     );
+    metrics(base, now as i64 / 1_000_000).await
+}
+
+/// Error share of each service's demo requests, in percent.
+const ERROR_PERCENT: &[u32] = &[12, 1, 0, 2];
+
+/// Requests per second per service.
+const REQUESTS_PER_SEC: u32 = 20;
+
+/// `demo_requests_total{service, code}` at `t_ms`: a pure function of time, so the history
+/// and the live samples agree wherever they meet.
+fn demo_counters(t_ms: i64) -> Vec<(&'static str, &'static str, f64)> {
+    let secs = (t_ms / 1000) as f64;
+    SERVICES
+        .iter()
+        .zip(ERROR_PERCENT)
+        .flat_map(|(svc, errors)| {
+            let bad = (REQUESTS_PER_SEC * errors) as f64 / 100.0;
+            let good = REQUESTS_PER_SEC as f64 - bad;
+            [(*svc, "200", secs * good), (*svc, "500", secs * bad)]
+        })
+        .collect()
+}
+
+/// Sends the counters at each of `times` (ms) by remote write to `base`/api/v1/write.
+async fn send_counters(base: &str, times: &[i64]) -> anyhow::Result<()> {
+    use obs_producers::remote_write::proto::{Label, Sample, TimeSeries, WriteRequest};
+    let label = |name: &str, value: &str| Label {
+        name: name.into(),
+        value: value.into(),
+    };
+    let mut series: Vec<TimeSeries> = demo_counters(0)
+        .iter()
+        .map(|(svc, code, _)| TimeSeries {
+            labels: vec![
+                label("__name__", "demo_requests_total"),
+                label("code", code),
+                label("job", "demo"),
+                label("service", svc),
+            ],
+            ..Default::default()
+        })
+        .collect();
+    for &t in times {
+        for (s, (_, _, v)) in series.iter_mut().zip(demo_counters(t)) {
+            s.samples.push(Sample {
+                value: v,
+                timestamp: t,
+            });
+        }
+    }
+    let body = snap::raw::Encoder::new().compress_vec(
+        &WriteRequest {
+            timeseries: series,
+            metadata: vec![],
+        }
+        .encode_to_vec(),
+    )?;
+    let url = format!("{}/api/v1/write", base.trim_end_matches('/'));
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "snappy")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the collector at {url}: {e}"))?;
+    anyhow::ensure!(
+        resp.status().is_success(),
+        "collector answered {}: {}",
+        resp.status(),
+        resp.text().await.unwrap_or_default()
+    );
     Ok(())
+}
+
+/// The last ten minutes of request counters, every 15 s.
+async fn metrics(base: &str, now_ms: i64) -> anyhow::Result<()> {
+    let start = (now_ms - 600_000) / 15_000 * 15_000;
+    let times: Vec<i64> = (0..=40).map(|i| start + i * 15_000).collect();
+    if let Err(e) = send_counters(base, &times).await {
+        // A collector that already has newer samples of these series refuses older ones.
+        if e.to_string().contains("out of order") {
+            println!(
+                "the collector already has newer demo_requests_total samples; history not sent again"
+            );
+            return Ok(());
+        }
+        return Err(e);
+    }
+    println!(
+        "sent 10 minutes of demo_requests_total for {} services to {base}/api/v1/write",
+        SERVICES.len()
+    );
+    Ok(())
+}
+
+/// The request counters every 5 s at the current time, until a shutdown is asked for.
+pub async fn live(base: &str) -> anyhow::Result<()> {
+    println!("sending demo_requests_total every 5 s until stopped");
+    loop {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
+        if let Err(e) = send_counters(base, &[now]).await {
+            tracing::warn!(error = %e, "demo counters not sent; trying again in 5 s");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+            _ = obs_runtime::shutdown::wait() => return Ok(()),
+        }
+    }
 }

@@ -171,6 +171,10 @@ enum Command {
         /// Collector base URL (default: http://<[collector] listen>).
         #[arg(long)]
         url: Option<String>,
+        /// Instead of the burst, send the demo request counters every 5 s (current time)
+        /// until stopped, as a running application would.
+        #[arg(long)]
+        live: bool,
     },
     /// Print the merged configuration as TOML.
     Config,
@@ -361,9 +365,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             records,
             run_id,
             url,
+            live,
         } => {
             let url = url.unwrap_or_else(|| format!("http://{}", cfg.collector.listen));
-            demo::run(&url, records, run_id.as_deref()).await
+            if live {
+                demo::live(&url).await
+            } else {
+                demo::run(&url, records, run_id.as_deref()).await
+            }
         }
         Command::Config => {
             print!("{}", toml::to_string_pretty(&cfg)?);
