@@ -120,6 +120,24 @@ enum Command {
         #[arg(long)]
         peer_prometheus: Option<String>,
     },
+    /// Measure the rule engine on a rule file (ingest and evaluation rate, group evaluation
+    /// time, memory) beside a Prometheus evaluating the same file on the same samples.
+    /// `scripts/stack bench-rules` starts the Prometheus and runs this.
+    BenchRules {
+        /// Rule file.
+        #[arg(long, default_value = "config/rules/bench.rules.yml")]
+        rules: String,
+        /// Counter series.
+        #[arg(long, default_value_t = 10_000)]
+        series: usize,
+        /// Minutes of history (15 s steps).
+        #[arg(long, default_value_t = 30)]
+        minutes: i64,
+        /// Base URL of a Prometheus started with --web.enable-remote-write-receiver and the
+        /// same rule file.
+        #[arg(long)]
+        peer_prometheus: Option<String>,
+    },
     /// Run read-only SQL through the query API and print the result.
     Sql {
         /// The statement, e.g. "SELECT ServiceName, count() FROM otel_logs GROUP BY 1".
@@ -296,6 +314,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 peer_prometheus,
             };
             bench::run(&cfg, &opts).await
+        }
+        Command::BenchRules {
+            rules,
+            series,
+            minutes,
+            peer_prometheus,
+        } => {
+            let opts = bench::rules::RulesBench {
+                rules,
+                series,
+                minutes,
+                peer_prometheus,
+            };
+            bench::rules::run(&cfg, &opts).await
         }
         Command::Processor => {
             let ready = ops::Readiness::default();

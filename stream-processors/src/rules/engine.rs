@@ -452,6 +452,21 @@ groups:
     }
 
     #[test]
+    fn a_tenant_over_its_sample_limit_is_refused_and_others_are_not() {
+        let mut e = engine(RULES);
+        e.max_samples = 4;
+        let points: Vec<(i64, f64)> = (0..6).map(|i| (i * 60_000, 1.0)).collect();
+        let a = e.ingest(&batch("a", "up", &[("job", "x")], &points), None);
+        assert_eq!((a.appended, a.over_limit), (4, 2));
+        let b = e.ingest(&batch("b", "up", &[("job", "y")], &points[..3]), None);
+        assert_eq!(
+            (b.appended, b.over_limit),
+            (3, 0),
+            "tenants are bounded apart"
+        );
+    }
+
+    #[test]
     fn restored_state_continues_where_it_stopped() {
         let points: Vec<(i64, f64)> = (0..6).map(|i| (i * 60_000, 0.0)).collect();
         let mut a = engine(RULES);

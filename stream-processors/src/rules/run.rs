@@ -184,6 +184,10 @@ pub async fn run(cfg: Config, ready: ops::Readiness, view: RulesView) -> anyhow:
         p.finish_catch_up_if_done(&ready);
         if p.restoring.is_none() {
             p.evaluate().await;
+            // A round cut short by the shutdown is not acknowledged: commit nothing after it.
+            if shutdown::requested() {
+                break;
+            }
             p.commit(&consumer, topic);
         }
     }

@@ -24,6 +24,9 @@ pub fn check(name: &str, text: &str) -> Result<(), String> {
             if let Err(msg) = tokens(inner) {
                 return err(start_line, &msg);
             }
+            if let Some(f) = unknown_function(inner) {
+                return err(start_line, &format!("function {f:?} not defined"));
+            }
             match inner.split_whitespace().next().unwrap_or("") {
                 "if" | "range" | "with" | "define" | "block" => depth.push(start_line),
                 "end" => {
@@ -69,24 +72,136 @@ pub(crate) fn action_len(s: &str) -> Option<usize> {
     None
 }
 
+/// Functions a Prometheus template may call: Go's builtins and Prometheus's own.
+pub const FUNCTIONS: &[&str] = &[
+    // text/template
+    "and",
+    "call",
+    "html",
+    "index",
+    "slice",
+    "js",
+    "len",
+    "not",
+    "or",
+    "print",
+    "printf",
+    "println",
+    "urlquery",
+    "eq",
+    "ge",
+    "gt",
+    "le",
+    "lt",
+    "ne",
+    // Prometheus (template/template.go)
+    "query",
+    "first",
+    "label",
+    "value",
+    "strvalue",
+    "args",
+    "reReplaceAll",
+    "safeHtml",
+    "match",
+    "title",
+    "toUpper",
+    "toLower",
+    "graphLink",
+    "tableLink",
+    "sortByLabel",
+    "stripPort",
+    "stripDomain",
+    "humanize",
+    "humanize1024",
+    "humanizeDuration",
+    "humanizePercentage",
+    "humanizeTimestamp",
+    "toTime",
+    "pathPrefix",
+    "externalURL",
+    "parseDuration",
+];
+
+const KEYWORDS: &[&str] = &[
+    "if", "else", "end", "range", "with", "define", "template", "block", "break", "continue",
+    "nil", "true", "false",
+];
+
+/// The first bare identifier of an action that is no keyword and no known function (in Go
+/// templates a bare identifier can only be a function name).
+fn unknown_function(s: &str) -> Option<String> {
+    let mut quotes = Quotes::default();
+    let mut word = String::new();
+    let mut prev = ' ';
+    let mut words = Vec::new();
+    for c in s.chars().chain(std::iter::once(' ')) {
+        if quotes.inside(c) {
+            prev = c;
+            continue;
+        }
+        if c.is_alphanumeric() || c == '_' {
+            if word.is_empty() {
+                // Fields (`.x`), variables (`$x`) and numbers are not function names.
+                word.push(if prev == '.' || prev == '$' { '.' } else { c });
+                if prev == '.' || prev == '$' {
+                    word.push(c);
+                }
+            } else {
+                word.push(c);
+            }
+        } else {
+            if !word.is_empty() {
+                words.push(std::mem::take(&mut word));
+            }
+        }
+        prev = c;
+    }
+    words
+        .into_iter()
+        .filter(|w| !w.starts_with('.') && !w.starts_with(|c: char| c.is_ascii_digit()))
+        .find(|w| !KEYWORDS.contains(&w.as_str()) && !FUNCTIONS.contains(&w.as_str()))
+}
+
+/// Where a scan of an action is relative to its quoted strings.
+#[derive(Default)]
+struct Quotes {
+    open: Option<char>,
+    escaped: bool,
+}
+
+impl Quotes {
+    /// Feeds `c`; true while `c` is part of a quoted string (its quotes included).
+    fn inside(&mut self, c: char) -> bool {
+        match self.open {
+            Some(q) => {
+                if self.escaped {
+                    self.escaped = false;
+                } else if c == '\\' && q != '`' {
+                    self.escaped = true;
+                } else if c == q {
+                    self.open = None;
+                }
+                true
+            }
+            None if matches!(c, '"' | '`' | '\'') => {
+                self.open = Some(c);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Checks an action's strings and parentheses.
 fn tokens(s: &str) -> Result<(), String> {
     let mut parens = 0i32;
-    let mut quote: Option<char> = None;
-    let mut escaped = false;
+    let mut quotes = Quotes::default();
     for c in s.chars() {
-        if let Some(q) = quote {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' && q != '`' {
-                escaped = true;
-            } else if c == q {
-                quote = None;
-            }
+        if quotes.inside(c) {
             continue;
         }
         match c {
-            '"' | '`' | '\'' => quote = Some(c),
             '(' => parens += 1,
             ')' => {
                 parens -= 1;
@@ -97,7 +212,7 @@ fn tokens(s: &str) -> Result<(), String> {
             _ => {}
         }
     }
-    if quote.is_some() {
+    if quotes.open.is_some() {
         return Err("unterminated quoted string".into());
     }
     if parens > 0 {
@@ -144,6 +259,17 @@ mod tests {
         assert_eq!(
             e("{{ (len $labels }}"),
             "template: __alert_Z:1: unclosed left paren"
+        );
+        assert_eq!(
+            e("{{ $value | humanise }}"),
+            "template: __alert_Z:1: function \"humanise\" not defined"
+        );
+        assert_eq!(
+            check(
+                "t",
+                "{{ $labels.humanise }} {{ .Value }} {{ 1.5e3 }} {{ \"nosuch\" }}"
+            ),
+            Ok(())
         );
     }
 }
