@@ -251,6 +251,7 @@ async fn migrations_are_idempotent_and_give_the_otel_shapes() {
             "metrics_metadata",
             "metrics_samples",
             "metrics_series",
+            "obs_alerts",
             "obs_events",
             "obs_replay_log",
             "obs_schema_migrations",
