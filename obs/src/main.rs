@@ -19,7 +19,8 @@ use obs_schemas::migrations;
 use obs_schemas::registry::{SchemaStore, router as registry_router};
 
 /// An observability pipeline around Kafka: collectors publish metrics, logs, spans and
-/// events to Kafka as Avro; sinks store them in ClickHouse; the query API serves them.
+/// events to Kafka as Avro; the rule processor evaluates Prometheus rules on them and
+/// alerts through Alertmanager; sinks store them in ClickHouse; the query API serves them.
 ///
 /// Configuration: defaults, then the TOML file given by --config (or OBS_CONFIG), then
 /// OBS_* environment variables (OBS_KAFKA__BROKERS sets [kafka] brokers). See
@@ -36,7 +37,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run every stage in one process: registry, migrations, collector, sink, query API.
+    /// Run every stage in one process: registry, migrations, collector, sink, query API,
+    /// rule processor.
     /// Kafka and ClickHouse must be reachable (scripts/stack up starts local ones).
     Up {
         /// Leave the sink out (run it on its own with `obs sink`).
@@ -66,7 +68,8 @@ enum Command {
     Processor,
     /// Prometheus rule files: `obs rules check FILE...` checks them as `promtool check
     /// rules` does (same files accepted, same refused, each problem named with file, group
-    /// and rule); `obs rules test FILE...` runs promtool's rule unit-test files.
+    /// and rule); `obs rules test FILE...` runs promtool's rule unit-test files; `obs rules
+    /// backtest` replays a time range through the rules.
     Rules {
         #[command(subcommand)]
         command: RulesCommand,
@@ -177,7 +180,8 @@ enum Command {
         #[arg(long)]
         url: Option<String>,
     },
-    /// Send a burst of demo logs to the collector over OTLP/HTTP.
+    /// Send demo data to the collector: a burst of logs over OTLP/HTTP and the last 10
+    /// minutes of request counters by remote write (or, with --live, counters every 5 s).
     Demo {
         /// Number of log records.
         #[arg(long, default_value_t = 200)]

@@ -95,17 +95,29 @@ impl World {
         }
         assert_eq!(spans.len(), 7);
         let db = stack.db();
-        wait_for("7 spans in otel_traces", Duration::from_secs(60), || {
-            let db = db.clone();
-            async move {
-                let n: u64 = db
-                    .query("SELECT count() FROM otel_traces")
-                    .fetch_one()
-                    .await
-                    .ok()?;
-                (n >= 7).then_some(())
-            }
-        })
+        // Stored, and covered by the trace-id index (its materialized view's rows become
+        // visible a moment after the spans' own: CI once caught a trace half-indexed).
+        wait_for(
+            "7 spans in otel_traces and its trace-id index",
+            Duration::from_secs(60),
+            || {
+                let db = db.clone();
+                async move {
+                    let n: u64 = db
+                        .query(
+                            "SELECT count() FROM otel_traces AS t INNER JOIN \
+                         (SELECT TraceId, min(Start) AS s, max(End) AS e \
+                          FROM otel_traces_trace_id_ts GROUP BY TraceId) AS i \
+                         ON t.TraceId = i.TraceId \
+                         WHERE t.Timestamp >= i.s AND t.Timestamp < i.e + INTERVAL 1 SECOND",
+                        )
+                        .fetch_one()
+                        .await
+                        .ok()?;
+                    (n >= 7).then_some(())
+                }
+            },
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", stack.obs_log()));
         World { stack, base, spans }
