@@ -84,7 +84,7 @@ enum Command {
     /// sink tables again: to backfill, or into fresh tables to rebuild after a schema
     /// change. Replaying a range twice (or an overlapping one) stores nothing twice.
     Replay {
-        /// Topic: obs.logs, obs.logs.raw, obs.spans, obs.metrics or obs.events (or logs,
+        /// Topic: obs.logs, obs.logs.raw, obs.spans, obs.metrics, obs.events or obs.alerts (or logs,
         /// spans, ...).
         #[arg(long)]
         topic: String,

@@ -30,6 +30,7 @@ use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
+use crate::alerts::ObsAlerts;
 use crate::driver::insert_rows;
 use crate::events::ObsEvents;
 use crate::logs::OtelLogs;
@@ -91,6 +92,7 @@ pub async fn replay(cfg: &Config, opts: &ReplayOptions) -> anyhow::Result<Vec<Ta
         Topic::LogsRaw => vec![replay_table::<RawLogs>(cfg, opts).await?],
         Topic::Spans => vec![replay_table::<OtelTraces>(cfg, opts).await?],
         Topic::Events => vec![replay_table::<ObsEvents>(cfg, opts).await?],
+        Topic::Alerts => vec![replay_table::<ObsAlerts>(cfg, opts).await?],
         Topic::Metrics => {
             if opts.into.is_some() {
                 bail!(

@@ -166,6 +166,38 @@ async fn backtest_gives_the_live_transitions() {
             .all(|s| s.state == "pending" || s.state == "inactive")
     );
 
+    // obs.alerts replays into a fresh table with the same transitions.
+    let out = stack
+        .run_obs(&[
+            "replay",
+            "--topic",
+            "obs.alerts",
+            "--from",
+            &from,
+            "--to",
+            &(end / 1000 + 1).to_string(),
+            "--into",
+            "obs_alerts_rebuild",
+            "--quiet",
+        ])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rebuilt: Vec<Row> = db
+        .query(
+            "SELECT State, EvaluatedAtMs FROM obs_alerts_rebuild FINAL WHERE Rule = 'Busy' \
+             AND EvaluatedAtMs BETWEEN ? AND ? ORDER BY EvaluatedAtMs",
+        )
+        .bind(t0)
+        .bind(end)
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(rebuilt, live, "replayed alerts equal the stored ones");
+
     // The text report names the alert and its pages.
     let out = stack
         .run_obs(&[
