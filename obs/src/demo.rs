@@ -82,19 +82,7 @@ pub async fn run(base: &str, records: usize, run_id: Option<&str>) -> anyhow::Re
             .collect(),
     };
     let url = format!("{}/v1/logs", base.trim_end_matches('/'));
-    let resp = reqwest::Client::new()
-        .post(&url)
-        .header("Content-Type", "application/x-protobuf")
-        .body(req.encode_to_vec())
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the collector at {url}: {e}"))?;
-    anyhow::ensure!(
-        resp.status().is_success(),
-        "collector answered {}: {}",
-        resp.status(),
-        resp.text().await.unwrap_or_default()
-    );
+    post(&url, &[], req.encode_to_vec()).await?;
     println!(
         "sent {records} demo log records from {} services to {url}",
         SERVICES.len()
@@ -158,11 +146,25 @@ async fn send_counters(base: &str, times: &[i64]) -> anyhow::Result<()> {
         .encode_to_vec(),
     )?;
     let url = format!("{}/api/v1/write", base.trim_end_matches('/'));
-    let resp = reqwest::Client::new()
-        .post(&url)
-        .header("Content-Type", "application/x-protobuf")
-        .header("Content-Encoding", "snappy")
-        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+    let headers = [
+        ("Content-Encoding", "snappy"),
+        ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+    ];
+    post(&url, &headers, body).await
+}
+
+/// POSTs a protobuf body to the collector; an answer other than 2xx is an error with the
+/// collector's reason.
+async fn post(url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> anyhow::Result<()> {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let mut req = CLIENT
+        .get_or_init(reqwest::Client::new)
+        .post(url)
+        .header("Content-Type", "application/x-protobuf");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req
         .body(body)
         .send()
         .await

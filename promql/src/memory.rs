@@ -24,6 +24,28 @@ pub fn selects(vs: &VectorSelector, labels: &Labels) -> bool {
     }
 }
 
+/// The series `vs` selects among `series` (label set, time-sorted samples), each cut to
+/// its samples in `[from_ms, to_ms]`; series without one are left out. What every
+/// in-memory source answers.
+pub fn select_in<'s>(
+    series: impl Iterator<Item = (&'s Labels, &'s [(i64, f64)])>,
+    vs: &VectorSelector,
+    from_ms: i64,
+    to_ms: i64,
+) -> Vec<RawSeries> {
+    series
+        .filter(|(labels, _)| selects(vs, labels))
+        .filter_map(|(labels, samples)| {
+            let lo = samples.partition_point(|&(t, _)| t < from_ms);
+            let hi = samples.partition_point(|&(t, _)| t <= to_ms);
+            (lo < hi).then(|| RawSeries {
+                labels: labels.clone(),
+                samples: samples[lo..hi].to_vec(),
+            })
+        })
+        .collect()
+}
+
 /// A fixed set of series, each with time-sorted samples.
 #[derive(Debug, Default, Clone)]
 pub struct MemorySource {
@@ -45,19 +67,11 @@ impl SeriesSource for MemorySource {
         from_ms: i64,
         to_ms: i64,
     ) -> SelectFuture<'a> {
-        let out: Vec<RawSeries> = self
+        let series = self
             .series
             .iter()
-            .filter(|s| selects(vs, &s.labels))
-            .filter_map(|s| {
-                let lo = s.samples.partition_point(|&(t, _)| t < from_ms);
-                let hi = s.samples.partition_point(|&(t, _)| t <= to_ms);
-                (lo < hi).then(|| RawSeries {
-                    labels: s.labels.clone(),
-                    samples: s.samples[lo..hi].to_vec(),
-                })
-            })
-            .collect();
+            .map(|s| (&s.labels, s.samples.as_slice()));
+        let out = select_in(series, vs, from_ms, to_ms);
         Box::pin(async move { Ok(out) })
     }
 }

@@ -176,9 +176,16 @@ pub fn linear_regression(s: &[(i64, f64)], intercept_ms: i64) -> (f64, f64) {
     (slope, sy / n - slope * sx / n)
 }
 
-/// The mean, computed incrementally as Prometheus does (no overflow on large values).
+/// The mean, computed incrementally as Prometheus does (no overflow on large values): the
+/// `avg` aggregation.
 pub fn avg(values: impl Iterator<Item = f64>) -> f64 {
-    let (mut mean, mut count) = (0.0f64, 0.0f64);
+    incremental_mean(values, false)
+}
+
+/// The incremental mean, its increments summed plainly (the `avg` aggregation) or
+/// compensated (`avg_over_time` in Prometheus 2.42); an infinite mean stays as it is.
+fn incremental_mean(values: impl Iterator<Item = f64>, compensated: bool) -> f64 {
+    let (mut mean, mut count, mut c) = (0.0f64, 0.0f64, 0.0f64);
     for v in values {
         count += 1.0;
         if mean.is_infinite() {
@@ -189,9 +196,18 @@ pub fn avg(values: impl Iterator<Item = f64>) -> f64 {
                 continue;
             }
         }
-        mean += v / count - mean / count;
+        let inc = v / count - mean / count;
+        if compensated {
+            (mean, c) = kahan_inc(inc, mean, c);
+        } else {
+            mean += inc;
+        }
     }
-    mean
+    if compensated && !mean.is_infinite() {
+        mean + c
+    } else {
+        mean
+    }
 }
 
 /// Adds `inc` to a Kahan-Babuska-Neumaier sum `(sum, c)`.
@@ -217,20 +233,7 @@ fn kahan_sum(values: impl Iterator<Item = f64>) -> f64 {
 /// `avg_over_time`: the incremental mean with a compensated sum (Prometheus 2.42; the
 /// `avg` aggregation uses the plain incremental mean, [`avg`]).
 fn avg_over_time(values: impl Iterator<Item = f64>) -> f64 {
-    let (mut mean, mut count, mut c) = (0.0f64, 0.0f64, 0.0f64);
-    for v in values {
-        count += 1.0;
-        if mean.is_infinite() {
-            if v.is_infinite() && (mean > 0.0) == (v > 0.0) {
-                continue;
-            }
-            if !v.is_infinite() && !v.is_nan() {
-                continue;
-            }
-        }
-        (mean, c) = kahan_inc(v / count - mean / count, mean, c);
-    }
-    if mean.is_infinite() { mean } else { mean + c }
+    incremental_mean(values, true)
 }
 
 /// `stdvar_over_time`: Welford with compensated sums (Prometheus 2.42; the `stdvar`

@@ -334,26 +334,28 @@ impl Config {
 
     /// Relations between settings that types alone do not enforce.
     fn check(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            self.sink.instances >= 1 && self.sink.instance < self.sink.instances,
-            "invalid configuration: [sink] instance = {} must be below instances = {} \
-             (instances numbered from 0)",
-            self.sink.instance,
-            self.sink.instances
-        );
-        anyhow::ensure!(
-            self.processor.instances >= 1 && self.processor.instance < self.processor.instances,
-            "invalid configuration: [processor] instance = {} must be below instances = {} \
-             (instances numbered from 0)",
+        check_instances("sink", self.sink.instance, self.sink.instances)?;
+        check_instances(
+            "processor",
             self.processor.instance,
-            self.processor.instances
-        );
+            self.processor.instances,
+        )?;
         anyhow::ensure!(
             self.processor.evaluation_interval_secs > 0,
             "invalid configuration: [processor] evaluation_interval_secs must be above 0"
         );
         Ok(())
     }
+}
+
+/// `instance` numbers one of `instances` (from 0) in `[section]`.
+fn check_instances(section: &str, instance: u32, instances: u32) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        instances >= 1 && instance < instances,
+        "invalid configuration: [{section}] instance = {instance} must be below instances = {instances} \
+         (instances numbered from 0)"
+    );
+    Ok(())
 }
 
 #[cfg(test)]

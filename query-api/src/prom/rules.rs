@@ -21,7 +21,9 @@ async fn forward(
         Some(q) if !q.is_empty() => format!("{base}{path}?{q}"),
         _ => format!("{base}{path}"),
     };
-    let mut req = reqwest::Client::new()
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let mut req = CLIENT
+        .get_or_init(reqwest::Client::new)
         .get(&url)
         .timeout(std::time::Duration::from_secs(10));
     if let Some(t) = headers.get(TENANT_HEADER) {

@@ -199,18 +199,21 @@ impl Engine {
             if s.timestamps_ms.is_empty() || !(self.owns)(&s.tenant) {
                 continue;
             }
+            // A series no rule selects costs a lookup, not a label set.
+            if self.selected.get(&s.fingerprint) == Some(&false) {
+                continue;
+            }
             let mut labels: Labels = s.labels.clone();
             labels.insert("__name__".into(), s.name.clone());
-            if self.selected.len() >= SELECTED_CACHE {
-                self.selected.clear();
-            }
-            let selectors = &self.selectors;
-            let chosen = *self
-                .selected
-                .entry(s.fingerprint)
-                .or_insert_with(|| selectors.iter().any(|vs| selects(vs, &labels)));
-            if !chosen {
-                continue;
+            if !self.selected.contains_key(&s.fingerprint) {
+                if self.selected.len() >= SELECTED_CACHE {
+                    self.selected.clear();
+                }
+                let chosen = self.selectors.iter().any(|vs| selects(vs, &labels));
+                self.selected.insert(s.fingerprint, chosen);
+                if !chosen {
+                    continue;
+                }
             }
             let first = s.timestamps_ms.iter().copied().min().unwrap_or(0);
             let max = self.max_samples;

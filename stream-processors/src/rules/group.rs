@@ -115,6 +115,31 @@ pub struct RuleState {
     pub alerts: Vec<Alert>,
 }
 
+/// Loads and checks rule files and builds their groups, in file order; `Err` lists every
+/// problem, each named with file, group and rule.
+pub fn load(files: &[std::path::PathBuf], env: &Env) -> Result<Vec<Group>, Vec<String>> {
+    let mut groups = Vec::new();
+    let mut problems = Vec::new();
+    for f in files {
+        match super::file::load(f) {
+            Ok(rf) => {
+                for g in &rf.groups {
+                    match Group::new(&f.display().to_string(), g, env) {
+                        Ok(g) => groups.push(g),
+                        Err(e) => problems.push(e),
+                    }
+                }
+            }
+            Err(p) => problems.extend(p),
+        }
+    }
+    if problems.is_empty() {
+        Ok(groups)
+    } else {
+        Err(problems)
+    }
+}
+
 /// A group of rules and the state it keeps between evaluations.
 #[derive(Debug, Clone)]
 pub struct Group {

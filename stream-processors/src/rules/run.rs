@@ -41,7 +41,6 @@ use serde::{Deserialize, Serialize};
 use super::alerting::State;
 use super::api::RulesView;
 use super::engine::{Engine, GroupRun, NotifyPolicy};
-use super::file;
 use super::group::{Env, Group, GroupState};
 use super::notify::Notifier;
 
@@ -69,27 +68,12 @@ pub fn load_groups(patterns: &[String], env: &Env) -> anyhow::Result<Vec<Group>>
         anyhow::ensure!(!found.is_empty(), "rule_files: no file matches {p:?}");
         files.extend(found);
     }
-    let mut groups = Vec::new();
-    let mut problems = Vec::new();
-    for f in &files {
-        match file::load(f) {
-            Ok(rf) => {
-                for g in &rf.groups {
-                    match Group::new(&f.display().to_string(), g, env) {
-                        Ok(g) => groups.push(g),
-                        Err(e) => problems.push(e),
-                    }
-                }
-            }
-            Err(p) => problems.extend(p),
-        }
-    }
-    anyhow::ensure!(
-        problems.is_empty(),
-        "the rule files have problems (check them with `obs rules check`):\n{}",
-        problems.join("\n")
-    );
-    Ok(groups)
+    super::group::load(&files, env).map_err(|problems| {
+        anyhow::anyhow!(
+            "the rule files have problems (check them with `obs rules check`):\n{}",
+            problems.join("\n")
+        )
+    })
 }
 
 /// The engine settings the processor configuration gives.
@@ -353,8 +337,6 @@ impl Processor {
                 return;
             }
         }
-        metrics::gauge!("obs_processor_window_samples").set(self.engine.samples() as f64);
-        metrics::gauge!("obs_processor_tenants").set(self.engine.tenants() as f64);
     }
 
     /// Publishes a round; false when a shutdown interrupted it.
@@ -463,6 +445,9 @@ impl Processor {
             return;
         }
         self.last_commit = Instant::now();
+        // Once a second, not per message: counting the windows' samples locks every tenant.
+        metrics::gauge!("obs_processor_window_samples").set(self.engine.samples() as f64);
+        metrics::gauge!("obs_processor_tenants").set(self.engine.tenants() as f64);
         let needed = self.engine.needed_from().unwrap_or(i64::MAX);
         let mut tpl = TopicPartitionList::new();
         for (p, offset) in self.watermarks.commit_offsets(needed) {

@@ -83,18 +83,8 @@ impl Store {
     }
 
     fn select(&self, vs: &VectorSelector, from_ms: i64, to_ms: i64) -> Vec<RawSeries> {
-        self.series
-            .iter()
-            .filter(|(l, _)| obs_promql::memory::selects(vs, l))
-            .filter_map(|(l, s)| {
-                let lo = s.partition_point(|&(t, _)| t < from_ms);
-                let hi = s.partition_point(|&(t, _)| t <= to_ms);
-                (lo < hi).then(|| RawSeries {
-                    labels: l.clone(),
-                    samples: s[lo..hi].to_vec(),
-                })
-            })
-            .collect()
+        let series = self.series.iter().map(|(l, s)| (l, s.as_slice()));
+        obs_promql::memory::select_in(series, vs, from_ms, to_ms)
     }
 }
 

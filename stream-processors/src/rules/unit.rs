@@ -174,24 +174,7 @@ fn load_groups(
     env: &Env,
     order: &BTreeMap<String, usize>,
 ) -> Result<Vec<Group>, Vec<String>> {
-    let mut groups = Vec::new();
-    let mut errs = Vec::new();
-    for f in files {
-        match file::load(f) {
-            Ok(rf) => {
-                for g in &rf.groups {
-                    match Group::new(&f.display().to_string(), g, env) {
-                        Ok(g) => groups.push(g),
-                        Err(e) => errs.push(e),
-                    }
-                }
-            }
-            Err(e) => errs.extend(e),
-        }
-    }
-    if !errs.is_empty() {
-        return Err(errs);
-    }
+    let mut groups = super::group::load(files, env)?;
     groups.sort_by_key(|g| order.get(&g.name).copied().unwrap_or(0));
     Ok(groups)
 }
