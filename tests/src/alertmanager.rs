@@ -4,13 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
 use axum::routing::post;
 
-use crate::{Proc, free_port, http, wait_for};
+use crate::{Proc, free_port, http};
 
 /// The `prometheus-alertmanager` binary (`OBS_ALERTMANAGER_BIN`, else on PATH).
 pub fn alertmanager_bin() -> PathBuf {
@@ -39,18 +38,12 @@ impl Alertmanager {
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--cluster.listen-address=");
         let proc = Proc::spawn("alertmanager", cmd, dir)?;
-        let url = format!("http://127.0.0.1:{port}/-/ready");
-        let ready = wait_for("Alertmanager to be ready", Duration::from_secs(60), || {
-            let url = url.clone();
-            async move {
-                let r = http(5).get(&url).send().await.ok()?;
-                r.status().is_success().then_some(())
-            }
-        })
-        .await;
-        if let Err(e) = ready {
-            anyhow::bail!("{e}\n{}", proc.log_tail());
-        }
+        crate::wait_answering(
+            &format!("http://127.0.0.1:{port}/-/ready"),
+            "Alertmanager",
+            &proc,
+        )
+        .await?;
         Ok(Alertmanager { port, proc })
     }
 

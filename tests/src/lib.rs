@@ -21,6 +21,7 @@ pub mod load;
 pub mod prometheus;
 pub mod promql_demo;
 pub mod remote_write;
+pub mod rules;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -83,6 +84,21 @@ pub fn obs_bin() -> PathBuf {
         .and_then(Path::parent)
         .map(|d| d.join("obs"))
         .expect("target dir")
+}
+
+/// Waits until `url` answers 2xx (60 s at most); failing, the error names `what` and holds
+/// the end of `proc`'s log.
+pub async fn wait_answering(url: &str, what: &str, proc: &Proc) -> anyhow::Result<()> {
+    let ready = wait_for(
+        &format!("{what} to be ready"),
+        Duration::from_secs(60),
+        || async {
+            let r = http(5).get(url).send().await.ok()?;
+            r.status().is_success().then_some(())
+        },
+    )
+    .await;
+    ready.map_err(|e| anyhow::anyhow!("{e}\n{}", proc.log_tail()))
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, or fails after `timeout` naming `what`.
@@ -632,6 +648,30 @@ impl Stack {
             .await?
             .text()
             .await?)
+    }
+
+    /// Waits until the sink of `table` has stored everything on its topic (every partition's
+    /// consumer lag 0 in the sink's metrics, measured every 2 s): what was published before
+    /// is in the table, so a count taken then is final for it.
+    pub async fn wait_sink_caught_up(&self, table: &str) -> anyhow::Result<()> {
+        let label = format!("table=\"{table}\"");
+        wait_for(
+            &format!("the {table} sink to catch up"),
+            Duration::from_secs(60),
+            || {
+                let label = label.clone();
+                async move {
+                    let text = self.sink_metrics().await.ok()?;
+                    let lags: Vec<f64> = text
+                        .lines()
+                        .filter(|l| l.starts_with("obs_sink_consumer_lag{") && l.contains(&label))
+                        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+                        .collect();
+                    (!lags.is_empty() && lags.iter().all(|&l| l == 0.0)).then_some(())
+                }
+            },
+        )
+        .await
     }
 
     /// The query API's base URL.

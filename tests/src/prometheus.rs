@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::{Proc, free_port, http, wait_for};
+use crate::{Proc, free_port, http};
 
 /// The `prometheus` binary (`OBS_PROMETHEUS_BIN`, else on PATH).
 pub fn prometheus_bin() -> PathBuf {
@@ -50,18 +50,12 @@ impl Prometheus {
             .arg("--log.level=info")
             .args(args);
         let proc = Proc::spawn(name, cmd, dir)?;
-        let url = format!("http://127.0.0.1:{port}/-/ready");
-        let ready = wait_for("Prometheus to be ready", Duration::from_secs(60), || {
-            let url = url.clone();
-            async move {
-                let r = http(5).get(&url).send().await.ok()?;
-                r.status().is_success().then_some(())
-            }
-        })
-        .await;
-        if let Err(e) = ready {
-            anyhow::bail!("{e}\n{}", proc.log_tail());
-        }
+        crate::wait_answering(
+            &format!("http://127.0.0.1:{port}/-/ready"),
+            "Prometheus",
+            &proc,
+        )
+        .await?;
         Ok(Prometheus { port, proc })
     }
 

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use obs_e2e::alertmanager::{Alertmanager, Webhook};
 use obs_e2e::remote_write::{self, Series};
-use obs_e2e::{Stack, wait_for};
+use obs_e2e::rules::{LiveWrite, RulesStack};
+use obs_e2e::{http, wait_for};
 
 const RULES: &str = r#"
 groups:
@@ -25,11 +26,37 @@ groups:
           summary: "queue {{ $labels.queue }} holds {{ $value }} messages"
 "#;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+/// One alert's transition as `obs_alerts` stores it.
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Transition {
+    queue: String,
+    active_at_ms: i64,
+    evaluated_at_ms: i64,
+}
+
+/// Both alerts' transitions to `state`, once both are stored.
+async fn both(rs: &RulesStack, state: &str) -> Vec<Transition> {
+    rs.rows_until(
+        &format!("both {state} transitions stored"),
+        &format!(
+            "SELECT Labels['queue'] AS Queue, ActiveAtMs, EvaluatedAtMs FROM obs_alerts FINAL \
+             WHERE Rule = 'QueueStuck' AND State = '{state}' ORDER BY Queue"
+        ),
+        |rows| rows.len() == 2,
+    )
+    .await
+}
+
+async fn get_json(url: String) -> serde_json::Value {
+    http(10)
+        .get(url)
+        .send()
+        .await
         .unwrap()
-        .as_millis() as i64
+        .json()
+        .await
+        .unwrap()
 }
 
 /// An RFC 3339 time (as Alertmanager prints it) in ms since the epoch.
@@ -64,44 +91,39 @@ receivers:
     )
     .await
     .unwrap();
-    let rules = dir.path().join("rules.yml");
-    std::fs::write(&rules, RULES).unwrap();
-    let files = format!("[\"{}\"]", rules.display());
     let ams = format!("[\"{}\"]", am.url());
-    let stack = Stack::start_with(&[
-        ("OBS_PROCESSOR__RULE_FILES", &files),
-        ("OBS_PROCESSOR__ALERTMANAGERS", &ams),
-        ("OBS_PROCESSOR__ALLOWED_LATENESS_MS", "500"),
-        ("OBS_PROCESSOR__EXTERNAL_LABELS", "{cluster=\"eu-1\"}"),
-    ])
-    .await
-    .unwrap();
+    let rs = RulesStack::start(
+        RULES,
+        &[
+            ("OBS_PROCESSOR__ALERTMANAGERS", &ams),
+            ("OBS_PROCESSOR__ALLOWED_LATENESS_MS", "500"),
+            ("OBS_PROCESSOR__EXTERNAL_LABELS", "{cluster=\"eu-1\"}"),
+        ],
+    )
+    .await;
+    let stack = &rs.stack;
 
     // Two queues at 20 until told to drain, then at 0.
-    let url = format!("{}/api/v1/write", stack.collector_url());
     let depth = Arc::new(AtomicU8::new(20));
-    let loader = tokio::spawn({
-        let depth = depth.clone();
-        async move {
-            loop {
-                let d = depth.load(Ordering::Relaxed);
-                if d == u8::MAX {
-                    break;
-                }
-                let t = now_ms();
+    let live = LiveWrite::start(
+        vec![format!("{}/api/v1/write", stack.collector_url())],
+        Duration::from_millis(500),
+        {
+            let depth = depth.clone();
+            move |t| {
+                let d = depth.load(Ordering::Relaxed) as f64;
                 let series: Vec<Series> = ["orders", "mail"]
                     .iter()
                     .map(|q| Series {
                         name: "queue_depth",
                         labels: vec![("job", "broker".to_string()), ("queue", q.to_string())],
-                        samples: vec![(t, d as f64)],
+                        samples: vec![(t, d)],
                     })
                     .collect();
-                remote_write::post(&url, remote_write::body(&series)).await;
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                remote_write::body(&series)
             }
-        }
-    });
+        },
+    );
 
     // Firing in Alertmanager.
     let alerts = wait_for(
@@ -114,33 +136,7 @@ receivers:
     )
     .await
     .unwrap_or_else(|e| panic!("{e:#}\n{}", am.log_tail()));
-    let db = stack.db();
-    #[derive(Debug, clickhouse::Row, serde::Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Firing {
-        queue: String,
-        active_at_ms: i64,
-    }
-    let firing: Vec<Firing> = wait_for(
-        "the firing transitions stored",
-        Duration::from_secs(30),
-        || {
-            let db = db.clone();
-            async move {
-                let f: Vec<Firing> = db
-                    .query(
-                        "SELECT Labels['queue'] AS Queue, ActiveAtMs FROM obs_alerts FINAL \
-                     WHERE Rule = 'QueueStuck' AND State = 'firing' ORDER BY Queue",
-                    )
-                    .fetch_all()
-                    .await
-                    .ok()?;
-                (f.len() == 2).then_some(f)
-            }
-        },
-    )
-    .await
-    .unwrap();
+    let firing = both(&rs, "firing").await;
     for a in &alerts {
         let labels = &a["labels"];
         let queue = labels["queue"].as_str().unwrap();
@@ -170,15 +166,7 @@ receivers:
         );
     }
     // The same alerts through the query API's Prometheus endpoints (what Grafana reads).
-    let client = obs_e2e::http(10);
-    let api: serde_json::Value = client
-        .get(format!("{}/api/v1/alerts", stack.query_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let api = get_json(format!("{}/api/v1/alerts", stack.query_url())).await;
     let api_alerts = api["data"]["alerts"].as_array().unwrap();
     assert_eq!(api_alerts.len(), 2, "{api}");
     for a in api_alerts {
@@ -192,14 +180,7 @@ receivers:
             "external labels only on sending"
         );
     }
-    let rules: serde_json::Value = client
-        .get(format!("{}/api/v1/rules?type=alert", stack.query_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rules = get_json(format!("{}/api/v1/rules?type=alert", stack.query_url())).await;
     let group = &rules["data"]["groups"][0];
     assert_eq!(group["name"], "live", "{rules}");
     assert_eq!(group["interval"], 2.0);
@@ -211,47 +192,31 @@ receivers:
     assert_eq!(rule["duration"], 4.0);
     assert_eq!(rule["query"], "queue_depth > 10");
     assert_eq!(rule["alerts"].as_array().map(Vec::len), Some(2));
-    let none: serde_json::Value = client
-        .get(format!("{}/api/v1/rules?type=record", stack.query_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let none = get_json(format!("{}/api/v1/rules?type=record", stack.query_url())).await;
     assert_eq!(
         none["data"]["groups"],
         serde_json::json!([]),
         "no recording rule"
     );
 
-    let firing_note = wait_for(
-        "the firing notification",
-        Duration::from_secs(30),
-        || async {
-            hook.received()
-                .into_iter()
-                .find(|n| n["status"] == "firing")
-        },
-    )
-    .await
-    .unwrap();
+    let note = |status: &'static str| {
+        let (hook, am) = (&hook, &am);
+        async move {
+            wait_for(
+                &format!("the {status} notification"),
+                Duration::from_secs(60),
+                || async { hook.received().into_iter().find(|n| n["status"] == status) },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", am.log_tail()))
+        }
+    };
+    let firing_note = note("firing").await;
 
     // Drained: resolved.
     depth.store(0, Ordering::Relaxed);
-    let resolved_note = wait_for(
-        "the resolved notification",
-        Duration::from_secs(60),
-        || async {
-            hook.received()
-                .into_iter()
-                .find(|n| n["status"] == "resolved")
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", am.log_tail()));
-    depth.store(u8::MAX, Ordering::Relaxed);
-    loader.await.unwrap();
+    let resolved_note = note("resolved").await;
+    live.stop().await;
 
     for note in [&firing_note, &resolved_note] {
         assert_eq!(
@@ -273,29 +238,7 @@ receivers:
         );
     }
     // The resolved alerts end when the processor resolved them.
-    #[derive(Debug, clickhouse::Row, serde::Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Resolved {
-        queue: String,
-        evaluated_at_ms: i64,
-    }
-    let resolved: Vec<Resolved> =
-        wait_for("the resolved transitions", Duration::from_secs(30), || {
-            let db = db.clone();
-            async move {
-                let r: Vec<Resolved> = db
-                    .query(
-                        "SELECT Labels['queue'] AS Queue, EvaluatedAtMs FROM obs_alerts FINAL \
-                     WHERE Rule = 'QueueStuck' AND State = 'resolved' ORDER BY Queue",
-                    )
-                    .fetch_all()
-                    .await
-                    .ok()?;
-                (r.len() == 2).then_some(r)
-            }
-        })
-        .await
-        .unwrap();
+    let resolved = both(&rs, "resolved").await;
     for a in resolved_note["alerts"].as_array().unwrap() {
         let queue = a["labels"]["queue"].as_str().unwrap();
         let r = resolved.iter().find(|r| r.queue == queue).unwrap();

@@ -1,10 +1,8 @@
 //! `obs rules backtest` over an hour of replayed data gives exactly the transitions the
 //! live processor recorded for that hour, counts the pages, and shows other `for` values.
 
-use std::time::Duration;
-
-use obs_e2e::remote_write::{self, Series};
-use obs_e2e::{Stack, wait_for};
+use obs_e2e::remote_write::Series;
+use obs_e2e::rules::{RulesStack, now_ms};
 
 const RULES: &str = r#"
 groups:
@@ -45,70 +43,39 @@ struct Row {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn backtest_gives_the_live_transitions() {
-    let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("rules.yml");
-    std::fs::write(&rules, RULES).unwrap();
-    let files = format!("[\"{}\"]", rules.display());
-    let stack = Stack::start_with(&[
-        ("OBS_PROCESSOR__RULE_FILES", &files),
-        ("OBS_PROCESSOR__IDLE_PARTITION_MS", "2000"),
-    ])
-    .await
-    .unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let t0 = (now - 70 * 60_000) / 30_000 * 30_000;
-    let (status, text) = remote_write::post(
-        &format!("{}/api/v1/write", stack.collector_url()),
-        remote_write::body(&[Series {
-            name: "work_total",
-            labels: vec![("job", "batch".to_string())],
-            samples: counter(t0),
-        }]),
-    )
+    let rs = RulesStack::start(RULES, &[("OBS_PROCESSOR__IDLE_PARTITION_MS", "2000")]).await;
+    let (stack, rules) = (&rs.stack, &rs.rules);
+    let t0 = (now_ms() - 70 * 60_000) / 30_000 * 30_000;
+    rs.write(&[Series {
+        name: "work_total",
+        labels: vec![("job", "batch".to_string())],
+        samples: counter(t0),
+    }])
     .await;
-    assert!(status == 204 || status == 200, "{status}: {text}");
 
     // The live processor's transitions for the hour, once it has evaluated past it.
     let end = t0 + 3_600_000;
-    let db = stack.db();
-    wait_for("the live processor past the hour", Duration::from_secs(120), || {
-        let db = db.clone();
-        async move {
-            let last: i64 = db
-                .query("SELECT max(TimestampMs) FROM metrics_samples WHERE MetricName = 'job:work:rate2m'")
-                .fetch_one()
-                .await
-                .ok()?;
-            (last >= end).then_some(())
-        }
-    })
-    .await
-    .unwrap();
-    let live: Vec<Row> = wait_for(
-        "the live transitions stored",
-        Duration::from_secs(30),
-        || {
-            let db = db.clone();
-            async move {
-                let rows: Vec<Row> = db
-                    .query(
-                        "SELECT State, EvaluatedAtMs FROM obs_alerts FINAL WHERE Rule = 'Busy' \
-                     AND EvaluatedAtMs BETWEEN ? AND ? ORDER BY EvaluatedAtMs",
-                    )
-                    .bind(t0)
-                    .bind(end)
-                    .fetch_all()
-                    .await
-                    .ok()?;
-                (rows.len() >= 9).then_some(rows)
-            }
-        },
+    rs.rows_until::<i64>(
+        "the live processor past the hour",
+        "SELECT max(TimestampMs) FROM metrics_samples WHERE MetricName = 'job:work:rate2m'",
+        |m| m.first().is_some_and(|&m| m >= end),
     )
-    .await
-    .unwrap();
+    .await;
+    // Transitions go out before the evaluation that made them: once the alerts sink has
+    // stored everything published so far, the hour's transitions are all there.
+    stack.wait_sink_caught_up("obs_alerts").await.unwrap();
+    let transitions_of = |table: &str| {
+        format!(
+            "SELECT State, EvaluatedAtMs FROM {table} FINAL WHERE Rule = 'Busy' \
+             AND EvaluatedAtMs BETWEEN {t0} AND {end} ORDER BY EvaluatedAtMs"
+        )
+    };
+    let db = stack.db();
+    let live: Vec<Row> = db
+        .query(&transitions_of("obs_alerts"))
+        .fetch_all()
+        .await
+        .unwrap();
     let firing = live.iter().filter(|r| r.state == "firing").count();
     assert_eq!(firing, 3, "three busy episodes: {live:?}");
 
@@ -187,12 +154,7 @@ async fn backtest_gives_the_live_transitions() {
         String::from_utf8_lossy(&out.stderr)
     );
     let rebuilt: Vec<Row> = db
-        .query(
-            "SELECT State, EvaluatedAtMs FROM obs_alerts_rebuild FINAL WHERE Rule = 'Busy' \
-             AND EvaluatedAtMs BETWEEN ? AND ? ORDER BY EvaluatedAtMs",
-        )
-        .bind(t0)
-        .bind(end)
+        .query(&transitions_of("obs_alerts_rebuild"))
         .fetch_all()
         .await
         .unwrap();

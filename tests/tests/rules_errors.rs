@@ -5,10 +5,10 @@
 //! rule keeps recording.
 
 use std::process::Command;
-use std::time::Duration;
 
-use obs_e2e::remote_write::{self, Series};
-use obs_e2e::{Stack, http, obs_bin, repo_root, wait_for};
+use obs_e2e::remote_write::Series;
+use obs_e2e::rules::{RulesStack, now_ms};
+use obs_e2e::{http, obs_bin, repo_root};
 
 #[test]
 fn a_bad_rule_file_stops_the_processor_naming_the_problem() {
@@ -53,21 +53,9 @@ groups:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failing_rules_are_named_counted_and_isolated() {
-    let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("mixed.yml");
-    std::fs::write(&rules, RULES).unwrap();
-    let files = format!("[\"{}\"]", rules.display());
-    let stack = Stack::start_with(&[
-        ("OBS_PROCESSOR__RULE_FILES", &files),
-        ("OBS_PROCESSOR__IDLE_PARTITION_MS", "2000"),
-    ])
-    .await
-    .unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let t0 = (now - 120_000) / 10_000 * 10_000;
+    let rs = RulesStack::start(RULES, &[("OBS_PROCESSOR__IDLE_PARTITION_MS", "2000")]).await;
+    let (stack, rules) = (&rs.stack, &rs.rules);
+    let t0 = (now_ms() - 120_000) / 10_000 * 10_000;
     let series: Vec<Series> = ["a", "b"]
         .iter()
         .map(|i| Series {
@@ -76,28 +64,18 @@ async fn failing_rules_are_named_counted_and_isolated() {
             samples: (0..6).map(|k| (t0 + k * 10_000, 1.0)).collect(),
         })
         .collect();
-    let (status, text) = remote_write::post(
-        &format!("{}/api/v1/write", stack.collector_url()),
-        remote_write::body(&series),
-    )
-    .await;
-    assert!(status == 204 || status == 200, "{status}: {text}");
+    rs.write(&series).await;
 
     // The good rule records despite the failing one before it.
+    rs.rows_until::<u64>(
+        "job:up:sum stored",
+        "SELECT count() FROM metrics_samples WHERE MetricName = 'job:up:sum'",
+        |n| n.first().is_some_and(|&n| n >= 6),
+    )
+    .await;
+    // Everything published so far is stored: the failing rule's count is final.
+    stack.wait_sink_caught_up("metrics_samples").await.unwrap();
     let db = stack.db();
-    wait_for("job:up:sum stored", Duration::from_secs(60), || {
-        let db = db.clone();
-        async move {
-            let n: u64 = db
-                .query("SELECT count() FROM metrics_samples WHERE MetricName = 'job:up:sum'")
-                .fetch_one()
-                .await
-                .ok()?;
-            (n >= 6).then_some(())
-        }
-    })
-    .await
-    .unwrap();
     let n: u64 = db
         .query("SELECT count() FROM metrics_samples WHERE MetricName = 'instance:dup'")
         .fetch_one()

@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
-use obs_e2e::remote_write::{self, Series};
-use obs_e2e::{Stack, http, wait_for};
+use obs_e2e::remote_write::Series;
+use obs_e2e::rules::{RulesStack, now_ms};
+use obs_e2e::{http, wait_for};
 
 const RULES: &str = r#"
 groups:
@@ -40,44 +41,26 @@ struct Transition {
     summary: String,
 }
 
-/// The processor's lines of the `obs up` log.
-fn processor_log(stack: &Stack) -> String {
-    stack
-        .obs_log()
-        .lines()
-        .filter(|l| l.contains("obs_stream_processors") || l.contains("processor"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn rules_are_evaluated_in_event_time_and_their_outputs_stored_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("rules.yml");
-    std::fs::write(&rules, RULES).unwrap();
-    let files = format!("[\"{}\"]", rules.display());
-    let stack = Stack::start_with(&[
-        ("OBS_PROCESSOR__RULE_FILES", &files),
-        ("OBS_PROCESSOR__IDLE_PARTITION_MS", "2000"),
-        ("RUST_LOG", "info,obs_stream_processors=debug"),
-    ])
-    .await
-    .unwrap();
+    let rs = RulesStack::start(
+        RULES,
+        &[
+            ("OBS_PROCESSOR__IDLE_PARTITION_MS", "2000"),
+            ("RUST_LOG", "info,obs_stream_processors=debug"),
+        ],
+    )
+    .await;
+    let stack = &rs.stack;
     // Event time well in the past: the whole history is evaluated once the partitions go
     // idle and time follows the wall clock.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let t0 = (now - 400_000) / 10_000 * 10_000;
-    let body = remote_write::body(&[Series {
+    let t0 = (now_ms() - 400_000) / 10_000 * 10_000;
+    rs.write(&[Series {
         name: "requests_total",
         labels: vec![("job", "api".to_string())],
         samples: counter(t0),
-    }]);
-    let (status, text) =
-        remote_write::post(&format!("{}/api/v1/write", stack.collector_url()), body).await;
-    assert!(status == 204 || status == 200, "{status}: {text}");
+    }])
+    .await;
 
     // The alert: pending at the first evaluation where the rate exceeds 5 (rate = (t-t0)/6
     // while the window is filling: t0+40s), firing 20 s later, resolved once the samples
@@ -85,26 +68,14 @@ async fn rules_are_evaluated_in_event_time_and_their_outputs_stored_once() {
     // 30 s of samples (rate 300 x 32.5/30/60 = 5.42), at t0+220s 20 s (200 x 22.5/20/60 =
     // 3.75).
     let db = stack.db();
-    let transitions: Vec<Transition> = wait_for(
-        "the alert's three transitions",
-        Duration::from_secs(90),
-        || {
-            let db = db.clone();
-            async move {
-                let rows: Vec<Transition> = db
-                .query(
-                    "SELECT State, EvaluatedAtMs, ActiveAtMs, Annotations['summary'] AS Summary \
-                     FROM obs_alerts FINAL WHERE Rule = 'HighRequestRate' ORDER BY EvaluatedAtMs",
-                )
-                .fetch_all()
-                .await
-                .ok()?;
-                (rows.len() >= 3).then_some(rows)
-            }
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}\nprocessor log:\n{}", processor_log(&stack)));
+    let transitions: Vec<Transition> = rs
+        .rows_until(
+            "the alert's three transitions",
+            "SELECT State, EvaluatedAtMs, ActiveAtMs, Annotations['summary'] AS Summary \
+             FROM obs_alerts FINAL WHERE Rule = 'HighRequestRate' ORDER BY EvaluatedAtMs",
+            |rows| rows.len() >= 3,
+        )
+        .await;
     let got: Vec<(&str, i64, i64)> = transitions
         .iter()
         .map(|t| {
@@ -127,8 +98,8 @@ async fn rules_are_evaluated_in_event_time_and_their_outputs_stored_once() {
 
     // Stored once per evaluation: evaluations at t0+10s .. t0+230s wrote a sample (the rate
     // needs two samples), then one stale marker at t0+240s. Waited for (the samples sink
-    // runs beside the alerts sink), then checked for duplicates once more after a pause
-    // long enough for a duplicate to arrive too.
+    // runs beside the alerts sink), then counted again once the samples sink has stored
+    // everything published so far, so a duplicate would be in the count.
     #[derive(Debug, PartialEq, clickhouse::Row, serde::Deserialize)]
     #[serde(rename_all = "PascalCase")]
     struct Count {
@@ -154,7 +125,7 @@ async fn rules_are_evaluated_in_event_time_and_their_outputs_stored_once() {
     )
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    stack.wait_sink_caught_up("metrics_samples").await.unwrap();
     assert_eq!(
         count().await,
         Some(Count {

@@ -3,12 +3,11 @@
 //! transition, one active time), it is announced firing once, and the recorded series has
 //! exactly one sample per evaluation, with no evaluation missing.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use obs_e2e::Stop;
 use obs_e2e::remote_write::{self, Series};
-use obs_e2e::{Stack, Stop, wait_for};
+use obs_e2e::rules::{LiveWrite, RulesStack, now_ms};
 
 const RULES: &str = r#"
 groups:
@@ -22,13 +21,6 @@ groups:
         for: 20s
 "#;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
 #[derive(Debug, clickhouse::Row, serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct Transition {
@@ -37,100 +29,77 @@ struct Transition {
     active_at_ms: i64,
 }
 
-async fn transitions(db: &clickhouse::Client) -> Vec<Transition> {
-    db.query(
-        "SELECT State, EvaluatedAtMs, ActiveAtMs FROM obs_alerts FINAL \
-         WHERE Rule = 'XPresent' ORDER BY EvaluatedAtMs, State",
-    )
-    .fetch_all()
-    .await
-    .unwrap_or_default()
+const TRANSITIONS: &str = "SELECT State, EvaluatedAtMs, ActiveAtMs FROM obs_alerts FINAL \
+     WHERE Rule = 'XPresent' ORDER BY EvaluatedAtMs, State";
+
+const NEWEST: &str = "SELECT max(TimestampMs) FROM metrics_samples WHERE MetricName = 'job:x:sum'";
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Sample {
+    timestamp_ms: i64,
+    copies: u64,
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_does_not_restart_for_nor_duplicate_outputs() {
-    let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("rules.yml");
-    std::fs::write(&rules, RULES).unwrap();
-    let files = format!("[\"{}\"]", rules.display());
-    let mut stack = Stack::start_with(&[
-        ("OBS_PROCESSOR__RULE_FILES", &files),
-        ("OBS_PROCESSOR__ALLOWED_LATENESS_MS", "1000"),
-    ])
-    .await
-    .unwrap();
+    let mut rs = RulesStack::start(RULES, &[("OBS_PROCESSOR__ALLOWED_LATENESS_MS", "1000")]).await;
 
     // x{job="a"} = 1 every 500 ms, timestamped when sent; sends while obs is down fail and
     // are simply not retried (the rules see the series through the 5m lookback).
-    let url = format!("{}/api/v1/write", stack.collector_url());
-    let running = Arc::new(AtomicBool::new(true));
-    let loader = tokio::spawn({
-        let running = running.clone();
-        async move {
-            while running.load(Ordering::Relaxed) {
-                let body = remote_write::body(&[Series {
-                    name: "x",
-                    labels: vec![("job", "a".to_string())],
-                    samples: vec![(now_ms(), 1.0)],
-                }]);
-                remote_write::post(&url, body).await;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    });
+    let live = LiveWrite::start(
+        vec![format!("{}/api/v1/write", rs.stack.collector_url())],
+        Duration::from_millis(500),
+        |t| {
+            remote_write::body(&[Series {
+                name: "x",
+                labels: vec![("job", "a".to_string())],
+                samples: vec![(t, 1.0)],
+            }])
+        },
+    );
 
-    let db = stack.db();
-    wait_for("the alert to be pending", Duration::from_secs(60), || {
-        let db = db.clone();
-        async move {
-            let t = transitions(&db).await;
-            (!t.is_empty()).then_some(())
-        }
-    })
-    .await
-    .unwrap();
-    // Ten kills spread over the pending 20 s and the firing time after it.
+    rs.rows_until::<Transition>("the alert to be pending", TRANSITIONS, |t| !t.is_empty())
+        .await;
+    // Ten kills over the pending 20 s and the firing time after it, each once the processor
+    // has stored an evaluation newer than any before the previous kill.
+    let mut newest = 0;
     for i in 0..10 {
-        tokio::time::sleep(Duration::from_millis(2_500)).await;
-        stack
+        let after = newest;
+        newest = rs
+            .rows_until::<i64>("a new evaluation stored", NEWEST, |m| {
+                m.first().is_some_and(|&m| m > after)
+            })
+            .await[0];
+        rs.stack
             .restart_obs(Stop::Kill)
             .await
             .unwrap_or_else(|e| panic!("restart {i}: {e:#}"));
     }
-    running.store(false, Ordering::Relaxed);
-    loader.await.unwrap();
+    live.stop().await;
     let last_sent = now_ms();
 
     // Everything evaluated up to the last sample is stored: evaluations continue for 5 min
-    // of lookback, so wait for the recorded series to reach the last send.
-    #[derive(Debug, clickhouse::Row, serde::Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Sample {
-        timestamp_ms: i64,
-        copies: u64,
-    }
-    let samples: Vec<Sample> = wait_for(
-        "the recorded series to reach the last send",
-        Duration::from_secs(60),
-        || {
-            let db = db.clone();
-            async move {
-                let rows: Vec<Sample> = db
-                    .query(
-                        "SELECT TimestampMs, count() AS Copies FROM metrics_samples \
-                         WHERE MetricName = 'job:x:sum' GROUP BY TimestampMs ORDER BY TimestampMs",
-                    )
-                    .fetch_all()
-                    .await
-                    .ok()?;
-                rows.last()
-                    .is_some_and(|s| s.timestamp_ms >= last_sent)
-                    .then_some(rows)
-            }
-        },
-    )
-    .await
-    .unwrap();
+    // of lookback, so wait for the recorded series to reach the last send, then for both
+    // sinks to store everything published so far.
+    rs.rows_until::<i64>("the recorded series to reach the last send", NEWEST, |m| {
+        m.first().is_some_and(|&m| m >= last_sent)
+    })
+    .await;
+    rs.stack
+        .wait_sink_caught_up("metrics_samples")
+        .await
+        .unwrap();
+    rs.stack.wait_sink_caught_up("obs_alerts").await.unwrap();
+    let db = rs.stack.db();
+    let samples: Vec<Sample> = db
+        .query(
+            "SELECT TimestampMs, count() AS Copies FROM metrics_samples \
+             WHERE MetricName = 'job:x:sum' GROUP BY TimestampMs ORDER BY TimestampMs",
+        )
+        .fetch_all()
+        .await
+        .unwrap();
     let twice: Vec<i64> = samples
         .iter()
         .filter(|s| s.copies != 1)
@@ -147,20 +116,7 @@ async fn sigkill_does_not_restart_for_nor_duplicate_outputs() {
         .collect();
     assert!(gaps.is_empty(), "evaluations missing between {gaps:?}");
 
-    // The alerts sink runs beside the samples sink: wait for it to store the firing too.
-    let t = wait_for(
-        "the firing transition stored",
-        Duration::from_secs(30),
-        || {
-            let db = db.clone();
-            async move {
-                let t = transitions(&db).await;
-                t.iter().any(|t| t.state == "firing").then_some(t)
-            }
-        },
-    )
-    .await
-    .unwrap();
+    let t: Vec<Transition> = db.query(TRANSITIONS).fetch_all().await.unwrap();
     let states: Vec<&str> = t.iter().map(|t| t.state.as_str()).collect();
     assert_eq!(states, ["pending", "firing"], "{t:?}");
     let active = t[0].active_at_ms;
@@ -172,12 +128,7 @@ async fn sigkill_does_not_restart_for_nor_duplicate_outputs() {
         "fired 20 s after pending"
     );
     // ALERTS_FOR_STATE carries the one active time through every restart.
-    #[derive(Debug, clickhouse::Row, serde::Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Value {
-        value: f64,
-    }
-    let values: Vec<Value> = db
+    let values: Vec<f64> = db
         .query(
             "SELECT DISTINCT Value FROM metrics_samples WHERE MetricName = 'ALERTS_FOR_STATE' \
              AND NOT isNaN(Value)",
@@ -185,7 +136,6 @@ async fn sigkill_does_not_restart_for_nor_duplicate_outputs() {
         .fetch_all()
         .await
         .unwrap();
-    let values: Vec<f64> = values.iter().map(|v| v.value).collect();
     assert_eq!(values, vec![(active / 1000) as f64]);
     eprintln!(
         "10 SIGKILLs: {} evaluations stored once each, no gap; pending at {active}, firing 20 s later, once",

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use obs_e2e::prometheus::Prometheus;
 use obs_e2e::remote_write::{self, Series};
-use obs_e2e::{Stack, http, wait_for};
+use obs_e2e::rules::{LiveWrite, RulesStack, now_ms};
+use obs_e2e::{http, wait_for};
 
 const RULES: &str = r#"
 groups:
@@ -35,13 +36,6 @@ groups:
 
 /// Values of x{instance="1"} and x{instance="2"}, each held for 15 s.
 const STRETCHES: [(f64, f64); 4] = [(1.0, 2.0), (4.0, 4.0), (10.0, 1.0), (0.0, 0.0)];
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 /// Consecutive equal values collapsed.
 fn runs(values: &[f64]) -> Vec<f64> {
@@ -94,39 +88,32 @@ async fn raw(url: &str, selector: &str, at_ms: i64) -> Vec<(i64, f64)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_processor_evaluates_rules_as_prometheus_does() {
-    let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("rules.yml");
-    std::fs::write(&rules, RULES).unwrap();
+    let rs = RulesStack::start(RULES, &[("OBS_PROCESSOR__ALLOWED_LATENESS_MS", "1000")]).await;
+    let stack = &rs.stack;
     let prom = Prometheus::start_with_args(
-        dir.path(),
+        rs.dir.path(),
         "prom-rules",
         &format!(
             "global: {{evaluation_interval: 5s}}\nrule_files: [\"{}\"]\n",
-            rules.display()
+            rs.rules.display()
         ),
-        &dir.path().join("prom-data"),
+        &rs.dir.path().join("prom-data"),
         &["--web.enable-remote-write-receiver"],
     )
     .await
     .unwrap();
-    let files = format!("[\"{}\"]", rules.display());
-    let stack = Stack::start_with(&[
-        ("OBS_PROCESSOR__RULE_FILES", &files),
-        ("OBS_PROCESSOR__ALLOWED_LATENESS_MS", "1000"),
-    ])
-    .await
-    .unwrap();
 
-    // The same samples to both, every 500 ms, as they happen.
-    let targets = [
-        format!("{}/api/v1/write", prom.url()),
-        format!("{}/api/v1/write", stack.collector_url()),
-    ];
+    // The same samples to both, every 500 ms, as they happen, stretch after stretch.
     let start = now_ms();
-    for (a, b) in STRETCHES {
-        let until = now_ms() + 15_000;
-        while now_ms() < until {
-            let t = now_ms();
+    let live = LiveWrite::start(
+        vec![
+            format!("{}/api/v1/write", prom.url()),
+            format!("{}/api/v1/write", stack.collector_url()),
+        ],
+        Duration::from_millis(500),
+        move |t| {
+            let k = (((t - start) / 15_000) as usize).min(STRETCHES.len() - 1);
+            let (a, b) = STRETCHES[k];
             let series: Vec<Series> = [("1", a), ("2", b)]
                 .iter()
                 .map(|(i, v)| Series {
@@ -135,13 +122,12 @@ async fn the_processor_evaluates_rules_as_prometheus_does() {
                     samples: vec![(t, *v)],
                 })
                 .collect();
-            for url in &targets {
-                let (status, text) = remote_write::post(url, remote_write::body(&series)).await;
-                assert!(status == 204 || status == 200, "{url}: {status} {text}");
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
+            remote_write::body(&series)
+        },
+    );
+    // The experiment's length: the traffic runs through every stretch.
+    tokio::time::sleep(Duration::from_millis(15_000 * STRETCHES.len() as u64)).await;
+    assert_eq!(live.stop().await, 0, "every sample accepted by both");
     let end = now_ms();
 
     // Both have evaluated past the last stretch's start + 10 s.
