@@ -44,6 +44,9 @@ enum Command {
         /// Leave the sink out (run it on its own with `obs sink`).
         #[arg(long)]
         no_sink: bool,
+        /// Leave the stream processors out (run them on their own with `obs processor`).
+        #[arg(long)]
+        no_processor: bool,
     },
     /// Run the collectors: OTLP over HTTP (4318) and gRPC (4317), Prometheus remote write,
     /// Loki push, Zipkin (9411), JSON events, and scraping/probes from [collector]
@@ -64,7 +67,10 @@ enum Command {
     /// Run the stream processors: the rule processor evaluates the Prometheus rule files of
     /// [processor] rule_files on obs.metrics in event time (recorded series and ALERTS back
     /// to obs.metrics, alert transitions to obs.alerts, alerts to [processor]
-    /// alertmanagers); /metrics, /healthz, /readyz on [processor] listen.
+    /// alertmanagers); the trace processor ([traces]) correlates obs.spans per trace: Tempo's
+    /// span metrics and service-graph metrics to obs.metrics, trace summaries to obs.traces,
+    /// edges to obs.servicegraph, the traces tail sampling keeps to obs.spans.sampled;
+    /// /metrics, /healthz, /readyz on [processor] listen.
     Processor,
     /// Prometheus rule files: `obs rules check FILE...` checks them as `promtool check
     /// rules` does (same files accepted, same refused, each problem named with file, group
@@ -274,7 +280,10 @@ async fn main() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Up { no_sink } => up(cfg, !no_sink).await,
+        Command::Up {
+            no_sink,
+            no_processor,
+        } => up(cfg, !no_sink, !no_processor).await,
         Command::Collector => obs_producers::run(cfg, ops::Readiness::default()).await,
         Command::Sink => {
             migrate(&cfg).await?;
@@ -543,7 +552,7 @@ fn is_connection_error(e: &anyhow::Error) -> bool {
 /// Every stage in one process, sharing nothing but configuration. On SIGTERM (or Ctrl-C)
 /// every stage finishes what it holds and the process exits 0; if a stage fails, the
 /// others are stopped the same way and the process exits with its error.
-async fn up(cfg: Config, with_sink: bool) -> anyhow::Result<()> {
+async fn up(cfg: Config, with_sink: bool, with_processor: bool) -> anyhow::Result<()> {
     // The registry outlives the other stages: while they shut down, sinks still decode.
     let (registry_stop, registry_stopped) = tokio::sync::oneshot::channel::<()>();
     let registry = tokio::spawn(registry(cfg.clone(), async move {
@@ -567,19 +576,21 @@ async fn up(cfg: Config, with_sink: bool) -> anyhow::Result<()> {
         "query API",
         obs_query_api::run(cfg.clone(), ops::Readiness::default()),
     ));
-    let ready = ops::Readiness::default();
-    let view = obs_stream_processors::RulesView::default();
-    let (addr, router) = (
-        cfg.processor.listen.clone(),
-        ops::router(ready.clone()).merge(view.routes()),
-    );
-    stages.spawn(named(
-        "processor",
-        obs_stream_processors::run(cfg.clone(), ready, view),
-    ));
-    stages.spawn(named("processor ops", async move {
-        ops::serve(&addr, router, "processor ops").await
-    }));
+    if with_processor {
+        let ready = ops::Readiness::default();
+        let view = obs_stream_processors::RulesView::default();
+        let (addr, router) = (
+            cfg.processor.listen.clone(),
+            ops::router(ready.clone()).merge(view.routes()),
+        );
+        stages.spawn(named(
+            "processor",
+            obs_stream_processors::run(cfg.clone(), ready, view),
+        ));
+        stages.spawn(named("processor ops", async move {
+            ops::serve(&addr, router, "processor ops").await
+        }));
+    }
     eprintln!(
         "obs is up: OTLP/HTTP http://{} and http://{} · registry {} · query API http://{} · ClickHouse {} (database {})",
         cfg.collector.listen,

@@ -31,6 +31,8 @@ pub struct Config {
     pub query: QueryConfig,
     /// The stream processors (rule evaluation).
     pub processor: ProcessorConfig,
+    /// The trace processor of `obs processor` (span metrics, service graph, sampling).
+    pub traces: TracesConfig,
     /// Table retention applied by `obs migrate`.
     pub retention: Retention,
 }
@@ -181,6 +183,9 @@ pub struct SinkConfig {
     /// A partition with messages waiting whose committed offset has not moved for this long
     /// is stalled: `/readyz` answers 503 naming it, and the log says so at WARN.
     pub stall_after_secs: u64,
+    /// Which spans `otel_traces` stores: `all` (from `obs.spans`) or `sampled` (only the
+    /// traces the trace processor's tail sampling keeps, from `obs.spans.sampled`).
+    pub traces_from: String,
 }
 
 impl Default for SinkConfig {
@@ -193,6 +198,7 @@ impl Default for SinkConfig {
             instance: 0,
             instances: 1,
             stall_after_secs: 60,
+            traces_from: "all".into(),
         }
     }
 }
@@ -256,6 +262,72 @@ impl Default for ProcessorConfig {
             alertmanagers: Vec::new(),
             resend_delay_secs: 60,
             notify_max_age_secs: 600,
+        }
+    }
+}
+
+/// `[traces]`: the trace processor run by `obs processor` on `obs.spans`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracesConfig {
+    /// Whether `obs processor` correlates spans at all.
+    pub enabled: bool,
+    /// A trace is decided once none of its spans arrived for this long of its partition's
+    /// event time (ms), as the OpenTelemetry Collector's `decision_wait`.
+    pub decision_wait_ms: u64,
+    /// A trace still receiving spans is decided anyway this long after its first span
+    /// arrived (ms, event time).
+    pub max_trace_age_ms: u64,
+    /// Open traces one partition holds; beyond it the trace due first is decided early
+    /// (counted in `obs_traces_decided_total{reason="max_open_traces"}`).
+    pub max_open_traces: usize,
+    /// Bytes of open spans one partition holds; beyond it the trace due first is decided
+    /// early (`reason="max_open_bytes"`).
+    pub max_open_bytes: usize,
+    /// A partition without input for this long follows the wall clock (ms), so the last
+    /// traces before a pause are decided.
+    pub idle_partition_ms: u64,
+    /// Interval of the span-metric and service-graph samples and of the edge windows (ms),
+    /// in event time.
+    pub metrics_interval_ms: u64,
+    /// Extra span-metric labels taken from span, then resource attributes (Tempo's
+    /// `dimensions`; a name colliding with a built-in label is prefixed with `__`).
+    pub dimensions: Vec<String>,
+    /// Upper bounds (s) of `traces_spanmetrics_latency` (Tempo's defaults).
+    pub spanmetrics_buckets: Vec<f64>,
+    /// Upper bounds (s) of the service-graph latency histograms (Tempo's defaults).
+    pub servicegraph_buckets: Vec<f64>,
+    /// Span attributes naming an uninstrumented server of a client span, first found wins
+    /// (Tempo's `peer_attributes`).
+    pub peer_attributes: Vec<String>,
+    /// Tail-sampling policies: a YAML file in the OpenTelemetry Collector's
+    /// `tail_sampling` shape (`policies: [...]`); empty keeps every trace.
+    pub sampling_file: String,
+    /// Decisions remembered per partition so spans arriving after their trace was decided
+    /// follow its decision.
+    pub decision_cache_size: usize,
+    /// How often each partition's state is checkpointed (ms of wall clock); a restart
+    /// reads input again from the oldest open trace of its latest checkpoint.
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for TracesConfig {
+    fn default() -> Self {
+        TracesConfig {
+            enabled: true,
+            decision_wait_ms: 10_000,
+            max_trace_age_ms: 300_000,
+            max_open_traces: 100_000,
+            max_open_bytes: 256 << 20,
+            idle_partition_ms: 5_000,
+            metrics_interval_ms: 15_000,
+            dimensions: Vec::new(),
+            spanmetrics_buckets: (0..14).map(|i| 0.002 * f64::powi(2.0, i)).collect(),
+            servicegraph_buckets: (0..8).map(|i| 0.1 * f64::powi(2.0, i)).collect(),
+            peer_attributes: vec!["peer.service".into(), "db.name".into(), "db.system".into()],
+            sampling_file: String::new(),
+            decision_cache_size: 10_000,
+            checkpoint_interval_ms: 2_000,
         }
     }
 }
@@ -343,6 +415,15 @@ impl Config {
         anyhow::ensure!(
             self.processor.evaluation_interval_secs > 0,
             "invalid configuration: [processor] evaluation_interval_secs must be above 0"
+        );
+        anyhow::ensure!(
+            self.traces.metrics_interval_ms > 0 && self.traces.decision_wait_ms > 0,
+            "invalid configuration: [traces] metrics_interval_ms and decision_wait_ms must be above 0"
+        );
+        anyhow::ensure!(
+            matches!(self.sink.traces_from.as_str(), "all" | "sampled"),
+            "invalid configuration: [sink] traces_from = {:?}: expected \"all\" or \"sampled\"",
+            self.sink.traces_from
         );
         Ok(())
     }

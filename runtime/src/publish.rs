@@ -290,6 +290,75 @@ impl Publisher {
     }
 }
 
+impl Publisher {
+    /// Sends until every message is acknowledged, sending again only the unacknowledged
+    /// ones with a growing pause (a processor's outputs must all land before it may move
+    /// on); false when a shutdown interrupted it.
+    pub async fn deliver<T: Serialize + Clone>(
+        &self,
+        topic: Topic,
+        messages: Vec<Outgoing<T>>,
+    ) -> bool {
+        let mut pending = messages;
+        let mut backoff = Duration::from_millis(200);
+        while !pending.is_empty() {
+            let results = self.publish_each(topic, pending.clone()).await;
+            pending = pending
+                .into_iter()
+                .zip(results)
+                .filter_map(|(m, r)| r.err().map(|e| (m, e)))
+                .map(|(m, e)| {
+                    tracing::warn!(topic = topic.name(), error = %e, "output not acknowledged; sending it again");
+                    m
+                })
+                .collect();
+            if pending.is_empty() {
+                break;
+            }
+            metrics::counter!("obs_processor_publish_retries_total").increment(1);
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = crate::shutdown::wait() => return false,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        true
+    }
+
+    /// Sends already-encoded messages `(partition, key, payload)` to a topic that is not
+    /// Avro (the processors' checkpoints); Ok with each message's `(partition, offset)`
+    /// only when every one is acknowledged.
+    pub async fn publish_raw(
+        &self,
+        topic: Topic,
+        messages: &[(i32, Vec<u8>, Vec<u8>)],
+    ) -> Result<Vec<(i32, i64)>, PublishError> {
+        let (generation, producer) = self.producer.get();
+        let sends = messages.iter().map(|(partition, key, payload)| {
+            producer.send(
+                FutureRecord::to(topic.name())
+                    .partition(*partition)
+                    .key(key)
+                    .payload(payload),
+                ENQUEUE_TIMEOUT,
+            )
+        });
+        let mut out = Vec::with_capacity(messages.len());
+        for r in join_all(sends).await {
+            match r {
+                Ok(d) => out.push((d.partition, d.offset)),
+                Err((e, _)) => {
+                    self.producer.reset(generation);
+                    return Err(PublishError(describe(&e)));
+                }
+            }
+        }
+        metrics::counter!("obs_messages_published_total", "topic" => topic.name())
+            .increment(out.len() as u64);
+        Ok(out)
+    }
+}
+
 /// Splits a group into messages of at most `max` records.
 fn chunks<T>(mut items: Vec<T>, max: usize) -> Vec<Vec<T>> {
     let mut out = Vec::new();

@@ -67,6 +67,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "alerts",
         sql: include_str!("../migrations/0009_alerts.sql"),
     },
+    Migration {
+        version: 10,
+        name: "trace_summaries_servicegraph",
+        sql: include_str!("../migrations/0010_trace_summaries_servicegraph.sql"),
+    },
 ];
 
 /// Retention per table family, in days (TTL clauses of the DDL).

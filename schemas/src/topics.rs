@@ -9,6 +9,9 @@ pub enum Topic {
     Logs,
     /// Raw spans ([`crate::records::SpanBatch`]), keyed by trace id.
     Spans,
+    /// The spans of the traces tail sampling keeps ([`crate::records::SpanBatch`]), in the
+    /// partition their trace had in `obs.spans`.
+    SpansSampled,
     /// JSON lines that log agents (Fluent Bit, Vector) publish directly: one JSON object
     /// per line, one or more lines per message; not Avro. Normalised into `otel_logs`.
     LogsRaw,
@@ -24,14 +27,18 @@ pub enum Topic {
     Alerts,
     /// Messages a stage could not process ([`crate::records::DeadLetter`]).
     Dlq,
+    /// Checkpoints of the stream processors' state (JSON, not Avro), in the partition of
+    /// the input partition they describe.
+    ProcessorState,
 }
 
 impl Topic {
     /// Every topic, in the order they are created.
-    pub const ALL: [Topic; 10] = [
+    pub const ALL: [Topic; 12] = [
         Topic::Metrics,
         Topic::Logs,
         Topic::Spans,
+        Topic::SpansSampled,
         Topic::LogsRaw,
         Topic::Events,
         Topic::MetricsRollup,
@@ -39,6 +46,7 @@ impl Topic {
         Topic::ServiceGraph,
         Topic::Alerts,
         Topic::Dlq,
+        Topic::ProcessorState,
     ];
 
     /// The topic's name on the broker.
@@ -47,6 +55,7 @@ impl Topic {
             Topic::Metrics => "obs.metrics",
             Topic::Logs => "obs.logs",
             Topic::Spans => "obs.spans",
+            Topic::SpansSampled => "obs.spans.sampled",
             Topic::LogsRaw => "obs.logs.raw",
             Topic::Events => "obs.events",
             Topic::MetricsRollup => "obs.metrics.rollup",
@@ -54,6 +63,7 @@ impl Topic {
             Topic::ServiceGraph => "obs.servicegraph",
             Topic::Alerts => "obs.alerts",
             Topic::Dlq => "obs.dlq",
+            Topic::ProcessorState => "obs.processor.state",
         }
     }
 
@@ -63,13 +73,13 @@ impl Topic {
     }
 
     /// The Avro schema of the topic's values, as registered; `None` for `obs.logs.raw`
-    /// (plain JSON lines).
+    /// (plain JSON lines) and `obs.processor.state` (JSON checkpoints).
     pub fn value_schema(self) -> Option<&'static str> {
         Some(match self {
             Topic::Metrics => include_str!("../avro/metric_batch.avsc"),
             Topic::Logs => include_str!("../avro/log_batch.avsc"),
-            Topic::Spans => include_str!("../avro/span_batch.avsc"),
-            Topic::LogsRaw => return None,
+            Topic::Spans | Topic::SpansSampled => include_str!("../avro/span_batch.avsc"),
+            Topic::LogsRaw | Topic::ProcessorState => return None,
             Topic::Events => include_str!("../avro/event_batch.avsc"),
             Topic::MetricsRollup => include_str!("../avro/metric_rollup.avsc"),
             Topic::Traces => include_str!("../avro/trace_summary.avsc"),
@@ -79,10 +89,16 @@ impl Topic {
         })
     }
 
-    /// Default partition count: the raw topics carry the volume, the derived ones less.
+    /// Default partition count: the raw topics carry the volume, the derived ones less;
+    /// the sampled spans and the checkpoints follow the raw topics' partitions one to one.
     pub fn default_partitions(self) -> i32 {
         match self {
-            Topic::Metrics | Topic::Logs | Topic::Spans | Topic::LogsRaw => 3,
+            Topic::Metrics
+            | Topic::Logs
+            | Topic::Spans
+            | Topic::SpansSampled
+            | Topic::LogsRaw
+            | Topic::ProcessorState => 3,
             _ => 1,
         }
     }

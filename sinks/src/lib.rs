@@ -12,12 +12,16 @@
 //! * [`metrics`]: `obs.metrics` → `metrics_samples`, `metrics_series`, `metrics_metadata`.
 //! * [`events`]: `obs.events` → `obs_events`.
 //! * [`alerts`]: `obs.alerts` → `obs_alerts` (the rule processor's alert transitions).
+//! * [`derived_traces`]: `obs.traces` → `obs_trace_summaries`, `obs.servicegraph` →
+//!   `obs_servicegraph_edges`, and `obs.spans.sampled` → `otel_traces` when only sampled
+//!   traces are stored.
 //! * [`raw_logs`]: `obs.logs.raw` (JSON lines from log agents) → `otel_logs`.
 //! * [`replay`]: `obs replay`, a topic's time range into the tables again.
 //! * [`lag`]: consumer lag and stalls per partition, measured beside the driver.
 //! * [`driver`]: the consume → batch → insert → commit loop shared by every table.
 
 pub mod alerts;
+pub mod derived_traces;
 pub mod driver;
 pub mod events;
 pub mod lag;
@@ -35,17 +39,32 @@ use obs_runtime::{Config, kafka, ops};
 pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
     kafka::ensure_topics(&cfg.kafka).await?;
     let logs = driver::SinkDriver::<logs::OtelLogs>::new(&cfg, &ready)?;
-    let traces = driver::SinkDriver::<traces::OtelTraces>::new(&cfg, &ready)?;
     let samples = driver::SinkDriver::<metrics::MetricSamples>::new(&cfg, &ready)?;
     let series = driver::SinkDriver::<metrics::MetricSeriesTable>::new(&cfg, &ready)?;
     let metadata = driver::SinkDriver::<metrics::MetricMetadataTable>::new(&cfg, &ready)?;
     let events = driver::SinkDriver::<events::ObsEvents>::new(&cfg, &ready)?;
     let raw_logs = driver::SinkDriver::<raw_logs::RawLogs>::new(&cfg, &ready)?;
     let alerts = driver::SinkDriver::<alerts::ObsAlerts>::new(&cfg, &ready)?;
+    let summaries = driver::SinkDriver::<derived_traces::TraceSummaries>::new(&cfg, &ready)?;
+    let edges = driver::SinkDriver::<derived_traces::ServiceGraphEdges>::new(&cfg, &ready)?;
+    // otel_traces from every span, or only from the traces tail sampling keeps.
+    let traces = async {
+        if cfg.sink.traces_from == "sampled" {
+            driver::SinkDriver::<derived_traces::SampledTraces>::new(&cfg, &ready)?
+                .run()
+                .await
+        } else {
+            driver::SinkDriver::<traces::OtelTraces>::new(&cfg, &ready)?
+                .run()
+                .await
+        }
+    };
     ready.set(true);
     tokio::try_join!(
         logs.run(),
-        traces.run(),
+        traces,
+        summaries.run(),
+        edges.run(),
         samples.run(),
         series.run(),
         metadata.run(),

@@ -31,6 +31,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use crate::alerts::ObsAlerts;
+use crate::derived_traces::{SampledTraces, ServiceGraphEdges, TraceSummaries};
 use crate::driver::insert_rows;
 use crate::events::ObsEvents;
 use crate::logs::OtelLogs;
@@ -93,6 +94,9 @@ pub async fn replay(cfg: &Config, opts: &ReplayOptions) -> anyhow::Result<Vec<Ta
         Topic::Spans => vec![replay_table::<OtelTraces>(cfg, opts).await?],
         Topic::Events => vec![replay_table::<ObsEvents>(cfg, opts).await?],
         Topic::Alerts => vec![replay_table::<ObsAlerts>(cfg, opts).await?],
+        Topic::Traces => vec![replay_table::<TraceSummaries>(cfg, opts).await?],
+        Topic::ServiceGraph => vec![replay_table::<ServiceGraphEdges>(cfg, opts).await?],
+        Topic::SpansSampled => vec![replay_table::<SampledTraces>(cfg, opts).await?],
         Topic::Metrics => {
             if opts.into.is_some() {
                 bail!(

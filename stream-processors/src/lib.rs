@@ -5,12 +5,27 @@
 //!   a processor may commit.
 //! * [`rules`]: Prometheus rule files (`obs rules check`, `obs rules test`) and the rule
 //!   processor ([`rules::run`]) that evaluates them on `obs.metrics`.
+//! * [`traces`]: the trace processor ([`traces::run::run`]) that correlates `obs.spans`
+//!   per trace: span metrics, service graph, tail sampling, trace summaries.
 //!
-//! Trace correlation and rollups are not built yet. The derived records' shapes live in
-//! `obs_schemas::records`.
+//! Rollups are not built yet. The derived records' shapes live in `obs_schemas::records`.
 
 pub mod rules;
+pub mod traces;
 pub mod window;
 
 pub use rules::api::RulesView;
-pub use rules::run::run;
+
+/// Runs every stream processor (`obs processor`): the rule processor and the trace
+/// processor, until a shutdown is asked for or one of them fails.
+pub async fn run(
+    cfg: obs_runtime::Config,
+    ready: obs_runtime::ops::Readiness,
+    view: RulesView,
+) -> anyhow::Result<()> {
+    tokio::try_join!(
+        rules::run::run(cfg.clone(), ready.clone(), view),
+        traces::run::run(cfg, ready)
+    )
+    .map(|_| ())
+}

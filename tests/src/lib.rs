@@ -369,6 +369,8 @@ pub struct Stack {
     last_obs_exit: Option<i32>,
     sink: Option<Proc>,
     separate_sink: bool,
+    processor: Option<Proc>,
+    separate_processor: bool,
     env: Vec<(String, String)>,
     dir: TempDir,
 }
@@ -390,27 +392,41 @@ impl Stack {
 
     /// Starts everything, with extra `OBS_*` settings for the pipeline.
     pub async fn start_with(env: &[(&str, &str)]) -> anyhow::Result<Stack> {
-        Stack::start_inner(env, false).await
+        Stack::start_inner(env, false, false).await
     }
 
     /// Starts everything with the sink as its own process (`obs sink`), so tests can kill it.
     pub async fn start_with_separate_sink(env: &[(&str, &str)]) -> anyhow::Result<Stack> {
-        Stack::start_inner(env, true).await
+        Stack::start_inner(env, true, false).await
     }
 
-    async fn start_inner(extra: &[(&str, &str)], separate_sink: bool) -> anyhow::Result<Stack> {
+    /// Starts everything with the stream processors as their own process (`obs
+    /// processor`), so tests can kill them.
+    pub async fn start_with_separate_processor(env: &[(&str, &str)]) -> anyhow::Result<Stack> {
+        Stack::start_inner(env, false, true).await
+    }
+
+    async fn start_inner(
+        extra: &[(&str, &str)],
+        separate_sink: bool,
+        separate_processor: bool,
+    ) -> anyhow::Result<Stack> {
         // A port found free can be taken by a parallel test before our process binds it:
         // one more try on fresh ports, saying why.
-        match Stack::try_start(extra, separate_sink).await {
+        match Stack::try_start(extra, separate_sink, separate_processor).await {
             Ok(stack) => Ok(stack),
             Err(e) => {
                 eprintln!("stack start failed, retrying once on new ports: {e:#}");
-                Stack::try_start(extra, separate_sink).await
+                Stack::try_start(extra, separate_sink, separate_processor).await
             }
         }
     }
 
-    async fn try_start(extra: &[(&str, &str)], separate_sink: bool) -> anyhow::Result<Stack> {
+    async fn try_start(
+        extra: &[(&str, &str)],
+        separate_sink: bool,
+        separate_processor: bool,
+    ) -> anyhow::Result<Stack> {
         let dir = tempfile::Builder::new().prefix("obs-e2e-").tempdir()?;
         let (broker, clickhouse) =
             tokio::try_join!(Broker::start(dir.path()), ClickHouse::start(dir.path()))?;
@@ -475,7 +491,7 @@ impl Stack {
             ),
         ];
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let obs = spawn_obs(&env, separate_sink, dir.path())?;
+        let obs = spawn_obs(&env, separate_sink, separate_processor, dir.path())?;
         let mut stack = Stack {
             broker,
             clickhouse,
@@ -484,6 +500,8 @@ impl Stack {
             last_obs_exit: None,
             sink: None,
             separate_sink,
+            processor: None,
+            separate_processor,
             env,
             dir,
         };
@@ -491,18 +509,19 @@ impl Stack {
         if separate_sink {
             stack.start_sink().await?;
         }
+        if separate_processor {
+            stack.start_processor().await?;
+        }
         Ok(stack)
     }
 
     /// Waits until every listener of `obs up` answers `/readyz`.
     async fn wait_obs_ready(&self) -> anyhow::Result<()> {
-        for port in [
-            self.ports.collector,
-            self.ports.query,
-            self.ports.registry,
-            self.ports.processor,
-        ] {
+        for port in [self.ports.collector, self.ports.query, self.ports.registry] {
             self.wait_ready(port).await?;
+        }
+        if !self.separate_processor {
+            self.wait_ready(self.ports.processor).await?;
         }
         if !self.separate_sink {
             self.wait_ready(self.ports.sink).await?;
@@ -514,7 +533,12 @@ impl Stack {
     /// is ready.
     pub async fn restart_obs(&mut self, how: Stop) -> anyhow::Result<()> {
         self.stop_obs(how).await;
-        self.obs = spawn_obs(&self.env, self.separate_sink, self.dir.path())?;
+        self.obs = spawn_obs(
+            &self.env,
+            self.separate_sink,
+            self.separate_processor,
+            self.dir.path(),
+        )?;
         self.wait_obs_ready().await
     }
 
@@ -534,7 +558,12 @@ impl Stack {
         self.broker.stop();
         let (broker, clickhouse) = (&mut self.broker, &mut self.clickhouse);
         tokio::try_join!(broker.restart(), clickhouse.restart())?;
-        self.obs = spawn_obs(&self.env, self.separate_sink, self.dir.path())?;
+        self.obs = spawn_obs(
+            &self.env,
+            self.separate_sink,
+            self.separate_processor,
+            self.dir.path(),
+        )?;
         self.wait_obs_ready().await
     }
 
@@ -571,6 +600,30 @@ impl Stack {
             .envs(extra.iter().copied());
         self.sink = Some(Proc::spawn("sink", cmd, self.dir.path())?);
         self.wait_ready(self.ports.sink).await
+    }
+
+    /// Starts the separate processor process (`obs processor`) and waits until it is ready.
+    pub async fn start_processor(&mut self) -> anyhow::Result<()> {
+        let mut cmd = Command::new(obs_bin());
+        cmd.arg("processor")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        self.processor = Some(Proc::spawn("processor", cmd, self.dir.path())?);
+        self.wait_ready(self.ports.processor).await
+    }
+
+    /// Kills the separate processor process with SIGKILL, whatever it is doing.
+    pub fn kill_processor(&mut self) {
+        if let Some(mut p) = self.processor.take() {
+            p.kill();
+        }
+    }
+
+    /// The separate processor's log.
+    pub fn processor_log(&self) -> String {
+        self.processor
+            .as_ref()
+            .map(Proc::log_tail)
+            .unwrap_or_default()
     }
 
     /// Whether the separate sink process has exited (e.g. at a failpoint).
@@ -722,11 +775,19 @@ impl Stack {
 }
 
 /// Starts `obs up` with `env` (without its sink when `separate_sink`), logging to `dir`.
-fn spawn_obs(env: &[(String, String)], separate_sink: bool, dir: &Path) -> anyhow::Result<Proc> {
+fn spawn_obs(
+    env: &[(String, String)],
+    separate_sink: bool,
+    separate_processor: bool,
+    dir: &Path,
+) -> anyhow::Result<Proc> {
     let mut cmd = Command::new(obs_bin());
     cmd.arg("up").envs(env.iter().map(|(k, v)| (k, v)));
     if separate_sink {
         cmd.arg("--no-sink");
+    }
+    if separate_processor {
+        cmd.arg("--no-processor");
     }
     Proc::spawn("obs", cmd, dir)
 }

@@ -52,9 +52,14 @@ pub struct TraceSummary {
     pub error_count: i32,
     /// Services taking part.
     pub services: Vec<String>,
+    /// Whether tail sampling kept the trace.
+    pub kept: bool,
+    /// Partition event time of the decision, ms.
+    pub decided_at_ms: i64,
 }
 
-/// Value of `obs.servicegraph`: calls between two services in one window.
+/// Value of `obs.servicegraph`: calls between two services paired in one input partition
+/// within one event-time window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct ServiceGraphEdge {
     /// Tenant.
@@ -63,6 +68,10 @@ pub struct ServiceGraphEdge {
     pub client: String,
     /// Called service.
     pub server: String,
+    /// Tempo's `connection_type`: empty, `virtual_node`, `messaging_system` or `database`.
+    pub connection_type: String,
+    /// The `obs.spans` partition the calls were paired in.
+    pub partition: i32,
     /// Window start, ms.
     pub window_start_ms: i64,
     /// Window end, ms.
@@ -71,8 +80,10 @@ pub struct ServiceGraphEdge {
     pub request_count: i64,
     /// Failed calls.
     pub error_count: i64,
-    /// Sum of call latencies, ns.
+    /// Sum of the server side's durations, ns.
     pub latency_sum_ns: i64,
+    /// Sum of the client side's durations, ns.
+    pub client_latency_sum_ns: i64,
 }
 
 /// Value of `obs.alerts`: a state change of one alert instance.

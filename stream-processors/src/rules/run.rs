@@ -407,37 +407,12 @@ impl Processor {
         self.deliver(Topic::Metrics, evals).await
     }
 
-    /// Sends until every message is acknowledged (only the unacknowledged are sent again);
-    /// false when a shutdown interrupted it.
     async fn deliver<T: Serialize + Clone>(
         &self,
         topic: Topic,
         messages: Vec<Outgoing<T>>,
     ) -> bool {
-        let mut pending = messages;
-        let mut backoff = Duration::from_millis(200);
-        while !pending.is_empty() {
-            let results = self.publisher.publish_each(topic, pending.clone()).await;
-            pending = pending
-                .into_iter()
-                .zip(results)
-                .filter_map(|(m, r)| r.err().map(|e| (m, e)))
-                .map(|(m, e)| {
-                    tracing::warn!(topic = topic.name(), error = %e, "rule output not acknowledged; sending it again");
-                    m
-                })
-                .collect();
-            if pending.is_empty() {
-                break;
-            }
-            metrics::counter!("obs_processor_publish_retries_total").increment(1);
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = shutdown::wait() => return false,
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
-        true
+        self.publisher.deliver(topic, messages).await
     }
 
     fn commit(&mut self, consumer: &rdkafka::consumer::StreamConsumer, topic: &str) {

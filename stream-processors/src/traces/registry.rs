@@ -1,0 +1,339 @@
+//! Counters and classic histograms of the metrics derived from spans (span metrics, service
+//! graph), per tenant and label set: updated in input order, checkpointed with the
+//! partition's state, and written out as cumulative samples at each event-time interval.
+//!
+//! Every series carries the label `obs_partition`: one input partition's counters are one
+//! series, so instances that split the partitions never write the same series with
+//! different values, and a partition's samples are a deterministic function of its input.
+
+use std::collections::BTreeMap;
+
+use obs_schemas::records::{MetricBatch, MetricMetadata, MetricSeries};
+use serde::{Deserialize, Serialize};
+
+/// The label naming the input partition a series counts.
+pub const PARTITION_LABEL: &str = "obs_partition";
+
+/// Identifies one series: tenant, metric name and labels (sorted by name).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SeriesKey {
+    /// Tenant.
+    pub tenant: String,
+    /// Metric name (for a histogram, the family name without `_bucket`).
+    pub name: String,
+    /// Labels, sorted by name.
+    pub labels: Vec<(String, String)>,
+}
+
+impl SeriesKey {
+    /// A key from unsorted labels.
+    pub fn new(tenant: &str, name: &str, mut labels: Vec<(String, String)>) -> SeriesKey {
+        labels.sort();
+        SeriesKey {
+            tenant: tenant.to_string(),
+            name: name.to_string(),
+            labels,
+        }
+    }
+}
+
+/// A classic histogram's state: per-bucket (not cumulative) counts, the `+Inf` overflow
+/// last.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Hist {
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Entry<T> {
+    value: T,
+    /// Event time of the last update (ms): series untouched for the stale time are dropped.
+    updated_ms: i64,
+    /// Not written yet: its first write starts with a zero at the interval's start, so
+    /// `rate()` and `increase()` see its first increments (as Tempo does).
+    #[serde(default)]
+    fresh: bool,
+}
+
+/// Derived counters and histograms of one input partition.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Registry {
+    counters: BTreeMap<SeriesKey, Entry<f64>>,
+    histograms: BTreeMap<SeriesKey, Entry<Hist>>,
+    /// Kind of each metric family, for the metadata written with the samples.
+    kinds: BTreeMap<String, &'static str>,
+}
+
+/// A registry as a checkpoint stores it (JSON maps need string keys, so lists of pairs).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Snapshot {
+    counters: Vec<(SeriesKey, Entry<f64>)>,
+    histograms: Vec<(SeriesKey, Entry<Hist>)>,
+}
+
+impl Registry {
+    /// Adds `by` to a counter.
+    pub fn add(&mut self, key: SeriesKey, by: f64, now_ms: i64) {
+        self.kinds.entry(key.name.clone()).or_insert("counter");
+        let e = self.counters.entry(key).or_insert(Entry {
+            value: 0.0,
+            updated_ms: now_ms,
+            fresh: true,
+        });
+        e.value += by;
+        e.updated_ms = e.updated_ms.max(now_ms);
+    }
+
+    /// Observes `value` in a histogram with upper bounds `bounds` (ascending).
+    pub fn observe(&mut self, key: SeriesKey, bounds: &[f64], value: f64, now_ms: i64) {
+        self.kinds.entry(key.name.clone()).or_insert("histogram");
+        let e = self.histograms.entry(key).or_insert_with(|| Entry {
+            value: Hist {
+                counts: vec![0; bounds.len() + 1],
+                sum: 0.0,
+                count: 0,
+            },
+            updated_ms: now_ms,
+            fresh: true,
+        });
+        let i = bounds.partition_point(|&b| b < value);
+        let last = e.value.counts.len() - 1;
+        e.value.counts[i.min(last)] += 1;
+        e.value.sum += value;
+        e.value.count += 1;
+        e.updated_ms = e.updated_ms.max(now_ms);
+    }
+
+    /// Drops series not updated since `before_ms` (Tempo's stale series removal).
+    pub fn drop_stale(&mut self, before_ms: i64) {
+        self.counters.retain(|_, e| e.updated_ms >= before_ms);
+        self.histograms.retain(|_, e| e.updated_ms >= before_ms);
+    }
+
+    /// How many series (histograms count once) it holds.
+    pub fn len(&self) -> usize {
+        self.counters.len() + self.histograms.len()
+    }
+
+    /// Whether it holds no series.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A counter's value, for tests and diagnostics.
+    pub fn counter(&self, key: &SeriesKey) -> Option<f64> {
+        self.counters.get(key).map(|e| e.value)
+    }
+
+    /// Every series' value at `t_ms` as metric batches (one per tenant), histograms as
+    /// `_bucket` (with `le`, cumulative, `+Inf` last), `_sum` and `_count`; `bounds` gives
+    /// each histogram family's upper bounds. A series written for the first time also gets
+    /// a zero at `start_ms` (the interval's start).
+    pub fn samples(
+        &mut self,
+        start_ms: i64,
+        t_ms: i64,
+        partition: i32,
+        bounds: &dyn Fn(&str) -> Vec<f64>,
+    ) -> Vec<MetricBatch> {
+        let mut out = Out {
+            by_tenant: BTreeMap::new(),
+            start_ms,
+            t_ms,
+            partition: partition.to_string(),
+        };
+        for (k, e) in &mut self.counters {
+            out.push(k, k.name.clone(), None, "counter", e.value, e.fresh);
+            e.fresh = false;
+        }
+        for (k, e) in &mut self.histograms {
+            let b = bounds(&k.name);
+            let mut cumulative = 0u64;
+            let fresh = std::mem::take(&mut e.fresh);
+            for (i, c) in e.value.counts.iter().enumerate() {
+                cumulative += c;
+                let le = b.get(i).map_or("+Inf".to_string(), |v| v.to_string());
+                let name = format!("{}_bucket", k.name);
+                out.push(k, name, Some(le), "histogram", cumulative as f64, fresh);
+            }
+            out.push(
+                k,
+                format!("{}_sum", k.name),
+                None,
+                "histogram",
+                e.value.sum,
+                fresh,
+            );
+            let count = e.value.count as f64;
+            out.push(
+                k,
+                format!("{}_count", k.name),
+                None,
+                "histogram",
+                count,
+                fresh,
+            );
+        }
+        out.by_tenant
+            .into_iter()
+            .map(|(tenant, mut batch)| {
+                batch.metadata = self
+                    .kinds
+                    .iter()
+                    .map(|(name, kind)| MetricMetadata {
+                        tenant: tenant.clone(),
+                        name: name.clone(),
+                        kind: kind.to_string(),
+                        help: String::new(),
+                        unit: String::new(),
+                    })
+                    .collect();
+                batch
+            })
+            .collect()
+    }
+
+    /// The state a checkpoint keeps.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            counters: self
+                .counters
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            histograms: self
+                .histograms
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
+    /// The registry a checkpoint kept.
+    pub fn restore(s: Snapshot) -> Registry {
+        let mut r = Registry::default();
+        for (k, _) in &s.counters {
+            r.kinds.entry(k.name.clone()).or_insert("counter");
+        }
+        for (k, _) in &s.histograms {
+            r.kinds.entry(k.name.clone()).or_insert("histogram");
+        }
+        r.counters = s.counters.into_iter().collect();
+        r.histograms = s.histograms.into_iter().collect();
+        r
+    }
+}
+
+/// Samples being written out, grouped by tenant.
+struct Out {
+    by_tenant: BTreeMap<String, MetricBatch>,
+    start_ms: i64,
+    t_ms: i64,
+    partition: String,
+}
+
+impl Out {
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        k: &SeriesKey,
+        name: String,
+        le: Option<String>,
+        kind: &str,
+        value: f64,
+        fresh: bool,
+    ) {
+        let mut labels: obs_schemas::records::Attrs = k.labels.iter().cloned().collect();
+        labels.insert(PARTITION_LABEL.into(), self.partition.clone());
+        if let Some(le) = le {
+            labels.insert("le".into(), le);
+        }
+        let fingerprint = obs_schemas::series_fingerprint(
+            &k.tenant,
+            &name,
+            labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        let batch = self.by_tenant.entry(k.tenant.clone()).or_default();
+        batch.series.push(MetricSeries {
+            fingerprint,
+            name,
+            labels,
+            kind: kind.into(),
+            timestamps_ms: if fresh && self.start_ms < self.t_ms {
+                vec![self.start_ms, self.t_ms]
+            } else {
+                vec![self.t_ms]
+            },
+            values: if fresh && self.start_ms < self.t_ms {
+                vec![0.0, value]
+            } else {
+                vec![value]
+            },
+            tenant: k.tenant.clone(),
+            ..MetricSeries::default()
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(batches: &[MetricBatch], name: &str, le: Option<&str>) -> f64 {
+        batches
+            .iter()
+            .flat_map(|b| &b.series)
+            .find(|s| s.name == name && s.labels.get("le").map(String::as_str) == le)
+            .map(|s| *s.values.last().unwrap())
+            .unwrap_or_else(|| panic!("no {name} {le:?}"))
+    }
+
+    #[test]
+    fn histograms_come_out_cumulative_with_sum_and_count() {
+        let mut r = Registry::default();
+        let key = SeriesKey::new("t", "lat", vec![("service".into(), "a".into())]);
+        let bounds = [0.1, 0.2, 0.4];
+        for v in [0.05, 0.1, 0.15, 0.3, 7.0] {
+            r.observe(key.clone(), &bounds, v, 1_000);
+        }
+        r.add(SeriesKey::new("t", "calls_total", vec![]), 5.0, 1_000);
+        let out = r.samples(0, 15_000, 2, &|_| bounds.to_vec());
+        assert_eq!(
+            value(&out, "lat_bucket", Some("0.1")),
+            2.0,
+            "le is inclusive"
+        );
+        assert_eq!(value(&out, "lat_bucket", Some("0.2")), 3.0);
+        assert_eq!(value(&out, "lat_bucket", Some("0.4")), 4.0);
+        assert_eq!(value(&out, "lat_bucket", Some("+Inf")), 5.0);
+        assert_eq!(value(&out, "lat_count", None), 5.0);
+        assert!((value(&out, "lat_sum", None) - 7.6).abs() < 1e-12);
+        assert_eq!(value(&out, "calls_total", None), 5.0);
+        let s = &out[0].series[0];
+        assert_eq!(s.labels.get(PARTITION_LABEL).map(String::as_str), Some("2"));
+        assert_eq!(
+            s.timestamps_ms,
+            vec![0, 15_000],
+            "a new series starts from zero"
+        );
+        assert_eq!(s.values[0], 0.0);
+        let again = r.samples(15_000, 30_000, 2, &|_| bounds.to_vec());
+        assert_eq!(again[0].series[0].timestamps_ms, vec![30_000]);
+    }
+
+    #[test]
+    fn a_snapshot_restores_the_same_registry_and_stale_series_go() {
+        let mut r = Registry::default();
+        r.add(SeriesKey::new("t", "a_total", vec![]), 1.0, 1_000);
+        r.observe(SeriesKey::new("t", "h", vec![]), &[1.0], 0.5, 5_000);
+        let json = serde_json::to_string(&r.snapshot()).unwrap();
+        let back = Registry::restore(serde_json::from_str(&json).unwrap());
+        assert_eq!(back, r);
+        let mut r = back;
+        r.drop_stale(2_000);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.counter(&SeriesKey::new("t", "a_total", vec![])), None);
+    }
+}

@@ -1,0 +1,485 @@
+//! The trace processor on Kafka (part of `obs processor`).
+//!
+//! Start: each owned `obs.spans` partition's latest checkpoint is read from
+//! `obs.processor.state`; the kept spans published after it (before a crash) are read from
+//! `obs.spans.sampled` so they are not published twice; input is read again from the
+//! oldest open trace of the checkpoint. A partition without a checkpoint starts at the
+//! group's committed offset, else at the beginning.
+//!
+//! Loop: messages go to their partition's state machine; outputs are published at least
+//! every 200 ms; a partition without input for `idle_partition_ms` moves to the wall clock
+//! (checkpointed first, so a restart moves the same way); every `checkpoint_interval_ms`
+//! the outputs are published, then the changed partitions' checkpoints, then the group's
+//! offsets (for lag; the checkpoints are what a restart reads).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use obs_runtime::kafka::{self, SharedProducer};
+use obs_runtime::publish::{Outgoing, Publisher, partition_of};
+use obs_runtime::{Config, ops, shutdown};
+use obs_schemas::Topic;
+use obs_schemas::records::{Span, SpanBatch};
+use obs_schemas::wire::Codec;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use super::assembly::Limits;
+use super::checkpoint;
+use super::partition::{Outputs, Partition, Settings};
+use super::sampling::Policies;
+use super::servicegraph::ServiceGraph;
+use super::spanmetrics::SpanMetrics;
+
+/// Series of span and service-graph metrics not updated for this long stop being written.
+const STALE_MS: i64 = 15 * 60 * 1000;
+
+/// Most spans a kept-spans message carries.
+const SPANS_PER_MESSAGE: usize = 2_000;
+
+fn wall_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The partitions' settings from `[traces]`.
+pub fn settings(cfg: &Config) -> anyhow::Result<Settings> {
+    let tc = &cfg.traces;
+    let policies = if tc.sampling_file.is_empty() {
+        Policies::keep_all()
+    } else {
+        Policies::load(&tc.sampling_file)?
+    };
+    Ok(Settings {
+        limits: Limits {
+            decision_wait_ms: tc.decision_wait_ms as i64,
+            max_age_ms: tc.max_trace_age_ms as i64,
+            max_traces: tc.max_open_traces,
+            max_bytes: tc.max_open_bytes,
+        },
+        metrics_interval_ms: tc.metrics_interval_ms as i64,
+        stale_ms: STALE_MS,
+        decision_cache_size: tc.decision_cache_size,
+        spanmetrics: SpanMetrics::new(&tc.dimensions, tc.spanmetrics_buckets.clone()),
+        servicegraph: ServiceGraph {
+            buckets: tc.servicegraph_buckets.clone(),
+            peer_attributes: tc.peer_attributes.clone(),
+        },
+        policies,
+    })
+}
+
+/// Runs the trace processor until a shutdown is asked for. While it restores its
+/// partitions, `ready` reports it as a problem (`/readyz` answers 503).
+pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
+    if !cfg.traces.enabled {
+        tracing::info!("[traces] enabled = false: spans are not correlated");
+        return Ok(());
+    }
+    ready.report(
+        "traces",
+        Some("the trace processor is restoring its partitions".into()),
+    );
+    let settings = Arc::new(settings(&cfg)?);
+    kafka::ensure_topics(&cfg.kafka).await?;
+    let counts = kafka::partition_counts(&cfg.kafka).await?;
+    let codec = Arc::new(Codec::new(&cfg.registry.url));
+    let publisher = Publisher::new(
+        SharedProducer::new(&cfg.kafka)?,
+        codec.clone(),
+        counts.clone(),
+    );
+    let pc = &cfg.processor;
+    let owned = kafka::partitions_of(pc.instance, pc.instances, counts[&Topic::Spans]);
+    let consumer = kafka::consumer(
+        &cfg.kafka,
+        &format!("{}-traces-{}", pc.group_prefix, pc.instance),
+    )?;
+    let partitions = restore(&cfg, &consumer, &owned, &counts, &codec, &settings).await?;
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions.values() {
+        tpl.add_partition_offset(Topic::Spans.name(), p.id(), Offset::Offset(p.read_from()))?;
+    }
+    consumer
+        .assign(&tpl)
+        .context("assigning the obs.spans partitions")?;
+    tracing::info!(
+        partitions = ?owned,
+        policies = !settings.policies.is_empty(),
+        "trace processor started"
+    );
+    ready.report("traces", None);
+    let mut t = Traces {
+        idle: Duration::from_millis(cfg.traces.idle_partition_ms),
+        checkpoint_every: Duration::from_millis(cfg.traces.checkpoint_interval_ms),
+        last_heard: partitions.keys().map(|&p| (p, Instant::now())).collect(),
+        partitions,
+        publisher,
+        codec,
+        state_partitions: counts[&Topic::ProcessorState],
+        sampled_partitions: counts[&Topic::SpansSampled],
+        out: Outputs::default(),
+        dirty: HashSet::new(),
+        last_publish: Instant::now(),
+        last_checkpoint: Instant::now(),
+    };
+    loop {
+        let message = tokio::select! {
+            m = consumer.recv() => Some(m),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => None,
+            _ = shutdown::wait() => break,
+        };
+        match message {
+            Some(Ok(m)) => t.handle(&m).await,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "reading obs.spans");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            None => {}
+        }
+        if !t.step(&consumer).await {
+            break;
+        }
+    }
+    if !shutdown::requested() || t.publish().await {
+        // A clean stop: what was handled is checkpointed, so nothing is read again.
+        let all: Vec<i32> = t.partitions.keys().copied().collect();
+        t.dirty.extend(all);
+        t.checkpoint(&consumer).await;
+    }
+    tracing::info!("trace processor stopped");
+    Ok(())
+}
+
+/// Each owned partition as its latest checkpoint left it.
+async fn restore(
+    cfg: &Config,
+    consumer: &StreamConsumer,
+    owned: &[i32],
+    counts: &HashMap<Topic, i32>,
+    codec: &Codec,
+    settings: &Arc<Settings>,
+) -> anyhow::Result<BTreeMap<i32, Partition>> {
+    let brokers = cfg.kafka.brokers.clone();
+    let (state_n, sampled_n) = (counts[&Topic::ProcessorState], counts[&Topic::SpansSampled]);
+    let wanted = owned.to_vec();
+    // Blocking reads: the checkpoints, the kept spans after them, the ends of the topics.
+    let (mut cps, mut raw, ends) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let cps = checkpoint::load_latest(&brokers, &wanted, state_n)?;
+        let reader = checkpoint::reader(&brokers)?;
+        let mut raw: HashMap<i32, Vec<Vec<u8>>> = HashMap::new();
+        let mut ends = HashMap::new();
+        for &p in &wanted {
+            let sp = p % sampled_n;
+            let (_, high) = reader
+                .fetch_watermarks(Topic::SpansSampled.name(), sp, Duration::from_secs(10))
+                .context("reading the end of obs.spans.sampled")?;
+            let (low, _) = reader
+                .fetch_watermarks(Topic::Spans.name(), p, Duration::from_secs(10))
+                .context("reading the start of obs.spans")?;
+            ends.insert(p, (high, low));
+            if let Some(cp) = cps.get(&p) {
+                let mut got = Vec::new();
+                checkpoint::read_messages(
+                    &reader,
+                    Topic::SpansSampled.name(),
+                    sp,
+                    cp.sampled_end,
+                    high,
+                    |_, _, v| {
+                        if let Some(v) = v {
+                            got.push(v.to_vec());
+                        }
+                    },
+                )?;
+                raw.insert(p, got);
+            }
+        }
+        Ok((cps, raw, ends))
+    })
+    .await
+    .context("restore task")??;
+    let committed = consumer
+        .committed_offsets(
+            {
+                let mut tpl = TopicPartitionList::new();
+                for &p in owned {
+                    tpl.add_partition(Topic::Spans.name(), p);
+                }
+                tpl
+            },
+            Duration::from_secs(10),
+        )
+        .context("reading the committed offsets of obs.spans")?;
+    let mut out = BTreeMap::new();
+    for &p in owned {
+        let (sampled_end, spans_low) = ends[&p];
+        let partition = match cps.remove(&p) {
+            Some(cp) => {
+                let mut published = Vec::new();
+                for bytes in raw.remove(&p).unwrap_or_default() {
+                    let batch: SpanBatch = codec
+                        .decode(&bytes)
+                        .await
+                        .context("decoding a kept-spans message")?;
+                    published.extend(batch.spans.into_iter().map(|s| (s.trace_id, s.span_id)));
+                }
+                tracing::info!(
+                    partition = p,
+                    next_offset = cp.next_offset,
+                    open_traces = cp.open.len(),
+                    kept_spans_after_checkpoint = published.len(),
+                    "restoring from checkpoint"
+                );
+                Partition::restore(cp, settings.clone(), published, sampled_end)
+            }
+            None => {
+                let start = match committed
+                    .find_partition(Topic::Spans.name(), p)
+                    .map(|e| e.offset())
+                {
+                    Some(Offset::Offset(o)) => o,
+                    _ => spans_low,
+                };
+                tracing::info!(
+                    partition = p,
+                    start,
+                    "no checkpoint: starting at the committed offset"
+                );
+                Partition::new(p, settings.clone(), start, sampled_end)
+            }
+        };
+        out.insert(p, partition);
+    }
+    Ok(out)
+}
+
+struct Traces {
+    partitions: BTreeMap<i32, Partition>,
+    last_heard: HashMap<i32, Instant>,
+    idle: Duration,
+    checkpoint_every: Duration,
+    publisher: Publisher,
+    codec: Arc<Codec>,
+    state_partitions: i32,
+    sampled_partitions: i32,
+    out: Outputs,
+    dirty: HashSet<i32>,
+    last_publish: Instant,
+    last_checkpoint: Instant,
+}
+
+impl Traces {
+    async fn handle(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) {
+        let (p, offset) = (m.partition(), m.offset());
+        let spans: Vec<Span> = match m.payload() {
+            Some(bytes) => match self.codec.decode::<SpanBatch>(bytes).await {
+                Ok(b) => b.spans,
+                Err(e) => {
+                    metrics::counter!("obs_traces_undecodable_messages_total").increment(1);
+                    tracing::warn!(partition = p, offset, error = %e, "undecodable obs.spans message skipped (the span sink sends it to obs.dlq)");
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        metrics::counter!("obs_traces_spans_total").increment(spans.len() as u64);
+        if let Some(part) = self.partitions.get_mut(&p) {
+            part.handle(offset, spans, &mut self.out);
+            self.last_heard.insert(p, Instant::now());
+            self.dirty.insert(p);
+        }
+    }
+
+    /// Idle partitions, publishing and checkpointing; false when a shutdown interrupted.
+    async fn step(&mut self, consumer: &StreamConsumer) -> bool {
+        let ids: Vec<i32> = self.partitions.keys().copied().collect();
+        for p in ids {
+            if self.last_heard[&p].elapsed() < self.idle {
+                continue;
+            }
+            let part = self.partitions.get_mut(&p).expect("owned");
+            if !part.idle_advance(wall_ms()) {
+                continue;
+            }
+            // The move is checkpointed before it takes effect: a restart moves the same way.
+            if !self.publish().await {
+                return false;
+            }
+            self.dirty.insert(p);
+            if !self.checkpoint(consumer).await {
+                return false;
+            }
+            let part = self.partitions.get_mut(&p).expect("owned");
+            part.decide(&mut self.out);
+        }
+        let due = self.last_publish.elapsed() >= Duration::from_millis(200)
+            || self.out.summaries.len() >= 10_000;
+        if due && !self.publish().await {
+            return false;
+        }
+        if self.last_checkpoint.elapsed() >= self.checkpoint_every
+            && !self.dirty.is_empty()
+            && !(self.publish().await && self.checkpoint(consumer).await)
+        {
+            return false;
+        }
+        true
+    }
+
+    /// Publishes every pending output until acknowledged; false when a shutdown
+    /// interrupted it.
+    async fn publish(&mut self) -> bool {
+        self.last_publish = Instant::now();
+        let out = std::mem::take(&mut self.out);
+        for (kept, why) in &out.decided {
+            metrics::counter!("obs_traces_decided_total", "kept" => kept.to_string(), "reason" => *why)
+                .increment(1);
+        }
+        metrics::counter!("obs_traces_late_spans_total").increment(out.late_spans);
+        if out.is_empty() {
+            return true;
+        }
+        // Kept spans, per partition, each message's offset noted for the checkpoint.
+        for (p, spans) in out.sampled {
+            let mut pending: Vec<Outgoing<SpanBatch>> = spans
+                .chunks(SPANS_PER_MESSAGE)
+                .map(|c| Outgoing {
+                    partition: p % self.sampled_partitions,
+                    value: SpanBatch { spans: c.to_vec() },
+                    headers: Vec::new(),
+                })
+                .collect();
+            let mut backoff = Duration::from_millis(200);
+            while !pending.is_empty() {
+                let results = self
+                    .publisher
+                    .publish_each(Topic::SpansSampled, pending.clone())
+                    .await;
+                let mut failed = Vec::new();
+                for (m, r) in pending.into_iter().zip(results) {
+                    match r {
+                        Ok((_, offset)) => {
+                            if let Some(part) = self.partitions.get_mut(&p) {
+                                part.published_sampled(offset + 1);
+                            }
+                        }
+                        Err(_) => failed.push(m),
+                    }
+                }
+                pending = failed;
+                if !pending.is_empty() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown::wait() => return false,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        let n = self.publisher.partitions(Topic::Traces);
+        let summaries = out
+            .summaries
+            .into_iter()
+            .map(|s| Outgoing {
+                partition: partition_of(
+                    xxhash_rust::xxh3::xxh3_64(s.trace_id.as_bytes()) as i64,
+                    n,
+                ),
+                value: s,
+                headers: Vec::new(),
+            })
+            .collect();
+        if !self.publisher.deliver(Topic::Traces, summaries).await {
+            return false;
+        }
+        let n = self.publisher.partitions(Topic::ServiceGraph);
+        let edges = out
+            .edges
+            .into_iter()
+            .map(|e| Outgoing {
+                partition: partition_of(
+                    xxhash_rust::xxh3::xxh3_64(format!("{}\u{1f}{}", e.client, e.server).as_bytes())
+                        as i64,
+                    n,
+                ),
+                value: e,
+                headers: Vec::new(),
+            })
+            .collect();
+        if !self.publisher.deliver(Topic::ServiceGraph, edges).await {
+            return false;
+        }
+        let mut backoff = Duration::from_millis(200);
+        for batch in out.metrics {
+            loop {
+                match self
+                    .publisher
+                    .metrics(batch.series.clone(), batch.metadata.clone())
+                    .await
+                {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "span metrics not acknowledged; sending them again");
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = shutdown::wait() => return false,
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Writes the changed partitions' checkpoints (every output before them is
+    /// acknowledged), then commits the group's offsets; false when a shutdown interrupted.
+    async fn checkpoint(&mut self, consumer: &StreamConsumer) -> bool {
+        self.last_checkpoint = Instant::now();
+        let mut messages = Vec::new();
+        for &p in &self.dirty {
+            let part = &self.partitions[&p];
+            let cp = part.checkpoint();
+            let (open, bytes) = part.load();
+            let label = p.to_string();
+            metrics::gauge!("obs_traces_open", "partition" => label.clone()).set(open as f64);
+            metrics::gauge!("obs_traces_open_bytes", "partition" => label.clone())
+                .set(bytes as f64);
+            if let Some(t) = part.time_ms() {
+                metrics::gauge!("obs_traces_partition_time_ms", "partition" => label).set(t as f64);
+            }
+            let json = serde_json::to_vec(&cp).expect("checkpoints serialise");
+            messages.push((p % self.state_partitions, checkpoint::key(p), json));
+        }
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self
+                .publisher
+                .publish_raw(Topic::ProcessorState, &messages)
+                .await
+            {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "checkpoint not acknowledged; writing it again");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown::wait() => return false,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        let mut tpl = TopicPartitionList::new();
+        for &p in &self.dirty {
+            let offset = self.partitions[&p].commit_offset();
+            let _ = tpl.add_partition_offset(Topic::Spans.name(), p, Offset::Offset(offset));
+        }
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+            tracing::debug!(error = %e, "committing obs.spans offsets (informational)");
+        }
+        self.dirty.clear();
+        true
+    }
+}

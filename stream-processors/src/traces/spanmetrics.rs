@@ -1,0 +1,274 @@
+//! Span metrics with Grafana Tempo's names and labels, counted from every span as it
+//! arrives (before sampling, so rates are exact whatever is kept):
+//! `traces_spanmetrics_calls_total`, `traces_spanmetrics_latency` (seconds, classic
+//! histogram) and `traces_spanmetrics_size_total` (bytes of the span's OTLP protobuf
+//! encoding), labelled `service`, `span_name`, `span_kind` (`SPAN_KIND_SERVER`, ...),
+//! `status_code` (`STATUS_CODE_ERROR`, ...) and the configured dimensions.
+
+use obs_schemas::records::Span;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1 as otlp;
+use prost::Message;
+
+use super::registry::{Registry, SeriesKey};
+
+/// Tempo's built-in span-metric labels (a dimension with one of these names gets `__`).
+const INTRINSIC: [&str; 5] = [
+    "service",
+    "span_name",
+    "span_kind",
+    "status_code",
+    "status_message",
+];
+
+/// The span-metrics configuration.
+#[derive(Debug, Clone)]
+pub struct SpanMetrics {
+    /// `(attribute, label name)` of each configured dimension.
+    pub dimensions: Vec<(String, String)>,
+    /// Latency histogram upper bounds (s).
+    pub buckets: Vec<f64>,
+}
+
+/// A label name as Prometheus allows it: characters outside `[a-zA-Z0-9_]` become `_`, a
+/// leading digit gets a `_` in front.
+pub fn sanitize_label(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+impl SpanMetrics {
+    /// Span metrics with the configured dimension attributes and buckets.
+    pub fn new(dimensions: &[String], buckets: Vec<f64>) -> SpanMetrics {
+        let dimensions = dimensions
+            .iter()
+            .map(|d| {
+                let label = sanitize_label(d);
+                let label = if INTRINSIC.contains(&label.as_str()) {
+                    format!("__{label}")
+                } else {
+                    label
+                };
+                (d.clone(), label)
+            })
+            .collect();
+        SpanMetrics {
+            dimensions,
+            buckets,
+        }
+    }
+
+    /// Counts one span at partition time `now_ms`.
+    pub fn observe(&self, registry: &mut Registry, span: &Span, now_ms: i64) {
+        let mut labels = vec![
+            ("service".to_string(), span.service.clone()),
+            ("span_name".to_string(), span.name.clone()),
+            ("span_kind".to_string(), span_kind_label(&span.kind)),
+            (
+                "status_code".to_string(),
+                status_code_label(&span.status_code),
+            ),
+        ];
+        for (attr, label) in &self.dimensions {
+            let value = span
+                .resource_attrs
+                .get(attr)
+                .or_else(|| span.attrs.get(attr));
+            if let Some(v) = value.filter(|v| !v.is_empty()) {
+                labels.retain(|(l, _)| l != label);
+                labels.push((label.clone(), v.clone()));
+            }
+        }
+        labels.retain(|(_, v)| !v.is_empty());
+        let tenant = span.tenant.as_str();
+        let latency = latency_seconds(span);
+        registry.add(
+            SeriesKey::new(tenant, "traces_spanmetrics_calls_total", labels.clone()),
+            1.0,
+            now_ms,
+        );
+        registry.add(
+            SeriesKey::new(tenant, "traces_spanmetrics_size_total", labels.clone()),
+            otlp_size(span) as f64,
+            now_ms,
+        );
+        registry.observe(
+            SeriesKey::new(tenant, "traces_spanmetrics_latency", labels),
+            &self.buckets,
+            latency,
+            now_ms,
+        );
+    }
+}
+
+/// A span's duration in seconds, 0 when it ends before it starts (as Tempo).
+pub fn latency_seconds(span: &Span) -> f64 {
+    if span.end_ns > span.start_ns {
+        (span.end_ns - span.start_ns) as f64 / 1e9
+    } else {
+        0.0
+    }
+}
+
+/// `Server` → `SPAN_KIND_SERVER` (the OTLP enum's name, as Tempo labels it).
+pub fn span_kind_label(kind: &str) -> String {
+    match kind {
+        "" => "SPAN_KIND_UNSPECIFIED".into(),
+        k => format!("SPAN_KIND_{}", k.to_ascii_uppercase()),
+    }
+}
+
+/// `Error` → `STATUS_CODE_ERROR`.
+pub fn status_code_label(code: &str) -> String {
+    match code {
+        "" => "STATUS_CODE_UNSET".into(),
+        c => format!("STATUS_CODE_{}", c.to_ascii_uppercase()),
+    }
+}
+
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
+}
+
+fn kvs(attrs: &obs_schemas::records::Attrs) -> Vec<KeyValue> {
+    attrs
+        .iter()
+        .map(|(k, v)| KeyValue {
+            key: k.clone(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v.clone())),
+            }),
+            ..KeyValue::default()
+        })
+        .collect()
+}
+
+/// Bytes of the span's OTLP protobuf encoding (the span alone, without resource and scope,
+/// as Tempo's `traces_spanmetrics_size_total`). Attribute values are encoded as the
+/// strings the pipeline keeps them as, span flags are not kept and the status is always
+/// there, so a span whose attributes were numbers or booleans counts a few bytes
+/// differently than at its source.
+pub fn otlp_size(span: &Span) -> usize {
+    let kind = match span.kind.as_str() {
+        "Internal" => 1,
+        "Server" => 2,
+        "Client" => 3,
+        "Producer" => 4,
+        "Consumer" => 5,
+        _ => 0,
+    };
+    let code = match span.status_code.as_str() {
+        "Ok" => 1,
+        "Error" => 2,
+        _ => 0,
+    };
+    // SDKs send a status even when it is unset (an empty message is two bytes).
+    let status = Some(otlp::Status {
+        message: span.status_message.clone(),
+        code,
+    });
+    otlp::Span {
+        trace_id: hex_bytes(&span.trace_id),
+        span_id: hex_bytes(&span.span_id),
+        trace_state: span.trace_state.clone(),
+        parent_span_id: hex_bytes(&span.parent_span_id),
+        flags: 0,
+        name: span.name.clone(),
+        kind,
+        start_time_unix_nano: span.start_ns as u64,
+        end_time_unix_nano: span.end_ns as u64,
+        attributes: kvs(&span.attrs),
+        dropped_attributes_count: 0,
+        events: span
+            .events
+            .iter()
+            .map(|e| otlp::span::Event {
+                time_unix_nano: e.timestamp_ns as u64,
+                name: e.name.clone(),
+                attributes: kvs(&e.attrs),
+                dropped_attributes_count: 0,
+            })
+            .collect(),
+        dropped_events_count: 0,
+        links: span
+            .links
+            .iter()
+            .map(|l| otlp::span::Link {
+                trace_id: hex_bytes(&l.trace_id),
+                span_id: hex_bytes(&l.span_id),
+                trace_state: l.trace_state.clone(),
+                attributes: kvs(&l.attrs),
+                dropped_attributes_count: 0,
+                flags: 0,
+            })
+            .collect(),
+        dropped_links_count: 0,
+        status,
+    }
+    .encoded_len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_follow_tempo() {
+        assert_eq!(span_kind_label("Server"), "SPAN_KIND_SERVER");
+        assert_eq!(span_kind_label("Unspecified"), "SPAN_KIND_UNSPECIFIED");
+        assert_eq!(status_code_label("Error"), "STATUS_CODE_ERROR");
+        let m = SpanMetrics::new(
+            &["service".into(), "http.method".into(), "9x".into()],
+            vec![],
+        );
+        let labels: Vec<&str> = m.dimensions.iter().map(|(_, l)| l.as_str()).collect();
+        assert_eq!(labels, vec!["__service", "http_method", "_9x"]);
+    }
+
+    #[test]
+    fn counts_calls_latency_and_dimensions_resource_first() {
+        let m = SpanMetrics::new(&["env".into()], vec![0.01, 0.1]);
+        let mut r = Registry::default();
+        let mut span = Span {
+            tenant: "t".into(),
+            service: "api".into(),
+            name: "GET".into(),
+            kind: "Server".into(),
+            status_code: "Unset".into(),
+            start_ns: 0,
+            end_ns: 50_000_000,
+            ..Span::default()
+        };
+        span.attrs.insert("env".into(), "span-level".into());
+        span.resource_attrs.insert("env".into(), "prod".into());
+        m.observe(&mut r, &span, 1);
+        m.observe(&mut r, &span, 2);
+        let key = SeriesKey::new(
+            "t",
+            "traces_spanmetrics_calls_total",
+            vec![
+                ("service".into(), "api".into()),
+                ("span_name".into(), "GET".into()),
+                ("span_kind".into(), "SPAN_KIND_SERVER".into()),
+                ("status_code".into(), "STATUS_CODE_UNSET".into()),
+                ("env".into(), "prod".into()),
+            ],
+        );
+        assert_eq!(r.counter(&key), Some(2.0));
+        assert_eq!(latency_seconds(&span), 0.05);
+    }
+}
