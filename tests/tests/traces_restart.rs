@@ -1,0 +1,100 @@
+//! The trace processor (`obs processor`, its own process) killed with SIGKILL 10 times
+//! while spans keep arriving: afterwards `sum(traces_spanmetrics_calls_total)` equals the
+//! number of spans acknowledged, exactly, and every trace has exactly one summary holding
+//! all of its spans.
+
+use std::time::Duration;
+
+use obs_e2e::load::{Load, SPANS};
+use obs_e2e::{Stack, http, wait_for};
+use serde_json::Value;
+
+/// `sum(traces_spanmetrics_calls_total{service="load-svc"})` now, if there is a value.
+async fn counted(stack: &Stack) -> Option<f64> {
+    let url = format!("{}/api/v1/query", stack.query_url());
+    let q = "sum(traces_spanmetrics_calls_total{service=\"load-svc\"})";
+    let body: Value = http(30)
+        .get(&url)
+        .query(&[("query", q)])
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_neither_loses_nor_repeats_span_metrics_or_summaries() {
+    let mut stack = Stack::start_with_separate_processor(&[
+        ("OBS_TRACES__DECISION_WAIT_MS", "1000"),
+        ("OBS_TRACES__IDLE_PARTITION_MS", "500"),
+        ("OBS_TRACES__METRICS_INTERVAL_MS", "1000"),
+        ("OBS_TRACES__CHECKPOINT_INTERVAL_MS", "300"),
+    ])
+    .await
+    .expect("stack started");
+    let load = Load::start(&stack, Duration::from_millis(40));
+    let prefix = format!("{:016x}", load.ids.run_no);
+
+    let mut last = 0.0;
+    for kill in 0..10u64 {
+        // The processor has counted more than before the last kill: it made progress.
+        last = wait_for(
+            "the span metrics to grow",
+            Duration::from_secs(60),
+            || async { counted(&stack).await.filter(|&n| n > last) },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", stack.processor_log()));
+        // Kill at different moments of the processor's cycle (choosing when, not waiting
+        // for anything).
+        tokio::time::sleep(Duration::from_millis(kill * 97 % 700)).await;
+        stack.kill_processor();
+        stack
+            .start_processor()
+            .await
+            .unwrap_or_else(|e| panic!("restart {kill}: {e:#}\n{}", stack.processor_log()));
+    }
+    let sent = load.stop().await;
+    assert_eq!(
+        sent.failures, 0,
+        "the collector acknowledged every request: {:?}",
+        sent.reasons
+    );
+    let spans = (sent.spans.len() as u64 * SPANS) as f64;
+
+    wait_for(
+        "every acknowledged span counted",
+        Duration::from_secs(90),
+        || async { counted(&stack).await.filter(|&n| n >= spans) },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", stack.processor_log()));
+    let traces = spans as u64 / 4;
+    let db = stack.db();
+    let sql = format!(
+        "SELECT count(), uniqExact(TraceId), countIf(SpanCount = 4) FROM obs_trace_summaries FINAL \
+         WHERE startsWith(TraceId, '{prefix}')"
+    );
+    let got: (u64, u64, u64) = wait_for("every trace summed up", Duration::from_secs(90), || {
+        let q = db.query(&sql);
+        async move {
+            let row: (u64, u64, u64) = q.fetch_one().await.ok()?;
+            (row.1 >= traces).then_some(row)
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", stack.processor_log()));
+    assert_eq!(
+        got,
+        (traces, traces, traces),
+        "one summary per trace, each with its 4 spans"
+    );
+    assert_eq!(
+        counted(&stack).await,
+        Some(spans),
+        "every span counted exactly once"
+    );
+}
