@@ -25,26 +25,7 @@ fn attrs(pairs: &[(String, String)]) -> Vec<KeyValue> {
         .collect()
 }
 
-/// OTLP's span kind number for the stored name.
-pub fn kind_number(kind: &str) -> i32 {
-    match kind {
-        "Internal" => 1,
-        "Server" => 2,
-        "Client" => 3,
-        "Producer" => 4,
-        "Consumer" => 5,
-        _ => 0,
-    }
-}
-
-/// OTLP's status code number for the stored name.
-pub fn status_number(code: &str) -> i32 {
-    match code {
-        "Ok" => 1,
-        "Error" => 2,
-        _ => 0,
-    }
-}
+pub use obs_schemas::records::{kind_number, status_number};
 
 fn id_bytes(hex_id: &str) -> Vec<u8> {
     hex::decode(hex_id).unwrap_or_default()

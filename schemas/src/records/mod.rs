@@ -14,7 +14,7 @@ pub use derived::{Alert, DeadLetter, MetricRollup, ServiceGraphEdge, TraceSummar
 pub use events::{Event, EventBatch};
 pub use logs::{LogBatch, LogRecord};
 pub use metrics::{Exemplar, HistogramPoint, MetricBatch, MetricMetadata, MetricSeries};
-pub use spans::{Span, SpanBatch, SpanEvent, SpanLink};
+pub use spans::{Span, SpanBatch, SpanEvent, SpanLink, kind_number, status_number};
 
 /// String-to-string attributes, as every table stores them (`Map(LowCardinality(String), String)`).
 pub type Attrs = std::collections::BTreeMap<String, String>;

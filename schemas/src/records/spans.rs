@@ -73,3 +73,24 @@ pub struct SpanLink {
     /// Link attributes.
     pub attrs: Attrs,
 }
+
+/// OTLP's span kind number for a stored kind name (`Server` → 2).
+pub fn kind_number(kind: &str) -> i32 {
+    match kind {
+        "Internal" => 1,
+        "Server" => 2,
+        "Client" => 3,
+        "Producer" => 4,
+        "Consumer" => 5,
+        _ => 0,
+    }
+}
+
+/// OTLP's status code number for a stored status name (`Error` → 2).
+pub fn status_number(code: &str) -> i32 {
+    match code {
+        "Ok" => 1,
+        "Error" => 2,
+        _ => 0,
+    }
+}

@@ -30,32 +30,13 @@ pub struct SpanMetrics {
     pub buckets: Vec<f64>,
 }
 
-/// A label name as Prometheus allows it: characters outside `[a-zA-Z0-9_]` become `_`, a
-/// leading digit gets a `_` in front.
-pub fn sanitize_label(name: &str) -> String {
-    let mut out: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert(0, '_');
-    }
-    out
-}
-
 impl SpanMetrics {
     /// Span metrics with the configured dimension attributes and buckets.
     pub fn new(dimensions: &[String], buckets: Vec<f64>) -> SpanMetrics {
         let dimensions = dimensions
             .iter()
             .map(|d| {
-                let label = sanitize_label(d);
+                let label = obs_runtime::labels::sanitize_label_name(d);
                 let label = if INTRINSIC.contains(&label.as_str()) {
                     format!("__{label}")
                 } else {
@@ -163,19 +144,8 @@ fn kvs(attrs: &obs_schemas::records::Attrs) -> Vec<KeyValue> {
 /// there, so a span whose attributes were numbers or booleans counts a few bytes
 /// differently than at its source.
 pub fn otlp_size(span: &Span) -> usize {
-    let kind = match span.kind.as_str() {
-        "Internal" => 1,
-        "Server" => 2,
-        "Client" => 3,
-        "Producer" => 4,
-        "Consumer" => 5,
-        _ => 0,
-    };
-    let code = match span.status_code.as_str() {
-        "Ok" => 1,
-        "Error" => 2,
-        _ => 0,
-    };
+    let kind = obs_schemas::records::kind_number(&span.kind);
+    let code = obs_schemas::records::status_number(&span.status_code);
     // SDKs send a status even when it is unset (an empty message is two bytes).
     let status = Some(otlp::Status {
         message: span.status_message.clone(),
