@@ -4,6 +4,7 @@
 mod backtest;
 mod bench;
 mod demo;
+mod errors;
 mod explain;
 mod query_api;
 mod replay;
@@ -146,6 +147,53 @@ enum Command {
         /// same rule file.
         #[arg(long)]
         peer_prometheus: Option<String>,
+    },
+    /// The trace processor's speed and memory: spans/s through one partition's correlation
+    /// (span metrics, assembly, tail sampling, service graph, summaries) in process, resident
+    /// memory per open trace, and with --collector spans/s through a running pipeline until
+    /// the processor has counted them.
+    BenchTraces {
+        /// Traces of 10 spans in the in-process run.
+        #[arg(long, default_value_t = 200_000)]
+        traces: usize,
+        /// Tail-sampling policy file ("" keeps every trace).
+        #[arg(long, default_value = "config/traces/sampling.example.yml")]
+        policies: String,
+        /// Collector base URL (OTLP/HTTP, e.g. http://127.0.0.1:4318) for the pipeline run.
+        #[arg(long)]
+        collector: Option<String>,
+        /// Query API base URL for the pipeline run (default: http://<[query] listen>).
+        #[arg(long)]
+        query: Option<String>,
+        /// Traces sent in the pipeline run.
+        #[arg(long, default_value_t = 20_000)]
+        pipeline_traces: usize,
+        /// Concurrent senders in the pipeline run.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
+    /// Error groups (exceptions recorded on spans and in error logs, grouped by type,
+    /// normalised message and innermost frames), newest last-seen first, from the query
+    /// API's /api/v1/errors.
+    Errors {
+        /// Only this service's groups.
+        #[arg(long)]
+        service: Option<String>,
+        /// How far back, as Prometheus writes durations (30m, 6h, 7d).
+        #[arg(long, default_value = "24h")]
+        since: String,
+        /// Most groups shown.
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+        /// Output: table or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// Query API base URL (default: http://<[query] listen>).
+        #[arg(long)]
+        url: Option<String>,
+        /// Tenant (sent as X-Scope-OrgID; default: "default").
+        #[arg(long)]
+        tenant: Option<String>,
     },
     /// Run read-only SQL through the query API and print the result.
     Sql {
@@ -374,6 +422,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     quiet,
                 },
         } => backtest::run(&cfg, files, &from, &to, &for_values, &slack, &format, quiet).await,
+        Command::BenchTraces {
+            traces,
+            policies,
+            collector,
+            query,
+            pipeline_traces,
+            concurrency,
+        } => {
+            let b = bench::traces::TracesBench {
+                traces,
+                policies,
+                collector,
+                query: query.unwrap_or_else(|| format!("http://{}", cfg.query.listen)),
+                pipeline_traces,
+                concurrency,
+            };
+            bench::traces::run(&cfg, &b).await
+        }
+        Command::Errors {
+            service,
+            since,
+            limit,
+            format,
+            url,
+            tenant,
+        } => {
+            let url = url.unwrap_or_else(|| format!("http://{}", cfg.query.listen));
+            errors::run(&errors::ErrorsArgs {
+                base: &url,
+                service: service.as_deref(),
+                since: &since,
+                limit,
+                format: &format,
+                tenant: tenant.as_deref(),
+            })
+            .await
+        }
         Command::Sql {
             query,
             format,

@@ -6,8 +6,10 @@
 //! * [`logql`]: LogQL → ClickHouse SQL behind the Loki HTTP API ([`logql::explain`] shows
 //!   the SQL a query becomes).
 //! * [`traces`]: the Jaeger query API and Tempo's trace-by-id and search endpoints.
+//! * [`errors`]: `/api/v1/errors`, error groups from `obs_error_events`.
 //! * [`tenant`]: the request's tenant.
 
+pub mod errors;
 pub mod logql;
 pub mod prom;
 pub mod server;

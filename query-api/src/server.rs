@@ -25,6 +25,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(crate::prom::routes())
         .merge(crate::logql::routes())
         .merge(crate::traces::routes())
+        .merge(crate::errors::routes())
         .with_state(state)
 }
 

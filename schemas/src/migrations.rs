@@ -72,6 +72,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "trace_summaries_servicegraph",
         sql: include_str!("../migrations/0010_trace_summaries_servicegraph.sql"),
     },
+    Migration {
+        version: 11,
+        name: "error_events",
+        sql: include_str!("../migrations/0011_error_events.sql"),
+    },
 ];
 
 /// Retention per table family, in days (TTL clauses of the DDL).

@@ -15,6 +15,7 @@
 //! * [`derived_traces`]: `obs.traces` → `obs_trace_summaries`, `obs.servicegraph` →
 //!   `obs_servicegraph_edges`, and `obs.spans.sampled` → `otel_traces` when only sampled
 //!   traces are stored.
+//! * [`errors`]: exceptions on spans and in error logs → `obs_error_events`, fingerprinted.
 //! * [`raw_logs`]: `obs.logs.raw` (JSON lines from log agents) → `otel_logs`.
 //! * [`replay`]: `obs replay`, a topic's time range into the tables again.
 //! * [`lag`]: consumer lag and stalls per partition, measured beside the driver.
@@ -23,6 +24,7 @@
 pub mod alerts;
 pub mod derived_traces;
 pub mod driver;
+pub mod errors;
 pub mod events;
 pub mod lag;
 pub mod logs;
@@ -47,6 +49,8 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
     let alerts = driver::SinkDriver::<alerts::ObsAlerts>::new(&cfg, &ready)?;
     let summaries = driver::SinkDriver::<derived_traces::TraceSummaries>::new(&cfg, &ready)?;
     let edges = driver::SinkDriver::<derived_traces::ServiceGraphEdges>::new(&cfg, &ready)?;
+    let span_errors = driver::SinkDriver::<errors::ErrorsFromSpans>::new(&cfg, &ready)?;
+    let log_errors = driver::SinkDriver::<errors::ErrorsFromLogs>::new(&cfg, &ready)?;
     // otel_traces from every span, or only from the traces tail sampling keeps.
     let traces = async {
         if cfg.sink.traces_from == "sampled" {
@@ -65,6 +69,8 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
         traces,
         summaries.run(),
         edges.run(),
+        span_errors.run(),
+        log_errors.run(),
         samples.run(),
         series.run(),
         metadata.run(),

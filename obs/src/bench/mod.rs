@@ -11,6 +11,7 @@
 //! bytes of the table's active parts after `OPTIMIZE ... FINAL`, over its rows).
 
 pub mod rules;
+pub mod traces;
 mod workloads;
 
 use std::sync::Arc;

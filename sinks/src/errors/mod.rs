@@ -1,0 +1,177 @@
+//! Exceptions into `obs_error_events`, one row per occurrence with the fingerprint that
+//! groups it ([`fingerprint`]): from span events named `exception` on `obs.spans` (what the
+//! OpenTelemetry SDKs' `record_exception` writes) and from error logs on `obs.logs` that
+//! carry `exception.type` or `exception.message` (what their logging handlers write for
+//! `logger.exception`). The query API's `/api/v1/errors` groups the rows.
+
+pub mod fingerprint;
+
+use clickhouse::Row;
+use obs_schemas::Topic;
+use obs_schemas::records::{Attrs, LogBatch, SpanBatch};
+use serde::Serialize;
+
+use crate::table::TableSink;
+
+/// One exception occurrence.
+#[derive(Debug, Clone, Row, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ErrorEventRow {
+    /// Tenant.
+    pub tenant: String,
+    /// Group key (hex).
+    pub fingerprint: String,
+    /// When it happened, ns.
+    pub timestamp: i64,
+    /// `span` or `log`.
+    pub source: String,
+    /// `service.name`.
+    pub service_name: String,
+    /// `service.version` of the resource, the release.
+    pub release: String,
+    /// `exception.type`.
+    pub exception_type: String,
+    /// `exception.message`.
+    pub exception_message: String,
+    /// The message with variable parts replaced.
+    pub normalized_message: String,
+    /// Innermost frames, `file:function`.
+    pub top_frames: Vec<String>,
+    /// `exception.stacktrace`.
+    pub stacktrace: String,
+    /// Trace of the span or log record, if any.
+    pub trace_id: String,
+    /// Span, if any.
+    pub span_id: String,
+    /// What makes the occurrence unique (span id and event index, or log record hash).
+    pub occurrence: String,
+}
+
+struct Occurrence<'a> {
+    tenant: &'a str,
+    timestamp: i64,
+    source: &'a str,
+    service: &'a str,
+    resource: &'a Attrs,
+    attrs: &'a Attrs,
+    trace_id: &'a str,
+    span_id: &'a str,
+    occurrence: String,
+}
+
+fn row(o: Occurrence<'_>) -> Option<ErrorEventRow> {
+    let get = |k: &str| o.attrs.get(k).cloned().unwrap_or_default();
+    let (ty, message, stack) = (
+        get("exception.type"),
+        get("exception.message"),
+        get("exception.stacktrace"),
+    );
+    if ty.is_empty() && message.is_empty() {
+        return None;
+    }
+    let g = fingerprint::group(&ty, &message, &stack);
+    Some(ErrorEventRow {
+        tenant: o.tenant.to_string(),
+        fingerprint: g.fingerprint,
+        timestamp: o.timestamp,
+        source: o.source.to_string(),
+        service_name: o.service.to_string(),
+        release: o
+            .resource
+            .get("service.version")
+            .cloned()
+            .unwrap_or_default(),
+        exception_type: ty,
+        exception_message: message,
+        normalized_message: g.normalized_message,
+        top_frames: g.top_frames,
+        stacktrace: stack,
+        trace_id: o.trace_id.to_string(),
+        span_id: o.span_id.to_string(),
+        occurrence: o.occurrence,
+    })
+}
+
+/// Exceptions recorded on spans.
+#[derive(Default)]
+pub struct ErrorsFromSpans;
+
+impl TableSink for ErrorsFromSpans {
+    type Message = SpanBatch;
+    type Row = ErrorEventRow;
+    const TOPIC: Topic = Topic::Spans;
+    const TABLE: &'static str = "obs_error_events";
+    const NAME: &'static str = "obs_error_events_spans";
+
+    fn rows(&mut self, message: SpanBatch, out: &mut Vec<ErrorEventRow>) {
+        for s in &message.spans {
+            for (i, e) in s.events.iter().enumerate() {
+                if e.name != "exception" {
+                    continue;
+                }
+                out.extend(row(Occurrence {
+                    tenant: &s.tenant,
+                    timestamp: e.timestamp_ns,
+                    source: "span",
+                    service: &s.service,
+                    resource: &s.resource_attrs,
+                    attrs: &e.attrs,
+                    trace_id: &s.trace_id,
+                    span_id: &s.span_id,
+                    occurrence: format!("{}/{}/{i}", s.trace_id, s.span_id),
+                }));
+            }
+        }
+    }
+
+    fn row_time_ns(row: &ErrorEventRow) -> Option<i64> {
+        Some(row.timestamp)
+    }
+}
+
+/// Exceptions logged at ERROR or above.
+#[derive(Default)]
+pub struct ErrorsFromLogs;
+
+/// OTLP severity number of ERROR.
+const SEVERITY_ERROR: i32 = 17;
+
+impl TableSink for ErrorsFromLogs {
+    type Message = LogBatch;
+    type Row = ErrorEventRow;
+    const TOPIC: Topic = Topic::Logs;
+    const TABLE: &'static str = "obs_error_events";
+    const NAME: &'static str = "obs_error_events_logs";
+
+    fn rows(&mut self, message: LogBatch, out: &mut Vec<ErrorEventRow>) {
+        for r in &message.records {
+            let error = r.severity_number >= SEVERITY_ERROR
+                || matches!(
+                    r.severity_text.to_ascii_uppercase().as_str(),
+                    "ERROR" | "FATAL" | "CRITICAL"
+                );
+            if !error {
+                continue;
+            }
+            let key = format!(
+                "{}\u{1f}{}\u{1f}{}\u{1f}{}",
+                r.timestamp_ns, r.service, r.body, r.span_id
+            );
+            out.extend(row(Occurrence {
+                tenant: &r.tenant,
+                timestamp: r.timestamp_ns,
+                source: "log",
+                service: &r.service,
+                resource: &r.resource_attrs,
+                attrs: &r.attrs,
+                trace_id: &r.trace_id,
+                span_id: &r.span_id,
+                occurrence: format!("log/{:016x}", xxhash_rust::xxh3::xxh3_64(key.as_bytes())),
+            }));
+        }
+    }
+
+    fn row_time_ns(row: &ErrorEventRow) -> Option<i64> {
+        Some(row.timestamp)
+    }
+}
