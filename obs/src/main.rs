@@ -21,7 +21,9 @@ use obs_schemas::registry::{SchemaStore, router as registry_router};
 
 /// An observability pipeline around Kafka: collectors publish metrics, logs, spans and
 /// events to Kafka as Avro; the rule processor evaluates Prometheus rules on them and
-/// alerts through Alertmanager; sinks store them in ClickHouse; the query API serves them.
+/// alerts through Alertmanager; the trace processor correlates spans per trace (span
+/// metrics, service graph, tail sampling); sinks store them in ClickHouse; the query API
+/// serves them.
 ///
 /// Configuration: defaults, then the TOML file given by --config (or OBS_CONFIG), then
 /// OBS_* environment variables (OBS_KAFKA__BROKERS sets [kafka] brokers). See
@@ -39,7 +41,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run every stage in one process: registry, migrations, collector, sink, query API,
-    /// rule processor.
+    /// stream processors (rules, traces).
     /// Kafka and ClickHouse must be reachable (scripts/stack up starts local ones).
     Up {
         /// Leave the sink out (run it on its own with `obs sink`).
