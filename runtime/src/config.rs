@@ -284,8 +284,8 @@ pub struct TracesConfig {
     /// Bytes of open spans one partition holds; beyond it the trace due first is decided
     /// early (`reason="max_open_bytes"`).
     pub max_open_bytes: usize,
-    /// A partition without input for this long follows the wall clock (ms), so the last
-    /// traces before a pause are decided.
+    /// A partition without input for this long lets its time go on at the wall clock's
+    /// pace from its last input (ms), so the last traces before a pause are decided.
     pub idle_partition_ms: u64,
     /// Interval of the span-metric and service-graph samples and of the edge windows (ms),
     /// in event time.

@@ -371,6 +371,11 @@ impl<T: TableSink> SinkDriver<T> {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
+                Err(WireError::Malformed(_)) if !T::DEAD_LETTERS_UNDECODABLE => {
+                    metrics::counter!("obs_sink_undecodable_skipped_total", "table" => T::NAME)
+                        .increment(1);
+                    return;
+                }
                 Err(e @ WireError::Malformed(_)) => {
                     self.dead_letter(
                         msg.partition(),

@@ -20,6 +20,10 @@ pub trait TableSink: Default + Send + Sync + 'static {
     /// Names the sink's consumer group (`<group_prefix>-<NAME>`); two sinks of one table
     /// need different names.
     const NAME: &'static str = Self::TABLE;
+    /// Whether this sink sends the topic's undecodable messages to `obs.dlq`. A second sink
+    /// of a topic (one deriving rows from it) leaves that to the topic's main sink, so a
+    /// bad message is one dead letter, not one per sink.
+    const DEAD_LETTERS_UNDECODABLE: bool = true;
     /// For a topic that is not Avro: decodes a message itself (`Err` names what is wrong
     /// and sends the message to the DLQ). `None`: the registry codec decodes it.
     fn decode_raw(_payload: &[u8]) -> Option<Result<Self::Message, String>> {

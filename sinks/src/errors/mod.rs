@@ -102,6 +102,7 @@ impl TableSink for ErrorsFromSpans {
     const TOPIC: Topic = Topic::Spans;
     const TABLE: &'static str = "obs_error_events";
     const NAME: &'static str = "obs_error_events_spans";
+    const DEAD_LETTERS_UNDECODABLE: bool = false;
 
     fn rows(&mut self, message: SpanBatch, out: &mut Vec<ErrorEventRow>) {
         for s in &message.spans {
@@ -142,6 +143,7 @@ impl TableSink for ErrorsFromLogs {
     const TOPIC: Topic = Topic::Logs;
     const TABLE: &'static str = "obs_error_events";
     const NAME: &'static str = "obs_error_events_logs";
+    const DEAD_LETTERS_UNDECODABLE: bool = false;
 
     fn rows(&mut self, message: LogBatch, out: &mut Vec<ErrorEventRow>) {
         for r in &message.records {

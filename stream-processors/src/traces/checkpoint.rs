@@ -35,6 +35,9 @@ pub struct Checkpoint {
     pub next_offset: i64,
     /// The partition's event time (ms).
     pub time_ms: Option<i64>,
+    /// The partition's time at its last input message (idle time goes on from there).
+    #[serde(default)]
+    pub input_time_ms: Option<i64>,
     /// The next event-time boundary at which metrics and edges are written (ms).
     pub next_flush_ms: Option<i64>,
     /// Where the current edge window began (ms).

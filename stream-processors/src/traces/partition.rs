@@ -79,6 +79,8 @@ pub struct Partition {
     id: i32,
     s: Arc<Settings>,
     time_ms: Option<i64>,
+    /// The partition's time when its last input message arrived.
+    input_time_ms: Option<i64>,
     next_flush_ms: Option<i64>,
     window_start_ms: Option<i64>,
     next_offset: i64,
@@ -101,6 +103,7 @@ impl Partition {
             cache: DecisionCache::new(s.decision_cache_size),
             s,
             time_ms: None,
+            input_time_ms: None,
             next_flush_ms: None,
             window_start_ms: None,
             next_offset: start_offset,
@@ -136,6 +139,7 @@ impl Partition {
             cache,
             s,
             time_ms: cp.time_ms,
+            input_time_ms: cp.input_time_ms.or(cp.time_ms),
             next_flush_ms: cp.next_flush_ms,
             window_start_ms: cp.window_start_ms,
             next_offset: cp.next_offset,
@@ -198,6 +202,7 @@ impl Partition {
         if let Some(t) = newest_ms {
             self.move_to(t);
         }
+        self.input_time_ms = self.time_ms;
         let Some(now) = self.time_ms else {
             return;
         };
@@ -228,20 +233,23 @@ impl Partition {
         }
     }
 
-    /// For a partition without input for the idle time: moves its time to the wall clock
-    /// if that decides a trace or ends an interval. True when it moved; the caller then
-    /// checkpoints (so a restart moves the same way) before calling [`Partition::decide`].
-    pub fn idle_advance(&mut self, wall_ms: i64) -> bool {
-        let Some(now) = self.time_ms else {
+    /// For a partition without input for `quiet_ms` (wall clock): its time goes on at the
+    /// wall clock's pace from its last input (not to the wall clock itself, so backfilled
+    /// or delayed spans still get their decision wait), if that decides a trace or ends an
+    /// interval. True when it moved; the caller then checkpoints (so a restart moves the
+    /// same way) before calling [`Partition::decide`].
+    pub fn idle_advance(&mut self, quiet_ms: i64) -> bool {
+        let (Some(now), Some(input)) = (self.time_ms, self.input_time_ms) else {
             return false;
         };
-        if wall_ms <= now {
+        let to = input.saturating_add(quiet_ms);
+        if to <= now {
             return false;
         }
-        let due = self.assembler.next_due().is_some_and(|d| d <= wall_ms)
-            || self.next_flush_ms.is_some_and(|f| f <= wall_ms);
+        let due = self.assembler.next_due().is_some_and(|d| d <= to)
+            || self.next_flush_ms.is_some_and(|f| f <= to);
         if due {
-            self.move_to(wall_ms);
+            self.move_to(to);
         }
         due
     }
@@ -362,6 +370,7 @@ impl Partition {
             partition: self.id,
             next_offset: self.next_offset,
             time_ms: self.time_ms,
+            input_time_ms: self.input_time_ms,
             next_flush_ms: self.next_flush_ms,
             window_start_ms: self.window_start_ms,
             open,

@@ -7,7 +7,7 @@
 //! group's committed offset, else at the beginning.
 //!
 //! Loop: messages go to their partition's state machine; outputs are published at least
-//! every 200 ms; a partition without input for `idle_partition_ms` moves to the wall clock
+//! every 200 ms; a partition without input for `idle_partition_ms` lets its time go on at the wall clock's pace
 //! (checkpointed first, so a restart moves the same way); every `checkpoint_interval_ms`
 //! the outputs are published, then the changed partitions' checkpoints, then the group's
 //! offsets (for lag; the checkpoints are what a restart reads).
@@ -38,10 +38,6 @@ const STALE_MS: i64 = 15 * 60 * 1000;
 
 /// Most spans a kept-spans message carries.
 const SPANS_PER_MESSAGE: usize = 2_000;
-
-fn wall_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
 
 /// The partitions' settings from `[traces]`.
 pub fn settings(cfg: &Config) -> anyhow::Result<Settings> {
@@ -296,11 +292,12 @@ impl Traces {
     async fn step(&mut self, consumer: &StreamConsumer) -> bool {
         let ids: Vec<i32> = self.partitions.keys().copied().collect();
         for p in ids {
-            if self.last_heard[&p].elapsed() < self.idle {
+            let quiet = self.last_heard[&p].elapsed();
+            if quiet < self.idle {
                 continue;
             }
             let part = self.partitions.get_mut(&p).expect("owned");
-            if !part.idle_advance(wall_ms()) {
+            if !part.idle_advance(quiet.as_millis() as i64) {
                 continue;
             }
             // The move is checkpointed before it takes effect: a restart moves the same way.
