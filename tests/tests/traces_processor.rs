@@ -212,7 +212,14 @@ async fn span_metrics_service_graph_and_tail_sampling() {
     .collect();
     let by_edge = ["client", "server", "connection_type"];
     let q = "sum by (client, server, connection_type) (traces_service_graph_request_total)";
-    assert_eq!(query(&stack, q, &by_edge).await, edges, "requests per edge");
+    // Edges are counted when a trace is decided, after its spans were counted: poll.
+    wait_for(
+        "every trace's edges counted",
+        Duration::from_secs(60),
+        || async { (query(&stack, q, &by_edge).await == edges).then_some(()) },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}: {:?}", edges));
     let q = "sum by (client, server, connection_type) (traces_service_graph_request_server_seconds_count)";
     assert_eq!(
         query(&stack, q, &by_edge).await,
@@ -280,12 +287,16 @@ async fn span_metrics_service_graph_and_tail_sampling() {
         [key(&["frontend", "payments"]), key(&["user", "shop"])].into();
     assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), failing, "{q}");
     let q = "histogram_quantile(0.9, sum(rate(traces_service_graph_request_server_seconds_bucket{client=\"frontend\",server=\"payments\"}[5m])) by (le, client, server))";
-    let got = query(&stack, q, &["client", "server"]).await;
-    let p90 = got[&key(&["frontend", "payments"])];
-    assert!(
-        (p90 - 0.09).abs() < 1e-9,
-        "p90 of three 45 ms calls in the 0.1 s bucket: {p90}"
-    );
+    // A flush's bucket series reach the table through several Kafka partitions: a query
+    // landing between them sees buckets one sample apart, so poll until they agree.
+    let p90 = wait_for("the p90 link query", Duration::from_secs(30), || async {
+        let got = query(&stack, q, &["client", "server"]).await;
+        let p90 = *got.get(&key(&["frontend", "payments"]))?;
+        ((p90 - 0.09).abs() < 1e-9).then_some(p90)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("p90 of three 45 ms calls in the 0.1 s bucket is 0.09: {e:#}"));
+    assert!((p90 - 0.09).abs() < 1e-9);
 
     // Tail sampling: exactly the kept traces are stored, the late span of the kept one too.
     let cases_kept = ["error", "slow", "gold", "platinum", "big", "debug-beta"];
