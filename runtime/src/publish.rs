@@ -293,36 +293,40 @@ impl Publisher {
 impl Publisher {
     /// Sends until every message is acknowledged, sending again only the unacknowledged
     /// ones with a growing pause (a processor's outputs must all land before it may move
-    /// on); false when a shutdown interrupted it.
+    /// on); each message's `(partition, offset)` in order, `None` when a shutdown
+    /// interrupted it.
     pub async fn deliver<T: Serialize + Clone>(
         &self,
         topic: Topic,
         messages: Vec<Outgoing<T>>,
-    ) -> bool {
-        let mut pending = messages;
+    ) -> Option<Vec<(i32, i64)>> {
+        let mut delivered: Vec<Option<(i32, i64)>> = vec![None; messages.len()];
+        let mut pending: Vec<(usize, Outgoing<T>)> = messages.into_iter().enumerate().collect();
         let mut backoff = Duration::from_millis(200);
-        while !pending.is_empty() {
-            let results = self.publish_each(topic, pending.clone()).await;
-            pending = pending
-                .into_iter()
-                .zip(results)
-                .filter_map(|(m, r)| r.err().map(|e| (m, e)))
-                .map(|(m, e)| {
-                    tracing::warn!(topic = topic.name(), error = %e, "output not acknowledged; sending it again");
-                    m
-                })
-                .collect();
+        loop {
+            let batch: Vec<Outgoing<T>> = pending.iter().map(|(_, m)| m.clone()).collect();
+            let results = self.publish_each(topic, batch).await;
+            let mut failed = Vec::new();
+            for ((i, m), r) in pending.into_iter().zip(results) {
+                match r {
+                    Ok(at) => delivered[i] = Some(at),
+                    Err(e) => {
+                        tracing::warn!(topic = topic.name(), error = %e, "output not acknowledged; sending it again");
+                        failed.push((i, m));
+                    }
+                }
+            }
+            pending = failed;
             if pending.is_empty() {
-                break;
+                return Some(delivered.into_iter().flatten().collect());
             }
             metrics::counter!("obs_processor_publish_retries_total").increment(1);
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
-                _ = crate::shutdown::wait() => return false,
+                _ = crate::shutdown::wait() => return None,
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
-        true
     }
 
     /// Sends already-encoded messages `(partition, key, payload)` to a topic that is not

@@ -84,6 +84,8 @@ impl RulesStack {
 pub struct LiveWrite {
     stop: Arc<AtomicBool>,
     failures: Arc<AtomicU64>,
+    /// Time of the newest body posted to every URL (ms).
+    sent_ms: Arc<std::sync::atomic::AtomicI64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -96,28 +98,42 @@ impl LiveWrite {
     ) -> LiveWrite {
         let stop = Arc::new(AtomicBool::new(false));
         let failures = Arc::new(AtomicU64::new(0));
+        let sent_ms = Arc::new(std::sync::atomic::AtomicI64::new(0));
         let task = tokio::spawn({
-            let (stop, failures) = (stop.clone(), failures.clone());
+            let (stop, failures, sent_ms) = (stop.clone(), failures.clone(), sent_ms.clone());
             async move {
                 // The period paces the traffic; nothing waits on it.
                 let mut tick = tokio::time::interval(period);
                 while !stop.load(Ordering::Relaxed) {
                     tick.tick().await;
-                    let b = body(now_ms());
+                    let t = now_ms();
+                    let b = body(t);
                     for url in &urls {
                         let (status, _) = remote_write::post(url, b.clone()).await;
                         if status != 204 && status != 200 {
                             failures.fetch_add(1, Ordering::Relaxed);
                         }
                     }
+                    sent_ms.store(t, Ordering::Relaxed);
                 }
             }
         });
         LiveWrite {
             stop,
             failures,
+            sent_ms,
             task,
         }
+    }
+
+    /// Waits until a body timestamped at or after `t_ms` has been posted to every URL.
+    pub async fn sent_through(&self, t_ms: i64) {
+        let timeout = Duration::from_millis((t_ms - now_ms()).max(0) as u64 + 30_000);
+        wait_for("the live traffic to reach its end", timeout, || async {
+            (self.sent_ms.load(Ordering::Relaxed) >= t_ms).then_some(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
     }
 
     /// Stops the traffic; returns how many posts failed.

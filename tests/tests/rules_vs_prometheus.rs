@@ -125,8 +125,9 @@ async fn the_processor_evaluates_rules_as_prometheus_does() {
             remote_write::body(&series)
         },
     );
-    // The experiment's length: the traffic runs through every stretch.
-    tokio::time::sleep(Duration::from_millis(15_000 * STRETCHES.len() as u64)).await;
+    // The traffic runs through every stretch.
+    live.sent_through(start + 15_000 * STRETCHES.len() as i64)
+        .await;
     assert_eq!(live.stop().await, 0, "every sample accepted by both");
     let end = now_ms();
 

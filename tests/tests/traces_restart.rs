@@ -25,6 +25,16 @@ async fn counted(stack: &Stack) -> Option<f64> {
     body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
 }
 
+/// Spans the running processor has handled since it started (`obs_traces_spans_total`).
+async fn handled_spans(stack: &Stack) -> Option<u64> {
+    let url = format!("http://127.0.0.1:{}/metrics", stack.ports.processor);
+    let text = http(10).get(&url).send().await.ok()?.text().await.ok()?;
+    text.lines()
+        .find(|l| l.starts_with("obs_traces_spans_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_neither_loses_nor_repeats_span_metrics_or_summaries() {
     let mut stack = Stack::start_with_separate_processor(&[
@@ -48,9 +58,16 @@ async fn sigkill_neither_loses_nor_repeats_span_metrics_or_summaries() {
         )
         .await
         .unwrap_or_else(|e| panic!("{e:#}\n{}", stack.processor_log()));
-        // Kill at different moments of the processor's cycle (choosing when, not waiting
-        // for anything).
-        tokio::time::sleep(Duration::from_millis(kill * 97 % 700)).await;
+        // Kill at different points of the input: after a growing number of spans handled
+        // since this start (the processor's own counter).
+        let handled = 200 + kill * 150;
+        wait_for(
+            "the processor to handle more spans",
+            Duration::from_secs(60),
+            || async { (handled_spans(&stack).await? >= handled).then_some(()) },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", stack.processor_log()));
         stack.kill_processor();
         stack
             .start_processor()

@@ -39,7 +39,8 @@ pub struct RulesBench {
 
 const STEP_MS: i64 = 15_000;
 
-fn rss_bytes() -> u64 {
+/// The process's resident memory (bytes), from /proc/self/status.
+pub(crate) fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use obs_runtime::Config;
+
+use super::rules::rss_bytes;
 use obs_schemas::records::Span;
 use obs_stream_processors::traces::partition::{Outputs, Partition};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -42,18 +44,6 @@ pub struct TracesBench {
 }
 
 const SPANS_PER_TRACE: usize = 10;
-
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
 
 /// One span of the benchmark's trace: service, name, kind, parent index, start offset
 /// (ms), duration (ms), an attribute.

@@ -412,7 +412,7 @@ impl Processor {
         topic: Topic,
         messages: Vec<Outgoing<T>>,
     ) -> bool {
-        self.publisher.deliver(topic, messages).await
+        self.publisher.deliver(topic, messages).await.is_some()
     }
 
     fn commit(&mut self, consumer: &rdkafka::consumer::StreamConsumer, topic: &str) {

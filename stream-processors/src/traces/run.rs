@@ -340,7 +340,7 @@ impl Traces {
         }
         // Kept spans, per partition, each message's offset noted for the checkpoint.
         for (p, spans) in out.sampled {
-            let mut pending: Vec<Outgoing<SpanBatch>> = spans
+            let messages: Vec<Outgoing<SpanBatch>> = spans
                 .chunks(SPANS_PER_MESSAGE)
                 .map(|c| Outgoing {
                     partition: p % self.sampled_partitions,
@@ -348,31 +348,14 @@ impl Traces {
                     headers: Vec::new(),
                 })
                 .collect();
-            let mut backoff = Duration::from_millis(200);
-            while !pending.is_empty() {
-                let results = self
-                    .publisher
-                    .publish_each(Topic::SpansSampled, pending.clone())
-                    .await;
-                let mut failed = Vec::new();
-                for (m, r) in pending.into_iter().zip(results) {
-                    match r {
-                        Ok((_, offset)) => {
-                            if let Some(part) = self.partitions.get_mut(&p) {
-                                part.published_sampled(offset + 1);
-                            }
-                        }
-                        Err(_) => failed.push(m),
-                    }
-                }
-                pending = failed;
-                if !pending.is_empty() {
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown::wait() => return false,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+            let Some(offsets) = self.publisher.deliver(Topic::SpansSampled, messages).await else {
+                return false;
+            };
+            if let (Some(part), Some(end)) = (
+                self.partitions.get_mut(&p),
+                offsets.iter().map(|&(_, o)| o + 1).max(),
+            ) {
+                part.published_sampled(end);
             }
         }
         let n = self.publisher.partitions(Topic::Traces);
@@ -388,7 +371,12 @@ impl Traces {
                 headers: Vec::new(),
             })
             .collect();
-        if !self.publisher.deliver(Topic::Traces, summaries).await {
+        if self
+            .publisher
+            .deliver(Topic::Traces, summaries)
+            .await
+            .is_none()
+        {
             return false;
         }
         let n = self.publisher.partitions(Topic::ServiceGraph);
@@ -405,7 +393,12 @@ impl Traces {
                 headers: Vec::new(),
             })
             .collect();
-        if !self.publisher.deliver(Topic::ServiceGraph, edges).await {
+        if self
+            .publisher
+            .deliver(Topic::ServiceGraph, edges)
+            .await
+            .is_none()
+        {
             return false;
         }
         let mut backoff = Duration::from_millis(200);
