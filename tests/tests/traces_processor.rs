@@ -92,6 +92,29 @@ async fn query(stack: &Stack, q: &str, by: &[&str]) -> BTreeMap<Vec<String>, f64
         .collect()
 }
 
+/// Asserts that `q` comes to answer `want`. The samples of one flush reach ClickHouse
+/// through several Kafka partitions (by series), and a trace's edges are counted when it
+/// is decided, after its spans: a query can land in between, so the answer is polled
+/// until it settles (30 s at most), then compared.
+async fn settles(
+    stack: &Stack,
+    q: &str,
+    by: &[&str],
+    want: &BTreeMap<Vec<String>, f64>,
+    what: &str,
+) {
+    let mut last = BTreeMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        last = query(stack, q, by).await;
+        if &last == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(&last, want, "{what}: {q}");
+}
+
 fn key(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| s.to_string()).collect()
 }
@@ -182,19 +205,25 @@ async fn span_metrics_service_graph_and_tail_sampling() {
         }
     }
     let q = "sum by (service, span_name, span_kind, status_code) (traces_spanmetrics_calls_total)";
-    assert_eq!(query(&stack, q, &by_op).await, calls, "calls per operation");
+    settles(&stack, q, &by_op, &calls, "calls per operation").await;
     let q = "sum by (service, span_name) (traces_spanmetrics_size_total)";
-    assert_eq!(
-        query(&stack, q, &["service", "span_name"]).await,
-        sizes,
-        "bytes per operation"
-    );
+    settles(
+        &stack,
+        q,
+        &["service", "span_name"],
+        &sizes,
+        "bytes per operation",
+    )
+    .await;
     let q = "sum by (service, span_name, le) (traces_spanmetrics_latency_bucket)";
-    assert_eq!(
-        query(&stack, q, &["service", "span_name", "le"]).await,
-        buckets,
-        "latency buckets"
-    );
+    settles(
+        &stack,
+        q,
+        &["service", "span_name", "le"],
+        &buckets,
+        "latency buckets",
+    )
+    .await;
 
     // The service graph the design makes.
     let edges: BTreeMap<Vec<String>, f64> = [
@@ -212,27 +241,16 @@ async fn span_metrics_service_graph_and_tail_sampling() {
     .collect();
     let by_edge = ["client", "server", "connection_type"];
     let q = "sum by (client, server, connection_type) (traces_service_graph_request_total)";
-    // Edges are counted when a trace is decided, after its spans were counted: poll.
-    wait_for(
-        "every trace's edges counted",
-        Duration::from_secs(60),
-        || async { (query(&stack, q, &by_edge).await == edges).then_some(()) },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}: {:?}", edges));
+    settles(&stack, q, &by_edge, &edges, "requests per edge").await;
     let q = "sum by (client, server, connection_type) (traces_service_graph_request_server_seconds_count)";
-    assert_eq!(
-        query(&stack, q, &by_edge).await,
-        edges,
-        "server histogram counts"
-    );
+    settles(&stack, q, &by_edge, &edges, "server histogram counts").await;
     let q = "sum by (client, server, connection_type) (traces_service_graph_request_failed_total)";
     let failed: BTreeMap<Vec<String>, f64> = [
         (key(&["frontend", "payments", ""]), 1.0),
         (key(&["user", "shop", "virtual_node"]), 2.0),
     ]
     .into();
-    assert_eq!(query(&stack, q, &by_edge).await, failed, "failed requests");
+    settles(&stack, q, &by_edge, &failed, "failed requests").await;
     let q = "sum by (client, server) (traces_service_graph_request_server_seconds_sum{client=\"payments\"})";
     let got = query(&stack, q, &["client", "server"]).await;
     assert!(
@@ -251,11 +269,14 @@ async fn span_metrics_service_graph_and_tail_sampling() {
         (key(&["", "inventory"]), 2.0),
     ]
     .into();
-    assert_eq!(
-        query(&stack, q, &["client", "server"]).await,
-        unpaired,
-        "unpaired spans"
-    );
+    settles(
+        &stack,
+        q,
+        &["client", "server"],
+        &unpaired,
+        "unpaired spans",
+    )
+    .await;
 
     // Grafana's Tempo service map: its instant queries over the dashboard range.
     let pairs: BTreeSet<Vec<String>> = edges.keys().map(|k| k[..2].to_vec()).collect();
