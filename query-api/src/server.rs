@@ -16,6 +16,8 @@ pub struct ApiState {
     pub client: clickhouse::Client,
     /// Limits and listener.
     pub cfg: Arc<QueryConfig>,
+    /// How trace searches find traces.
+    pub search_index: crate::traces::SearchIndex,
 }
 
 /// The API's routes.
@@ -34,6 +36,7 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
     let state = ApiState {
         client: ch::client(&cfg.clickhouse),
         cfg: Arc::new(cfg.query.clone()),
+        search_index: crate::traces::SearchIndex::new(&cfg),
     };
     let app = router(state).merge(ops::router(ready.clone()));
     ready.set(true);

@@ -120,6 +120,22 @@ impl World {
         )
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", stack.obs_log()));
+        // The spans are two minutes old: searches find their traces through the trace
+        // processor's summaries (four traces), once it has decided them.
+        let db = stack.db();
+        wait_for("4 trace summaries", Duration::from_secs(90), || {
+            let db = db.clone();
+            async move {
+                let n: u64 = db
+                    .query("SELECT uniqExact(TraceId) FROM obs_trace_summaries")
+                    .fetch_one()
+                    .await
+                    .ok()?;
+                (n >= 4).then_some(())
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", stack.obs_log()));
         World { stack, base, spans }
     }
 
@@ -738,10 +754,19 @@ async fn tempo_api_answers_as_grafanas_tempo_datasource_reads_it() {
         .await,
         [slow.as_str()]
     );
+    // Tempo's durations are the trace's: the checkout's db.query lasts 5 ms, its trace 50.
     assert_eq!(
         w.tempo_search("acme", &q(&[("maxDuration", "6ms")])).await,
-        [home.as_str(), checkout.as_str()],
-        "home (5 ms) and the checkout's db.query (5 ms)"
+        [home.as_str()]
+    );
+    assert_eq!(
+        w.tempo_search(
+            "acme",
+            &q(&[("tags", "service.name=payments"), ("minDuration", "45ms")])
+        )
+        .await,
+        [checkout.as_str()],
+        "the payments spans last 30 and 5 ms, their trace 50"
     );
     // The time range alone (seconds): only the slow trace started in [base+15s, base+25s].
     let (from, to) = ((w.base / S + 15).to_string(), (w.base / S + 25).to_string());
@@ -800,6 +825,55 @@ async fn tempo_api_answers_as_grafanas_tempo_datasource_reads_it() {
     assert_eq!(
         v,
         json!({"tagValues": [{"type": "keyword", "value": "error"}, {"type": "keyword", "value": "unset"}]})
+    );
+
+    // Search reads decided traces from the processor's summaries and assembles only recent
+    // ones from their spans. Two spans written straight to `otel_traces` stand for traces the
+    // processor never decides: the one started now is found (from its spans), the one two
+    // minutes old is not (an old trace is found only through its summary).
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    for (trace, start) in [
+        ("0000000000000000000000000000d1d1", now - S),
+        ("0000000000000000000000000000d0d0", w.base + 30 * S),
+    ] {
+        w.stack
+            .db()
+            .query(
+                "INSERT INTO otel_traces (Timestamp, TraceId, SpanId, ParentSpanId, SpanName, \
+                 SpanKind, ServiceName, Duration, StatusCode, Tenant) VALUES \
+                 (fromUnixTimestamp64Nano(toInt64(?)), ?, '00000000000000d1', '', 'direct', \
+                 'Server', 'direct', 7000000, 'Unset', 'acme')",
+            )
+            .bind(start)
+            .bind(trace)
+            .execute()
+            .await
+            .unwrap();
+    }
+    let (from, to) = ((w.base / S).to_string(), (now / S + 60).to_string());
+    let v = w
+        .json(
+            acme,
+            "/api/search",
+            &[
+                ("tags", "service.name=direct"),
+                ("start", &from),
+                ("end", &to),
+            ],
+        )
+        .await;
+    assert_eq!(
+        v["traces"],
+        json!([{
+            "traceID": "0000000000000000000000000000d1d1",
+            "rootServiceName": "direct",
+            "rootTraceName": "direct",
+            "startTimeUnixNano": (now - S).to_string(),
+            "durationMs": 7,
+        }])
     );
 }
 

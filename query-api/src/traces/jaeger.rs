@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
-use super::params::{self, Search};
+use super::params::{self, DurationOf, Search};
 use super::store::{self, SpanRow};
 use super::{Failure, Fetched};
 use crate::server::ApiState;
@@ -260,6 +260,7 @@ pub fn search(q: &HashMap<String, String>) -> Result<Search, String> {
         tags: params::tags(get("tags").unwrap_or(""))?,
         min_duration_ns: get("minDuration").map(params::duration_ns).transpose()?,
         max_duration_ns: get("maxDuration").map(params::duration_ns).transpose()?,
+        duration_of: DurationOf::Span,
         start_ns: params::time_ns("start", get("start"), 1000)?,
         end_ns: params::time_ns("end", get("end"), 1000)?,
         limit: params::limit(get("limit"))?,
@@ -281,8 +282,8 @@ pub async fn find_traces(
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let ids = match super::search_ids(&state, &tenant, &search).await {
-        Ok(ids) => ids,
+    let ids = match super::search(&state, &tenant, &search).await {
+        Ok(found) => found.into_iter().map(|t| t.trace_id).collect::<Vec<_>>(),
         Err(f) => return f.jaeger(),
     };
     if ids.is_empty() {

@@ -75,13 +75,62 @@ impl Failure {
 /// A trace's id and spans (none when it is not stored for the tenant), or why not.
 pub type Fetched = Result<(String, Vec<SpanRow>), Failure>;
 
-/// The ids of the traces matching `search`, newest first.
-pub async fn search_ids(
+/// How searches find traces, from the configuration: through the trace processor's
+/// summaries when it runs, else from the spans alone.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SearchIndex {
+    /// Whether the trace processor writes summaries (`[traces] enabled`).
+    summaries: bool,
+    /// How far back traces the processor has not decided yet are assembled from their
+    /// spans: its decision wait, a quiet partition's wait, the sink's batch wait and 30 s.
+    recent_ns: i64,
+    /// `[sink] traces_from = "sampled"`: only kept traces have spans to show.
+    kept_only: bool,
+    /// The longest trace (`[traces] max_trace_age_ms`), ns.
+    longest_ns: i64,
+}
+
+impl SearchIndex {
+    /// The index the configured pipeline provides.
+    pub fn new(cfg: &obs_runtime::config::Config) -> Self {
+        let ms = |v: u64| i64::try_from(v).unwrap_or(i64::MAX / 1_000_000) * 1_000_000;
+        SearchIndex {
+            summaries: cfg.traces.enabled,
+            recent_ns: ms(cfg.traces.decision_wait_ms)
+                .saturating_add(ms(cfg.traces.idle_partition_ms))
+                .saturating_add(ms(cfg.sink.batch_max_wait_ms))
+                .saturating_add(30_000_000_000),
+            kept_only: cfg.sink.traces_from == "sampled",
+            longest_ns: ms(cfg.traces.max_trace_age_ms),
+        }
+    }
+
+    /// Where a search made now looks.
+    fn at(&self, now_ns: i64) -> store::TraceIndex {
+        if self.summaries {
+            store::TraceIndex::Summaries {
+                recent_ns: self.recent_ns,
+                now_ns,
+                kept_only: self.kept_only,
+            }
+        } else {
+            store::TraceIndex::Spans {
+                longest_ns: self.longest_ns,
+            }
+        }
+    }
+}
+
+/// The traces matching `search`, newest first, with their root and extent.
+pub async fn search(
     state: &ApiState,
     tenant: &str,
     search: &Search,
-) -> Result<Vec<String>, Failure> {
-    store::search_sql(tenant, search)
+) -> Result<Vec<store::TraceSummary>, Failure> {
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    store::search_sql(tenant, search, state.search_index.at(now_ns))
         .query(&state.client)
         .fetch_all()
         .await

@@ -123,7 +123,18 @@ fn logfmt(raw: &str) -> Result<BTreeMap<String, String>, String> {
     }
 }
 
-/// A trace search: every condition must hold for one span of the trace.
+/// What a search's duration bounds measure.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub enum DurationOf {
+    /// One span that meets the other conditions too (Jaeger).
+    #[default]
+    Span,
+    /// The whole trace, first span start to last span end (Tempo).
+    Trace,
+}
+
+/// A trace search: the span conditions must hold for one span of the trace; a service
+/// searched alone is one of the trace's services.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Search {
     /// `service.name`.
@@ -132,13 +143,16 @@ pub struct Search {
     pub operation: Option<String>,
     /// Span or resource attributes (and `error`, `span.kind`, `status.code`).
     pub tags: BTreeMap<String, String>,
-    /// Least span duration, ns.
+    /// Least duration, ns.
     pub min_duration_ns: Option<u64>,
-    /// Greatest span duration, ns.
+    /// Greatest duration, ns.
     pub max_duration_ns: Option<u64>,
-    /// Span start at or after, ns since the epoch.
+    /// Whether the durations are a span's or the trace's.
+    pub duration_of: DurationOf,
+    /// The trace ends at or after, and a matching span starts at or after, ns since the
+    /// epoch.
     pub start_ns: Option<i64>,
-    /// Span start at or before, ns since the epoch.
+    /// The trace and a matching span start at or before, ns since the epoch.
     pub end_ns: Option<i64>,
     /// Most traces returned.
     pub limit: u64,

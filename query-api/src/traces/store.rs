@@ -4,7 +4,7 @@
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
-use super::params::Search;
+use super::params::{DurationOf, Search};
 
 /// One stored span, as the APIs shape it.
 #[derive(Debug, Clone, Row, Deserialize)]
@@ -162,42 +162,152 @@ fn tag_condition(sql: &mut Sql, key: &str, value: &str) {
     }
 }
 
-/// The ids of the traces with a span matching `search`, newest first.
-pub fn search_sql(tenant: &str, search: &Search) -> Sql {
+/// Where a search finds each trace's extent, root and services.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TraceIndex {
+    /// The trace processor's summaries (`obs_trace_summaries`) for decided traces, and the
+    /// spans that started in the last `recent_ns` before `now_ns` for traces it has not
+    /// decided yet.
+    Summaries {
+        /// How far back undecided traces are assembled from their spans, ns.
+        recent_ns: i64,
+        /// The time of the search, ns since the epoch.
+        now_ns: i64,
+        /// Only the traces tail sampling kept (`otel_traces` stores no others).
+        kept_only: bool,
+    },
+    /// No trace processor: every trace is assembled from its spans, which may start up
+    /// to `longest_ns` before the searched range.
+    Spans {
+        /// The longest trace, ns.
+        longest_ns: i64,
+    },
+}
+
+/// The conditions one span of a trace must meet together, each ` AND ...` (empty: none).
+/// A service alone is left to the trace's list of services.
+fn span_conditions(search: &Search) -> Sql {
     let mut sql = Sql::default();
-    sql.push(
-        "SELECT TraceId FROM otel_traces WHERE Tenant = ?",
-        [s(tenant)],
-    );
-    if let Some(v) = &search.service {
+    let span_durations = search.duration_of == DurationOf::Span
+        && (search.min_duration_ns.is_some() || search.max_duration_ns.is_some());
+    let service_alone = search.operation.is_none() && search.tags.is_empty() && !span_durations;
+    if let Some(v) = search.service.as_ref().filter(|_| !service_alone) {
         sql.push(" AND ServiceName = ?", [s(v)]);
     }
     if let Some(v) = &search.operation {
         sql.push(" AND SpanName = ?", [s(v)]);
     }
-    if let Some(v) = search.min_duration_ns {
-        sql.push(" AND Duration >= ?", [Bind::U64(v)]);
-    }
-    if let Some(v) = search.max_duration_ns {
-        sql.push(" AND Duration <= ?", [Bind::U64(v)]);
-    }
-    if let Some(v) = search.start_ns {
-        sql.push(
-            " AND Timestamp >= fromUnixTimestamp64Nano(toInt64(?))",
-            [Bind::I64(v)],
-        );
-    }
-    if let Some(v) = search.end_ns {
-        sql.push(
-            " AND Timestamp <= fromUnixTimestamp64Nano(toInt64(?))",
-            [Bind::I64(v)],
-        );
+    if search.duration_of == DurationOf::Span {
+        if let Some(v) = search.min_duration_ns {
+            sql.push(" AND Duration >= ?", [Bind::U64(v)]);
+        }
+        if let Some(v) = search.max_duration_ns {
+            sql.push(" AND Duration <= ?", [Bind::U64(v)]);
+        }
     }
     for (k, v) in &search.tags {
         tag_condition(&mut sql, k, v);
     }
+    if !sql.text.is_empty() {
+        // The matching span started in the range.
+        time_range(&mut sql, search.start_ns, search.end_ns);
+    }
+    sql
+}
+
+/// The traces matching `search`, newest first, with their root and extent
+/// ([`TraceSummary`] rows). Decided traces come from the trace processor's summaries and
+/// undecided ones from their recent spans, a summary winning over the spans of the same
+/// trace (without the processor, every trace comes from its spans). A trace matches when it
+/// overlaps the range, one of its spans meets the span conditions, it has the service
+/// searched alone, and (Tempo) its duration is within the bounds.
+pub fn search_sql(tenant: &str, search: &Search, index: TraceIndex) -> Sql {
+    let conditions = span_conditions(search);
+    let mut sql = Sql::default();
     sql.push(
-        " GROUP BY TraceId ORDER BY max(Timestamp) DESC, TraceId LIMIT ?",
+        "SELECT t AS trace_id, argMax(st, src) AS start_ns, argMax(st + dur, src) AS end_ns, \
+         argMax(rsvc, src) AS root_service, argMax(rname, src) AS root_name FROM (\
+         SELECT TraceId AS t, toUInt8(0) AS src, toUnixTimestamp64Nano(min(Timestamp)) AS st, \
+         max(toUnixTimestamp64Nano(Timestamp) + toInt64(Duration)) - st AS dur, \
+         CAST(argMinIf(ServiceName, Timestamp, ParentSpanId = '') AS String) AS rsvc, \
+         CAST(argMinIf(SpanName, Timestamp, ParentSpanId = '') AS String) AS rname, \
+         CAST(groupUniqArray(ServiceName) AS Array(String)) AS svcs, toUInt64(countIf(1",
+        [],
+    );
+    sql.push(&conditions.text, conditions.binds.clone());
+    sql.push(
+        ")) AS matched FROM otel_traces WHERE Tenant = ?",
+        [s(tenant)],
+    );
+    match index {
+        TraceIndex::Summaries {
+            recent_ns, now_ns, ..
+        } => time_range(&mut sql, Some(now_ns.saturating_sub(recent_ns)), None),
+        TraceIndex::Spans { longest_ns } => time_range(
+            &mut sql,
+            search.start_ns.map(|v| v.saturating_sub(longest_ns)),
+            search.end_ns,
+        ),
+    }
+    sql.push(" GROUP BY TraceId", []);
+    if let TraceIndex::Summaries { kept_only, .. } = index {
+        sql.push(
+            " UNION ALL SELECT TraceId, toUInt8(1), toUnixTimestamp64Nano(Start), DurationNs, \
+             CAST(RootService AS String), CAST(RootName AS String), \
+             CAST(Services AS Array(String)), toUInt64(",
+            [],
+        );
+        if conditions.text.is_empty() {
+            sql.push("1", []);
+        } else {
+            sql.push(
+                "TraceId IN (SELECT TraceId FROM otel_traces WHERE Tenant = ?",
+                [s(tenant)],
+            );
+            sql.push(&conditions.text, conditions.binds.clone());
+            sql.push(")", []);
+        }
+        sql.push(") FROM obs_trace_summaries WHERE Tenant = ?", [s(tenant)]);
+        if kept_only {
+            sql.push(" AND Kept", []);
+        }
+        if let Some(v) = search.end_ns {
+            sql.push(
+                " AND Start <= fromUnixTimestamp64Nano(toInt64(?))",
+                [Bind::I64(v)],
+            );
+        }
+        if let Some(v) = search.start_ns {
+            sql.push(
+                " AND End >= fromUnixTimestamp64Nano(toInt64(?))",
+                [Bind::I64(v)],
+            );
+        }
+    }
+    sql.push(") GROUP BY t HAVING max(matched) > 0", []);
+    if let Some(v) = search
+        .service
+        .as_ref()
+        .filter(|_| conditions.text.is_empty())
+    {
+        sql.push(" AND has(argMax(svcs, src), ?)", [s(v)]);
+    }
+    if search.duration_of == DurationOf::Trace {
+        if let Some(v) = search.min_duration_ns {
+            sql.push(" AND end_ns - start_ns >= ?", [Bind::U64(v)]);
+        }
+        if let Some(v) = search.max_duration_ns {
+            sql.push(" AND end_ns - start_ns <= ?", [Bind::U64(v)]);
+        }
+    }
+    if let Some(v) = search.end_ns {
+        sql.push(" AND start_ns <= ?", [Bind::I64(v)]);
+    }
+    if let Some(v) = search.start_ns {
+        sql.push(" AND end_ns >= ?", [Bind::I64(v)]);
+    }
+    sql.push(
+        " ORDER BY start_ns DESC, trace_id LIMIT ?",
         [Bind::U64(search.limit)],
     );
     sql
@@ -376,9 +486,8 @@ pub fn dependencies_sql(tenant: &str, start_ns: i64, end_ns: i64) -> Sql {
 mod tests {
     use super::*;
 
-    #[test]
-    fn search_binds_every_value() {
-        let search = Search {
+    fn search(duration_of: DurationOf) -> Search {
+        Search {
             service: Some("checkout' OR 1=1 --".into()),
             operation: Some("GET /".into()),
             tags: [
@@ -388,23 +497,81 @@ mod tests {
             .into(),
             min_duration_ns: Some(1000),
             max_duration_ns: None,
+            duration_of,
             start_ns: Some(5),
             end_ns: None,
             limit: 20,
+        }
+    }
+
+    const SUMMARIES: TraceIndex = TraceIndex::Summaries {
+        recent_ns: 60,
+        now_ns: 100,
+        kept_only: true,
+    };
+
+    #[test]
+    fn search_binds_every_value() {
+        for index in [SUMMARIES, TraceIndex::Spans { longest_ns: 7 }] {
+            for of in [DurationOf::Span, DurationOf::Trace] {
+                let sql = search_sql("a", &search(of), index);
+                assert_eq!(
+                    sql.text.matches('?').count(),
+                    sql.binds.len(),
+                    "{}",
+                    sql.text
+                );
+                assert!(sql.binds.contains(&s("checkout' OR 1=1 --")));
+                assert!(!sql.text.contains("OR 1=1"));
+                assert!(sql.text.contains("ServiceName = ? AND SpanName = ?"));
+                assert_eq!(
+                    sql.text
+                        .contains("obs_trace_summaries WHERE Tenant = ? AND Kept"),
+                    index == SUMMARIES
+                );
+                // Jaeger bounds one span's duration, Tempo the trace's.
+                assert_eq!(
+                    sql.text.contains("AND Duration >= ?"),
+                    of == DurationOf::Span
+                );
+                assert_eq!(
+                    sql.text.contains("end_ns - start_ns >= ?"),
+                    of == DurationOf::Trace
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_service_alone_is_one_of_the_traces_services() {
+        let alone = Search {
+            service: Some("checkout".into()),
+            limit: 20,
+            ..Search::default()
         };
-        let sql = search_sql("a", &search);
-        assert_eq!(
-            sql.text,
-            "SELECT TraceId FROM otel_traces WHERE Tenant = ? AND ServiceName = ? AND SpanName = ? \
-             AND Duration >= ? AND Timestamp >= fromUnixTimestamp64Nano(toInt64(?)) \
-             AND StatusCode = 'Error' \
-             AND ((mapContains(SpanAttributes, ?) AND SpanAttributes[?] = ?) \
-             OR (mapContains(ResourceAttributes, ?) AND ResourceAttributes[?] = ?)) \
-             GROUP BY TraceId ORDER BY max(Timestamp) DESC, TraceId LIMIT ?"
-        );
+        let sql = search_sql("a", &alone, SUMMARIES);
+        assert!(!sql.text.contains("ServiceName = ?"), "{}", sql.text);
+        assert!(sql.text.contains("has(argMax(svcs, src), ?)"));
+        // Summaries are read whole; recent spans only from now - recent_ns.
+        assert!(sql.text.contains("toUInt64(1) FROM obs_trace_summaries"));
+        assert_eq!(sql.binds[1], Bind::I64(40));
         assert_eq!(sql.text.matches('?').count(), sql.binds.len());
-        assert_eq!(sql.binds[1], s("checkout' OR 1=1 --"));
-        assert!(!sql.text.contains("OR 1=1"));
+        // A span duration makes the service a span condition again (Jaeger).
+        let with_duration = Search {
+            min_duration_ns: Some(1),
+            ..alone.clone()
+        };
+        let sql = search_sql("a", &with_duration, SUMMARIES);
+        assert!(sql.text.contains("ServiceName = ? AND Duration >= ?"));
+        assert!(!sql.text.contains("has(argMax"));
+        // A trace duration does not (Tempo).
+        let trace_duration = Search {
+            duration_of: DurationOf::Trace,
+            ..with_duration
+        };
+        let sql = search_sql("a", &trace_duration, SUMMARIES);
+        assert!(sql.text.contains("has(argMax(svcs, src), ?)"));
+        assert!(sql.text.contains("end_ns - start_ns >= ?"));
     }
 
     #[test]

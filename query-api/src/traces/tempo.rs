@@ -12,7 +12,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::params::{self, Search};
+use super::params::{self, DurationOf, Search};
 use super::store::{self, TagScope};
 use super::{Failure, Fetched, otlp};
 use crate::server::ApiState;
@@ -61,6 +61,7 @@ pub fn search(q: &HashMap<String, String>) -> Result<Search, String> {
         tags,
         min_duration_ns: get("minDuration").map(params::duration_ns).transpose()?,
         max_duration_ns: get("maxDuration").map(params::duration_ns).transpose()?,
+        duration_of: DurationOf::Trace,
         start_ns: params::time_ns("start", get("start"), 1_000_000_000)?,
         // `end` is a whole second: the spans of that second are in.
         end_ns: params::time_ns("end", get("end"), 1_000_000_000)?
@@ -84,27 +85,12 @@ pub async fn find_traces(
         Ok(s) => s,
         Err(e) => return Failure::bad(e).tempo(),
     };
-    let ids = match super::search_ids(&state, &tenant, &search).await {
-        Ok(ids) => ids,
+    let found = match super::search(&state, &tenant, &search).await {
+        Ok(found) => found,
         Err(f) => return f.tempo(),
     };
-    let summaries = if ids.is_empty() {
-        Vec::new()
-    } else {
-        match store::summaries_sql(&tenant, &ids)
-            .query(&state.client)
-            .fetch_all::<store::TraceSummary>()
-            .await
-        {
-            Ok(s) => s,
-            Err(e) => return Failure::storage(e).tempo(),
-        }
-    };
-    let by_id: HashMap<&str, &store::TraceSummary> =
-        summaries.iter().map(|s| (s.trace_id.as_str(), s)).collect();
-    let traces: Vec<Value> = ids
+    let traces: Vec<Value> = found
         .iter()
-        .filter_map(|id| by_id.get(id.as_str()))
         .map(|s| {
             let or_none = |v: &str| {
                 if v.is_empty() {
