@@ -20,7 +20,9 @@ Tempo's traces_spanmetrics_size_total counts for a span with string attributes).
   status x1:    frontend SERVER "GET /status" (root) peer.service=healthchecker 3 ms
 --scenario sampling: the traces of tests/traces/sampling.yml's cases, one per 200 ms, each
   root span named after its case.
---scenario late --trace-ids A,B: one more "late" span (1 ms, status Error) in each trace.
+--scenario late --trace-ids A,B: one more "late" span (1 ms, status Error) in each trace,
+  shop SERVER in the first (a server side the service graph can no longer pair), shop
+  INTERNAL in the others.
 
 Usage: send_trace_topologies.py --endpoint URL --scenario S --base-ns N [--trace-ids A,B]
 """
@@ -200,7 +202,8 @@ def sampling(svc, base):
 def late(svc, base, trace_ids):
     for i, tid in enumerate(trace_ids):
         parent = remote_parent(int(tid, 16), 0x1A7E000000000000 + i + 1)
-        end(svc["shop"].span("late", SpanKind.INTERNAL, base + i * MS, 1, parent=parent, error=True))
+        kind = SpanKind.SERVER if i == 0 else SpanKind.INTERNAL
+        end(svc["shop"].span("late", kind, base + i * MS, 1, parent=parent, error=True))
 
 
 def main():

@@ -18,6 +18,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
@@ -82,6 +83,9 @@ pub fn logs_request(run: &str, n: u64) -> Vec<u8> {
 }
 
 /// Request `n` of spans: trace ids start with `run_no`, span ids are unique in the run.
+/// Each trace is 4 `load-svc` spans in a chain: a root server span (a request from the
+/// `user` virtual node), a client span calling a server span (a `load-svc` → `load-svc`
+/// request), and an internal span.
 pub fn spans_request(run_no: u64, n: u64) -> Vec<u8> {
     let spans = (0..SPANS)
         .map(|i| {
@@ -89,9 +93,20 @@ pub fn spans_request(run_no: u64, n: u64) -> Vec<u8> {
             let mut trace_id = run_no.to_be_bytes().to_vec();
             trace_id.extend((id / 4).to_be_bytes());
             let start = now_ns();
+            let kind = [SpanKind::Server, SpanKind::Client, SpanKind::Server][..]
+                .get((id % 4) as usize)
+                .copied()
+                .unwrap_or(SpanKind::Internal);
             Span {
                 trace_id,
                 span_id: (id + 1).to_be_bytes().to_vec(),
+                // The previous span of the trace (its id is `id`).
+                parent_span_id: if id % 4 == 0 {
+                    Vec::new()
+                } else {
+                    id.to_be_bytes().to_vec()
+                },
+                kind: kind as i32,
                 name: "load-span".into(),
                 start_time_unix_nano: start,
                 end_time_unix_nano: start + 1000,

@@ -1,7 +1,8 @@
 //! The trace processor (`obs processor`, its own process) killed with SIGKILL 10 times
 //! while spans keep arriving: afterwards `sum(traces_spanmetrics_calls_total)` equals the
-//! number of spans acknowledged, exactly, and every trace has exactly one summary holding
-//! all of its spans.
+//! number of spans acknowledged, exactly, every trace has exactly one summary holding all
+//! of its spans, and the service graph (metrics and the edge table) counts every trace's
+//! two requests exactly once.
 
 use std::time::Duration;
 
@@ -114,4 +115,58 @@ async fn sigkill_neither_loses_nor_repeats_span_metrics_or_summaries() {
         Some(spans),
         "every span counted exactly once"
     );
+
+    // Each trace makes two requests: user → load-svc (its root) and load-svc → load-svc.
+    let want = [
+        ("load-svc".to_string(), traces),
+        ("user".to_string(), traces),
+    ];
+    let sql = "SELECT Client, toUInt64(sum(RequestCount)) FROM obs_servicegraph_edges FINAL \
+               WHERE Server = 'load-svc' GROUP BY Client ORDER BY Client";
+    let edges: Vec<(String, u64)> = wait_for(
+        "every request in the edge table",
+        Duration::from_secs(90),
+        || {
+            let q = db.query(sql);
+            async move {
+                let rows: Vec<(String, u64)> = q.fetch_all().await.ok()?;
+                (rows.iter().map(|r| r.1).sum::<u64>() >= 2 * traces).then_some(rows)
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", stack.processor_log()));
+    assert_eq!(edges, want, "edge windows: no request lost or repeated");
+    let q = "sum by (client) (traces_service_graph_request_total{server=\"load-svc\"})";
+    let got = wait_for("every request counted", Duration::from_secs(60), || async {
+        let v = query_values(&stack, q, "client").await?;
+        (v.iter().map(|r| r.1).sum::<u64>() >= 2 * traces).then_some(v)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", stack.processor_log()));
+    assert_eq!(got, want, "request metrics: no request lost or repeated");
+}
+
+/// An instant query's values by one label, ordered by it.
+async fn query_values(stack: &Stack, q: &str, label: &str) -> Option<Vec<(String, u64)>> {
+    let url = format!("{}/api/v1/query", stack.query_url());
+    let body: Value = http(30)
+        .get(&url)
+        .query(&[("query", q)])
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let mut rows: Vec<(String, u64)> = body["data"]["result"]
+        .as_array()?
+        .iter()
+        .map(|r| {
+            let v: f64 = r["value"][1].as_str()?.parse().ok()?;
+            Some((r["metric"][label].as_str()?.to_string(), v as u64))
+        })
+        .collect::<Option<_>>()?;
+    rows.sort();
+    Some(rows)
 }

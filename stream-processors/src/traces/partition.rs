@@ -212,6 +212,9 @@ impl Partition {
             match self.cache.get(&key) {
                 Some(kept) => {
                     out.late_spans += 1;
+                    self.s
+                        .servicegraph
+                        .observe_late(&mut self.registry, &span, now);
                     if kept {
                         self.emit_sampled(span, out);
                     }

@@ -6,7 +6,9 @@
 //!   has status Error), `_request_server_seconds` and `_request_client_seconds`
 //!   (histograms), labelled `client`, `server` and `connection_type` (absent when plain,
 //!   else `messaging_system`, `database` or `virtual_node`); `_unpaired_spans_total` with
-//!   `client` or `server` for a side that found no partner and no virtual node.
+//!   `client` or `server` for a side that found no partner and no virtual node;
+//!   `_dropped_spans_total`, same labels, for a client or server span that arrived after its
+//!   trace was decided (it can no longer be paired; span metrics still count it).
 //! * Virtual nodes (Tempo's expiry rules, applied when the trace is decided): a root server
 //!   span's client is its peer attribute or `user`; a client span without a server span
 //!   but with a peer attribute (`peer.service`, `db.name`, `db.system` by default) calls
@@ -287,6 +289,30 @@ impl ServiceGraph {
             );
         }
     }
+
+    /// Counts a span that arrived after its trace was decided: a client or server side
+    /// the graph drops, as it can no longer be paired.
+    pub fn observe_late(&self, registry: &mut Registry, span: &Span, now_ms: i64) {
+        let side = if is_client_side(span) {
+            "client"
+        } else if is_server_side(span) {
+            "server"
+        } else {
+            return;
+        };
+        if span.service.is_empty() {
+            return;
+        }
+        registry.add(
+            SeriesKey::new(
+                &span.tenant,
+                "traces_service_graph_dropped_spans_total",
+                vec![(side.into(), span.service.clone())],
+            ),
+            1.0,
+            now_ms,
+        );
+    }
 }
 
 #[cfg(test)]
@@ -312,6 +338,35 @@ mod tests {
             buckets: vec![0.1, 1.0],
             peer_attributes: vec!["peer.service".into(), "db.name".into(), "db.system".into()],
         }
+    }
+
+    #[test]
+    fn late_client_and_server_spans_are_dropped_sides() {
+        let mut r = Registry::default();
+        let g = graph();
+        for s in [
+            span("1", "0", "shop", "Server", 1),
+            span("2", "1", "shop", "Client", 1),
+            span("3", "1", "shop", "Consumer", 1),
+            span("4", "1", "shop", "Internal", 1),
+            span("5", "1", "", "Server", 1),
+        ] {
+            g.observe_late(&mut r, &s, 10);
+        }
+        let dropped = |side: &str| {
+            r.counter(&SeriesKey::new(
+                "t",
+                "traces_service_graph_dropped_spans_total",
+                vec![(side.into(), "shop".into())],
+            ))
+        };
+        assert_eq!(dropped("server"), Some(2.0));
+        assert_eq!(dropped("client"), Some(1.0));
+        assert_eq!(
+            r.len(),
+            2,
+            "internal spans and spans without a service are not counted"
+        );
     }
 
     #[test]
