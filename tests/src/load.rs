@@ -101,7 +101,7 @@ pub fn spans_request(run_no: u64, n: u64) -> Vec<u8> {
                 trace_id,
                 span_id: (id + 1).to_be_bytes().to_vec(),
                 // The previous span of the trace (its id is `id`).
-                parent_span_id: if id % 4 == 0 {
+                parent_span_id: if id.is_multiple_of(4) {
                     Vec::new()
                 } else {
                     id.to_be_bytes().to_vec()
