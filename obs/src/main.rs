@@ -167,6 +167,10 @@ enum Command {
         /// Query API base URL for the pipeline run (default: http://<[query] listen>).
         #[arg(long)]
         query: Option<String>,
+        /// Trace processor base URL for the pipeline run, whose /metrics counts the spans
+        /// it handled (default: http://<[processor] listen>).
+        #[arg(long)]
+        processor: Option<String>,
         /// Traces sent in the pipeline run.
         #[arg(long, default_value_t = 20_000)]
         pipeline_traces: usize,
@@ -429,6 +433,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             policies,
             collector,
             query,
+            processor,
             pipeline_traces,
             concurrency,
         } => {
@@ -437,6 +442,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 policies,
                 collector,
                 query: query.unwrap_or_else(|| format!("http://{}", cfg.query.listen)),
+                processor: processor.unwrap_or_else(|| format!("http://{}", cfg.processor.listen)),
                 pipeline_traces,
                 concurrency,
             };
