@@ -307,7 +307,9 @@ pub struct TracesConfig {
     /// follow its decision.
     pub decision_cache_size: usize,
     /// How often each partition's state is checkpointed (ms of wall clock); a restart
-    /// reads input again from the oldest open trace of its latest checkpoint.
+    /// reads input again from the oldest open trace of its latest checkpoint, which is at
+    /// least a decision wait back anyway, so checkpointing much more often than
+    /// `decision_wait_ms` only costs (a checkpoint lists every open trace).
     pub checkpoint_interval_ms: u64,
 }
 
@@ -327,7 +329,7 @@ impl Default for TracesConfig {
             peer_attributes: vec!["peer.service".into(), "db.name".into(), "db.system".into()],
             sampling_file: String::new(),
             decision_cache_size: 10_000,
-            checkpoint_interval_ms: 2_000,
+            checkpoint_interval_ms: 10_000,
         }
     }
 }

@@ -102,7 +102,9 @@ fn trace(run: u64, i: usize, t0_ns: i64) -> Vec<Span> {
             Some(("template", "checkout".into())),
         ),
     ];
-    let trace_id = format!("{run:016x}{i:016x}");
+    // Random-looking ids, as SDKs make them: the Collector's probabilistic sampling hashes
+    // the id with FNV, whose top bits barely change between sequential ids.
+    let trace_id = format!("{run:016x}{:016x}", splitmix64(i as u64));
     shape
         .into_iter()
         .enumerate()
@@ -243,6 +245,14 @@ fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
+/// SplitMix64's output function: a bijection that scatters sequential numbers.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// One OTLP request holding `traces` whole traces from trace number `first`.
 fn request(run: u64, first: usize, traces: usize, t0_ns: i64) -> Vec<u8> {
     let mut by_service: std::collections::BTreeMap<String, Vec<otlp::Span>> = Default::default();
@@ -306,13 +316,17 @@ async fn counted(client: &reqwest::Client, query: &str) -> Option<f64> {
     )
 }
 
-/// Spans the trace processor has handled since it started (`obs_traces_spans_total`).
+/// Spans the trace processor has handled since it started (`obs_traces_spans_total`, absent
+/// before the first).
 async fn handled(client: &reqwest::Client, processor: &str) -> Option<f64> {
     let url = format!("{}/metrics", processor.trim_end_matches('/'));
     let text = client.get(url).send().await.ok()?.text().await.ok()?;
-    text.lines()
-        .find(|l| l.starts_with("obs_traces_spans_total"))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    Some(
+        text.lines()
+            .find(|l| l.starts_with("obs_traces_spans_total"))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0),
+    )
 }
 
 async fn pipeline(b: &TracesBench, collector: &str, run: u64) -> anyhow::Result<()> {

@@ -60,7 +60,32 @@ pub struct Checkpoint {
     pub skip_sampled: Vec<(String, String)>,
 }
 
+/// The first bytes of an LZ4-compressed checkpoint (a plain one is JSON, starting `{`).
+const LZ4_MAGIC: &[u8] = b"LZ4J";
+
 impl Checkpoint {
+    /// The checkpoint as stored: JSON compressed with LZ4 (a checkpoint lists every open
+    /// trace; its trace ids and repeated field names compress several-fold).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let json = serde_json::to_vec(self).expect("checkpoints serialise");
+        let mut out = LZ4_MAGIC.to_vec();
+        out.extend(lz4_flex::compress_prepend_size(&json));
+        out
+    }
+
+    /// A stored checkpoint: compressed as [`Checkpoint::to_bytes`] writes it, or plain JSON
+    /// (as earlier versions wrote it).
+    pub fn from_bytes(bytes: &[u8]) -> anyhow::Result<Checkpoint> {
+        match bytes.strip_prefix(LZ4_MAGIC) {
+            Some(compressed) => {
+                let json = lz4_flex::decompress_size_prepended(compressed)
+                    .context("decompressing the checkpoint")?;
+                Ok(serde_json::from_slice(&json)?)
+            }
+            None => Ok(serde_json::from_slice(bytes)?),
+        }
+    }
+
     /// The counters as JSON, for comparing two states in tests.
     pub fn registry_json(&self) -> String {
         serde_json::to_string(&self.registry).expect("serialises")
@@ -126,7 +151,7 @@ fn read_range(
         let Some(&p) = keys.get(k) else {
             return;
         };
-        match serde_json::from_slice::<Checkpoint>(v) {
+        match Checkpoint::from_bytes(v) {
             Ok(cp) if cp.version == VERSION => {
                 found.insert(p, cp);
             }

@@ -499,7 +499,18 @@ mod tests {
                     };
                     first.handle(o as i64, spans.clone(), out);
                     if o + 1 == checkpoint_at {
-                        cp = Some(first.checkpoint());
+                        // Through the stored form, compressed and plain (as older
+                        // versions wrote it).
+                        let c = first.checkpoint();
+                        let bytes = c.to_bytes();
+                        let plain = serde_json::to_vec(&c).unwrap();
+                        assert!(bytes.len() < plain.len(), "compressed");
+                        let back = Checkpoint::from_bytes(&bytes).unwrap();
+                        assert!(
+                            serde_json::to_vec(&back).unwrap() == plain,
+                            "the stored checkpoint reads back the same"
+                        );
+                        cp = Some(Checkpoint::from_bytes(&plain).unwrap());
                     }
                 }
                 // Published after the checkpoint, before the crash:

@@ -440,8 +440,7 @@ impl Traces {
             if let Some(t) = part.time_ms() {
                 metrics::gauge!("obs_traces_partition_time_ms", "partition" => label).set(t as f64);
             }
-            let json = serde_json::to_vec(&cp).expect("checkpoints serialise");
-            messages.push((p % self.state_partitions, checkpoint::key(p), json));
+            messages.push((p % self.state_partitions, checkpoint::key(p), cp.to_bytes()));
         }
         let mut backoff = Duration::from_millis(200);
         loop {
