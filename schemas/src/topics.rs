@@ -19,7 +19,7 @@ pub enum Topic {
     Events,
     /// Windowed metric aggregates ([`crate::records::MetricRollup`]).
     MetricsRollup,
-    /// Correlated traces ([`crate::records::TraceSummary`]).
+    /// Correlated traces ([`crate::records::TraceSummaryBatch`]), keyed by trace id.
     Traces,
     /// Service-graph edges ([`crate::records::ServiceGraphEdge`]).
     ServiceGraph,
@@ -82,7 +82,7 @@ impl Topic {
             Topic::LogsRaw | Topic::ProcessorState => return None,
             Topic::Events => include_str!("../avro/event_batch.avsc"),
             Topic::MetricsRollup => include_str!("../avro/metric_rollup.avsc"),
-            Topic::Traces => include_str!("../avro/trace_summary.avsc"),
+            Topic::Traces => include_str!("../avro/trace_summary_batch.avsc"),
             Topic::ServiceGraph => include_str!("../avro/servicegraph_edge.avsc"),
             Topic::Alerts => include_str!("../avro/alert.avsc"),
             Topic::Dlq => include_str!("../avro/dlq_record.avsc"),

@@ -325,9 +325,18 @@ mod tests {
         );
         roundtrip(
             Topic::Traces,
-            TraceSummary {
-                services: vec!["a".into()],
-                ..Default::default()
+            TraceSummaryBatch {
+                summaries: vec![
+                    TraceSummary {
+                        services: vec!["a".into()],
+                        ..Default::default()
+                    },
+                    TraceSummary {
+                        trace_id: "b".into(),
+                        kept: true,
+                        ..Default::default()
+                    },
+                ],
             },
         );
         roundtrip(

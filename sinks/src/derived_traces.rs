@@ -4,7 +4,7 @@
 
 use clickhouse::Row;
 use obs_schemas::Topic;
-use obs_schemas::records::{ServiceGraphEdge, SpanBatch, TraceSummary};
+use obs_schemas::records::{ServiceGraphEdge, SpanBatch, TraceSummaryBatch};
 use serde::Serialize;
 
 use crate::table::TableSink;
@@ -45,13 +45,13 @@ pub struct TraceSummaryRow {
 }
 
 impl TableSink for TraceSummaries {
-    type Message = TraceSummary;
+    type Message = TraceSummaryBatch;
     type Row = TraceSummaryRow;
     const TOPIC: Topic = Topic::Traces;
     const TABLE: &'static str = "obs_trace_summaries";
 
-    fn rows(&mut self, s: TraceSummary, out: &mut Vec<TraceSummaryRow>) {
-        out.push(TraceSummaryRow {
+    fn rows(&mut self, batch: TraceSummaryBatch, out: &mut Vec<TraceSummaryRow>) {
+        out.extend(batch.summaries.into_iter().map(|s| TraceSummaryRow {
             tenant: s.tenant,
             trace_id: s.trace_id,
             root_service: s.root_service,
@@ -64,7 +64,7 @@ impl TableSink for TraceSummaries {
             services: s.services,
             kept: s.kept,
             decided_at_ms: s.decided_at_ms,
-        });
+        }));
     }
 
     fn row_time_ns(row: &TraceSummaryRow) -> Option<i64> {

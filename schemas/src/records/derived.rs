@@ -31,7 +31,15 @@ pub struct MetricRollup {
     pub last_timestamp_ms: i64,
 }
 
-/// Value of `obs.traces`: one correlated trace.
+/// Value of `obs.traces`: summaries of traces whose ids hash to one partition (batched, as
+/// every topic's records are: one message per trace would bound the broker).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct TraceSummaryBatch {
+    /// The summaries.
+    pub summaries: Vec<TraceSummary>,
+}
+
+/// One correlated trace.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct TraceSummary {
     /// Tenant.

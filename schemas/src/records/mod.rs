@@ -10,7 +10,9 @@ mod logs;
 mod metrics;
 mod spans;
 
-pub use derived::{Alert, DeadLetter, MetricRollup, ServiceGraphEdge, TraceSummary};
+pub use derived::{
+    Alert, DeadLetter, MetricRollup, ServiceGraphEdge, TraceSummary, TraceSummaryBatch,
+};
 pub use events::{Event, EventBatch};
 pub use logs::{LogBatch, LogRecord};
 pub use metrics::{Exemplar, HistogramPoint, MetricBatch, MetricMetadata, MetricSeries};

@@ -21,7 +21,7 @@ use obs_runtime::kafka::{self, SharedProducer};
 use obs_runtime::publish::{Outgoing, Publisher, partition_of};
 use obs_runtime::{Config, ops, shutdown};
 use obs_schemas::Topic;
-use obs_schemas::records::{Span, SpanBatch};
+use obs_schemas::records::{Span, SpanBatch, TraceSummary, TraceSummaryBatch};
 use obs_schemas::wire::Codec;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -38,6 +38,8 @@ const STALE_MS: i64 = 15 * 60 * 1000;
 
 /// Most spans a kept-spans message carries.
 const SPANS_PER_MESSAGE: usize = 2_000;
+/// Most trace summaries in one `obs.traces` message.
+const SUMMARIES_PER_MESSAGE: usize = 2_000;
 
 /// The partitions' settings from `[traces]`.
 pub fn settings(cfg: &Config) -> anyhow::Result<Settings> {
@@ -358,17 +360,25 @@ impl Traces {
                 part.published_sampled(end);
             }
         }
+        // Summaries batched per obs.traces partition (by trace id).
         let n = self.publisher.partitions(Topic::Traces);
-        let summaries = out
-            .summaries
+        let mut by_partition: BTreeMap<i32, Vec<TraceSummary>> = BTreeMap::new();
+        for s in out.summaries {
+            let p = partition_of(xxhash_rust::xxh3::xxh3_64(s.trace_id.as_bytes()) as i64, n);
+            by_partition.entry(p).or_default().push(s);
+        }
+        let summaries = by_partition
             .into_iter()
-            .map(|s| Outgoing {
-                partition: partition_of(
-                    xxhash_rust::xxh3::xxh3_64(s.trace_id.as_bytes()) as i64,
-                    n,
-                ),
-                value: s,
-                headers: Vec::new(),
+            .flat_map(|(partition, list)| {
+                list.chunks(SUMMARIES_PER_MESSAGE)
+                    .map(|c| Outgoing {
+                        partition,
+                        value: TraceSummaryBatch {
+                            summaries: c.to_vec(),
+                        },
+                        headers: Vec::new(),
+                    })
+                    .collect::<Vec<_>>()
             })
             .collect();
         if self
