@@ -91,7 +91,19 @@ impl Codec {
         );
         let registered = get_schema_by_subject(&self.settings, &strategy)
             .await
-            .map_err(|e| WireError::Registry(e.to_string()))?;
+            .map_err(|e| {
+                let text = e.to_string();
+                let hint = if text.contains("409") || text.to_lowercase().contains("incompatible") {
+                    format!(
+                        " (the registry holds an incompatible earlier version of {topic}'s schema: \
+                         on a development stack delete the subject with DELETE \
+                         /subjects/{topic}-value, or start from a fresh state)"
+                    )
+                } else {
+                    String::new()
+                };
+                WireError::Registry(format!("registering {topic}-value: {text}{hint}"))
+            })?;
         let schema = Schema::parse_str(&text)
             .map_err(|e| WireError::Malformed(format!("{topic} value schema: {e}")))?;
         let w = Arc::new((registered.id, schema));
