@@ -321,6 +321,11 @@ enum SloCommand {
     },
 }
 
+/// mimalloc instead of glibc's malloc: allocation and free were a third of `obs up`'s CPU
+/// under span load (perf, `scripts/stack bench-traces`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     telemetry::init();
