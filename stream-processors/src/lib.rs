@@ -7,8 +7,8 @@
 //!   processor ([`rules::run`]) that evaluates them on `obs.metrics`.
 //! * [`traces`]: the trace processor ([`traces::run::run`]) that correlates `obs.spans`
 //!   per trace: span metrics, service graph, tail sampling, trace summaries.
-//! * [`logs`]: log pipeline stages; so far PII redaction ([`logs::redact`]), not yet run
-//!   by a processor.
+//! * [`logs`]: log pipeline stages ([`logs::pipeline`], PII redaction in
+//!   [`logs::redact`]), not yet run by a processor.
 //!
 //! Rollups are not built yet. The derived records' shapes live in `obs_schemas::records`.
 
