@@ -518,7 +518,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Config => {
-            print!("{}", toml::to_string_pretty(&cfg)?);
+            // Secrets are shown as set or not, never printed.
+            let mut shown = cfg.clone();
+            for secret in [&mut shown.clickhouse.password, &mut shown.logs.redact_key] {
+                if !secret.is_empty() {
+                    *secret = "<set>".into();
+                }
+            }
+            print!("{}", toml::to_string_pretty(&shown)?);
             Ok(())
         }
     }

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use obs_runtime::config::{CollectorConfig, Config};
 use obs_runtime::{kafka, ops, shutdown};
+use obs_schemas::Topic;
 use obs_schemas::wire::Codec;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
@@ -353,7 +354,14 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
     let partitions = kafka::partition_counts(&cfg.kafka).await?;
     let codec = Arc::new(Codec::new(&cfg.registry.url));
     let state = AppState {
-        publisher: Publisher::new(producer, codec, partitions),
+        publisher: Publisher::new(producer, codec, partitions).with_logs_topic(
+            // Configured log pipelines run before storage: the log processor reads these.
+            if cfg.logs.pipelines_file.is_empty() {
+                Topic::Logs
+            } else {
+                Topic::LogsIngest
+            },
+        ),
         cfg: Arc::new(cfg.collector.clone()),
         guard: Arc::new(SeriesGuard::new(&cfg.collector)),
         families: Arc::new(Families::default()),

@@ -33,6 +33,8 @@ pub struct Config {
     pub processor: ProcessorConfig,
     /// The trace processor of `obs processor` (span metrics, service graph, sampling).
     pub traces: TracesConfig,
+    /// Log pipelines (parse, shape, redact) the log processor of `obs processor` runs.
+    pub logs: LogsConfig,
     /// Table retention applied by `obs migrate`.
     pub retention: Retention,
 }
@@ -311,6 +313,20 @@ pub struct TracesConfig {
     /// least a decision wait back anyway, so checkpointing much more often than
     /// `decision_wait_ms` only costs (a checkpoint lists every open trace).
     pub checkpoint_interval_ms: u64,
+}
+
+/// `[logs]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogsConfig {
+    /// A TOML file of `[[pipelines]]`; empty: no pipelines, collectors write `obs.logs`
+    /// directly. Set: collectors write `obs.logs.ingest` and the log processor writes
+    /// `obs.logs` after the pipelines.
+    pub pipelines_file: String,
+    /// Key of the `redact` stages' `hash` action (HMAC-SHA256), so equal values give equal
+    /// hashes that cannot be reversed by hashing guesses without it; required when a stage
+    /// hashes. Set it from the environment (`OBS_LOGS__REDACT_KEY`), not in a file.
+    pub redact_key: String,
 }
 
 impl Default for TracesConfig {

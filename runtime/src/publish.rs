@@ -62,6 +62,9 @@ pub struct Publisher {
     producer: SharedProducer,
     codec: Arc<Codec>,
     partitions: Arc<HashMap<Topic, i32>>,
+    /// Where [`Publisher::logs`] writes: `obs.logs`, or `obs.logs.ingest` when log
+    /// pipelines run before storage.
+    logs_topic: Topic,
 }
 
 /// The partition a key hash falls in (the same hash always lands in the same partition).
@@ -81,7 +84,15 @@ impl Publisher {
             producer,
             codec,
             partitions: Arc::new(partitions),
+            logs_topic: Topic::Logs,
         }
+    }
+
+    /// The same publisher writing log records to `topic` (`obs.logs.ingest` when log
+    /// pipelines are configured).
+    pub fn with_logs_topic(mut self, topic: Topic) -> Self {
+        self.logs_topic = topic;
+        self
     }
 
     /// How many partitions `topic` has.
@@ -89,9 +100,10 @@ impl Publisher {
         self.partitions.get(&topic).copied().unwrap_or(1)
     }
 
-    /// Publishes log records, partitioned by stream (tenant, service, resource attributes).
+    /// Publishes log records, partitioned by stream (tenant, service, resource attributes),
+    /// to `obs.logs` (or `obs.logs.ingest`, see [`Publisher::with_logs_topic`]).
     pub async fn logs(&self, records: Vec<LogRecord>) -> Result<(), PublishError> {
-        let n = self.partitions(Topic::Logs);
+        let n = self.partitions(self.logs_topic);
         let mut groups: BTreeMap<i32, Vec<LogRecord>> = BTreeMap::new();
         for r in records {
             let fp = stream_fingerprint(
@@ -111,7 +123,7 @@ impl Publisher {
                     .map(move |records| (p, LogBatch { records }))
             })
             .collect();
-        self.send(Topic::Logs, messages).await
+        self.send(self.logs_topic, messages).await
     }
 
     /// Publishes spans partitioned by trace id, so all spans of a trace meet in one

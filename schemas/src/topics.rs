@@ -5,8 +5,13 @@
 pub enum Topic {
     /// Raw metric samples ([`crate::records::MetricBatch`]), keyed by series fingerprint.
     Metrics,
-    /// Raw log records ([`crate::records::LogBatch`]), keyed by stream fingerprint.
+    /// Log records ([`crate::records::LogBatch`]), keyed by stream fingerprint: what the
+    /// log sink stores.
     Logs,
+    /// Log records the collectors received when log pipelines are configured
+    /// ([`crate::records::LogBatch`], partitioned as `obs.logs`): the log processor runs
+    /// the pipelines on them and writes `obs.logs`, partition for partition.
+    LogsIngest,
     /// Raw spans ([`crate::records::SpanBatch`]), keyed by trace id.
     Spans,
     /// The spans of the traces tail sampling keeps ([`crate::records::SpanBatch`]), in the
@@ -34,9 +39,10 @@ pub enum Topic {
 
 impl Topic {
     /// Every topic, in the order they are created.
-    pub const ALL: [Topic; 12] = [
+    pub const ALL: [Topic; 13] = [
         Topic::Metrics,
         Topic::Logs,
+        Topic::LogsIngest,
         Topic::Spans,
         Topic::SpansSampled,
         Topic::LogsRaw,
@@ -54,6 +60,7 @@ impl Topic {
         match self {
             Topic::Metrics => "obs.metrics",
             Topic::Logs => "obs.logs",
+            Topic::LogsIngest => "obs.logs.ingest",
             Topic::Spans => "obs.spans",
             Topic::SpansSampled => "obs.spans.sampled",
             Topic::LogsRaw => "obs.logs.raw",
@@ -77,7 +84,7 @@ impl Topic {
     pub fn value_schema(self) -> Option<&'static str> {
         Some(match self {
             Topic::Metrics => include_str!("../avro/metric_batch.avsc"),
-            Topic::Logs => include_str!("../avro/log_batch.avsc"),
+            Topic::Logs | Topic::LogsIngest => include_str!("../avro/log_batch.avsc"),
             Topic::Spans | Topic::SpansSampled => include_str!("../avro/span_batch.avsc"),
             Topic::LogsRaw | Topic::ProcessorState => return None,
             Topic::Events => include_str!("../avro/event_batch.avsc"),
@@ -95,6 +102,7 @@ impl Topic {
         match self {
             Topic::Metrics
             | Topic::Logs
+            | Topic::LogsIngest
             | Topic::Spans
             | Topic::SpansSampled
             | Topic::LogsRaw

@@ -7,8 +7,9 @@
 //!   processor ([`rules::run`]) that evaluates them on `obs.metrics`.
 //! * [`traces`]: the trace processor ([`traces::run::run`]) that correlates `obs.spans`
 //!   per trace: span metrics, service graph, tail sampling, trace summaries.
-//! * [`logs`]: log pipeline stages ([`logs::pipeline`], PII redaction in
-//!   [`logs::redact`]), not yet run by a processor.
+//! * [`logs`]: log pipelines ([`logs::pipeline`], PII redaction in [`logs::redact`]) and
+//!   the log processor ([`logs::run::run`]) that runs them between `obs.logs.ingest` and
+//!   `obs.logs`.
 //!
 //! Rollups are not built yet. The derived records' shapes live in `obs_schemas::records`.
 
@@ -19,8 +20,8 @@ pub mod window;
 
 pub use rules::api::RulesView;
 
-/// Runs every stream processor (`obs processor`): the rule processor and the trace
-/// processor, until a shutdown is asked for or one of them fails.
+/// Runs every stream processor (`obs processor`): the rule, trace and log processors, until
+/// a shutdown is asked for or one of them fails.
 pub async fn run(
     cfg: obs_runtime::Config,
     ready: obs_runtime::ops::Readiness,
@@ -28,7 +29,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     tokio::try_join!(
         rules::run::run(cfg.clone(), ready.clone(), view),
-        traces::run::run(cfg, ready)
+        traces::run::run(cfg.clone(), ready.clone()),
+        logs::run::run(cfg, ready)
     )
     .map(|_| ())
 }

@@ -3,7 +3,7 @@
 //!
 //! Stages: parse (`json`, `logfmt`, `regex` with named captures) into attributes; shape
 //! (`set`, `rename`, `drop_fields`, `keep_fields`, `severity` from a field); reduce (`drop`
-//! records whose field equals or matches a value); `redact` (the body and attributes,
+//! records whose field equals or matches a value); `redact` (the body and (resource) attributes,
 //! with [`super::redact`]'s detectors, except allow-listed attributes). A stage that cannot
 //! process a record fails it with a [`StageError`] naming the pipeline, the stage and the
 //! reason (the record goes to `obs.dlq`, never silently away).
@@ -112,7 +112,7 @@ pub enum StageConfig {
         #[serde(default)]
         matches: Option<String>,
     },
-    /// Redacts the body and every attribute not allow-listed.
+    /// Redacts the body and every attribute and resource attribute not allow-listed.
     Redact {
         /// Built-in detectors: `email`, `ipv4`, `ipv6`, `card`, `ssn`, `bearer`, `jwt`.
         #[serde(default)]
@@ -376,6 +376,11 @@ impl Pipeline {
                     allow_fields,
                 } => {
                     let action = Action::parse(action).map_err(bad)?;
+                    if action == Action::Hash && key.is_empty() {
+                        return Err(bad(
+                            "redact with action hash needs a key: set [logs] redact_key (OBS_LOGS__REDACT_KEY)".into(),
+                        ));
+                    }
                     let mut rules = Vec::new();
                     for d in detectors {
                         rules.push((Detector::builtin(d).map_err(bad)?, action));
@@ -459,7 +464,10 @@ impl Pipeline {
                         }
                         None if *optional => {}
                         None => {
-                            return Err(fail(format!("{source} does not match {}", regex.as_str())));
+                            return Err(fail(format!(
+                                "{source} does not match {}",
+                                regex.as_str()
+                            )));
                         }
                     }
                 }
@@ -501,7 +509,7 @@ impl Pipeline {
                     if let std::borrow::Cow::Owned(b) = redactor.redact(&r.body).text {
                         r.body = b;
                     }
-                    for (k, v) in r.attrs.iter_mut() {
+                    for (k, v) in r.attrs.iter_mut().chain(r.resource_attrs.iter_mut()) {
                         if allow.contains(k) {
                             continue;
                         }

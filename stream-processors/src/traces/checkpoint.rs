@@ -12,6 +12,7 @@ use anyhow::Context;
 use obs_schemas::Topic;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use serde::{Deserialize, Serialize};
@@ -177,6 +178,21 @@ pub fn read_messages(
     end: i64,
     mut each: impl FnMut(i64, Option<&[u8]>, Option<&[u8]>),
 ) -> anyhow::Result<()> {
+    read_messages_with(consumer, topic, partition, start, end, |m| {
+        each(m.offset(), m.key(), m.payload())
+    })
+}
+
+/// Calls `each(message)` for every message of `topic/partition` in `[start, end)` (when
+/// the headers matter too).
+pub fn read_messages_with(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    start: i64,
+    end: i64,
+    mut each: impl FnMut(&BorrowedMessage<'_>),
+) -> anyhow::Result<()> {
     if start >= end {
         return Ok(());
     }
@@ -195,7 +211,7 @@ pub fn read_messages(
             continue;
         };
         let m = m.with_context(|| format!("reading {topic}/{partition}"))?;
-        each(m.offset(), m.key(), m.payload());
+        each(&m);
         if m.offset() + 1 >= end {
             return Ok(());
         }

@@ -1,0 +1,227 @@
+//! The log processor: reads `obs.logs.ingest` (what the collectors received while log
+//! pipelines are configured), runs each record through the first pipeline that selects its
+//! stream, and writes `obs.logs` partition for partition; records a stage cannot process go
+//! to `obs.dlq` with the pipeline, stage and reason.
+//!
+//! Exactly once without transactions: input partition `p` is written to `obs.logs`
+//! partition `p` only by this processor, one output message per input message (empty when
+//! every record was dropped or failed), in order, each carrying the input offset in the
+//! header `obs-ingest-offset`. At start, the last message of each owned `obs.logs`
+//! partition says where to resume; with none, the group's committed offset (else the
+//! beginning). Dead letters are written before their message's output, so a crash between
+//! the two writes them again (the dead-letter queue is at least once).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use obs_runtime::kafka::{self, SharedProducer};
+use obs_runtime::publish::{Outgoing, Publisher};
+use obs_runtime::{Config, ops, shutdown};
+use obs_schemas::Topic;
+use obs_schemas::records::{DeadLetter, LogBatch, LogRecord};
+use obs_schemas::wire::Codec;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Deserialize;
+use std::sync::Arc;
+
+use super::pipeline::{Pipeline, PipelineConfig};
+use crate::traces::checkpoint;
+
+/// The header naming the input offset an `obs.logs` message was made from.
+pub const INGEST_OFFSET_HEADER: &str = "obs-ingest-offset";
+
+/// The pipelines file: `[[pipelines]]` tables.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipelinesFile {
+    pipelines: Vec<PipelineConfig>,
+}
+
+/// The configured pipelines, in order; errors name the file, pipeline and stage.
+pub fn load(path: &str, key: &str) -> anyhow::Result<Vec<Pipeline>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading [logs] pipelines_file {path}"))?;
+    let file: PipelinesFile =
+        toml::from_str(&text).with_context(|| format!("{path}: not a valid pipelines file"))?;
+    file.pipelines
+        .iter()
+        .map(|p| Pipeline::new(p, key.as_bytes()).map_err(|e| anyhow::anyhow!("{path}: {e}")))
+        .collect()
+}
+
+/// Where input partition `p` resumes: after the input offset the last `obs.logs` message
+/// of partition `p` names, if it names one.
+fn resume_offset(brokers: &str, p: i32) -> anyhow::Result<Option<i64>> {
+    let consumer = checkpoint::reader(brokers)?;
+    let topic = Topic::Logs.name();
+    let (low, high) = consumer
+        .fetch_watermarks(topic, p, Duration::from_secs(10))
+        .with_context(|| format!("reading the end offset of {topic}/{p}"))?;
+    let mut found = None;
+    checkpoint::read_messages_with(&consumer, topic, p, (high - 1).max(low), high, |m| {
+        found = m.headers().and_then(|h| {
+            h.iter()
+                .find(|h| h.key == INGEST_OFFSET_HEADER)
+                .and_then(|h| h.value)
+                .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                .map(|b| i64::from_be_bytes(b) + 1)
+        });
+    })?;
+    Ok(found)
+}
+
+/// What the pipelines made of one input message.
+#[derive(Debug, Default, PartialEq)]
+pub struct Processed {
+    /// Records to store.
+    pub kept: Vec<LogRecord>,
+    /// Records a `drop` stage dropped.
+    pub dropped: usize,
+    /// Records a stage failed, with the error.
+    pub failed: Vec<(LogRecord, String)>,
+}
+
+/// Runs each record through the first pipeline that selects it (records no pipeline
+/// selects are kept as they are).
+pub fn process(pipelines: &[Pipeline], records: Vec<LogRecord>) -> Processed {
+    let mut out = Processed::default();
+    for r in records {
+        let Some(p) = pipelines.iter().find(|p| p.selects(&r)) else {
+            out.kept.push(r);
+            continue;
+        };
+        match p.apply(r.clone()) {
+            Ok(Some(r)) => out.kept.push(r),
+            Ok(None) => out.dropped += 1,
+            Err(e) => out.failed.push((r, e.to_string())),
+        }
+    }
+    out
+}
+
+/// Runs the log processor until a shutdown is asked for; returns at once when no
+/// pipelines are configured.
+pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
+    if cfg.logs.pipelines_file.is_empty() {
+        tracing::info!("[logs] pipelines_file is empty: no log pipelines");
+        return Ok(());
+    }
+    ready.report(
+        "logs",
+        Some("the log processor is finding where to resume".into()),
+    );
+    let pipelines = load(&cfg.logs.pipelines_file, &cfg.logs.redact_key)?;
+    kafka::ensure_topics(&cfg.kafka).await?;
+    let counts = kafka::partition_counts(&cfg.kafka).await?;
+    anyhow::ensure!(
+        counts[&Topic::LogsIngest] == counts[&Topic::Logs],
+        "obs.logs.ingest has {} partitions and obs.logs {}: the log processor writes partition for partition, so they must be equal",
+        counts[&Topic::LogsIngest],
+        counts[&Topic::Logs]
+    );
+    let codec = Arc::new(Codec::new(&cfg.registry.url));
+    let publisher = Publisher::new(
+        SharedProducer::new(&cfg.kafka)?,
+        codec.clone(),
+        counts.clone(),
+    );
+    let pc = &cfg.processor;
+    let owned = kafka::partitions_of(pc.instance, pc.instances, counts[&Topic::LogsIngest]);
+    let consumer = kafka::consumer(
+        &cfg.kafka,
+        &format!("{}-logs-{}", pc.group_prefix, pc.instance),
+    )?;
+    let mut tpl = TopicPartitionList::new();
+    for &p in &owned {
+        let brokers = cfg.kafka.brokers.clone();
+        let from = tokio::task::spawn_blocking(move || resume_offset(&brokers, p)).await??;
+        let offset = from.map_or(Offset::Stored, Offset::Offset);
+        tpl.add_partition_offset(Topic::LogsIngest.name(), p, offset)?;
+    }
+    consumer
+        .assign(&tpl)
+        .context("assigning the obs.logs.ingest partitions")?;
+    tracing::info!(partitions = ?owned, pipelines = pipelines.len(), "log processor started");
+    ready.report("logs", None);
+    loop {
+        let m = tokio::select! {
+            m = consumer.recv() => m,
+            _ = shutdown::wait() => break,
+        };
+        let m = match m {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading obs.logs.ingest");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let (p, offset) = (m.partition(), m.offset());
+        let (records, undecodable) = match m.payload() {
+            Some(bytes) => match codec.decode::<LogBatch>(bytes).await {
+                Ok(b) => (b.records, None),
+                Err(e) => (Vec::new(), Some((bytes.to_vec(), e.to_string()))),
+            },
+            None => (Vec::new(), None),
+        };
+        let processed = process(&pipelines, records);
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let letter = |value: Vec<u8>, error: String| Outgoing {
+            partition: 0,
+            value: DeadLetter {
+                topic: Topic::LogsIngest.name().into(),
+                partition: p,
+                offset,
+                key: m.key().map(<[u8]>::to_vec),
+                value: Some(value),
+                stage: "log pipeline".into(),
+                error,
+                failed_at_ms: now_ms,
+            },
+            headers: Vec::new(),
+        };
+        let mut letters: Vec<Outgoing<DeadLetter>> = processed
+            .failed
+            .iter()
+            .map(|(r, e)| letter(serde_json::to_vec(r).expect("records serialise"), e.clone()))
+            .collect();
+        if let Some((bytes, e)) = undecodable {
+            letters.push(letter(
+                bytes,
+                format!("undecodable obs.logs.ingest message: {e}"),
+            ));
+        }
+        metrics::counter!("obs_logs_pipeline_records_total", "outcome" => "stored")
+            .increment(processed.kept.len() as u64);
+        metrics::counter!("obs_logs_pipeline_records_total", "outcome" => "dropped")
+            .increment(processed.dropped as u64);
+        metrics::counter!("obs_logs_pipeline_records_total", "outcome" => "failed")
+            .increment(processed.failed.len() as u64);
+        if !letters.is_empty() && publisher.deliver(Topic::Dlq, letters).await.is_none() {
+            break;
+        }
+        let out = Outgoing {
+            partition: p,
+            value: LogBatch {
+                records: processed.kept,
+            },
+            headers: vec![(
+                INGEST_OFFSET_HEADER.to_string(),
+                offset.to_be_bytes().to_vec(),
+            )],
+        };
+        if publisher.deliver(Topic::Logs, vec![out]).await.is_none() {
+            break;
+        }
+        // Informational (lag); where to resume is read from obs.logs.
+        let mut commit = TopicPartitionList::new();
+        commit.add_partition_offset(Topic::LogsIngest.name(), p, Offset::Offset(offset + 1))?;
+        if let Err(e) = consumer.commit(&commit, CommitMode::Async) {
+            tracing::debug!(error = %e, "committing obs.logs.ingest offsets (informational)");
+        }
+    }
+    tracing::info!("log processor stopped");
+    Ok(())
+}
