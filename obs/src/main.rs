@@ -150,6 +150,16 @@ enum Command {
         #[arg(long)]
         peer_prometheus: Option<String>,
     },
+    /// Log pipelines' speed: records/s through a pipelines file in process (5 stages with
+    /// redaction by default); `scripts/stack bench-logs` adds the run through a stack.
+    BenchLogs {
+        /// The pipelines file.
+        #[arg(long, default_value = "config/logs/bench.pipeline.toml")]
+        pipelines: String,
+        /// Records run through.
+        #[arg(long, default_value_t = 200_000)]
+        records: usize,
+    },
     /// The trace processor's speed and memory: spans/s through one partition's correlation
     /// (span metrics, assembly, tail sampling, service graph, summaries) in process, resident
     /// memory per open trace, and with --collector spans/s through a running pipeline until
@@ -433,6 +443,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     quiet,
                 },
         } => backtest::run(&cfg, files, &from, &to, &for_values, &slack, &format, quiet).await,
+        Command::BenchLogs { pipelines, records } => bench::logs::run(&bench::logs::LogsBench {
+            pipelines,
+            // A benchmark needs some key for the hash action; the configured one if set.
+            key: if cfg.logs.redact_key.is_empty() {
+                "obs-bench-key".into()
+            } else {
+                cfg.logs.redact_key.clone()
+            },
+            records,
+        }),
         Command::BenchTraces {
             traces,
             policies,

@@ -10,6 +10,7 @@
 //! resulting end-to-end rows per second per table, and the stored bytes per row (compressed
 //! bytes of the table's active parts after `OPTIMIZE ... FINAL`, over its rows).
 
+pub mod logs;
 pub mod rules;
 pub mod traces;
 mod workloads;

@@ -2,7 +2,8 @@
 //! and `obs.logs`.
 //!
 //! * `pipeline`: a configured chain of stages per tenant and services (parse JSON, logfmt,
-//!   regex captures; set, rename, drop or keep fields; severity; drop by condition; redact),
+//!   regex captures, grok; timestamp, severity and trace context from fields; set, rename, drop
+//!   or keep fields; CSV lookup tables; drop by condition, stable sampling; redact),
 //!   failures naming the pipeline, stage and reason.
 //! * `redact`: PII detectors (e-mail, IPv4/6, Luhn-checked cards, US SSNs, bearer tokens,
 //!   JWTs, configured regexes) and what is done with a finding (mask, keyed hash, drop).
@@ -11,8 +12,8 @@
 //!   partition, failures to `obs.dlq`), exactly once by the input offset each output
 //!   message carries.
 //!
-//! Not yet: grok patterns, timestamp and trace-id extraction, lookup tables, routing to
-//! other topics, sampling, and JSON lines from `obs.logs.raw` (they bypass pipelines).
+//! Not yet: routing to other topics, and JSON lines from `obs.logs.raw` (they bypass
+//! pipelines).
 
 pub mod pipeline;
 pub mod redact;

@@ -1,14 +1,16 @@
 //! A log pipeline: an ordered chain of stages applied to the log records of the streams it
 //! selects (a tenant and services), configured in TOML as `[[logs.pipelines]]`.
 //!
-//! Stages: parse (`json`, `logfmt`, `regex` with named captures) into attributes; shape
-//! (`set`, `rename`, `drop_fields`, `keep_fields`, `severity` from a field); reduce (`drop`
-//! records whose field equals or matches a value); `redact` (the body and (resource) attributes,
+//! Stages: parse (`json`, `logfmt`, `regex` with named captures, `grok`) into attributes; extract
+//! (`timestamp`, `severity`, `trace_context` from text); shape (`set`, `rename`,
+//! `drop_fields`, `keep_fields`); enrich (`lookup` in a CSV table); reduce (`drop` records
+//! whose field equals or matches a value, `sample` a stable share); `redact` (the body and (resource) attributes,
 //! with [`super::redact`]'s detectors, except allow-listed attributes). A stage that cannot
 //! process a record fails it with a [`StageError`] naming the pipeline, the stage and the
 //! reason (the record goes to `obs.dlq`, never silently away).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 
 use obs_schemas::records::LogRecord;
 use regex::Regex;
@@ -71,6 +73,22 @@ pub enum StageConfig {
         #[serde(default)]
         optional: bool,
     },
+    /// The source matches a grok pattern (Logstash's `%{IP:client} %{WORD:method}`, with
+    /// the standard pattern library and `patterns` of one's own); the named fields become
+    /// attributes. A record that does not match fails the stage unless `optional`.
+    Grok {
+        /// Field parsed.
+        #[serde(default = "body")]
+        source: String,
+        /// The grok pattern.
+        pattern: String,
+        /// Own patterns, by name, usable as `%{NAME}`.
+        #[serde(default)]
+        patterns: BTreeMap<String, String>,
+        /// A non-matching record passes unchanged instead of failing.
+        #[serde(default)]
+        optional: bool,
+    },
     /// Sets a field to a value.
     Set {
         /// Field set.
@@ -112,6 +130,40 @@ pub enum StageConfig {
         #[serde(default)]
         matches: Option<String>,
     },
+    /// The record's time from a field: `rfc3339`, `unix` (seconds, fractions allowed),
+    /// `unix_ms`, `unix_ns`, or a strftime format (chrono's; without a zone, UTC).
+    Timestamp {
+        /// Field read.
+        field: String,
+        /// How the time is written.
+        format: String,
+    },
+    /// Trace and span ids from a field's text, when it holds them: a W3C `traceparent`
+    /// (`00-<trace id>-<span id>-<flags>`), or `trace_id`/`span_id` as `key=value` or
+    /// JSON (`traceId`, `trace-id` too).
+    TraceContext {
+        /// Field read.
+        #[serde(default = "body")]
+        source: String,
+    },
+    /// Attributes from a CSV table by a field's value: the header names the columns, the
+    /// first column is the key, the others are added (`host` → `team`, `owner`). A path
+    /// is relative to the pipelines file.
+    Lookup {
+        /// The CSV file.
+        file: String,
+        /// Field whose value is looked up.
+        field: String,
+    },
+    /// Keeps a share of the records, the same ones every time (a restart decides alike):
+    /// those whose field hashes below `rate` of the hash range.
+    Sample {
+        /// Share kept, in (0, 1].
+        rate: f64,
+        /// Field hashed.
+        #[serde(default = "body")]
+        by: String,
+    },
     /// Redacts the body and every attribute and resource attribute not allow-listed.
     Redact {
         /// Built-in detectors: `email`, `ipv4`, `ipv6`, `card`, `ssn`, `bearer`, `jwt`.
@@ -142,6 +194,11 @@ enum Stage {
         regex: Regex,
         optional: bool,
     },
+    Grok {
+        source: String,
+        pattern: std::sync::Arc<grok::Pattern>,
+        optional: bool,
+    },
     Set(String, String),
     Rename(String, String),
     DropFields(Vec<String>),
@@ -156,6 +213,16 @@ enum Stage {
         redactor: Redactor,
         allow: Vec<String>,
     },
+    Timestamp(String, String),
+    TraceContext(String),
+    Lookup {
+        field: String,
+        table: HashMap<String, Vec<(String, String)>>,
+    },
+    Sample {
+        rate: f64,
+        by: String,
+    },
 }
 
 impl Stage {
@@ -164,6 +231,7 @@ impl Stage {
             Stage::Json(_) => "json",
             Stage::Logfmt(_) => "logfmt",
             Stage::Regex { .. } => "regex",
+            Stage::Grok { .. } => "grok",
             Stage::Set(..) => "set",
             Stage::Rename(..) => "rename",
             Stage::DropFields(_) => "drop_fields",
@@ -171,6 +239,10 @@ impl Stage {
             Stage::Severity(_) => "severity",
             Stage::Drop { .. } => "drop",
             Stage::Redact { .. } => "redact",
+            Stage::Timestamp(..) => "timestamp",
+            Stage::TraceContext(_) => "trace_context",
+            Stage::Lookup { .. } => "lookup",
+            Stage::Sample { .. } => "sample",
         }
     }
 }
@@ -324,10 +396,104 @@ fn severity(level: &str) -> Option<(i32, &'static str)> {
     })
 }
 
+/// A time in `format` (see [`StageConfig::Timestamp`]) as ns since the epoch.
+pub fn parse_time(text: &str, format: &str) -> Result<i64, String> {
+    let text = text.trim();
+    // A decimal number of units of 10^digits ns, exactly (no float rounding).
+    let number = |digits: u32| -> Result<i64, String> {
+        let bad = || format!("{text:?} is not a number");
+        let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+        if frac.len() > digits as usize || !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let whole: i64 = whole.parse().map_err(|_| bad())?;
+        let frac: i64 = if frac.is_empty() {
+            0
+        } else {
+            format!("{frac:0<width$}", width = digits as usize)
+                .parse()
+                .map_err(|_| bad())?
+        };
+        let scale = 10i64.pow(digits);
+        whole
+            .checked_mul(scale)
+            .and_then(|w| w.checked_add(if text.starts_with('-') { -frac } else { frac }))
+            .ok_or_else(|| format!("{text:?} is out of range"))
+    };
+    let ns = match format {
+        "rfc3339" => chrono::DateTime::parse_from_rfc3339(text)
+            .map_err(|e| format!("{text:?} is not RFC 3339: {e}"))?
+            .timestamp_nanos_opt(),
+        "unix" => Some(number(9)?),
+        "unix_ms" => Some(number(6)?),
+        "unix_ns" => Some(
+            text.parse::<i64>()
+                .map_err(|_| format!("{text:?} is not an integer"))?,
+        ),
+        f => match chrono::DateTime::parse_from_str(text, f) {
+            Ok(t) => t.timestamp_nanos_opt(),
+            Err(_) => chrono::NaiveDateTime::parse_from_str(text, f)
+                .map_err(|e| format!("{text:?} does not match {f:?}: {e}"))?
+                .and_utc()
+                .timestamp_nanos_opt(),
+        },
+    };
+    ns.ok_or_else(|| format!("{text:?} is out of range"))
+}
+
+/// The patterns a `trace_context` stage looks for: traceparent, then key/value forms.
+struct TracePatterns {
+    traceparent: Regex,
+    trace_id: Regex,
+    span_id: Regex,
+}
+
+fn trace_patterns() -> &'static TracePatterns {
+    static P: std::sync::OnceLock<TracePatterns> = std::sync::OnceLock::new();
+    P.get_or_init(|| {
+        let re = |s: &str| Regex::new(s).expect("built-in pattern compiles");
+        TracePatterns {
+            traceparent: re(r"\b00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}\b"),
+            trace_id: re(r#"(?i)\btrace[_-]?id"?\s*[:=]\s*"?([0-9a-f]{32})\b"#),
+            span_id: re(r#"(?i)\bspan[_-]?id"?\s*[:=]\s*"?([0-9a-f]{16})\b"#),
+        }
+    })
+}
+
+/// A CSV lookup table: first column → the other columns as (header, value).
+fn load_table(path: &Path) -> Result<HashMap<String, Vec<(String, String)>>, String> {
+    let mut reader = csv::Reader::from_path(path)
+        .map_err(|e| format!("reading lookup table {}: {e}", path.display()))?;
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(|e| format!("lookup table {}: {e}", path.display()))?
+        .iter()
+        .map(String::from)
+        .collect();
+    if headers.len() < 2 {
+        return Err(format!(
+            "lookup table {} needs a key column and at least one more",
+            path.display()
+        ));
+    }
+    let mut table = HashMap::new();
+    for row in reader.records() {
+        let row = row.map_err(|e| format!("lookup table {}: {e}", path.display()))?;
+        let key = row.get(0).unwrap_or("").to_string();
+        let values = headers[1..]
+            .iter()
+            .zip(row.iter().skip(1))
+            .map(|(h, v)| (h.clone(), v.to_string()))
+            .collect();
+        table.insert(key, values);
+    }
+    Ok(table)
+}
+
 impl Pipeline {
-    /// A pipeline from its configuration; `key` keys `redact`'s hashes. Errors name the
-    /// pipeline and stage.
-    pub fn new(cfg: &PipelineConfig, key: &[u8]) -> Result<Pipeline, String> {
+    /// A pipeline from its configuration; `key` keys `redact`'s hashes, `dir` is where
+    /// relative lookup tables are. Errors name the pipeline and stage.
+    pub fn new(cfg: &PipelineConfig, key: &[u8], dir: &Path) -> Result<Pipeline, String> {
         let mut stages = Vec::new();
         for (i, s) in cfg.stages.iter().enumerate() {
             let bad = |e: String| format!("log pipeline {:?}, stage {}: {e}", cfg.name, i + 1);
@@ -347,6 +513,30 @@ impl Pipeline {
                     Stage::Regex {
                         source: source.clone(),
                         regex: re,
+                        optional: *optional,
+                    }
+                }
+                StageConfig::Grok {
+                    source,
+                    pattern,
+                    patterns,
+                    optional,
+                } => {
+                    let mut g = grok::Grok::with_default_patterns();
+                    for (name, p) in patterns {
+                        g.add_pattern(name.clone(), p.clone());
+                    }
+                    let compiled = g
+                        .compile(pattern, true)
+                        .map_err(|e| bad(format!("invalid grok pattern: {e}")))?;
+                    if compiled.capture_names().next().is_none() {
+                        return Err(bad(
+                            "the grok pattern names no fields (%{PATTERN:field})".into(),
+                        ));
+                    }
+                    Stage::Grok {
+                        source: source.clone(),
+                        pattern: std::sync::Arc::new(compiled),
                         optional: *optional,
                     }
                 }
@@ -402,6 +592,23 @@ impl Pipeline {
                         allow: allow_fields.clone(),
                     }
                 }
+                StageConfig::Timestamp { field, format } => {
+                    Stage::Timestamp(field.clone(), format.clone())
+                }
+                StageConfig::TraceContext { source } => Stage::TraceContext(source.clone()),
+                StageConfig::Lookup { file, field } => Stage::Lookup {
+                    field: field.clone(),
+                    table: load_table(&dir.join(file)).map_err(bad)?,
+                },
+                StageConfig::Sample { rate, by } => {
+                    if !(*rate > 0.0 && *rate <= 1.0) {
+                        return Err(bad(format!("sample rate {rate} is not in (0, 1]")));
+                    }
+                    Stage::Sample {
+                        rate: *rate,
+                        by: by.clone(),
+                    }
+                }
             });
         }
         Ok(Pipeline {
@@ -410,6 +617,11 @@ impl Pipeline {
             services: cfg.services.clone(),
             stages,
         })
+    }
+
+    /// How many stages it runs.
+    pub fn stage_count(&self) -> usize {
+        self.stages.len()
     }
 
     /// Whether the pipeline applies to `r`'s stream.
@@ -471,6 +683,26 @@ impl Pipeline {
                         }
                     }
                 }
+                Stage::Grok {
+                    source,
+                    pattern,
+                    optional,
+                } => {
+                    let text = get(&r, source).unwrap_or("").to_string();
+                    match pattern.match_against(&text) {
+                        Some(m) => {
+                            let found: Vec<(String, String)> = m
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), v.to_string()))
+                                .collect();
+                            r.attrs.extend(found);
+                        }
+                        None if *optional => {}
+                        None => {
+                            return Err(fail(format!("{source} does not match the grok pattern")));
+                        }
+                    }
+                }
                 Stage::Set(field, value) => set(&mut r, field, value.clone()),
                 Stage::Rename(from, to) => {
                     if let Some(v) = r.attrs.remove(from) {
@@ -505,6 +737,39 @@ impl Pipeline {
                         return Ok(None);
                     }
                 }
+                Stage::Timestamp(field, format) => {
+                    let text = get(&r, field).unwrap_or("");
+                    r.timestamp_ns =
+                        parse_time(text, format).map_err(|e| fail(format!("{field}: {e}")))?;
+                }
+                Stage::TraceContext(source) => {
+                    let text = get(&r, source).unwrap_or("");
+                    let p = trace_patterns();
+                    let (trace, span) = match p.traceparent.captures(text) {
+                        Some(c) => (Some(c[1].to_string()), Some(c[2].to_string())),
+                        None => (
+                            p.trace_id.captures(text).map(|c| c[1].to_ascii_lowercase()),
+                            p.span_id.captures(text).map(|c| c[1].to_ascii_lowercase()),
+                        ),
+                    };
+                    if let Some(t) = trace {
+                        r.trace_id = t;
+                    }
+                    if let Some(s) = span {
+                        r.span_id = s;
+                    }
+                }
+                Stage::Lookup { field, table } => {
+                    if let Some(values) = get(&r, field).and_then(|v| table.get(v)) {
+                        r.attrs.extend(values.iter().cloned());
+                    }
+                }
+                Stage::Sample { rate, by } => {
+                    let h = xxhash_rust::xxh3::xxh3_64(get(&r, by).unwrap_or("").as_bytes());
+                    if (h as f64) >= *rate * u64::MAX as f64 {
+                        return Ok(None);
+                    }
+                }
                 Stage::Redact { redactor, allow } => {
                     if let std::borrow::Cow::Owned(b) = redactor.redact(&r.body).text {
                         r.body = b;
@@ -535,7 +800,7 @@ mod tests {
 
     fn pipeline(toml_text: &str) -> Result<Pipeline, String> {
         let f: File = toml::from_str(toml_text).map_err(|e| e.to_string())?;
-        Pipeline::new(&f.pipelines[0], b"key")
+        Pipeline::new(&f.pipelines[0], b"key", Path::new("."))
     }
 
     fn record(body: &str) -> LogRecord {
@@ -674,6 +939,181 @@ mod tests {
             logfmt(r#"a=1 b="x"#),
             Err("unterminated quoted value of \"b\"".into())
         );
+    }
+
+    #[test]
+    fn timestamps_in_each_format() {
+        let t = 1_796_119_200_000_000_000i64; // 2026-12-01T10:00:00Z
+        assert_eq!(
+            parse_time("2026-12-01T10:00:00.5Z", "rfc3339"),
+            Ok(t + 500_000_000)
+        );
+        assert_eq!(parse_time("2026-12-01T11:00:00+01:00", "rfc3339"), Ok(t));
+        assert_eq!(parse_time("1796119200.25", "unix"), Ok(t + 250_000_000));
+        assert_eq!(parse_time("1796119200123", "unix_ms"), Ok(t + 123_000_000));
+        assert_eq!(parse_time(&t.to_string(), "unix_ns"), Ok(t));
+        assert_eq!(
+            parse_time("01/Dec/2026:11:00:00 +0100", "%d/%b/%Y:%H:%M:%S %z"),
+            Ok(t)
+        );
+        assert_eq!(
+            parse_time("2026-12-01 10:00:00", "%Y-%m-%d %H:%M:%S"),
+            Ok(t)
+        );
+        assert!(parse_time("yesterday", "rfc3339").is_err());
+        assert!(parse_time("12x", "unix").is_err());
+        assert_eq!(parse_time("-0.5", "unix"), Ok(-500_000_000));
+        assert!(parse_time("1.0000000001", "unix").is_err(), "finer than ns");
+        let p = pipeline(
+            r#"
+            [[pipelines]]
+            name = "t"
+            [[pipelines.stages]]
+            type = "logfmt"
+            [[pipelines.stages]]
+            type = "timestamp"
+            field = "ts"
+            format = "rfc3339"
+        "#,
+        )
+        .unwrap();
+        let out = p
+            .apply(record("ts=2026-12-01T10:00:00Z msg=hi"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.timestamp_ns, t);
+        let e = p.apply(record("ts=soon")).unwrap_err();
+        assert_eq!((e.stage, e.kind), (2, "timestamp"));
+    }
+
+    #[test]
+    fn trace_context_from_text() {
+        let p = pipeline(
+            r#"
+            [[pipelines]]
+            name = "t"
+            [[pipelines.stages]]
+            type = "trace_context"
+        "#,
+        )
+        .unwrap();
+        let ids = |body: &str| {
+            let r = p.apply(record(body)).unwrap().unwrap();
+            (r.trace_id, r.span_id)
+        };
+        let (t, s) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+        let both = (t.to_string(), s.to_string());
+        assert_eq!(ids(&format!("traceparent: 00-{t}-{s}-01 GET /")), both);
+        assert_eq!(
+            ids(&format!("trace_id={} span_id={s} done", t.to_uppercase())),
+            both
+        );
+        assert_eq!(
+            ids(&format!(r#"{{"traceId": "{t}", "spanId": "{s}"}}"#)),
+            both
+        );
+        assert_eq!(
+            ids("no ids here, trace_id=123"),
+            (String::new(), String::new())
+        );
+    }
+
+    #[test]
+    fn lookup_tables_and_stable_samples() {
+        let dir = std::env::temp_dir().join(format!("obs-lookup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("hosts.csv"),
+            "host,team,owner\nweb-1,shop,ann\ndb-1,data,bob\n",
+        )
+        .unwrap();
+        let f: File = toml::from_str(
+            r#"
+            [[pipelines]]
+            name = "t"
+            [[pipelines.stages]]
+            type = "lookup"
+            file = "hosts.csv"
+            field = "host"
+            [[pipelines.stages]]
+            type = "sample"
+            rate = 0.5
+        "#,
+        )
+        .unwrap();
+        let p = Pipeline::new(&f.pipelines[0], b"", &dir).unwrap();
+        let mut kept = 0;
+        for i in 0..1000 {
+            let mut r = record(&format!("line {i}"));
+            r.attrs.insert("host".into(), "web-1".into());
+            let once = p.apply(r.clone()).unwrap();
+            assert_eq!(once, p.apply(r).unwrap(), "the same decision every time");
+            if let Some(out) = once {
+                kept += 1;
+                assert_eq!(out.attrs["team"], "shop");
+                assert_eq!(out.attrs["owner"], "ann");
+            }
+        }
+        assert!(
+            (430..=570).contains(&kept),
+            "kept {kept} of 1000 at rate 0.5"
+        );
+        let missing = PipelineConfig {
+            name: "m".into(),
+            tenant: None,
+            services: Vec::new(),
+            stages: vec![StageConfig::Lookup {
+                file: "nope.csv".into(),
+                field: "host".into(),
+            }],
+        };
+        let e = Pipeline::new(&missing, b"", &dir).unwrap_err();
+        assert!(e.contains("stage 1: reading lookup table"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn grok_with_the_standard_library_and_own_patterns() {
+        let p = pipeline(
+            r#"
+            [[pipelines]]
+            name = "apache"
+            [[pipelines.stages]]
+            type = "grok"
+            pattern = '%{IPORHOST:client} %{USER:ident} %{USER:auth} \[%{HTTPDATE:when}\] "%{WORD:method} %{NOTSPACE:path} HTTP/%{NUMBER:http}" %{NUMBER:status} %{NUMBER:bytes} %{ORDER:order}'
+            patterns = { ORDER = 'ord-[0-9]+' }
+        "#,
+        )
+        .unwrap();
+        let line = r#"10.1.2.3 - frank [10/Oct/2000:13:55:36 -0700] "GET /apache_pb.gif HTTP/1.0" 200 2326 ord-77"#;
+        let out = p.apply(record(line)).unwrap().unwrap();
+        let got: Vec<(&str, &str)> = out
+            .attrs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("auth", "frank"),
+                ("bytes", "2326"),
+                ("client", "10.1.2.3"),
+                ("http", "1.0"),
+                ("ident", "-"),
+                ("method", "GET"),
+                ("order", "ord-77"),
+                ("path", "/apache_pb.gif"),
+                ("status", "200"),
+                ("when", "10/Oct/2000:13:55:36 -0700"),
+            ]
+        );
+        let e = p.apply(record("garbage")).unwrap_err();
+        assert_eq!((e.stage, e.kind), (1, "grok"));
+        let e = pipeline(
+            "[[pipelines]]\nname = \"p\"\n[[pipelines.stages]]\ntype = \"grok\"\npattern = \"%{NOSUCHPATTERN:x}\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("stage 1: invalid grok pattern"), "{e}");
     }
 
     #[test]

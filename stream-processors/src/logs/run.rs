@@ -45,9 +45,12 @@ pub fn load(path: &str, key: &str) -> anyhow::Result<Vec<Pipeline>> {
         .with_context(|| format!("reading [logs] pipelines_file {path}"))?;
     let file: PipelinesFile =
         toml::from_str(&text).with_context(|| format!("{path}: not a valid pipelines file"))?;
+    let dir = std::path::Path::new(path)
+        .parent()
+        .unwrap_or(std::path::Path::new("."));
     file.pipelines
         .iter()
-        .map(|p| Pipeline::new(p, key.as_bytes()).map_err(|e| anyhow::anyhow!("{path}: {e}")))
+        .map(|p| Pipeline::new(p, key.as_bytes(), dir).map_err(|e| anyhow::anyhow!("{path}: {e}")))
         .collect()
 }
 
