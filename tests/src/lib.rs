@@ -31,6 +31,21 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A whole second ten minutes ago, in ns: a fixed-looking test time that stays inside the
+/// tables' TTLs whatever the date (tests never depend on the calendar).
+pub fn recent_whole_second_ns() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as i64;
+    (now - 600) * 1_000_000_000
+}
+
+/// `ns` since the epoch as RFC 3339 in UTC with milliseconds (`2026-12-01T10:00:00.500Z`).
+pub fn rfc3339_ms(ns: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

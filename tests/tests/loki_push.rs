@@ -5,7 +5,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use clickhouse::Row;
-use obs_e2e::{Stack, http, wait_for};
+use obs_e2e::{Stack, http, recent_whole_second_ns, wait_for};
 use obs_producers::loki::{EntryAdapter, LabelPair, PushRequest, StreamAdapter, Timestamp};
 use prost::Message;
 use serde::Deserialize;
@@ -51,7 +51,7 @@ fn row(
 async fn loki_json_and_protobuf_pushes_are_stored_as_sent() {
     let stack = Stack::start().await.unwrap();
     let url = format!("{}/loki/api/v1/push", stack.collector_url());
-    let t = 1_795_341_600_000_000_000i64; // 2026-11-22T10:00:00Z
+    let t = recent_whole_second_ns();
     let json = serde_json::json!({"streams": [
         {"stream": {"service_name": "api", "level": "info", "env": "prod"},
          "values": [[(t + 1).to_string(), "GET /a 200"], [(t + 2).to_string(), "GET /b 404"]]},
@@ -77,7 +77,7 @@ async fn loki_json_and_protobuf_pushes_are_stored_as_sent() {
             entries: vec![
                 EntryAdapter {
                     timestamp: Some(Timestamp {
-                        seconds: 1_795_341_600,
+                        seconds: t / 1_000_000_000,
                         nanos: 4,
                     }),
                     line: "disk full".into(),
@@ -88,7 +88,7 @@ async fn loki_json_and_protobuf_pushes_are_stored_as_sent() {
                 },
                 EntryAdapter {
                     timestamp: Some(Timestamp {
-                        seconds: 1_795_341_600,
+                        seconds: t / 1_000_000_000,
                         nanos: 5,
                     }),
                     line: "retrying".into(),

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use clickhouse::Row;
-use obs_e2e::{Stack, wait_for};
+use obs_e2e::{Stack, recent_whole_second_ns, rfc3339_ms, wait_for};
 use obs_schemas::Topic;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -38,22 +38,30 @@ async fn agent_json_lines_are_normalised_into_otel_logs() {
         .set("bootstrap.servers", stack.broker.bootstrap())
         .create()
         .unwrap();
-    let messages: [&str; 3] = [
+    let t = recent_whole_second_ns();
+    let messages: [String; 3] = [
         // Vector-style, two lines in one message.
-        "{\"message\":\"GET /cart 200\",\"timestamp\":\"2026-11-22T10:00:00.5Z\",\"host\":\"web-1\",\"level\":\"info\",\"service\":\"shop\",\"http\":{\"status\":200},\"tenant\":\"agents\"}\n\
-         {\"message\":\"GET /pay 502\",\"timestamp\":\"2026-11-22T10:00:01Z\",\"host\":\"web-1\",\"level\":\"error\",\"service\":\"shop\",\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\",\"tenant\":\"agents\"}",
+        format!(
+            "{{\"message\":\"GET /cart 200\",\"timestamp\":\"{}\",\"host\":\"web-1\",\"level\":\"info\",\"service\":\"shop\",\"http\":{{\"status\":200}},\"tenant\":\"agents\"}}\n\
+             {{\"message\":\"GET /pay 502\",\"timestamp\":\"{}\",\"host\":\"web-1\",\"level\":\"error\",\"service\":\"shop\",\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\",\"tenant\":\"agents\"}}",
+            rfc3339_ms(t + 500_000_000),
+            rfc3339_ms(t + 1_000_000_000)
+        ),
         // Fluent Bit-style: seconds as a float, `log`, nested Kubernetes metadata.
-        "{\"date\":1795341602.25,\"log\":\"disk almost full\",\"level\":\"warn\",\"kubernetes\":{\"pod_name\":\"db-0\",\"namespace_name\":\"prod\"},\"app\":\"postgres\",\"tenant\":\"agents\"}",
+        format!(
+            "{{\"date\":{}.25,\"log\":\"disk almost full\",\"level\":\"warn\",\"kubernetes\":{{\"pod_name\":\"db-0\",\"namespace_name\":\"prod\"}},\"app\":\"postgres\",\"tenant\":\"agents\"}}",
+            t / 1_000_000_000 + 2
+        ),
         // Broken: the whole message goes to the DLQ.
-        "{\"message\":\"fine\",\"tenant\":\"agents\"}\n{not json",
+        "{\"message\":\"fine\",\"tenant\":\"agents\"}\n{not json".to_string(),
     ];
     let mut offsets = vec![];
-    for m in messages {
+    for m in &messages {
         let d = producer
             .send(
                 FutureRecord::<(), _>::to(Topic::LogsRaw.name())
                     .partition(0)
-                    .payload(m),
+                    .payload(m.as_str()),
                 Duration::from_secs(10),
             )
             .await
@@ -74,7 +82,6 @@ async fn agent_json_lines_are_normalised_into_otel_logs() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", stack.obs_log()));
-    let t = 1_795_341_600_000_000_000i64;
     assert_eq!(
         rows,
         vec![
