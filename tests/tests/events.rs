@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clickhouse::Row;
-use obs_e2e::{Stack, http, wait_for};
+use obs_e2e::{Stack, http, recent_whole_second_ns, rfc3339_ms, wait_for};
 use serde::Deserialize;
 
 #[derive(Debug, PartialEq, Row, Deserialize)]
@@ -26,14 +26,15 @@ struct EventRow {
 async fn events_and_kubernetes_events_are_stored_as_sent() {
     let stack = Stack::start().await.unwrap();
     let url = format!("{}/api/v1/events", stack.collector_url());
+    let t = recent_whole_second_ns();
     let body = serde_json::json!({"events": [
         {"type": "deploy", "source": "ci/shop", "title": "api v2.3.1", "id": "dep-1",
-         "timestamp": "2026-11-22T10:00:00.5Z", "severity": "info", "body": "rolled out",
+         "timestamp": rfc3339_ms(t + 500_000_000), "severity": "info", "body": "rolled out",
          "attributes": {"version": "2.3.1", "replicas": 3}},
         {"kind": "Event", "apiVersion": "v1", "metadata": {"uid": "k8s-uid-1"},
          "involvedObject": {"kind": "Pod", "namespace": "shop", "name": "api-7"},
          "reason": "BackOff", "message": "Back-off restarting failed container",
-         "type": "Warning", "count": 4, "lastTimestamp": "2026-11-22T10:01:00Z"}
+         "type": "Warning", "count": 4, "lastTimestamp": rfc3339_ms(t + 60_000_000_000)}
     ]});
     let r = http(30)
         .post(&url)
@@ -85,7 +86,7 @@ async fn events_and_kubernetes_events_are_stored_as_sent() {
         rows,
         vec![
             EventRow {
-                timestamp: 1_795_341_600_500_000_000,
+                timestamp: t + 500_000_000,
                 event_id: "dep-1".into(),
                 tenant: "team-a".into(),
                 kind: "deploy".into(),
@@ -96,7 +97,7 @@ async fn events_and_kubernetes_events_are_stored_as_sent() {
                 attributes: attrs(&[("replicas", "3"), ("version", "2.3.1")]),
             },
             EventRow {
-                timestamp: 1_795_341_660_000_000_000,
+                timestamp: t + 60_000_000_000,
                 event_id: "k8s-uid-1".into(),
                 tenant: "team-a".into(),
                 kind: "k8s".into(),
