@@ -41,7 +41,7 @@ pub fn recent_whole_second_ns() -> i64 {
     (now - 600) * 1_000_000_000
 }
 
-/// `ns` since the epoch as RFC 3339 in UTC with milliseconds (`2026-12-01T10:00:00.500Z`).
+/// `ns` since the epoch as RFC 3339 in UTC with milliseconds (`YYYY-MM-DDThh:mm:ss.mmmZ`).
 pub fn rfc3339_ms(ns: i64) -> String {
     chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

@@ -103,16 +103,13 @@ async fn settles(
     want: &BTreeMap<Vec<String>, f64>,
     what: &str,
 ) {
-    let mut last = BTreeMap::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::time::Instant::now() < deadline {
-        last = query(stack, q, by).await;
-        if &last == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    let settled = wait_for(what, Duration::from_secs(30), || async {
+        (&query(stack, q, by).await == want).then_some(())
+    })
+    .await;
+    if settled.is_err() {
+        assert_eq!(&query(stack, q, by).await, want, "{what}: {q}");
     }
-    assert_eq!(&last, want, "{what}: {q}");
 }
 
 fn key(parts: &[&str]) -> Vec<String> {

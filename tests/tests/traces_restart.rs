@@ -12,9 +12,15 @@ use serde_json::Value;
 
 /// `sum(traces_spanmetrics_calls_total{service="load-svc"})` now, if there is a value.
 async fn counted(stack: &Stack) -> Option<f64> {
-    let url = format!("{}/api/v1/query", stack.query_url());
     let q = "sum(traces_spanmetrics_calls_total{service=\"load-svc\"})";
-    let body: Value = http(30)
+    let body = instant_query(stack, q).await?;
+    body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+/// The query API's answer to an instant PromQL query.
+async fn instant_query(stack: &Stack, q: &str) -> Option<Value> {
+    let url = format!("{}/api/v1/query", stack.query_url());
+    http(30)
         .get(&url)
         .query(&[("query", q)])
         .send()
@@ -22,8 +28,7 @@ async fn counted(stack: &Stack) -> Option<f64> {
         .ok()?
         .json()
         .await
-        .ok()?;
-    body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+        .ok()
 }
 
 /// Spans the running processor has handled since it started (`obs_traces_spans_total`).
@@ -149,16 +154,7 @@ async fn sigkill_neither_loses_nor_repeats_span_metrics_or_summaries() {
 
 /// An instant query's values by one label, ordered by it.
 async fn query_values(stack: &Stack, q: &str, label: &str) -> Option<Vec<(String, u64)>> {
-    let url = format!("{}/api/v1/query", stack.query_url());
-    let body: Value = http(30)
-        .get(&url)
-        .query(&[("query", q)])
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
+    let body = instant_query(stack, q).await?;
     let mut rows: Vec<(String, u64)> = body["data"]["result"]
         .as_array()?
         .iter()
