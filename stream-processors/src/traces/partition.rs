@@ -152,6 +152,20 @@ impl Partition {
         }
     }
 
+    /// Whether open traces of the checkpoint are still being read again (nothing is decided
+    /// meanwhile).
+    pub fn replaying(&self) -> bool {
+        self.replay.is_some()
+    }
+
+    /// Ends the reading again once the consumer's `position` is at the checkpoint's next
+    /// offset (for when the last messages before it are gone, e.g. control records).
+    pub fn caught_up(&mut self, position: i64) {
+        if position >= self.next_offset {
+            self.replay = None;
+        }
+    }
+
     /// The partition number.
     pub fn id(&self) -> i32 {
         self.id
@@ -182,12 +196,18 @@ impl Partition {
             // counted and decided already.
             if let Some(r) = &self.replay {
                 for span in spans {
-                    if let Some(o) = r.open.get(&TraceKey::of(&span))
+                    let key = TraceKey::of(&span);
+                    if let Some(o) = r.open.get(&key)
                         && offset >= o.first_offset
+                        && self.cache.get(&key).is_none()
                     {
                         let o = o.clone();
                         self.assembler.add_restored(span, offset, &o);
                     }
+                }
+                if offset + 1 >= self.next_offset {
+                    // Every open trace is whole again: deciding may go on.
+                    self.replay = None;
                 }
             }
             return;
@@ -242,6 +262,11 @@ impl Partition {
     /// interval. True when it moved; the caller then checkpoints (so a restart moves the
     /// same way) before calling [`Partition::decide`].
     pub fn idle_advance(&mut self, quiet_ms: i64) -> bool {
+        if self.replay.is_some() {
+            // Open traces are still being read again: deciding now would split them, and a
+            // checkpoint would still list the decided ones as open.
+            return false;
+        }
         let (Some(now), Some(input)) = (self.time_ms, self.input_time_ms) else {
             return false;
         };
@@ -257,9 +282,10 @@ impl Partition {
         due
     }
 
-    /// Decides every trace due and writes every interval ended at the partition's time.
+    /// Decides every trace due and writes every interval ended at the partition's time
+    /// (nothing while open traces are still being read again after a restart).
     pub fn decide(&mut self, out: &mut Outputs) {
-        let Some(now) = self.time_ms else {
+        let Some(now) = self.time_ms.filter(|_| self.replay.is_none()) else {
             return;
         };
         loop {
@@ -557,5 +583,81 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Requests as the replacing edge table keeps them: the last emission of a window wins.
+    fn stored_requests(runs: &[&Outputs]) -> i64 {
+        let mut table = std::collections::BTreeMap::new();
+        for out in runs {
+            for e in &out.edges {
+                let key = (
+                    e.partition,
+                    e.window_start_ms,
+                    e.client.clone(),
+                    e.server.clone(),
+                );
+                table.insert(key, e.request_count);
+            }
+        }
+        table.values().sum()
+    }
+
+    #[test]
+    fn time_moving_while_a_restart_reads_input_again_decides_no_trace_twice() {
+        let input = messages(40);
+        let mut whole = Partition::new(0, settings(), 0, 0);
+        let mut expected = Outputs::default();
+        for (o, spans) in input.iter().enumerate() {
+            whole.handle(o as i64, spans.clone(), &mut expected);
+        }
+        assert!(whole.idle_advance(60_000));
+        whole.decide(&mut expected);
+        let want = stored_requests(&[&expected]);
+        assert!(want > 30, "every trace makes a request from `user`: {want}");
+
+        let mut first = Partition::new(0, settings(), 0, 0);
+        let mut before = Outputs::default();
+        for (o, spans) in input.iter().enumerate().take(20) {
+            first.handle(o as i64, spans.clone(), &mut before);
+        }
+        let cp = first.checkpoint();
+        assert!(!cp.open.is_empty());
+        let mut second = Partition::restore(cp, settings(), Vec::new(), 0);
+        let mut during = Outputs::default();
+        let from = second.read_from() as usize;
+        assert!(from < 19);
+        second.handle(from as i64, input[from].clone(), &mut during);
+        assert!(
+            !second.idle_advance(60_000),
+            "no move while open traces are only partly read again"
+        );
+        for (o, spans) in input.iter().enumerate().take(20).skip(from + 1) {
+            second.handle(o as i64, spans.clone(), &mut during);
+        }
+        assert!(during.is_empty() && !second.replaying());
+        // Read again whole: a pause decides them, and a checkpoint no longer lists them.
+        assert!(second.idle_advance(2_500));
+        second.decide(&mut during);
+        assert!(!during.summaries.is_empty());
+        let mut third = Partition::restore(second.checkpoint(), settings(), Vec::new(), 0);
+        let mut rest = Outputs::default();
+        for (o, spans) in input.iter().enumerate().skip(third.read_from() as usize) {
+            third.handle(o as i64, spans.clone(), &mut rest);
+        }
+        assert!(third.idle_advance(60_000));
+        third.decide(&mut rest);
+        assert_eq!(
+            stored_requests(&[&before, &during, &rest]),
+            want,
+            "each trace's request stored once"
+        );
+        let mut ids: Vec<&String> = [&before, &during, &rest]
+            .iter()
+            .flat_map(|o| o.summaries.iter().map(|s| &s.trace_id))
+            .collect();
+        let n = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "each trace decided once");
     }
 }

@@ -150,6 +150,20 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where the consumer reads `obs.spans` partition `p` next (0 when not known yet).
+fn position_of(consumer: &StreamConsumer, p: i32) -> i64 {
+    consumer
+        .position()
+        .ok()
+        .and_then(
+            |tpl| match tpl.find_partition(Topic::Spans.name(), p)?.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            },
+        )
+        .unwrap_or(0)
+}
+
 /// Each owned partition as its latest checkpoint left it.
 async fn restore(
     cfg: &Config,
@@ -299,6 +313,9 @@ impl Traces {
                 continue;
             }
             let part = self.partitions.get_mut(&p).expect("owned");
+            if part.replaying() {
+                part.caught_up(position_of(consumer, p));
+            }
             if !part.idle_advance(quiet.as_millis() as i64) {
                 continue;
             }
