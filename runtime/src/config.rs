@@ -35,6 +35,8 @@ pub struct Config {
     pub traces: TracesConfig,
     /// Log pipelines (parse, shape, redact) the log processor of `obs processor` runs.
     pub logs: LogsConfig,
+    /// The rollup processor of `obs processor` (1m/1h windows of every series).
+    pub rollups: RollupsConfig,
     /// Table retention applied by `obs migrate`.
     pub retention: Retention,
 }
@@ -313,6 +315,38 @@ pub struct TracesConfig {
     /// least a decision wait back anyway, so checkpointing much more often than
     /// `decision_wait_ms` only costs (a checkpoint lists every open trace).
     pub checkpoint_interval_ms: u64,
+}
+
+/// `[rollups]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RollupsConfig {
+    /// Whether `obs processor` rolls up `obs.metrics` into `obs.metrics.rollup`.
+    pub enabled: bool,
+    /// Window lengths (ms), ascending, each a multiple of the first (Thanos keeps 5m and
+    /// 1h; 1m suits dashboards over days).
+    pub resolutions_ms: Vec<u64>,
+    /// How far a sample may be behind the newest sample of its partition and still count
+    /// in its window (ms); later ones are counted in `obs_rollups_late_samples_total`.
+    pub allowed_lateness_ms: u64,
+    /// A partition without input for this long takes the wall clock as its time (ms), so
+    /// the windows before a pause are written.
+    pub idle_partition_ms: u64,
+    /// How often each partition's state is checkpointed (ms of wall clock); a restart
+    /// reads input again from its latest checkpoint.
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for RollupsConfig {
+    fn default() -> Self {
+        RollupsConfig {
+            enabled: true,
+            resolutions_ms: vec![60_000, 3_600_000],
+            allowed_lateness_ms: 60_000,
+            idle_partition_ms: 30_000,
+            checkpoint_interval_ms: 10_000,
+        }
+    }
 }
 
 /// `[logs]`.

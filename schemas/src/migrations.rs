@@ -77,10 +77,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "error_events",
         sql: include_str!("../migrations/0011_error_events.sql"),
     },
+    Migration {
+        version: 12,
+        name: "metrics_rollups",
+        sql: include_str!("../migrations/0012_metrics_rollups.sql"),
+    },
 ];
 
 /// Retention per table family, in days (TTL clauses of the DDL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(default)]
 pub struct Retention {
     /// `otel_logs`.
     pub logs_ttl_days: u32,
@@ -90,6 +96,8 @@ pub struct Retention {
     pub metrics_ttl_days: u32,
     /// `obs_events`.
     pub events_ttl_days: u32,
+    /// `metrics_rollups` (kept longer than the raw samples: they answer long ranges).
+    pub rollups_ttl_days: u32,
 }
 
 impl Default for Retention {
@@ -99,6 +107,7 @@ impl Default for Retention {
             traces_ttl_days: 30,
             metrics_ttl_days: 90,
             events_ttl_days: 365,
+            rollups_ttl_days: 400,
         }
     }
 }
@@ -114,7 +123,11 @@ impl Migration {
                 "{metrics_ttl_days}",
                 &retention.metrics_ttl_days.to_string(),
             )
-            .replace("{events_ttl_days}", &retention.events_ttl_days.to_string());
+            .replace("{events_ttl_days}", &retention.events_ttl_days.to_string())
+            .replace(
+                "{rollups_ttl_days}",
+                &retention.rollups_ttl_days.to_string(),
+            );
         let mut out = vec![];
         let mut current = String::new();
         for line in sql.lines() {

@@ -22,7 +22,7 @@ pub enum Topic {
     LogsRaw,
     /// Events ([`crate::records::EventBatch`]), keyed by source.
     Events,
-    /// Windowed metric aggregates ([`crate::records::MetricRollup`]).
+    /// Windowed metric aggregates ([`crate::records::MetricRollupBatch`]), by series.
     MetricsRollup,
     /// Correlated traces ([`crate::records::TraceSummaryBatch`]), keyed by trace id.
     Traces,
@@ -88,7 +88,7 @@ impl Topic {
             Topic::Spans | Topic::SpansSampled => include_str!("../avro/span_batch.avsc"),
             Topic::LogsRaw | Topic::ProcessorState => return None,
             Topic::Events => include_str!("../avro/event_batch.avsc"),
-            Topic::MetricsRollup => include_str!("../avro/metric_rollup.avsc"),
+            Topic::MetricsRollup => include_str!("../avro/metric_rollup_batch.avsc"),
             Topic::Traces => include_str!("../avro/trace_summary_batch.avsc"),
             Topic::ServiceGraph => include_str!("../avro/servicegraph_edge.avsc"),
             Topic::Alerts => include_str!("../avro/alert.avsc"),

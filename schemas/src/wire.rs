@@ -329,10 +329,13 @@ mod tests {
         );
         roundtrip(
             Topic::MetricsRollup,
-            MetricRollup {
-                count: 3,
-                sum: 1.5,
-                ..Default::default()
+            MetricRollupBatch {
+                rollups: vec![MetricRollup {
+                    count: 3,
+                    sum: 1.5,
+                    increase: 2.0,
+                    ..Default::default()
+                }],
             },
         );
         roundtrip(

@@ -15,6 +15,7 @@
 //! * [`derived_traces`]: `obs.traces` → `obs_trace_summaries`, `obs.servicegraph` →
 //!   `obs_servicegraph_edges`, and `obs.spans.sampled` → `otel_traces` when only sampled
 //!   traces are stored.
+//! * [`rollups`]: `obs.metrics.rollup` → `metrics_rollups` (the rollup processor's windows).
 //! * [`errors`]: exceptions on spans and in error logs → `obs_error_events`, fingerprinted.
 //! * [`raw_logs`]: `obs.logs.raw` (JSON lines from log agents) → `otel_logs`.
 //! * [`replay`]: `obs replay`, a topic's time range into the tables again.
@@ -31,6 +32,7 @@ pub mod logs;
 pub mod metrics;
 pub mod raw_logs;
 pub mod replay;
+pub mod rollups;
 pub mod table;
 pub mod traces;
 
@@ -49,6 +51,7 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
     let alerts = driver::SinkDriver::<alerts::ObsAlerts>::new(&cfg, &ready)?;
     let summaries = driver::SinkDriver::<derived_traces::TraceSummaries>::new(&cfg, &ready)?;
     let edges = driver::SinkDriver::<derived_traces::ServiceGraphEdges>::new(&cfg, &ready)?;
+    let rollups = driver::SinkDriver::<rollups::MetricRollups>::new(&cfg, &ready)?;
     let span_errors = driver::SinkDriver::<errors::ErrorsFromSpans>::new(&cfg, &ready)?;
     let log_errors = driver::SinkDriver::<errors::ErrorsFromLogs>::new(&cfg, &ready)?;
     // otel_traces from every span, or only from the traces tail sampling keeps.
@@ -69,6 +72,7 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
         traces,
         summaries.run(),
         edges.run(),
+        rollups.run(),
         span_errors.run(),
         log_errors.run(),
         samples.run(),

@@ -37,6 +37,7 @@ use crate::events::ObsEvents;
 use crate::logs::OtelLogs;
 use crate::metrics::{MetricMetadataTable, MetricSamples, MetricSeriesTable};
 use crate::raw_logs::RawLogs;
+use crate::rollups::MetricRollups;
 use crate::table::TableSink;
 use crate::traces::OtelTraces;
 
@@ -97,6 +98,7 @@ pub async fn replay(cfg: &Config, opts: &ReplayOptions) -> anyhow::Result<Vec<Ta
         Topic::Traces => vec![replay_table::<TraceSummaries>(cfg, opts).await?],
         Topic::ServiceGraph => vec![replay_table::<ServiceGraphEdges>(cfg, opts).await?],
         Topic::SpansSampled => vec![replay_table::<SampledTraces>(cfg, opts).await?],
+        Topic::MetricsRollup => vec![replay_table::<MetricRollups>(cfg, opts).await?],
         Topic::Metrics => {
             if opts.into.is_some() {
                 bail!(

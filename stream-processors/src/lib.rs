@@ -11,16 +11,23 @@
 //!   the log processor ([`logs::run::run`]) that runs them between `obs.logs.ingest` and
 //!   `obs.logs`.
 //!
-//! Rollups are not built yet. The derived records' shapes live in `obs_schemas::records`.
+//! * [`rollups`]: the rollup processor ([`rollups::run::run`]): per series and event-time
+//!   window, count, sum, min, max, first, last and counter increase into
+//!   `obs.metrics.rollup`.
+//! * [`state`]: checkpoints of the processors' partitions on `obs.processor.state`.
+//!
+//! The derived records' shapes live in `obs_schemas::records`.
 
 pub mod logs;
+pub mod rollups;
 pub mod rules;
+pub mod state;
 pub mod traces;
 pub mod window;
 
 pub use rules::api::RulesView;
 
-/// Runs every stream processor (`obs processor`): the rule, trace and log processors, until
+/// Runs every stream processor (`obs processor`): the rule, trace, log and rollup processors, until
 /// a shutdown is asked for or one of them fails.
 pub async fn run(
     cfg: obs_runtime::Config,
@@ -30,6 +37,7 @@ pub async fn run(
     tokio::try_join!(
         rules::run::run(cfg.clone(), ready.clone(), view),
         traces::run::run(cfg.clone(), ready.clone()),
+        rollups::run::run(cfg.clone(), ready.clone()),
         logs::run::run(cfg, ready)
     )
     .map(|_| ())

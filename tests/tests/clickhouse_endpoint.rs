@@ -249,6 +249,7 @@ async fn migrations_are_idempotent_and_give_the_otel_shapes() {
         tables,
         [
             "metrics_metadata",
+            "metrics_rollups",
             "metrics_samples",
             "metrics_series",
             "obs_alerts",

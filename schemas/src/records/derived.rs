@@ -2,12 +2,19 @@ use serde::{Deserialize, Serialize};
 
 use super::Attrs;
 
-/// Value of `obs.metrics.rollup`: one series aggregated over one event-time window.
+/// Value of `obs.metrics.rollup`: windows of series of one `obs.metrics` partition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct MetricRollupBatch {
+    /// The windows.
+    pub rollups: Vec<MetricRollup>,
+}
+
+/// One series aggregated over one event-time window (Thanos's downsampling aggregates).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct MetricRollup {
     /// Tenant.
     pub tenant: String,
-    /// Series fingerprint.
+    /// Series fingerprint (as in `obs.metrics` and `metrics_series`).
     pub fingerprint: i64,
     /// Metric name.
     pub name: String,
@@ -15,7 +22,7 @@ pub struct MetricRollup {
     pub labels: Attrs,
     /// Window length, ms.
     pub resolution_ms: i64,
-    /// Window start, ms since the Unix epoch.
+    /// Window start, ms since the Unix epoch (a multiple of the resolution).
     pub window_start_ms: i64,
     /// Samples in the window.
     pub count: i64,
@@ -25,10 +32,17 @@ pub struct MetricRollup {
     pub min: f64,
     /// Largest sample.
     pub max: f64,
+    /// Earliest sample.
+    pub first: f64,
+    /// Time of the earliest sample.
+    pub first_timestamp_ms: i64,
     /// Latest sample.
     pub last: f64,
     /// Time of the latest sample.
     pub last_timestamp_ms: i64,
+    /// Counter increase over each pair of consecutive samples whose later one is in the
+    /// window (the later value after a reset); no extrapolation.
+    pub increase: f64,
 }
 
 /// Value of `obs.traces`: summaries of traces whose ids hash to one partition (batched, as

@@ -11,7 +11,8 @@ mod metrics;
 mod spans;
 
 pub use derived::{
-    Alert, DeadLetter, MetricRollup, ServiceGraphEdge, TraceSummary, TraceSummaryBatch,
+    Alert, DeadLetter, MetricRollup, MetricRollupBatch, ServiceGraphEdge, TraceSummary,
+    TraceSummaryBatch,
 };
 pub use events::{Event, EventBatch};
 pub use logs::{LogBatch, LogRecord};

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use std::sync::Arc;
 
 use super::pipeline::{Pipeline, PipelineConfig};
-use crate::traces::checkpoint;
+use crate::state;
 
 /// The header naming the input offset an `obs.logs` message was made from.
 pub const INGEST_OFFSET_HEADER: &str = "obs-ingest-offset";
@@ -57,13 +57,13 @@ pub fn load(path: &str, key: &str) -> anyhow::Result<Vec<Pipeline>> {
 /// Where input partition `p` resumes: after the input offset the last `obs.logs` message
 /// of partition `p` names, if it names one.
 fn resume_offset(brokers: &str, p: i32) -> anyhow::Result<Option<i64>> {
-    let consumer = checkpoint::reader(brokers)?;
+    let consumer = state::reader(brokers)?;
     let topic = Topic::Logs.name();
     let (low, high) = consumer
         .fetch_watermarks(topic, p, Duration::from_secs(10))
         .with_context(|| format!("reading the end offset of {topic}/{p}"))?;
     let mut found = None;
-    checkpoint::read_messages_with(&consumer, topic, p, (high - 1).max(low), high, |m| {
+    state::read_messages_with(&consumer, topic, p, (high - 1).max(low), high, |m| {
         found = m.headers().and_then(|h| {
             h.iter()
                 .find(|h| h.key == INGEST_OFFSET_HEADER)

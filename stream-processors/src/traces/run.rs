@@ -32,6 +32,7 @@ use super::partition::{Outputs, Partition, Settings};
 use super::sampling::Policies;
 use super::servicegraph::ServiceGraph;
 use super::spanmetrics::SpanMetrics;
+use crate::state;
 
 /// Series of span and service-graph metrics not updated for this long stop being written.
 const STALE_MS: i64 = 15 * 60 * 1000;
@@ -179,7 +180,7 @@ async fn restore(
     // Blocking reads: the checkpoints, the kept spans after them, the ends of the topics.
     let (mut cps, mut raw, ends) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let cps = checkpoint::load_latest(&brokers, &wanted, state_n)?;
-        let reader = checkpoint::reader(&brokers)?;
+        let reader = state::reader(&brokers)?;
         let mut raw: HashMap<i32, Vec<Vec<u8>>> = HashMap::new();
         let mut ends = HashMap::new();
         for &p in &wanted {
@@ -193,7 +194,7 @@ async fn restore(
             ends.insert(p, (high, low));
             if let Some(cp) = cps.get(&p) {
                 let mut got = Vec::new();
-                checkpoint::read_messages(
+                state::read_messages(
                     &reader,
                     Topic::SpansSampled.name(),
                     sp,

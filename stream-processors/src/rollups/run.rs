@@ -1,0 +1,361 @@
+//! The rollup processor on Kafka (part of `obs processor`).
+//!
+//! Start: each owned `obs.metrics` partition's latest checkpoint is read from
+//! `obs.processor.state` and input is read from where it left off; a partition without one
+//! starts at the group's committed offset, else at the beginning.
+//!
+//! Loop: messages go to their partition's state machine; written windows are published at
+//! least every 200 ms to `obs.metrics.rollup` (same partition number, modulo its count); a
+//! partition without input for `idle_partition_ms` takes the wall clock as its time
+//! (checkpointed first, so a restart moves the same way); every `checkpoint_interval_ms`
+//! the windows are published, then the changed partitions' checkpoints, then the group's
+//! offsets (for lag; the checkpoints are what a restart reads).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use obs_runtime::kafka::{self, SharedProducer};
+use obs_runtime::publish::{Outgoing, Publisher};
+use obs_runtime::{Config, ops, shutdown};
+use obs_schemas::Topic;
+use obs_schemas::records::{MetricBatch, MetricRollup, MetricRollupBatch};
+use obs_schemas::wire::Codec;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use super::partition::{Checkpoint, Partition, Settings, VERSION};
+use crate::state;
+
+/// Name of the processor's checkpoints on `obs.processor.state`.
+const PROCESSOR: &str = "rollups";
+
+/// Most windows in one `obs.metrics.rollup` message.
+const ROLLUPS_PER_MESSAGE: usize = 5_000;
+
+/// The partitions' settings from `[rollups]`.
+pub fn settings(cfg: &Config) -> anyhow::Result<Settings> {
+    let rc = &cfg.rollups;
+    Settings::new(
+        rc.resolutions_ms.iter().map(|&r| r as i64).collect(),
+        rc.allowed_lateness_ms as i64,
+    )
+}
+
+/// Runs the rollup processor until a shutdown is asked for.
+pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
+    if !cfg.rollups.enabled {
+        tracing::info!("[rollups] enabled = false: obs.metrics is not rolled up");
+        return Ok(());
+    }
+    ready.report(
+        "rollups",
+        Some("the rollup processor is restoring its partitions".into()),
+    );
+    let settings = Arc::new(settings(&cfg)?);
+    kafka::ensure_topics(&cfg.kafka).await?;
+    let counts = kafka::partition_counts(&cfg.kafka).await?;
+    let codec = Arc::new(Codec::new(&cfg.registry.url));
+    let publisher = Publisher::new(
+        SharedProducer::new(&cfg.kafka)?,
+        codec.clone(),
+        counts.clone(),
+    );
+    let pc = &cfg.processor;
+    let owned = kafka::partitions_of(pc.instance, pc.instances, counts[&Topic::Metrics]);
+    let consumer = kafka::consumer(
+        &cfg.kafka,
+        &format!("{}-rollups-{}", pc.group_prefix, pc.instance),
+    )?;
+    let partitions = restore(&cfg, &consumer, &owned, &counts, &settings).await?;
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions.values() {
+        tpl.add_partition_offset(
+            Topic::Metrics.name(),
+            p.id(),
+            Offset::Offset(p.next_offset()),
+        )?;
+    }
+    consumer
+        .assign(&tpl)
+        .context("assigning the obs.metrics partitions")?;
+    tracing::info!(partitions = ?owned, resolutions_ms = ?settings.resolutions_ms, "rollup processor started");
+    ready.report("rollups", None);
+    let mut r = Rollups {
+        idle: Duration::from_millis(cfg.rollups.idle_partition_ms),
+        checkpoint_every: Duration::from_millis(cfg.rollups.checkpoint_interval_ms),
+        last_heard: partitions.keys().map(|&p| (p, Instant::now())).collect(),
+        partitions,
+        publisher,
+        codec,
+        state_partitions: counts[&Topic::ProcessorState],
+        out_partitions: counts[&Topic::MetricsRollup],
+        out: BTreeMap::new(),
+        dirty: HashSet::new(),
+        last_publish: Instant::now(),
+        last_checkpoint: Instant::now(),
+    };
+    loop {
+        let message = tokio::select! {
+            m = consumer.recv() => Some(m),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => None,
+            _ = shutdown::wait() => break,
+        };
+        match message {
+            Some(Ok(m)) => r.handle(&m).await,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "reading obs.metrics");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            None => {}
+        }
+        if !r.step(&consumer).await {
+            break;
+        }
+    }
+    if !shutdown::requested() || r.publish().await {
+        // A clean stop: what was handled is checkpointed, so nothing is read again.
+        let all: Vec<i32> = r.partitions.keys().copied().collect();
+        r.dirty.extend(all);
+        r.checkpoint(&consumer).await;
+    }
+    tracing::info!("rollup processor stopped");
+    Ok(())
+}
+
+/// Each owned partition as its latest checkpoint left it.
+async fn restore(
+    cfg: &Config,
+    consumer: &StreamConsumer,
+    owned: &[i32],
+    counts: &HashMap<Topic, i32>,
+    settings: &Arc<Settings>,
+) -> anyhow::Result<BTreeMap<i32, Partition>> {
+    let brokers = cfg.kafka.brokers.clone();
+    let state_n = counts[&Topic::ProcessorState];
+    let wanted = owned.to_vec();
+    let (mut cps, lows) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let cps = state::load_latest(
+            &brokers,
+            PROCESSOR,
+            &wanted,
+            state_n,
+            |c: &Checkpoint| c.version,
+            VERSION,
+        )?;
+        let reader = state::reader(&brokers)?;
+        let mut lows = HashMap::new();
+        for &p in &wanted {
+            let (low, _) = reader
+                .fetch_watermarks(Topic::Metrics.name(), p, Duration::from_secs(10))
+                .context("reading the start of obs.metrics")?;
+            lows.insert(p, low);
+        }
+        Ok((cps, lows))
+    })
+    .await
+    .context("restore task")??;
+    let committed = consumer
+        .committed_offsets(
+            {
+                let mut tpl = TopicPartitionList::new();
+                for &p in owned {
+                    tpl.add_partition(Topic::Metrics.name(), p);
+                }
+                tpl
+            },
+            Duration::from_secs(10),
+        )
+        .context("reading the committed offsets of obs.metrics")?;
+    let mut out = BTreeMap::new();
+    for &p in owned {
+        let partition = match cps.remove(&p) {
+            Some(cp) => {
+                tracing::info!(
+                    partition = p,
+                    next_offset = cp.next_offset,
+                    "restoring from checkpoint"
+                );
+                Partition::restore(cp, settings.clone())
+            }
+            None => {
+                let start = match committed
+                    .find_partition(Topic::Metrics.name(), p)
+                    .map(|e| e.offset())
+                {
+                    Some(Offset::Offset(o)) => o,
+                    _ => lows[&p],
+                };
+                tracing::info!(
+                    partition = p,
+                    start,
+                    "no checkpoint: starting at the committed offset"
+                );
+                Partition::new(p, settings.clone(), start)
+            }
+        };
+        out.insert(p, partition);
+    }
+    Ok(out)
+}
+
+struct Rollups {
+    partitions: BTreeMap<i32, Partition>,
+    last_heard: HashMap<i32, Instant>,
+    idle: Duration,
+    checkpoint_every: Duration,
+    publisher: Publisher,
+    codec: Arc<Codec>,
+    state_partitions: i32,
+    out_partitions: i32,
+    /// Windows written, by input partition, not published yet.
+    out: BTreeMap<i32, Vec<MetricRollup>>,
+    dirty: HashSet<i32>,
+    last_publish: Instant,
+    last_checkpoint: Instant,
+}
+
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Rollups {
+    async fn handle(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) {
+        let (p, offset) = (m.partition(), m.offset());
+        let batch: MetricBatch = match m.payload() {
+            Some(bytes) => match self.codec.decode::<MetricBatch>(bytes).await {
+                Ok(b) => b,
+                Err(e) => {
+                    metrics::counter!("obs_rollups_undecodable_messages_total").increment(1);
+                    tracing::warn!(partition = p, offset, error = %e, "undecodable obs.metrics message skipped (the metrics sink sends it to obs.dlq)");
+                    MetricBatch::default()
+                }
+            },
+            None => MetricBatch::default(),
+        };
+        let samples: usize = batch.series.iter().map(|s| s.values.len()).sum();
+        metrics::counter!("obs_rollups_samples_total").increment(samples as u64);
+        if let Some(part) = self.partitions.get_mut(&p) {
+            let late = part.load().1;
+            part.handle(offset, batch, self.out.entry(p).or_default());
+            metrics::counter!("obs_rollups_late_samples_total").increment(part.load().1 - late);
+            self.last_heard.insert(p, Instant::now());
+            self.dirty.insert(p);
+        }
+    }
+
+    /// Idle partitions, publishing and checkpointing; false when a shutdown interrupted.
+    async fn step(&mut self, consumer: &StreamConsumer) -> bool {
+        let ids: Vec<i32> = self.partitions.keys().copied().collect();
+        for p in ids {
+            if self.last_heard[&p].elapsed() < self.idle {
+                continue;
+            }
+            let part = self.partitions.get_mut(&p).expect("owned");
+            if !part.idle_advance(wall_ms()) {
+                continue;
+            }
+            // The move is checkpointed before it takes effect: a restart moves the same way.
+            self.dirty.insert(p);
+            if !(self.publish().await && self.checkpoint(consumer).await) {
+                return false;
+            }
+            let part = self.partitions.get_mut(&p).expect("owned");
+            part.write_due(self.out.entry(p).or_default());
+        }
+        let pending: usize = self.out.values().map(Vec::len).sum();
+        let due = self.last_publish.elapsed() >= Duration::from_millis(200) || pending >= 50_000;
+        if due && !self.publish().await {
+            return false;
+        }
+        if self.last_checkpoint.elapsed() >= self.checkpoint_every
+            && !self.dirty.is_empty()
+            && !(self.publish().await && self.checkpoint(consumer).await)
+        {
+            return false;
+        }
+        true
+    }
+
+    /// Publishes every written window until acknowledged; false when a shutdown
+    /// interrupted it.
+    async fn publish(&mut self) -> bool {
+        self.last_publish = Instant::now();
+        let out = std::mem::take(&mut self.out);
+        let mut messages = Vec::new();
+        let mut n = 0;
+        for (p, rollups) in out {
+            n += rollups.len();
+            for chunk in rollups.chunks(ROLLUPS_PER_MESSAGE) {
+                messages.push(Outgoing {
+                    partition: p % self.out_partitions.max(1),
+                    value: MetricRollupBatch {
+                        rollups: chunk.to_vec(),
+                    },
+                    headers: Vec::new(),
+                });
+            }
+        }
+        if messages.is_empty() {
+            return true;
+        }
+        if self
+            .publisher
+            .deliver(Topic::MetricsRollup, messages)
+            .await
+            .is_none()
+        {
+            return false;
+        }
+        metrics::counter!("obs_rollups_windows_total").increment(n as u64);
+        true
+    }
+
+    /// Writes the changed partitions' checkpoints (every output before them is
+    /// acknowledged), then commits the group's offsets; false when a shutdown interrupted.
+    async fn checkpoint(&mut self, consumer: &StreamConsumer) -> bool {
+        self.last_checkpoint = Instant::now();
+        let mut messages = Vec::new();
+        for &p in &self.dirty {
+            let part = &self.partitions[&p];
+            metrics::gauge!("obs_rollups_series", "partition" => p.to_string())
+                .set(part.load().0 as f64);
+            messages.push((
+                p % self.state_partitions,
+                state::key(PROCESSOR, p),
+                state::to_bytes(&part.checkpoint()),
+            ));
+        }
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self
+                .publisher
+                .publish_raw(Topic::ProcessorState, &messages)
+                .await
+            {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "rollup checkpoint not acknowledged; writing it again");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown::wait() => return false,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        let mut tpl = TopicPartitionList::new();
+        for &p in &self.dirty {
+            let offset = self.partitions[&p].next_offset();
+            let _ = tpl.add_partition_offset(Topic::Metrics.name(), p, Offset::Offset(offset));
+        }
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+            tracing::debug!(error = %e, "committing obs.metrics offsets (informational)");
+        }
+        self.dirty.clear();
+        true
+    }
+}

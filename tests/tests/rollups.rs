@@ -1,0 +1,274 @@
+//! The rollup processor against the real broker and ClickHouse: three hours of samples of
+//! four series (counters with resets and a gap, a gauge, fractions) sent by remote write;
+//! every row of `metrics_rollups` (1m and 1h windows) equals the count, sum, min, max,
+//! first, last and counter increase the test computes from the raw samples ClickHouse
+//! stored, with no window missing or extra. Then the same with the processor SIGKILLed
+//! while the samples arrive. (Late samples are unit-tested: the collector already refuses
+//! a sample older than its series' newest.)
+//!
+//! Values are integers or eighths, exact in binary, so sums compare exactly whatever the
+//! order of addition (an hour's sum is the sum of its minutes' sums).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use obs_e2e::remote_write::{self, Series};
+use obs_e2e::{Stack, http, wait_for};
+
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 60 * MINUTE;
+const STEP: i64 = 15_000;
+const SAMPLES: i64 = 720;
+const NAMES: &str = "'roll_requests_total', 'roll_temperature', 'roll_ratio'";
+
+/// A series to send: name, its one label, samples.
+type Sent = (&'static str, (&'static str, &'static str), Vec<(i64, f64)>);
+
+/// The four series' samples from `t0`, every 15 s for three hours.
+fn series(t0: i64) -> Vec<Sent> {
+    let at = |i: i64| t0 + i * STEP;
+    let mut a = Vec::new();
+    let mut v = 0.0;
+    for i in 0..SAMPLES {
+        v = if i == 300 || i == 500 {
+            0.0
+        } else {
+            v + (i % 5) as f64
+        };
+        a.push((at(i), v));
+    }
+    // A ten-minute gap: the increase across it counts in the minute after it.
+    let b = (0..SAMPLES)
+        .filter(|i| !(100..140).contains(i))
+        .map(|i| (at(i), 3.0 * i as f64))
+        .collect();
+    let g = (0..SAMPLES)
+        .map(|i| (at(i), ((i * 37) % 101 - 50) as f64))
+        .collect();
+    let r = (0..SAMPLES)
+        .map(|i| (at(i), (i % 8) as f64 * 0.125))
+        .collect();
+    vec![
+        ("roll_requests_total", ("path", "/a"), a),
+        ("roll_requests_total", ("path", "/b"), b),
+        ("roll_temperature", ("room", "x"), g),
+        ("roll_ratio", ("kind", "y"), r),
+    ]
+}
+
+/// Remote-write bodies of the samples in `[from, to)`.
+fn body(t0: i64, from: i64, to: i64) -> Vec<u8> {
+    let all = series(t0);
+    let list: Vec<Series<'_>> = all
+        .iter()
+        .map(|(name, (k, v), samples)| Series {
+            name,
+            labels: vec![(k, v.to_string())],
+            samples: samples
+                .iter()
+                .copied()
+                .filter(|&(t, _)| t >= from && t < to)
+                .collect(),
+        })
+        .filter(|s| !s.samples.is_empty())
+        .collect();
+    remote_write::body(&list)
+}
+
+/// One window: count, sum, min, max, first, first ms, last, last ms, increase.
+type Window = (i64, f64, f64, f64, f64, i64, f64, i64, f64);
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RollupRow {
+    fingerprint: i64,
+    resolution_ms: i64,
+    window_start_ms: i64,
+    count: i64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    first: f64,
+    first_timestamp_ms: i64,
+    last: f64,
+    last_timestamp_ms: i64,
+    increase: f64,
+}
+
+/// The windows the test works out from the stored raw samples, by (fingerprint,
+/// resolution, start).
+async fn expected(stack: &Stack, t0: i64) -> BTreeMap<(i64, i64, i64), Window> {
+    let sql = format!(
+        "SELECT Fingerprint, TimestampMs, Value FROM metrics_samples \
+         WHERE MetricName IN ({NAMES}) AND (TimestampMs - {t0}) % {STEP} = 0 \
+         ORDER BY Fingerprint, TimestampMs"
+    );
+    let rows: Vec<(i64, i64, f64)> = stack.db().query(&sql).fetch_all().await.expect("raw");
+    let mut out = BTreeMap::new();
+    let mut prev: Option<(i64, f64)> = None;
+    for (fp, t, v) in rows {
+        let p = prev.filter(|&(f, _)| f == fp).map(|(_, pv)| pv);
+        prev = Some((fp, v));
+        let inc = p.map_or(0.0, |p| if v >= p { v - p } else { v });
+        for res in [MINUTE, HOUR] {
+            let w = out.entry((fp, res, t.div_euclid(res) * res)).or_insert((
+                0,
+                0.0,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                v,
+                t,
+                v,
+                t,
+                0.0,
+            ));
+            w.0 += 1;
+            w.1 += v;
+            w.2 = w.2.min(v);
+            w.3 = w.3.max(v);
+            (w.6, w.7) = (v, t);
+            w.8 += inc;
+        }
+    }
+    out
+}
+
+/// The stored rollups of the test's series.
+async fn stored(stack: &Stack) -> BTreeMap<(i64, i64, i64), Window> {
+    let sql = format!(
+        "SELECT Fingerprint, ResolutionMs, WindowStartMs, Count, Sum, Min, Max, First, \
+         FirstTimestampMs, Last, LastTimestampMs, Increase FROM metrics_rollups FINAL \
+         WHERE MetricName IN ({NAMES})"
+    );
+    let rows: Vec<RollupRow> = stack.db().query(&sql).fetch_all().await.unwrap_or_default();
+    rows.into_iter()
+        .map(|r| {
+            (
+                (r.fingerprint, r.resolution_ms, r.window_start_ms),
+                (
+                    r.count,
+                    r.sum,
+                    r.min,
+                    r.max,
+                    r.first,
+                    r.first_timestamp_ms,
+                    r.last,
+                    r.last_timestamp_ms,
+                    r.increase,
+                ),
+            )
+        })
+        .collect()
+}
+
+/// A counter of the processor's `/metrics`, 0 when absent.
+async fn processor_counter(stack: &Stack, name: &str) -> Option<u64> {
+    let url = format!("http://127.0.0.1:{}/metrics", stack.ports.processor);
+    let text = http(10).get(&url).send().await.ok()?.text().await.ok()?;
+    Some(
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .map_or(0, |v| v as u64),
+    )
+}
+
+/// Three whole hours ending at an hour boundary at least two minutes back (so its last hour
+/// window is written once the partitions are idle), starting 7 s after a minute boundary.
+fn start_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as i64;
+    let end = (now - 2 * MINUTE).div_euclid(HOUR) * HOUR;
+    end - 3 * HOUR + 7_000
+}
+
+/// Waits until every window of the raw samples is stored and compares them all.
+async fn check(stack: &Stack, t0: i64) {
+    let raw = format!(
+        "SELECT count() FROM metrics_samples WHERE MetricName IN ({NAMES}) \
+         AND (TimestampMs - {t0}) % {STEP} = 0"
+    );
+    let sent = 4 * SAMPLES as u64 - 40;
+    wait_for("every raw sample stored", Duration::from_secs(60), || {
+        let q = stack.db().query(&raw);
+        async move { (q.fetch_one::<u64>().await.ok()? == sent).then_some(()) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", stack.processor_log()));
+    let want = expected(stack, t0).await;
+    // 3 hours of minutes (the gap's 10 minutes of /b missing) and 3 hours, per series.
+    assert_eq!(want.len(), 4 * 180 - 10 + 4 * 3);
+    let got = wait_for("every window stored", Duration::from_secs(90), || async {
+        let got = stored(stack).await;
+        (got.len() >= want.len()).then_some(got)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", stack.processor_log()));
+    for (k, w) in &want {
+        assert_eq!(
+            got.get(k),
+            Some(w),
+            "window (fingerprint, resolution, start) {k:?}"
+        );
+    }
+    assert_eq!(got.len(), want.len(), "no window besides the samples' ones");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollups_equal_the_aggregates_of_the_raw_samples() {
+    let stack = Stack::start_with_separate_processor(&[("OBS_ROLLUPS__IDLE_PARTITION_MS", "1000")])
+        .await
+        .expect("stack started");
+    let url = format!("{}/api/v1/write", stack.collector_url());
+    let t0 = start_ms();
+    for k in 0..36 {
+        let (from, to) = (t0 + k * 5 * MINUTE, t0 + (k + 1) * 5 * MINUTE);
+        let (status, text) = remote_write::post(&url, body(t0, from, to)).await;
+        assert_eq!(status, 204, "{text}");
+    }
+    check(&stack, t0).await;
+    assert_eq!(
+        processor_counter(&stack, "obs_rollups_late_samples_total").await,
+        Some(0),
+        "no sample late"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_of_the_processor_neither_loses_nor_changes_a_window() {
+    let mut stack = Stack::start_with_separate_processor(&[
+        ("OBS_ROLLUPS__IDLE_PARTITION_MS", "1000"),
+        ("OBS_ROLLUPS__CHECKPOINT_INTERVAL_MS", "300"),
+    ])
+    .await
+    .expect("stack started");
+    let url = format!("{}/api/v1/write", stack.collector_url());
+    let t0 = start_ms();
+    // A minute of samples per request, the processor killed after every 30 requests,
+    // once it has handled some samples of this start.
+    for k in 0..180 {
+        let (from, to) = (t0 + k * MINUTE, t0 + (k + 1) * MINUTE);
+        let (status, text) = remote_write::post(&url, body(t0, from, to)).await;
+        assert_eq!(status, 204, "{text}");
+        if k % 30 == 29 {
+            wait_for(
+                "the processor to handle samples",
+                Duration::from_secs(60),
+                || async {
+                    (processor_counter(&stack, "obs_rollups_samples_total").await? > 0)
+                        .then_some(())
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", stack.processor_log()));
+            stack.kill_processor();
+            stack
+                .start_processor()
+                .await
+                .unwrap_or_else(|e| panic!("restart after {k}: {e:#}\n{}", stack.processor_log()));
+        }
+    }
+    check(&stack, t0).await;
+}
