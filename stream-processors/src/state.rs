@@ -47,6 +47,28 @@ pub fn key(processor: &str, partition: i32) -> Vec<u8> {
     format!("{processor}/{partition}").into_bytes()
 }
 
+/// Writes `(state partition, key, checkpoint)` messages until the broker acknowledges them,
+/// backing off; false when a shutdown interrupted.
+pub async fn write(
+    publisher: &obs_runtime::publish::Publisher,
+    messages: &[(i32, Vec<u8>, Vec<u8>)],
+) -> bool {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match publisher.publish_raw(Topic::ProcessorState, messages).await {
+            Ok(_) => return true,
+            Err(e) => {
+                tracing::warn!(error = %e, "checkpoint not acknowledged; writing it again");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = obs_runtime::shutdown::wait() => return false,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
 /// The latest readable checkpoint of `processor` for each of `partitions` whose
 /// `version_of` is `version` (partitions with none are absent); the state topic has
 /// `state_partitions` partitions.

@@ -633,6 +633,28 @@ impl Stack {
         }
     }
 
+    /// SIGKILLs the separate processor and starts it again, panicking with its log (and
+    /// `what` was being done) if it does not come back.
+    pub async fn crash_processor(&mut self, what: &str) {
+        self.kill_processor();
+        if let Err(e) = self.start_processor().await {
+            panic!("restart {what}: {e:#}\n{}", self.processor_log());
+        }
+    }
+
+    /// A value of the separate processor's `/metrics` (the first line starting with
+    /// `name`), 0 when it has no such line, `None` when it does not answer.
+    pub async fn processor_metric(&self, name: &str) -> Option<f64> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.ports.processor);
+        let text = http(10).get(&url).send().await.ok()?.text().await.ok()?;
+        Some(
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .unwrap_or(0.0),
+        )
+    }
+
     /// The separate processor's log.
     pub fn processor_log(&self) -> String {
         self.processor

@@ -33,11 +33,7 @@ async fn sigkill_neither_loses_nor_repeats_piped_logs() {
         })
         .await
         .unwrap_or_else(|e| panic!("{e:#}\n{}", stack.processor_log()));
-        stack.kill_processor();
-        stack
-            .start_processor()
-            .await
-            .unwrap_or_else(|e| panic!("restart {kill}: {e:#}\n{}", stack.processor_log()));
+        stack.crash_processor(&kill.to_string()).await;
     }
     let sent = load.stop().await;
     assert_eq!(

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use obs_e2e::remote_write::{self, Series};
-use obs_e2e::{Stack, http, wait_for};
+use obs_e2e::{Stack, wait_for};
 
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
@@ -161,18 +161,6 @@ async fn stored(stack: &Stack) -> BTreeMap<(i64, i64, i64), Window> {
         .collect()
 }
 
-/// A counter of the processor's `/metrics`, 0 when absent.
-async fn processor_counter(stack: &Stack, name: &str) -> Option<u64> {
-    let url = format!("http://127.0.0.1:{}/metrics", stack.ports.processor);
-    let text = http(10).get(&url).send().await.ok()?.text().await.ok()?;
-    Some(
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .map_or(0, |v| v as u64),
-    )
-}
-
 /// Three whole hours ending at an hour boundary at least two minutes back (so its last hour
 /// window is written once the partitions are idle), starting 7 s after a minute boundary.
 fn start_ms() -> i64 {
@@ -230,8 +218,10 @@ async fn rollups_equal_the_aggregates_of_the_raw_samples() {
     }
     check(&stack, t0).await;
     assert_eq!(
-        processor_counter(&stack, "obs_rollups_late_samples_total").await,
-        Some(0),
+        stack
+            .processor_metric("obs_rollups_late_samples_total")
+            .await,
+        Some(0.0),
         "no sample late"
     );
 }
@@ -257,17 +247,13 @@ async fn sigkill_of_the_processor_neither_loses_nor_changes_a_window() {
                 "the processor to handle samples",
                 Duration::from_secs(60),
                 || async {
-                    (processor_counter(&stack, "obs_rollups_samples_total").await? > 0)
-                        .then_some(())
+                    let n = stack.processor_metric("obs_rollups_samples_total").await?;
+                    (n > 0.0).then_some(())
                 },
             )
             .await
             .unwrap_or_else(|e| panic!("{e:#}\n{}", stack.processor_log()));
-            stack.kill_processor();
-            stack
-                .start_processor()
-                .await
-                .unwrap_or_else(|e| panic!("restart after {k}: {e:#}\n{}", stack.processor_log()));
+            stack.crash_processor(&format!("after request {k}")).await;
         }
     }
     check(&stack, t0).await;

@@ -31,16 +31,6 @@ async fn instant_query(stack: &Stack, q: &str) -> Option<Value> {
         .ok()
 }
 
-/// Spans the running processor has handled since it started (`obs_traces_spans_total`).
-async fn handled_spans(stack: &Stack) -> Option<u64> {
-    let url = format!("http://127.0.0.1:{}/metrics", stack.ports.processor);
-    let text = http(10).get(&url).send().await.ok()?.text().await.ok()?;
-    text.lines()
-        .find(|l| l.starts_with("obs_traces_spans_total"))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_neither_loses_nor_repeats_span_metrics_or_summaries() {
     let mut stack = Stack::start_with_separate_processor(&[
@@ -70,15 +60,14 @@ async fn sigkill_neither_loses_nor_repeats_span_metrics_or_summaries() {
         wait_for(
             "the processor to handle more spans",
             Duration::from_secs(60),
-            || async { (handled_spans(&stack).await? >= handled).then_some(()) },
+            || async {
+                let n = stack.processor_metric("obs_traces_spans_total").await?;
+                (n as u64 >= handled).then_some(())
+            },
         )
         .await
         .unwrap_or_else(|e| panic!("{e:#}\n{}", stack.processor_log()));
-        stack.kill_processor();
-        stack
-            .start_processor()
-            .await
-            .unwrap_or_else(|e| panic!("restart {kill}: {e:#}\n{}", stack.processor_log()));
+        stack.crash_processor(&kill.to_string()).await;
     }
     let sent = load.stop().await;
     assert_eq!(

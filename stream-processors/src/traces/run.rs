@@ -470,23 +470,8 @@ impl Traces {
             }
             messages.push((p % self.state_partitions, checkpoint::key(p), cp.to_bytes()));
         }
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            match self
-                .publisher
-                .publish_raw(Topic::ProcessorState, &messages)
-                .await
-            {
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "checkpoint not acknowledged; writing it again");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown::wait() => return false,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
+        if !state::write(&self.publisher, &messages).await {
+            return false;
         }
         let mut tpl = TopicPartitionList::new();
         for &p in &self.dirty {
