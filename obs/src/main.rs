@@ -160,6 +160,16 @@ enum Command {
         #[arg(long, default_value_t = 200_000)]
         records: usize,
     },
+    /// The rollup processor's speed: samples/s through one partition's 1m and 1h windows
+    /// in process, and the size of its checkpoint.
+    BenchRollups {
+        /// Series in the partition.
+        #[arg(long, default_value_t = 10_000)]
+        series: usize,
+        /// Minutes of samples at 15 s.
+        #[arg(long, default_value_t = 120)]
+        minutes: usize,
+    },
     /// The trace processor's speed and memory: spans/s through one partition's correlation
     /// (span metrics, assembly, tail sampling, service graph, summaries) in process, resident
     /// memory per open trace, and with --collector spans/s through a running pipeline until
@@ -453,6 +463,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             },
             records,
         }),
+        Command::BenchRollups { series, minutes } => {
+            bench::rollups::run(&bench::rollups::RollupsBench { series, minutes })
+        }
         Command::BenchTraces {
             traces,
             policies,

@@ -11,6 +11,7 @@
 //! bytes of the table's active parts after `OPTIMIZE ... FINAL`, over its rows).
 
 pub mod logs;
+pub mod rollups;
 pub mod rules;
 pub mod traces;
 mod workloads;

@@ -10,6 +10,8 @@
 //!   difference, or the later value when it is lower (a counter reset), counted in the
 //!   window of the later sample. No extrapolation, so windows add up: the increase of an
 //!   hour is the sum of its minutes'.
+//! * Samples: stale markers, NaN and infinities are left out (a NaN would make every
+//!   aggregate of its window NaN).
 //! * Restarts: everything written is a deterministic function of the input and of the idle
 //!   moves (checkpointed before they take effect), so a restart from a checkpoint writes
 //!   the same windows again and the replacing table keeps one of each.
@@ -132,6 +134,8 @@ pub struct Partition {
     due: BTreeMap<(i64, usize), BTreeSet<i64>>,
     /// Samples too late for their window, since start.
     late: u64,
+    /// Samples not finite (stale markers, NaN, infinities), since start.
+    skipped: u64,
 }
 
 impl Partition {
@@ -146,6 +150,7 @@ impl Partition {
             series: HashMap::new(),
             due: BTreeMap::new(),
             late: 0,
+            skipped: 0,
         }
     }
 
@@ -205,6 +210,11 @@ impl Partition {
         (self.series.len(), self.late)
     }
 
+    /// Samples left out because they are not finite, since start.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
     /// Handles input message `offset` (in offset order), appending written windows to `out`.
     pub fn handle(&mut self, offset: i64, batch: MetricBatch, out: &mut Vec<MetricRollup>) {
         if offset < self.next_offset {
@@ -217,7 +227,10 @@ impl Partition {
         let mut newest = None;
         for m in batch.series {
             for (&t, &v) in m.timestamps_ms.iter().zip(&m.values) {
-                if obs_promql::is_stale(v) {
+                if !v.is_finite() {
+                    // Stale markers end a series; NaN (a summary quantile without
+                    // observations) and infinities are not rolled up either.
+                    self.skipped += 1;
                     continue;
                 }
                 newest = newest.max(Some(t));
@@ -478,6 +491,16 @@ mod tests {
         );
         assert_eq!(tens[1].count, 40);
         assert_eq!(p.load().1, 0);
+        // Not finite: left out, and the state still checkpoints (JSON has no NaN).
+        p.handle(
+            99,
+            batch(7, &[(t0 + 24 * MIN + 50_000, f64::NAN)]),
+            &mut out,
+        );
+        assert_eq!(p.skipped(), 1);
+        let cp: Checkpoint =
+            crate::state::from_bytes(&crate::state::to_bytes(&p.checkpoint())).unwrap();
+        assert_eq!(cp.series.len(), 1);
         // A sample for a written minute is late; one for the open minute still counts.
         p.handle(100, batch(7, &[(t0 + 5 * MIN, 1.0)]), &mut out);
         assert_eq!(p.load().1, 1);

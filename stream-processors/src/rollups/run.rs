@@ -239,9 +239,11 @@ impl Rollups {
         let samples: usize = batch.series.iter().map(|s| s.values.len()).sum();
         metrics::counter!("obs_rollups_samples_total").increment(samples as u64);
         if let Some(part) = self.partitions.get_mut(&p) {
-            let late = part.load().1;
+            let (late, skipped) = (part.load().1, part.skipped());
             part.handle(offset, batch, self.out.entry(p).or_default());
             metrics::counter!("obs_rollups_late_samples_total").increment(part.load().1 - late);
+            metrics::counter!("obs_rollups_skipped_samples_total")
+                .increment(part.skipped() - skipped);
             self.last_heard.insert(p, Instant::now());
             self.dirty.insert(p);
         }
