@@ -14,11 +14,13 @@
 //! * [`rollups`]: the rollup processor ([`rollups::run::run`]): per series and event-time
 //!   window, count, sum, min, max, first, last and counter increase into
 //!   `obs.metrics.rollup`.
+//! * [`processor`]: connecting a processor to Kafka and the consume → step loop.
 //! * [`state`]: checkpoints of the processors' partitions on `obs.processor.state`.
 //!
 //! The derived records' shapes live in `obs_schemas::records`.
 
 pub mod logs;
+pub mod processor;
 pub mod rollups;
 pub mod rules;
 pub mod state;

@@ -14,19 +14,17 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use obs_runtime::kafka::{self, SharedProducer};
-use obs_runtime::publish::{Outgoing, Publisher};
+use obs_runtime::publish::Outgoing;
 use obs_runtime::{Config, ops, shutdown};
 use obs_schemas::Topic;
 use obs_schemas::records::{DeadLetter, LogBatch, LogRecord};
-use obs_schemas::wire::Codec;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
-use std::sync::Arc;
 
 use super::pipeline::{Pipeline, PipelineConfig};
+use crate::processor::{self, Wiring};
 use crate::state;
 
 /// The header naming the input offset an `obs.logs` message was made from.
@@ -116,26 +114,19 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
         Some("the log processor is finding where to resume".into()),
     );
     let pipelines = load(&cfg.logs.pipelines_file, &cfg.logs.redact_key)?;
-    kafka::ensure_topics(&cfg.kafka).await?;
-    let counts = kafka::partition_counts(&cfg.kafka).await?;
+    let Wiring {
+        counts,
+        codec,
+        publisher,
+        owned,
+        consumer,
+    } = processor::connect(&cfg, "logs", Topic::LogsIngest).await?;
     anyhow::ensure!(
         counts[&Topic::LogsIngest] == counts[&Topic::Logs],
         "obs.logs.ingest has {} partitions and obs.logs {}: the log processor writes partition for partition, so they must be equal",
         counts[&Topic::LogsIngest],
         counts[&Topic::Logs]
     );
-    let codec = Arc::new(Codec::new(&cfg.registry.url));
-    let publisher = Publisher::new(
-        SharedProducer::new(&cfg.kafka)?,
-        codec.clone(),
-        counts.clone(),
-    );
-    let pc = &cfg.processor;
-    let owned = kafka::partitions_of(pc.instance, pc.instances, counts[&Topic::LogsIngest]);
-    let consumer = kafka::consumer(
-        &cfg.kafka,
-        &format!("{}-logs-{}", pc.group_prefix, pc.instance),
-    )?;
     let mut tpl = TopicPartitionList::new();
     for &p in &owned {
         let brokers = cfg.kafka.brokers.clone();

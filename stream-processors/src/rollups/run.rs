@@ -16,9 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use obs_runtime::kafka::{self, SharedProducer};
 use obs_runtime::publish::{Outgoing, Publisher};
-use obs_runtime::{Config, ops, shutdown};
+use obs_runtime::{Config, ops};
 use obs_schemas::Topic;
 use obs_schemas::records::{MetricBatch, MetricRollup, MetricRollupBatch};
 use obs_schemas::wire::Codec;
@@ -26,6 +25,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::partition::{Checkpoint, Partition, Settings, VERSION};
+use crate::processor::{self, Checkpointed, Wiring};
 use crate::state;
 
 /// Name of the processor's checkpoints on `obs.processor.state`.
@@ -54,20 +54,13 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
         Some("the rollup processor is restoring its partitions".into()),
     );
     let settings = Arc::new(settings(&cfg)?);
-    kafka::ensure_topics(&cfg.kafka).await?;
-    let counts = kafka::partition_counts(&cfg.kafka).await?;
-    let codec = Arc::new(Codec::new(&cfg.registry.url));
-    let publisher = Publisher::new(
-        SharedProducer::new(&cfg.kafka)?,
-        codec.clone(),
-        counts.clone(),
-    );
-    let pc = &cfg.processor;
-    let owned = kafka::partitions_of(pc.instance, pc.instances, counts[&Topic::Metrics]);
-    let consumer = kafka::consumer(
-        &cfg.kafka,
-        &format!("{}-rollups-{}", pc.group_prefix, pc.instance),
-    )?;
+    let Wiring {
+        counts,
+        codec,
+        publisher,
+        owned,
+        consumer,
+    } = processor::connect(&cfg, "rollups", Topic::Metrics).await?;
     let partitions = restore(&cfg, &consumer, &owned, &counts, &settings).await?;
     let mut tpl = TopicPartitionList::new();
     for p in partitions.values() {
@@ -96,30 +89,7 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
         last_publish: Instant::now(),
         last_checkpoint: Instant::now(),
     };
-    loop {
-        let message = tokio::select! {
-            m = consumer.recv() => Some(m),
-            _ = tokio::time::sleep(Duration::from_millis(100)) => None,
-            _ = shutdown::wait() => break,
-        };
-        match message {
-            Some(Ok(m)) => r.handle(&m).await,
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "reading obs.metrics");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            None => {}
-        }
-        if !r.step(&consumer).await {
-            break;
-        }
-    }
-    if !shutdown::requested() || r.publish().await {
-        // A clean stop: what was handled is checkpointed, so nothing is read again.
-        let all: Vec<i32> = r.partitions.keys().copied().collect();
-        r.dirty.extend(all);
-        r.checkpoint(&consumer).await;
-    }
+    processor::drive(&mut r, &consumer, Topic::Metrics).await;
     tracing::info!("rollup processor stopped");
     Ok(())
 }
@@ -222,7 +192,7 @@ fn wall_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-impl Rollups {
+impl Checkpointed for Rollups {
     async fn handle(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) {
         let (p, offset) = (m.partition(), m.offset());
         let batch: MetricBatch = match m.payload() {
@@ -316,6 +286,14 @@ impl Rollups {
         true
     }
 
+    async fn checkpoint_all(&mut self, consumer: &StreamConsumer) {
+        let all: Vec<i32> = self.partitions.keys().copied().collect();
+        self.dirty.extend(all);
+        self.checkpoint(consumer).await;
+    }
+}
+
+impl Rollups {
     /// Writes the changed partitions' checkpoints (every output before them is
     /// acknowledged), then commits the group's offsets; false when a shutdown interrupted.
     async fn checkpoint(&mut self, consumer: &StreamConsumer) -> bool {

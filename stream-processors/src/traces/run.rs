@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use obs_runtime::kafka::{self, SharedProducer};
 use obs_runtime::publish::{Outgoing, Publisher, partition_of};
 use obs_runtime::{Config, ops, shutdown};
 use obs_schemas::Topic;
@@ -32,6 +31,7 @@ use super::partition::{Outputs, Partition, Settings};
 use super::sampling::Policies;
 use super::servicegraph::ServiceGraph;
 use super::spanmetrics::SpanMetrics;
+use crate::processor::{self, Checkpointed, Wiring};
 use crate::state;
 
 /// Series of span and service-graph metrics not updated for this long stop being written.
@@ -81,20 +81,13 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
         Some("the trace processor is restoring its partitions".into()),
     );
     let settings = Arc::new(settings(&cfg)?);
-    kafka::ensure_topics(&cfg.kafka).await?;
-    let counts = kafka::partition_counts(&cfg.kafka).await?;
-    let codec = Arc::new(Codec::new(&cfg.registry.url));
-    let publisher = Publisher::new(
-        SharedProducer::new(&cfg.kafka)?,
-        codec.clone(),
-        counts.clone(),
-    );
-    let pc = &cfg.processor;
-    let owned = kafka::partitions_of(pc.instance, pc.instances, counts[&Topic::Spans]);
-    let consumer = kafka::consumer(
-        &cfg.kafka,
-        &format!("{}-traces-{}", pc.group_prefix, pc.instance),
-    )?;
+    let Wiring {
+        counts,
+        codec,
+        publisher,
+        owned,
+        consumer,
+    } = processor::connect(&cfg, "traces", Topic::Spans).await?;
     let partitions = restore(&cfg, &consumer, &owned, &counts, &codec, &settings).await?;
     let mut tpl = TopicPartitionList::new();
     for p in partitions.values() {
@@ -123,30 +116,7 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
         last_publish: Instant::now(),
         last_checkpoint: Instant::now(),
     };
-    loop {
-        let message = tokio::select! {
-            m = consumer.recv() => Some(m),
-            _ = tokio::time::sleep(Duration::from_millis(100)) => None,
-            _ = shutdown::wait() => break,
-        };
-        match message {
-            Some(Ok(m)) => t.handle(&m).await,
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "reading obs.spans");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            None => {}
-        }
-        if !t.step(&consumer).await {
-            break;
-        }
-    }
-    if !shutdown::requested() || t.publish().await {
-        // A clean stop: what was handled is checkpointed, so nothing is read again.
-        let all: Vec<i32> = t.partitions.keys().copied().collect();
-        t.dirty.extend(all);
-        t.checkpoint(&consumer).await;
-    }
+    processor::drive(&mut t, &consumer, Topic::Spans).await;
     tracing::info!("trace processor stopped");
     Ok(())
 }
@@ -283,7 +253,7 @@ struct Traces {
     last_checkpoint: Instant,
 }
 
-impl Traces {
+impl Checkpointed for Traces {
     async fn handle(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) {
         let (p, offset) = (m.partition(), m.offset());
         let spans: Vec<Span> = match m.payload() {
@@ -452,6 +422,14 @@ impl Traces {
         true
     }
 
+    async fn checkpoint_all(&mut self, consumer: &StreamConsumer) {
+        let all: Vec<i32> = self.partitions.keys().copied().collect();
+        self.dirty.extend(all);
+        self.checkpoint(consumer).await;
+    }
+}
+
+impl Traces {
     /// Writes the changed partitions' checkpoints (every output before them is
     /// acknowledged), then commits the group's offsets; false when a shutdown interrupted.
     async fn checkpoint(&mut self, consumer: &StreamConsumer) -> bool {
