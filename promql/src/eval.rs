@@ -84,7 +84,7 @@ fn system_ms(t: &SystemTime) -> i64 {
 }
 
 /// The earliest start and latest end of some windows.
-fn span(bounds: &[(i64, i64)]) -> Option<(i64, i64)> {
+pub(crate) fn span(bounds: &[(i64, i64)]) -> Option<(i64, i64)> {
     Some((
         bounds.iter().map(|b| b.0).min()?,
         bounds.iter().map(|b| b.1).max()?,
@@ -120,7 +120,7 @@ impl Evaluator {
 
     /// Each step's window `[end - range, end]`, `end` being the step (or `@` time) minus
     /// the offset.
-    fn window_bounds(
+    pub(crate) fn window_bounds(
         &self,
         at: &Option<AtModifier>,
         offset: &Option<Offset>,

@@ -1,15 +1,17 @@
 //! Function calls: range-vector functions over each step's window (see
-//! [`super::range_fns`]), element-wise math, label rewriting, `histogram_quantile`,
+//! [`super::range_fns`]; from rollups when the source offers them and the windows are
+//! whole rollup windows, see [`super::rollup`]), element-wise math, label rewriting, `histogram_quantile`,
 //! `absent`, `timestamp`, date functions, `vector`, `scalar` and `time`.
 
 use chrono::{DateTime, Datelike, Timelike};
 use obs_runtime::labels::valid_label_name;
 use promql_parser::label::MatchOp;
-use promql_parser::parser::{Call, Expr};
+use promql_parser::parser::{Call, Expr, VectorSelector};
 use regex::Regex;
 
-use super::eval::{EvalError, Evaluator, Result, exec, unwrap_parens};
+use super::eval::{EvalError, Evaluator, Result, exec, span, unwrap_parens};
 use super::range_fns::{self, Window};
+use super::rollup;
 use super::value::{Grid, Labels, Series, SeriesBuilder, Value, drop_name};
 
 /// Functions of one value that drop the metric name.
@@ -369,6 +371,17 @@ impl Evaluator {
         for a in scalar_args {
             scalars.push(self.scalar_arg(a, grid).await?);
         }
+        if let Expr::MatrixSelector(ms) = unwrap_parens(range_arg) {
+            let offered = self.storage.rollup_resolutions();
+            if !offered.is_empty() {
+                let bounds = self.window_bounds(&ms.vs.at, &ms.vs.offset, ms.range, grid);
+                if let Some(res) = rollup::resolution_for(name, &offered, &bounds) {
+                    return self
+                        .range_function_over_rollups(name, &ms.vs, &bounds, res)
+                        .await;
+                }
+            }
+        }
         let w = self.windows(range_arg, grid).await?;
         if name == "absent_over_time" {
             let points = (0..n)
@@ -408,6 +421,38 @@ impl Evaluator {
                 })
                 .collect();
             let labels = if keep_name {
+                s.labels
+            } else {
+                drop_name(s.labels)
+            };
+            b.add(Series { labels, points })
+                .map_err(EvalError::Execution)?;
+        }
+        Ok(Value::Vector(b.finish()))
+    }
+
+    /// A range function over whole rollup windows of `resolution_ms` (see [`rollup`]).
+    async fn range_function_over_rollups(
+        &mut self,
+        name: &str,
+        vs: &VectorSelector,
+        bounds: &[(i64, i64)],
+        resolution_ms: i64,
+    ) -> Result<Value> {
+        let Some((lo, hi)) = span(bounds) else {
+            return Ok(Value::Vector(Vec::new()));
+        };
+        let series = self
+            .storage
+            .select_rollups(vs, resolution_ms, lo, hi)
+            .await?;
+        let mut b = SeriesBuilder::new(bounds.len());
+        for s in series {
+            let points = bounds
+                .iter()
+                .map(|&(start, end)| rollup::apply(name, &s.chunks, start, end))
+                .collect();
+            let labels = if name == "last_over_time" {
                 s.labels
             } else {
                 drop_name(s.labels)

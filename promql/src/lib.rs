@@ -19,6 +19,7 @@ pub mod eval;
 pub mod functions;
 pub mod memory;
 pub mod range_fns;
+pub mod rollup;
 pub mod value;
 
 use promql_parser::parser::value::ValueType;
@@ -48,7 +49,32 @@ pub trait SeriesSource: Send {
         from_ms: i64,
         to_ms: i64,
     ) -> SelectFuture<'a>;
+
+    /// Resolutions (ms) of the rollups this source may answer range functions from, as
+    /// the query allows (`max_source_resolution`); none by default.
+    fn rollup_resolutions(&self) -> Vec<i64> {
+        Vec::new()
+    }
+
+    /// Every series `vs`'s matchers match with samples in `[from_ms, to_ms]` (both
+    /// multiples of `resolution_ms`), as rollup windows of that resolution starting in the
+    /// range and, after the last of a series' windows, its raw samples as single-sample
+    /// chunks; sorted by labels.
+    fn select_rollups<'a>(
+        &'a mut self,
+        vs: &'a VectorSelector,
+        resolution_ms: i64,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> ChunkFuture<'a> {
+        let _ = (vs, resolution_ms, from_ms, to_ms);
+        Box::pin(async { Err(EvalError::Storage("this source keeps no rollups".into())) })
+    }
 }
+
+/// A boxed future of a source's rollups.
+pub type ChunkFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<rollup::ChunkSeries>, EvalError>> + Send + 'a>>;
 
 /// Limits and defaults of PromQL evaluation.
 #[derive(Debug, Clone)]

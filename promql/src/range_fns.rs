@@ -89,10 +89,7 @@ pub fn apply(name: &str, w: &Window<'_>, args: &[f64]) -> Option<f64> {
 /// (but not past where a counter would have been zero), per second for `rate`.
 fn extrapolated(w: &Window<'_>, is_counter: bool, is_rate: bool) -> Option<f64> {
     let s = w.samples;
-    if s.len() < 2 {
-        return None;
-    }
-    let (first, last) = (s[0], s[s.len() - 1]);
+    let (first, last) = (*s.first()?, *s.last()?);
     let mut result = last.1 - first.1;
     if is_counter {
         for p in s.windows(2) {
@@ -101,10 +98,36 @@ fn extrapolated(w: &Window<'_>, is_counter: bool, is_rate: bool) -> Option<f64> 
             }
         }
     }
-    let mut to_start = (first.0 - w.start) as f64 / 1000.0;
-    let to_end = (w.end - last.0) as f64 / 1000.0;
+    extrapolate(
+        result,
+        first,
+        last,
+        s.len(),
+        (w.start, w.end),
+        is_counter,
+        is_rate,
+    )
+}
+
+/// Prometheus's extrapolation of a window's change `result` (resets already added for a
+/// counter), from its first and last samples and their count, to the window `(start, end)`;
+/// per second for a rate. `None` under two samples.
+pub fn extrapolate(
+    result: f64,
+    first: (i64, f64),
+    last: (i64, f64),
+    samples: usize,
+    (start, end): (i64, i64),
+    is_counter: bool,
+    is_rate: bool,
+) -> Option<f64> {
+    if samples < 2 {
+        return None;
+    }
+    let mut to_start = (first.0 - start) as f64 / 1000.0;
+    let to_end = (end - last.0) as f64 / 1000.0;
     let sampled = (last.0 - first.0) as f64 / 1000.0;
-    let average_gap = sampled / (s.len() - 1) as f64;
+    let average_gap = sampled / (samples - 1) as f64;
     if is_counter && result > 0.0 && first.1 >= 0.0 {
         let to_zero = sampled * (first.1 / result);
         if to_zero < to_start {
@@ -126,7 +149,7 @@ fn extrapolated(w: &Window<'_>, is_counter: bool, is_rate: bool) -> Option<f64> 
     // One factor, as Prometheus computes it: the float result is then bit-equal.
     let mut factor = interval / sampled;
     if is_rate {
-        factor /= (w.end - w.start) as f64 / 1000.0;
+        factor /= (end - start) as f64 / 1000.0;
     }
     Some(result * factor)
 }
@@ -222,7 +245,7 @@ fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
 }
 
 /// `sum_over_time`: a compensated sum, as Prometheus 2.42 computes it.
-fn kahan_sum(values: impl Iterator<Item = f64>) -> f64 {
+pub fn kahan_sum(values: impl Iterator<Item = f64>) -> f64 {
     let (mut sum, mut c) = (0.0, 0.0);
     for v in values {
         (sum, c) = kahan_inc(v, sum, c);

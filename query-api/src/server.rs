@@ -18,6 +18,9 @@ pub struct ApiState {
     pub cfg: Arc<QueryConfig>,
     /// How trace searches find traces.
     pub search_index: crate::traces::SearchIndex,
+    /// Resolutions (ms) of the rollups in `metrics_rollups` (none when the rollup
+    /// processor is off).
+    pub rollup_resolutions_ms: Arc<Vec<i64>>,
 }
 
 /// The API's routes.
@@ -37,6 +40,15 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
         client: ch::client(&cfg.clickhouse),
         cfg: Arc::new(cfg.query.clone()),
         search_index: crate::traces::SearchIndex::new(&cfg),
+        rollup_resolutions_ms: Arc::new(if cfg.rollups.enabled {
+            cfg.rollups
+                .resolutions_ms
+                .iter()
+                .map(|&r| r as i64)
+                .collect()
+        } else {
+            Vec::new()
+        }),
     };
     let app = router(state).merge(ops::router(ready.clone()));
     ready.set(true);

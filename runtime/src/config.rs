@@ -411,6 +411,10 @@ pub struct QueryConfig {
     /// Where `/api/v1/rules` and `/api/v1/alerts` are answered: the rule processor's
     /// listener (`[processor] listen`), to which the query API forwards them.
     pub rules_url: String,
+    /// Which rollups (`metrics_rollups`) PromQL range functions may read when a query
+    /// gives no `max_source_resolution`: `raw` (none), `auto` (the coarsest whose windows
+    /// fit the query), or a duration (`1m`: rollups of at most 1m).
+    pub max_source_resolution: String,
 }
 
 impl Default for QueryConfig {
@@ -426,6 +430,7 @@ impl Default for QueryConfig {
             logql_max_rows: 500_000,
             logql_max_seconds: 60,
             rules_url: "http://127.0.0.1:8092".into(),
+            max_source_resolution: "raw".into(),
         }
     }
 }

@@ -150,27 +150,49 @@ impl Demo {
         Prometheus::start(dir, "prom-demo", "global: {scrape_interval: 1m}\n", &data).await
     }
 
-    /// Sends the series to the collector by remote write (20 series per request) and waits
-    /// until every sample is in `metrics_samples`.
+    /// Sends the series to the collector by remote write (20 series and half an hour per
+    /// request, in time order) and waits until every sample is in `metrics_samples`.
     pub async fn load_into(&self, stack: &Stack) -> anyhow::Result<()> {
         let url = format!("{}/api/v1/write", stack.collector_url());
-        for chunk in self.series.chunks(20) {
-            let series: Vec<Series<'_>> = chunk
-                .iter()
-                .map(|s| Series {
-                    name: &s.name,
-                    labels: s
-                        .labels
-                        .iter()
-                        .map(|(k, v)| (k.as_str(), v.clone()))
-                        .collect(),
-                    samples: s.samples.clone(),
-                })
-                .collect();
-            let (status, text) = remote_write::post(&url, remote_write::body(&series)).await;
-            if status != 204 && status != 200 {
-                bail!("remote write answered {status}: {text}");
+        // Half an hour of every series at a time, as live senders would: the rollup
+        // processor counts samples far behind its partition's newest as late.
+        const SLICE_MS: i64 = 1_800_000;
+        let times = self
+            .series
+            .iter()
+            .flat_map(|s| s.samples.iter().map(|p| p.0));
+        let (first, last) = times.fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)));
+        let mut from = first.div_euclid(SLICE_MS) * SLICE_MS;
+        while from <= last {
+            let to = from + SLICE_MS;
+            for chunk in self.series.chunks(20) {
+                let series: Vec<Series<'_>> = chunk
+                    .iter()
+                    .map(|s| Series {
+                        name: &s.name,
+                        labels: s
+                            .labels
+                            .iter()
+                            .map(|(k, v)| (k.as_str(), v.clone()))
+                            .collect(),
+                        samples: s
+                            .samples
+                            .iter()
+                            .copied()
+                            .filter(|&(t, _)| t >= from && t < to)
+                            .collect(),
+                    })
+                    .filter(|s| !s.samples.is_empty())
+                    .collect();
+                if series.is_empty() {
+                    continue;
+                }
+                let (status, text) = remote_write::post(&url, remote_write::body(&series)).await;
+                if status != 204 && status != 200 {
+                    bail!("remote write answered {status}: {text}");
+                }
             }
+            from = to;
         }
         // Samples and series are separate tables (written by separate sink tables): wait
         // for both.

@@ -3,7 +3,8 @@
 //! every row of `metrics_rollups` (1m and 1h windows) equals the count, sum, min, max,
 //! first, last and counter increase the test computes from the raw samples ClickHouse
 //! stored, with no window missing or extra. Then the same with the processor SIGKILLed
-//! while the samples arrive. (Late samples are unit-tested: the collector already refuses
+//! while the samples arrive. And PromQL range functions answered from the rollups
+//! (`max_source_resolution`) equal the answers from the raw samples. (Late samples are unit-tested: the collector already refuses
 //! a sample older than its series' newest.)
 //!
 //! Values are integers or eighths, exact in binary, so sums compare exactly whatever the
@@ -37,7 +38,8 @@ fn series(t0: i64) -> Vec<Sent> {
         };
         a.push((at(i), v));
     }
-    // A ten-minute gap: the increase across it counts in the minute after it.
+    // A ten-minute gap: the increase across it is in no minute (the query API adds it from
+    // the minutes' last and first), but in the hour around it.
     let b = (0..SAMPLES)
         .filter(|i| !(100..140).contains(i))
         .map(|i| (at(i), 3.0 * i as f64))
@@ -105,13 +107,17 @@ async fn expected(stack: &Stack, t0: i64) -> BTreeMap<(i64, i64, i64), Window> {
     );
     let rows: Vec<(i64, i64, f64)> = stack.db().query(&sql).fetch_all().await.expect("raw");
     let mut out = BTreeMap::new();
-    let mut prev: Option<(i64, f64)> = None;
+    let mut prev: Option<(i64, i64, f64)> = None;
     for (fp, t, v) in rows {
-        let p = prev.filter(|&(f, _)| f == fp).map(|(_, pv)| pv);
-        prev = Some((fp, v));
-        let inc = p.map_or(0.0, |p| if v >= p { v - p } else { v });
+        let p = prev.filter(|&(f, _, _)| f == fp);
+        prev = Some((fp, t, v));
         for res in [MINUTE, HOUR] {
-            let w = out.entry((fp, res, t.div_euclid(res) * res)).or_insert((
+            let start = t.div_euclid(res) * res;
+            // Only pairs inside one window count in its increase.
+            let inc = p
+                .filter(|&(_, pt, _)| pt >= start)
+                .map_or(0.0, |(_, _, p)| if v >= p { v - p } else { v });
+            let w = out.entry((fp, res, start)).or_insert((
                 0,
                 0.0,
                 f64::INFINITY,
@@ -224,6 +230,176 @@ async fn rollups_equal_the_aggregates_of_the_raw_samples() {
         Some(0.0),
         "no sample late"
     );
+    queries_from_rollups_equal_raw(&stack, t0).await;
+}
+
+/// A range query's matrix from the query API: labels → (seconds, value) per step.
+async fn query_range(
+    stack: &Stack,
+    query: &str,
+    (start, end, step): (i64, i64, i64),
+    resolution: &str,
+) -> BTreeMap<String, Vec<(i64, f64)>> {
+    let v: serde_json::Value = obs_e2e::http(30)
+        .get(format!("{}/api/v1/query_range", stack.query_url()))
+        .query(&[
+            ("query", query),
+            ("start", &(start / 1000).to_string()),
+            ("end", &(end / 1000).to_string()),
+            ("step", &(step / 1000).to_string()),
+            ("max_source_resolution", resolution),
+        ])
+        .send()
+        .await
+        .expect("query API answers")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(v["status"], "success", "{query}: {v}");
+    v["data"]["result"]
+        .as_array()
+        .expect("a matrix")
+        .iter()
+        .map(|s| {
+            let points = s["values"]
+                .as_array()
+                .expect("values")
+                .iter()
+                .map(|p| {
+                    (
+                        p[0].as_i64().expect("time"),
+                        p[1].as_str().expect("value").parse().expect("a number"),
+                    )
+                })
+                .collect();
+            (s["metric"].to_string(), points)
+        })
+        .collect()
+}
+
+/// The SQL `explain` shows for a range query with `max_source_resolution`.
+async fn explained(
+    stack: &Stack,
+    query: &str,
+    (start, end, step): (i64, i64, i64),
+    resolution: &str,
+) -> String {
+    let v: serde_json::Value = obs_e2e::http(30)
+        .get(format!("{}/api/v1/explain", stack.query_url()))
+        .query(&[
+            ("query", query),
+            ("start", &(start / 1000).to_string()),
+            ("end", &(end / 1000).to_string()),
+            ("step", &(step / 1000).to_string()),
+            ("max_source_resolution", resolution),
+        ])
+        .send()
+        .await
+        .expect("query API answers")
+        .json()
+        .await
+        .expect("JSON");
+    v["data"]["sql"].to_string()
+}
+
+/// Long-range queries answered from rollups equal the answers from raw samples, within
+/// 1e-9 relative (the order of float additions differs), and `explain` names the table.
+async fn queries_from_rollups_equal_raw(stack: &Stack, t0: i64) {
+    let h0 = t0 - 7_000;
+    let hours = (h0 + HOUR, h0 + 3 * HOUR, HOUR);
+    let tens = (h0 + 30 * MINUTE, h0 + 3 * HOUR, 10 * MINUTE);
+    let cases = [
+        ("rate(roll_requests_total[1h])", hours, "1h", 2),
+        (
+            "increase(roll_requests_total[2h])",
+            (h0 + 2 * HOUR, h0 + 3 * HOUR, HOUR),
+            "1h",
+            2,
+        ),
+        (
+            "sum by (path) (increase(roll_requests_total[30m]))",
+            tens,
+            "1m",
+            2,
+        ),
+        ("delta(roll_temperature[1h])", hours, "1h", 1),
+        ("avg_over_time(roll_temperature[1h])", hours, "1h", 1),
+        ("min_over_time(roll_temperature[20m])", tens, "1m", 1),
+        ("max_over_time(roll_temperature[1h])", hours, "1h", 1),
+        ("sum_over_time(roll_ratio[1h])", hours, "1h", 1),
+        (
+            r#"count_over_time({__name__=~"roll_.*"}[1h])"#,
+            hours,
+            "1h",
+            4,
+        ),
+        ("last_over_time(roll_ratio[10m])", tens, "1m", 1),
+    ];
+    for (query, grid, table_res, n) in cases {
+        let raw = query_range(stack, query, grid, "raw").await;
+        assert_eq!(raw.len(), n, "{query}: {raw:?}");
+        for resolution in ["auto", table_res] {
+            let plan = explained(stack, query, grid, resolution).await;
+            let res_ms = if table_res == "1h" { HOUR } else { MINUTE };
+            assert!(
+                plan.contains("FROM metrics_rollups")
+                    && plan.contains(&format!("ResolutionMs = {res_ms}")),
+                "{query} ({resolution}) reads {table_res} rollups: {plan}"
+            );
+            let rolled = query_range(stack, query, grid, resolution).await;
+            assert_close(&raw, &rolled, &format!("{query} ({resolution})"));
+        }
+        assert!(
+            !explained(stack, query, grid, "raw")
+                .await
+                .contains("metrics_rollups")
+        );
+    }
+    // Windows the processor has not written yet come from the raw samples: without the last
+    // hour's rollups of the gauge, the answers are still the raw ones.
+    stack
+        .db()
+        .query(&format!(
+            "ALTER TABLE metrics_rollups DELETE WHERE MetricName = 'roll_temperature' \
+             AND WindowStartMs >= {} SETTINGS mutations_sync = 2",
+            h0 + 2 * HOUR
+        ))
+        .execute()
+        .await
+        .expect("rollups deleted");
+    for query in [
+        "count_over_time(roll_temperature[1h])",
+        "sum_over_time(roll_temperature[30m])",
+        "avg_over_time(roll_temperature[30m])",
+    ] {
+        let raw = query_range(stack, query, tens, "raw").await;
+        let rolled = query_range(stack, query, tens, "auto").await;
+        assert_close(&raw, &rolled, query);
+    }
+}
+
+/// Same series and steps, values within 1e-9 relative.
+fn assert_close(
+    raw: &BTreeMap<String, Vec<(i64, f64)>>,
+    rolled: &BTreeMap<String, Vec<(i64, f64)>>,
+    what: &str,
+) {
+    assert_eq!(
+        rolled.keys().collect::<Vec<_>>(),
+        raw.keys().collect::<Vec<_>>(),
+        "{what}"
+    );
+    for (labels, want) in raw {
+        let got = &rolled[labels];
+        assert_eq!(got.len(), want.len(), "{what} {labels}");
+        for (&(t, a), &(u, b)) in want.iter().zip(got) {
+            assert_eq!(t, u, "{what} {labels}");
+            assert!(
+                (a - b).abs() <= 1e-9 * a.abs().max(1.0),
+                "{what} {labels} at {t}: raw {a}, rollups {b}"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -17,14 +17,41 @@ use crate::server::ApiState;
 use obs_promql::value::{Labels, format_time, format_value};
 use obs_promql::{self as promql, EvalError, Grid, Value};
 
-fn limits(state: &ApiState) -> Limits {
-    Limits {
+/// The request's limits; `max_source_resolution` (else `[query] max_source_resolution`)
+/// picks the rollups range functions may read.
+fn limits(state: &ApiState, p: &Params) -> Result<Limits, String> {
+    let asked = p
+        .get("max_source_resolution")
+        .unwrap_or(&state.cfg.max_source_resolution);
+    Ok(Limits {
         promql: promql::Limits {
             lookback_ms: state.cfg.promql_lookback_secs as i64 * 1000,
             max_points: state.cfg.promql_max_points,
         },
         max_samples: state.cfg.promql_max_samples,
-    }
+        rollup_resolutions: source_resolutions(asked, &state.rollup_resolutions_ms)?,
+    })
+}
+
+/// The rollup resolutions `max_source_resolution` allows among those the rollup processor
+/// writes: `raw` (or `0s`) none, `auto` all, a duration (`1m`, `1h`, seconds) those not
+/// coarser than it (Thanos's parameter).
+pub fn source_resolutions(asked: &str, written: &[i64]) -> Result<Vec<i64>, String> {
+    let max_ms = match asked {
+        "raw" => 0,
+        "auto" => i64::MAX,
+        s => match s.parse::<f64>() {
+            Ok(secs) if secs >= 0.0 => (secs * 1000.0) as i64,
+            _ => promql_parser::util::parse_duration(s)
+                .map(|d| d.as_millis() as i64)
+                .map_err(|_| {
+                    format!(
+                        "invalid parameter \"max_source_resolution\": {s:?}; use raw, auto or a duration such as 1m or 1h"
+                    )
+                })?,
+        },
+    };
+    Ok(written.iter().copied().filter(|&r| r <= max_ms).collect())
 }
 
 fn eval_error(e: EvalError) -> Response {
@@ -215,9 +242,9 @@ fn asked_by(
     p: &Params,
     headers: &HeaderMap,
     range: bool,
-) -> Result<(Asked, String), String> {
+) -> Result<(Asked, String, Limits), String> {
     let a = asked(p, range, state.cfg.promql_max_points)?;
-    Ok((a, tenant(headers)?))
+    Ok((a, tenant(headers)?, limits(state, p)?))
 }
 
 async fn run(
@@ -228,12 +255,12 @@ async fn run(
     range: bool,
 ) -> Response {
     let p = Params::read(q.as_deref(), &headers, &body);
-    let (a, tenant) = match asked_by(&state, &p, &headers, range) {
+    let (a, tenant, limits) = match asked_by(&state, &p, &headers, range) {
         Ok(x) => x,
         Err(e) => return bad_data(e),
     };
     let client = state.client.clone();
-    match store::evaluate(Some(client), &tenant, &a.expr, a.grid, &limits(&state)).await {
+    match store::evaluate(Some(client), &tenant, &a.expr, a.grid, &limits).await {
         Ok((v, _)) => (
             [(header::CONTENT_TYPE, "application/json")],
             answer(&v, a.grid, a.range),
@@ -288,11 +315,11 @@ pub async fn explain(
         }
     }
     let range = p.get("start").is_some() || p.get("end").is_some() || p.get("step").is_some();
-    let (a, tenant) = match asked_by(&state, &p, &headers, range) {
+    let (a, tenant, limits) = match asked_by(&state, &p, &headers, range) {
         Ok(x) => x,
         Err(e) => return bad_data(e),
     };
-    match store::explain(&tenant, &a.expr, a.grid, &limits(&state)).await {
+    match store::explain(&tenant, &a.expr, a.grid, &limits).await {
         Ok(x) => ok(
             json!({"language": "promql", "query": p.get("query"), "sql": x.statements, "rust": x.rust}),
         ),

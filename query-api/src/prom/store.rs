@@ -7,7 +7,8 @@
 use std::sync::{Arc, Mutex};
 
 use clickhouse::Row;
-use obs_promql::{EvalError, Labels, RawSeries, SelectFuture, SeriesSource};
+use obs_promql::rollup::{Chunk, ChunkSeries};
+use obs_promql::{ChunkFuture, EvalError, Labels, RawSeries, SelectFuture, SeriesSource, is_stale};
 use promql_parser::parser::VectorSelector;
 use serde::Deserialize;
 
@@ -21,8 +22,10 @@ pub struct Storage {
     pub tenant: String,
     /// Samples one query may read before it is refused.
     pub max_samples: usize,
-    /// Samples read so far.
+    /// Samples read so far (a rollup window counts as one).
     pub samples_read: usize,
+    /// Rollup resolutions (ms) range functions may be answered from (`max_source_resolution`).
+    pub rollup_resolutions: Vec<i64>,
     /// The statements run (or, for explain, that would run), with values inlined; shared
     /// with the caller, who keeps it after the evaluator is gone.
     pub statements: Arc<Mutex<Vec<String>>>,
@@ -79,15 +82,14 @@ pub fn selector_statement(
     from_ms: i64,
     to_ms: i64,
 ) -> Result<Statement, String> {
-    let SqlFilter { sql, binds } = selector::vector_selector(vs)?;
+    let SelectorParts {
+        filter: sql,
+        name,
+        name_binds,
+        binds,
+    } = selector_parts(vs)?;
     let mut all = vec![tenant.to_string()];
-    let name = match selector::single_name(vs) {
-        Some(n) => {
-            all.push(n);
-            "MetricName = ? AND "
-        }
-        None => "",
-    };
+    all.extend(name_binds);
     for _ in 0..2 {
         all.push(tenant.to_string());
         all.extend(binds.iter().cloned());
@@ -104,6 +106,102 @@ pub fn selector_statement(
         ),
         binds: all,
     })
+}
+
+/// What a selector becomes in SQL: the filter on `metrics_series`, the metric-name
+/// condition on a data table (`MetricName = ? AND ` or nothing), and their binds.
+struct SelectorParts {
+    filter: String,
+    name: &'static str,
+    name_binds: Vec<String>,
+    binds: Vec<String>,
+}
+
+fn selector_parts(vs: &VectorSelector) -> Result<SelectorParts, String> {
+    let SqlFilter { sql, binds } = selector::vector_selector(vs)?;
+    let (name, name_binds) = match selector::single_name(vs) {
+        Some(n) => ("MetricName = ? AND ", vec![n]),
+        None => ("", Vec::new()),
+    };
+    Ok(SelectorParts {
+        filter: sql,
+        name,
+        name_binds,
+        binds,
+    })
+}
+
+/// The two statements that read a selector from rollups of `res` ms over `[from_ms, to_ms]`
+/// (window starts): the rollup windows of each matching series, and each series' raw
+/// samples after its last rollup window (the windows the processor has not written yet).
+pub fn rollup_statements(
+    vs: &VectorSelector,
+    tenant: &str,
+    res: i64,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<[Statement; 2], String> {
+    let SelectorParts {
+        filter: sql,
+        name,
+        name_binds,
+        binds,
+    } = selector_parts(vs)?;
+    let t = || vec![tenant.to_string()];
+    let series_filter = format!(
+        "Fingerprint IN (SELECT Fingerprint FROM metrics_series WHERE Tenant = ? AND {sql})"
+    );
+    let series_join = format!(
+        "INNER JOIN (SELECT Fingerprint AS fp, any(MetricName) AS name, any(Labels) AS labels \
+         FROM metrics_series WHERE Tenant = ? AND {sql} GROUP BY Fingerprint) AS s ON d.fp = s.fp"
+    );
+    let windows_where = format!(
+        "Tenant = ? AND ResolutionMs = {res} AND {name}WindowStartMs >= {from_ms} AND WindowStartMs <= {to_ms} AND {series_filter}"
+    );
+    // Binds of `windows_where`, then of the series join.
+    let windows_binds = [t(), name_binds.clone(), t(), binds.clone()].concat();
+    let join_binds = [t(), binds.clone()].concat();
+    let windows = Statement {
+        sql: format!(
+            "SELECT d.fp AS fp, s.name AS name, s.labels AS labels, d.windows AS windows \
+             FROM (SELECT Fingerprint AS fp, arraySort(w -> w.1, groupArray((WindowStartMs, Count, Sum, Min, Max, \
+             FirstTimestampMs, First, LastTimestampMs, Last, Increase))) AS windows \
+             FROM metrics_rollups WHERE {windows_where} GROUP BY Fingerprint) AS d {series_join}"
+        ),
+        binds: [windows_binds.clone(), join_binds.clone()].concat(),
+    };
+    let tail = Statement {
+        sql: format!(
+            "SELECT d.fp AS fp, s.name AS name, s.labels AS labels, d.points AS points \
+             FROM (SELECT m.Fingerprint AS fp, arraySort(groupArray((m.TimestampMs, m.Value))) AS points \
+             FROM metrics_samples AS m LEFT JOIN (SELECT Fingerprint AS cfp, max(WindowStartMs) + {res} AS cutoff \
+             FROM metrics_rollups WHERE {windows_where} GROUP BY Fingerprint) AS c ON m.Fingerprint = c.cfp \
+             WHERE m.Tenant = ? AND {name}m.TimestampMs >= {from_ms} AND m.TimestampMs <= {to_ms} \
+             AND m.{series_filter} AND m.TimestampMs >= c.cutoff GROUP BY m.Fingerprint) AS d {series_join}"
+        ),
+        binds: [windows_binds, t(), name_binds, t(), binds, join_binds].concat(),
+    };
+    Ok([windows, tail])
+}
+
+/// One stored rollup window: start, count, sum, min, max, first ms, first, last ms, last,
+/// increase.
+type StoredWindow = (i64, i64, f64, f64, f64, i64, f64, i64, f64, f64);
+
+#[derive(Row, Deserialize)]
+struct WindowsRow {
+    fp: i64,
+    name: String,
+    labels: Vec<(String, String)>,
+    windows: Vec<StoredWindow>,
+}
+
+#[derive(Row, Deserialize)]
+struct TailRow {
+    fp: i64,
+    name: String,
+    labels: Vec<(String, String)>,
+    points: Vec<(i64, f64)>,
 }
 
 #[derive(Row, Deserialize)]
@@ -130,9 +228,121 @@ impl SeriesSource for Storage {
     ) -> SelectFuture<'a> {
         Box::pin(self.read(vs, from_ms, to_ms))
     }
+
+    fn rollup_resolutions(&self) -> Vec<i64> {
+        self.rollup_resolutions.clone()
+    }
+
+    fn select_rollups<'a>(
+        &'a mut self,
+        vs: &'a VectorSelector,
+        resolution_ms: i64,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> ChunkFuture<'a> {
+        Box::pin(self.read_rollups(vs, resolution_ms, from_ms, to_ms))
+    }
+}
+
+/// Labels of a stored series, `__name__` included.
+fn series_labels(name: String, labels: Vec<(String, String)>) -> Labels {
+    let mut out: Labels = labels.into_iter().collect();
+    out.insert("__name__".into(), name);
+    out
 }
 
 impl Storage {
+    /// Counts `n` more samples read, refusing the query past the limit.
+    fn count_read(&mut self, n: usize) -> Result<(), EvalError> {
+        self.samples_read += n;
+        if self.samples_read > self.max_samples {
+            return Err(EvalError::Execution(format!(
+                "query processing would load too many samples into memory in query execution (more than {}; [query] promql_max_samples)",
+                self.max_samples
+            )));
+        }
+        Ok(())
+    }
+
+    /// A selector's rollup windows of `res` ms starting in `[from_ms, to_ms]`, and each
+    /// series' raw samples after its last window.
+    async fn read_rollups(
+        &mut self,
+        vs: &VectorSelector,
+        res: i64,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<ChunkSeries>, EvalError> {
+        let [windows, tail] = rollup_statements(vs, &self.tenant, res, from_ms, to_ms)
+            .map_err(EvalError::Execution)?;
+        {
+            let mut shown = self.statements.lock().expect("statements lock");
+            shown.push(windows.display());
+            shown.push(tail.display());
+        }
+        let Some(client) = self.client.clone() else {
+            return Ok(Vec::new());
+        };
+        let fail = |e: clickhouse::error::Error| {
+            EvalError::Storage(format!("reading rollups from ClickHouse: {e}"))
+        };
+        let rows: Vec<WindowsRow> = bound(&client, &windows).fetch_all().await.map_err(fail)?;
+        let tails: Vec<TailRow> = bound(&client, &tail).fetch_all().await.map_err(fail)?;
+        let mut by_fp: std::collections::HashMap<i64, ChunkSeries> =
+            std::collections::HashMap::with_capacity(rows.len());
+        for r in rows {
+            let mut chunks: Vec<Chunk> = Vec::with_capacity(r.windows.len());
+            let mut last_start = None;
+            for (start, count, sum, min, max, first_ms, first, last_ms, last, increase) in r.windows
+            {
+                // A window stored twice (the replacing table not merged yet) counts once.
+                if last_start == Some(start) {
+                    continue;
+                }
+                last_start = Some(start);
+                chunks.push(Chunk {
+                    count: count.max(0) as u64,
+                    sum,
+                    min,
+                    max,
+                    first: (first_ms, first),
+                    last: (last_ms, last),
+                    increase,
+                });
+            }
+            self.count_read(chunks.len())?;
+            by_fp.insert(
+                r.fp,
+                ChunkSeries {
+                    labels: series_labels(r.name, r.labels),
+                    chunks,
+                },
+            );
+        }
+        for r in tails {
+            let labels = series_labels(r.name, r.labels);
+            let s = by_fp.entry(r.fp).or_insert_with(|| ChunkSeries {
+                labels,
+                chunks: Vec::new(),
+            });
+            let before = s.chunks.len();
+            for (t, v) in r.points {
+                if is_stale(v) {
+                    continue;
+                }
+                match s.chunks.last_mut() {
+                    Some(c) if c.count == 1 && c.first.0 == t => *c = Chunk::sample(t, v),
+                    _ => s.chunks.push(Chunk::sample(t, v)),
+                }
+            }
+            let added = s.chunks.len() - before;
+            self.count_read(added)?;
+        }
+        let mut out: Vec<ChunkSeries> = by_fp.into_values().collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+
     /// Every series the selector matches that has samples in `[from_ms, to_ms]`, with
     /// those samples (one per timestamp).
     async fn read(
@@ -166,13 +376,7 @@ impl Storage {
                     _ => samples.push(p),
                 }
             }
-            self.samples_read += samples.len();
-            if self.samples_read > self.max_samples {
-                return Err(EvalError::Execution(format!(
-                    "query processing would load too many samples into memory in query execution (more than {}; [query] promql_max_samples)",
-                    self.max_samples
-                )));
-            }
+            self.count_read(samples.len())?;
             out.push(RawSeries { labels, samples });
         }
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -195,6 +399,7 @@ pub async fn evaluate(
         tenant: tenant.to_string(),
         max_samples: limits.max_samples,
         samples_read: 0,
+        rollup_resolutions: limits.rollup_resolutions.clone(),
         statements: statements.clone(),
     };
     let value = obs_promql::evaluate(Box::new(source), expr, grid, &limits.promql).await?;
@@ -209,6 +414,8 @@ pub struct Limits {
     pub promql: obs_promql::Limits,
     /// Samples one query may read.
     pub max_samples: usize,
+    /// Rollup resolutions (ms) range functions may read instead of raw samples (none: raw).
+    pub rollup_resolutions: Vec<i64>,
 }
 
 /// What [`explain`] shows.

@@ -6,10 +6,12 @@
 //!   is written once time passes its end by the allowed lateness; a sample for a window
 //!   already written is late (counted, not used). A coarser window is the fold of the finest
 //!   windows inside it and is written with the last of them.
-//! * Increase: over each pair of consecutive samples of a series (in time order), the
-//!   difference, or the later value when it is lower (a counter reset), counted in the
-//!   window of the later sample. No extrapolation, so windows add up: the increase of an
-//!   hour is the sum of its minutes'.
+//! * Increase: over each pair of consecutive samples inside a window (in time order), the
+//!   difference, or the later value when it is lower (a counter reset). No extrapolation,
+//!   and the pair across a window boundary is left to the reader, who has both ends (the
+//!   earlier window's `last`, the later one's `first`): so a query over whole windows
+//!   gets exactly the increase of the samples inside its range, as Prometheus computes
+//!   it, and an hour's increase is its minutes' plus the pairs between them.
 //! * Samples: stale markers, NaN and infinities are left out (a NaN would make every
 //!   aggregate of its window NaN).
 //! * Restarts: everything written is a deterministic function of the input and of the idle
@@ -23,7 +25,7 @@ use obs_schemas::records::{Attrs, MetricBatch, MetricRollup};
 use serde::{Deserialize, Serialize};
 
 /// Format version of [`Checkpoint`]; another version is not used.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// What every partition is configured with.
 #[derive(Debug, Clone)]
@@ -81,14 +83,19 @@ struct Agg {
 
 impl Agg {
     fn fold(&mut self, o: &Agg) {
+        self.increase += counter_step(self.last, o.first) + o.increase;
         self.count += o.count;
         self.sum += o.sum;
         self.min = self.min.min(o.min);
         self.max = self.max.max(o.max);
         self.last = o.last;
         self.last_ms = o.last_ms;
-        self.increase += o.increase;
     }
+}
+
+/// A counter's increase from `prev` to `next`: the difference, or `next` after a reset.
+fn counter_step(prev: f64, next: f64) -> f64 {
+    if next >= prev { next - prev } else { next }
 }
 
 /// One series' state.
@@ -97,7 +104,8 @@ struct Series {
     tenant: String,
     name: String,
     labels: Attrs,
-    /// The latest sample of the windows written (the first pair of the next window).
+    /// The latest sample of the windows written (when it is old enough, the series is
+    /// forgotten).
     prev: Option<(i64, f64)>,
     /// Samples of the finest windows not written yet, by window start, in time order.
     open: BTreeMap<i64, Vec<(i64, f64)>>,
@@ -333,13 +341,13 @@ impl Partition {
             last_ms: first_ms,
             increase: 0.0,
         };
-        for &(t, v) in &samples {
+        for (i, &(t, v)) in samples.iter().enumerate() {
             agg.count += 1;
             agg.sum += v;
             agg.min = agg.min.min(v);
             agg.max = agg.max.max(v);
-            if let Some((_, p)) = series.prev {
-                agg.increase += if v >= p { v - p } else { v };
+            if i > 0 {
+                agg.increase += counter_step(agg.last, v);
             }
             series.prev = Some((t, v));
             agg.last = v;
@@ -478,13 +486,16 @@ mod tests {
         assert_eq!((m7.first, m7.last, m7.min, m7.max), (0.0, 3.0, 0.0, 3.0));
         assert_eq!(m7.increase, 3.0);
         assert_eq!(
-            minutes[1].increase, 8.0,
-            "the pair across minutes counts in the later"
+            minutes[1].increase, 6.0,
+            "the pair across minutes is in neither"
         );
         let tens: Vec<&MetricRollup> = out.iter().filter(|r| r.resolution_ms == 10 * MIN).collect();
         assert_eq!(tens.len(), 2);
+        // 0 → 54 in steps of 2, a reset, 0 → 11: the minutes' increases and the pairs
+        // between them.
+        assert_eq!(tens[0].increase, 65.0);
         let sum: f64 = minutes[..10].iter().map(|m| m.increase).sum();
-        assert_eq!(tens[0].increase, sum);
+        assert_eq!(sum, 65.0 - 6.0 * 2.0 - 2.0);
         assert_eq!(
             (tens[0].count, tens[0].first, tens[0].last_timestamp_ms),
             (40, 0.0, t0 + 39 * 15_000)
@@ -529,7 +540,8 @@ mod tests {
             .filter(|r| r.resolution_ms == MIN)
             .map(|r| r.increase)
             .sum();
-        assert_eq!(minutes, 54.0 + 71.0);
+        // Every pair but the 24 across minutes (six of 2, the reset, seventeen of 1).
+        assert_eq!(minutes, 54.0 + 71.0 - 29.0);
         for crash_at in [1usize, 5, 9] {
             let mut first = Partition::new(0, settings(), 0);
             let mut got = Vec::new();

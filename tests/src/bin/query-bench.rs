@@ -1,6 +1,7 @@
 //! Query benchmark (not a test): the same PromQL range queries over the same demo data, asked
 //! of the pipeline's query API and of a real Prometheus 2.42, with latency percentiles and
-//! the ratio. `scripts/stack bench-query` runs it with a release build of `obs`
+//! the ratio; then long-range queries of range functions from raw samples and from the
+//! rollup processor's windows (`max_source_resolution`). `scripts/stack bench-query` runs it with a release build of `obs`
 //! (`OBS_BIN`); everything it starts stops when it ends.
 //!
 //! usage: query-bench [HOURS_OF_DATA (default 6)] [RUNS_PER_QUERY (default 15)]
@@ -23,7 +24,28 @@ const QUERIES: &[&str] = &[
     "sum by (instance) (rate(demo_requests_total{status=~\"5..\"}[5m])) / sum by (instance) (rate(demo_requests_total[5m]))",
 ];
 
+/// Range functions over long ranges, which rollups can answer.
+const LONG_RANGE: &[&str] = &[
+    "sum by (status) (rate(demo_requests_total[1h]))",
+    "increase(demo_requests_total[1h])",
+    "avg_over_time(demo_cpu_usage_ratio[1h])",
+    "max_over_time(demo_cpu_usage_ratio[1h])",
+];
+
 async fn timed(base: &str, q: &str, start: i64, end: i64, step: &str) -> anyhow::Result<Duration> {
+    timed_from(base, q, start, end, step, "raw").await
+}
+
+/// One range query's latency, reading `resolution` (`max_source_resolution`; Prometheus
+/// ignores it).
+async fn timed_from(
+    base: &str,
+    q: &str,
+    start: i64,
+    end: i64,
+    step: &str,
+    resolution: &str,
+) -> anyhow::Result<Duration> {
     let t = Instant::now();
     let r = http(300)
         .get(format!("{base}/api/v1/query_range"))
@@ -32,6 +54,7 @@ async fn timed(base: &str, q: &str, start: i64, end: i64, step: &str) -> anyhow:
             ("start", &start.to_string()),
             ("end", &end.to_string()),
             ("step", step),
+            ("max_source_resolution", resolution),
         ])
         .send()
         .await?;
@@ -43,6 +66,64 @@ async fn timed(base: &str, q: &str, start: i64, end: i64, step: &str) -> anyhow:
         String::from_utf8_lossy(&body)
     );
     Ok(t.elapsed())
+}
+
+/// A range query's answer: each series' values by labels (for comparing sources).
+async fn values(
+    base: &str,
+    q: &str,
+    (start, end, step): (i64, i64, &str),
+    resolution: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, Vec<(i64, f64)>>> {
+    let v: serde_json::Value = http(300)
+        .get(format!("{base}/api/v1/query_range"))
+        .query(&[
+            ("query", q),
+            ("start", &start.to_string()),
+            ("end", &end.to_string()),
+            ("step", step),
+            ("max_source_resolution", resolution),
+        ])
+        .send()
+        .await?
+        .json()
+        .await?;
+    let mut out = std::collections::BTreeMap::new();
+    for s in v["data"]["result"].as_array().into_iter().flatten() {
+        let points = s["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| Some((p[0].as_i64()?, p[1].as_str()?.parse().ok()?)))
+            .collect();
+        out.insert(s["metric"].to_string(), points);
+    }
+    Ok(out)
+}
+
+/// The largest relative difference between two answers (infinite when their series or
+/// steps differ).
+async fn max_difference(base: &str, q: &str, grid: (i64, i64, &str)) -> anyhow::Result<f64> {
+    let (raw, rolled) = (
+        values(base, q, grid, "raw").await?,
+        values(base, q, grid, "auto").await?,
+    );
+    let mut worst = 0.0f64;
+    if raw.len() != rolled.len() || raw.is_empty() {
+        return Ok(f64::INFINITY);
+    }
+    for (labels, a) in &raw {
+        let Some(b) = rolled.get(labels).filter(|b| b.len() == a.len()) else {
+            return Ok(f64::INFINITY);
+        };
+        for (&(t, x), &(u, y)) in a.iter().zip(b) {
+            if t != u {
+                return Ok(f64::INFINITY);
+            }
+            worst = worst.max((x - y).abs() / x.abs().max(1e-300));
+        }
+    }
+    Ok(worst)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -112,5 +193,70 @@ async fn main() -> anyhow::Result<()> {
         ratios.len(),
         ratios[ratios.len() / 2]
     );
+    long_range(&stack, &demo, &ours, &theirs, runs).await
+}
+
+/// Long-range queries from raw samples and from rollups, beside Prometheus: hour-aligned
+/// steps of 1h (1h rollups) and 5m (1m rollups) over the whole data.
+async fn long_range(
+    stack: &Stack,
+    demo: &Demo,
+    ours: &str,
+    theirs: &str,
+    runs: usize,
+) -> anyhow::Result<()> {
+    let start = (demo.start + 3600).div_euclid(3600) * 3600 + 3600;
+    let end = demo.end.div_euclid(300) * 300;
+    eprintln!("waiting for the rollup processor's minute windows up to the end of the data");
+    let db = stack.db();
+    obs_e2e::wait_for(
+        "1m rollups up to the end of the demo data",
+        Duration::from_secs(300),
+        || {
+            let q = db.query(&format!(
+                "SELECT count() FROM metrics_rollups WHERE ResolutionMs = 60000 AND WindowStartMs >= {}",
+                (end - 120) * 1000
+            ));
+            async move { (q.fetch_one::<u64>().await.ok()? > 0).then_some(()) }
+        },
+    )
+    .await?;
+    let rows: u64 = db
+        .query("SELECT count() FROM metrics_rollups")
+        .fetch_one()
+        .await?;
+    println!(
+        "\nLong ranges ({} h, {rows} rollup rows): the same range functions from raw samples and from rollups",
+        (end - start) / 3600
+    );
+    println!(
+        "| query | step | raw p50 ms | rollups p50 ms | rollups p90 ms | Prometheus p50 ms | p50 ratio rollups/Prometheus | max rel. diff rollups/raw |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for q in LONG_RANGE {
+        for step in ["3600", "300"] {
+            timed_from(ours, q, start, end, step, "raw").await?;
+            timed_from(ours, q, start, end, step, "auto").await?;
+            timed(theirs, q, start, end, step).await?;
+            let (mut raw, mut rolled, mut prom) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..runs {
+                raw.push(timed_from(ours, q, start, end, step, "raw").await?);
+                rolled.push(timed_from(ours, q, start, end, step, "auto").await?);
+                prom.push(timed(theirs, q, start, end, step).await?);
+            }
+            for v in [&mut raw, &mut rolled, &mut prom] {
+                v.sort();
+            }
+            let diff = max_difference(ours, q, (start, end, step)).await?;
+            println!(
+                "| `{q}` | {step} s | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {diff:.1e} |",
+                ms(percentile(&raw, 0.5)),
+                ms(percentile(&rolled, 0.5)),
+                ms(percentile(&rolled, 0.9)),
+                ms(percentile(&prom, 0.5)),
+                ms(percentile(&rolled, 0.5)) / ms(percentile(&prom, 0.5)),
+            );
+        }
+    }
     Ok(())
 }
