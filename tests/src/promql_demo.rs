@@ -150,13 +150,14 @@ impl Demo {
         Prometheus::start(dir, "prom-demo", "global: {scrape_interval: 1m}\n", &data).await
     }
 
-    /// Sends the series to the collector by remote write (20 series and half an hour per
+    /// Sends the series to the collector by remote write (a minute of up to 200 series per
     /// request, in time order) and waits until every sample is in `metrics_samples`.
     pub async fn load_into(&self, stack: &Stack) -> anyhow::Result<()> {
         let url = format!("{}/api/v1/write", stack.collector_url());
-        // Half an hour of every series at a time, as live senders would: the rollup
-        // processor counts samples far behind its partition's newest as late.
-        const SLICE_MS: i64 = 1_800_000;
+        // A minute of every series at a time, as live senders would: the rollup processor
+        // counts samples more than its allowed lateness (1m) behind its partition's newest
+        // as late, and minutes aligned to the epoch never are.
+        const SLICE_MS: i64 = 60_000;
         let times = self
             .series
             .iter()
@@ -165,7 +166,7 @@ impl Demo {
         let mut from = first.div_euclid(SLICE_MS) * SLICE_MS;
         while from <= last {
             let to = from + SLICE_MS;
-            for chunk in self.series.chunks(20) {
+            for chunk in self.series.chunks(200) {
                 let series: Vec<Series<'_>> = chunk
                     .iter()
                     .map(|s| Series {

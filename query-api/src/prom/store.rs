@@ -82,30 +82,7 @@ pub fn selector_statement(
     from_ms: i64,
     to_ms: i64,
 ) -> Result<Statement, String> {
-    let SelectorParts {
-        filter: sql,
-        name,
-        name_binds,
-        binds,
-    } = selector_parts(vs)?;
-    let mut all = vec![tenant.to_string()];
-    all.extend(name_binds);
-    for _ in 0..2 {
-        all.push(tenant.to_string());
-        all.extend(binds.iter().cloned());
-    }
-    Ok(Statement {
-        sql: format!(
-            "SELECT s.name AS name, s.labels AS labels, d.points AS points \
-             FROM (SELECT Fingerprint AS fp, arraySort(groupArray((TimestampMs, Value))) AS points \
-             FROM metrics_samples WHERE Tenant = ? AND {name}TimestampMs >= {from_ms} AND TimestampMs <= {to_ms} \
-             AND Fingerprint IN (SELECT Fingerprint FROM metrics_series WHERE Tenant = ? AND {sql}) \
-             GROUP BY Fingerprint) AS d \
-             INNER JOIN (SELECT Fingerprint AS fp, any(MetricName) AS name, any(Labels) AS labels \
-             FROM metrics_series WHERE Tenant = ? AND {sql} GROUP BY Fingerprint) AS s ON d.fp = s.fp"
-        ),
-        binds: all,
-    })
+    samples_statement(vs, tenant, from_ms, to_ms, &[])
 }
 
 /// What a selector becomes in SQL: the filter on `metrics_series`, the metric-name
@@ -131,57 +108,84 @@ fn selector_parts(vs: &VectorSelector) -> Result<SelectorParts, String> {
     })
 }
 
-/// The two statements that read a selector from rollups of `res` ms over `[from_ms, to_ms]`
-/// (window starts): the rollup windows of each matching series, and each series' raw
-/// samples after its last rollup window (the windows the processor has not written yet).
-pub fn rollup_statements(
+/// The filter on a data table's `Fingerprint` for a selector's series, and the join that
+/// names them, with their binds.
+fn series_filter_and_join(sql: &str) -> (String, String) {
+    (
+        format!(
+            "Fingerprint IN (SELECT Fingerprint FROM metrics_series WHERE Tenant = ? AND {sql})"
+        ),
+        format!(
+            "INNER JOIN (SELECT Fingerprint AS fp, any(MetricName) AS name, any(Labels) AS labels \
+             FROM metrics_series WHERE Tenant = ? AND {sql} GROUP BY Fingerprint) AS s ON d.fp = s.fp"
+        ),
+    )
+}
+
+/// The statement that reads a selector's rollup windows of `res` ms starting in
+/// `[from_ms, to_ms]`, per series in time order.
+pub fn windows_statement(
     vs: &VectorSelector,
     tenant: &str,
     res: i64,
     from_ms: i64,
     to_ms: i64,
-) -> Result<[Statement; 2], String> {
-    let SelectorParts {
-        filter: sql,
-        name,
-        name_binds,
-        binds,
-    } = selector_parts(vs)?;
+) -> Result<Statement, String> {
+    let p = selector_parts(vs)?;
+    let (filter, join) = series_filter_and_join(&p.filter);
+    let name = p.name;
     let t = || vec![tenant.to_string()];
-    let series_filter = format!(
-        "Fingerprint IN (SELECT Fingerprint FROM metrics_series WHERE Tenant = ? AND {sql})"
-    );
-    let series_join = format!(
-        "INNER JOIN (SELECT Fingerprint AS fp, any(MetricName) AS name, any(Labels) AS labels \
-         FROM metrics_series WHERE Tenant = ? AND {sql} GROUP BY Fingerprint) AS s ON d.fp = s.fp"
-    );
-    let windows_where = format!(
-        "Tenant = ? AND ResolutionMs = {res} AND {name}WindowStartMs >= {from_ms} AND WindowStartMs <= {to_ms} AND {series_filter}"
-    );
-    // Binds of `windows_where`, then of the series join.
-    let windows_binds = [t(), name_binds.clone(), t(), binds.clone()].concat();
-    let join_binds = [t(), binds.clone()].concat();
-    let windows = Statement {
+    Ok(Statement {
         sql: format!(
             "SELECT d.fp AS fp, s.name AS name, s.labels AS labels, d.windows AS windows \
              FROM (SELECT Fingerprint AS fp, arraySort(w -> w.1, groupArray((WindowStartMs, Count, Sum, Min, Max, \
              FirstTimestampMs, First, LastTimestampMs, Last, Increase))) AS windows \
-             FROM metrics_rollups WHERE {windows_where} GROUP BY Fingerprint) AS d {series_join}"
+             FROM metrics_rollups WHERE Tenant = ? AND ResolutionMs = {res} AND {name}WindowStartMs >= {from_ms} \
+             AND WindowStartMs <= {to_ms} AND {filter} GROUP BY Fingerprint) AS d {join}"
         ),
-        binds: [windows_binds.clone(), join_binds.clone()].concat(),
+        binds: [t(), p.name_binds, t(), p.binds.clone(), t(), p.binds].concat(),
+    })
+}
+
+/// The statement that reads a selector's raw samples in `[from_ms, to_ms]` that no rollup
+/// window covers: of a series in `covered_until` (fingerprint, end of its last window) those
+/// from that end on, of any other series all.
+pub fn samples_statement(
+    vs: &VectorSelector,
+    tenant: &str,
+    from_ms: i64,
+    to_ms: i64,
+    covered_until: &[(i64, i64)],
+) -> Result<Statement, String> {
+    let p = selector_parts(vs)?;
+    let (filter, join) = series_filter_and_join(&p.filter);
+    let name = p.name;
+    let t = || vec![tenant.to_string()];
+    let after_windows = if covered_until.is_empty() {
+        String::new()
+    } else {
+        let list = |f: fn(&(i64, i64)) -> i64| {
+            covered_until
+                .iter()
+                .map(|c| f(c).to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        format!(
+            " AND TimestampMs >= transform(Fingerprint, CAST([{}] AS Array(Int64)), CAST([{}] AS Array(Int64)), toInt64({from_ms}))",
+            list(|c| c.0),
+            list(|c| c.1)
+        )
     };
-    let tail = Statement {
+    Ok(Statement {
         sql: format!(
             "SELECT d.fp AS fp, s.name AS name, s.labels AS labels, d.points AS points \
-             FROM (SELECT m.Fingerprint AS fp, arraySort(groupArray((m.TimestampMs, m.Value))) AS points \
-             FROM metrics_samples AS m LEFT JOIN (SELECT Fingerprint AS cfp, max(WindowStartMs) + {res} AS cutoff \
-             FROM metrics_rollups WHERE {windows_where} GROUP BY Fingerprint) AS c ON m.Fingerprint = c.cfp \
-             WHERE m.Tenant = ? AND {name}m.TimestampMs >= {from_ms} AND m.TimestampMs <= {to_ms} \
-             AND m.{series_filter} AND m.TimestampMs >= c.cutoff GROUP BY m.Fingerprint) AS d {series_join}"
+             FROM (SELECT Fingerprint AS fp, arraySort(groupArray((TimestampMs, Value))) AS points \
+             FROM metrics_samples WHERE Tenant = ? AND {name}TimestampMs >= {from_ms} AND TimestampMs <= {to_ms} \
+             AND {filter}{after_windows} GROUP BY Fingerprint) AS d {join}"
         ),
-        binds: [windows_binds, t(), name_binds, t(), binds, join_binds].concat(),
-    };
-    Ok([windows, tail])
+        binds: [t(), p.name_binds, t(), p.binds.clone(), t(), p.binds].concat(),
+    })
 }
 
 /// One stored rollup window: start, count, sum, min, max, first ms, first, last ms, last,
@@ -197,15 +201,8 @@ struct WindowsRow {
 }
 
 #[derive(Row, Deserialize)]
-struct TailRow {
+struct SamplesRow {
     fp: i64,
-    name: String,
-    labels: Vec<(String, String)>,
-    points: Vec<(i64, f64)>,
-}
-
-#[derive(Row, Deserialize)]
-struct SeriesRow {
     name: String,
     labels: Vec<(String, String)>,
     points: Vec<(i64, f64)>,
@@ -273,21 +270,33 @@ impl Storage {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<ChunkSeries>, EvalError> {
-        let [windows, tail] = rollup_statements(vs, &self.tenant, res, from_ms, to_ms)
+        let windows = windows_statement(vs, &self.tenant, res, from_ms, to_ms)
             .map_err(EvalError::Execution)?;
-        {
-            let mut shown = self.statements.lock().expect("statements lock");
-            shown.push(windows.display());
-            shown.push(tail.display());
-        }
-        let Some(client) = self.client.clone() else {
-            return Ok(Vec::new());
-        };
+        self.statements
+            .lock()
+            .expect("statements lock")
+            .push(windows.display());
         let fail = |e: clickhouse::error::Error| {
             EvalError::Storage(format!("reading rollups from ClickHouse: {e}"))
         };
-        let rows: Vec<WindowsRow> = bound(&client, &windows).fetch_all().await.map_err(fail)?;
-        let tails: Vec<TailRow> = bound(&client, &tail).fetch_all().await.map_err(fail)?;
+        let rows: Vec<WindowsRow> = match &self.client {
+            Some(client) => bound(client, &windows).fetch_all().await.map_err(fail)?,
+            None => Vec::new(),
+        };
+        let covered: Vec<(i64, i64)> = rows
+            .iter()
+            .filter_map(|r| Some((r.fp, r.windows.iter().map(|w| w.0).max()? + res)))
+            .collect();
+        let tail = samples_statement(vs, &self.tenant, from_ms, to_ms, &covered)
+            .map_err(EvalError::Execution)?;
+        self.statements
+            .lock()
+            .expect("statements lock")
+            .push(tail.display());
+        let tails: Vec<SamplesRow> = match &self.client {
+            Some(client) => bound(client, &tail).fetch_all().await.map_err(fail)?,
+            None => Vec::new(),
+        };
         let mut by_fp: std::collections::HashMap<i64, ChunkSeries> =
             std::collections::HashMap::with_capacity(rows.len());
         for r in rows {
@@ -360,7 +369,7 @@ impl Storage {
         let Some(client) = &self.client else {
             return Ok(Vec::new());
         };
-        let rows: Vec<SeriesRow> = bound(client, &st)
+        let rows: Vec<SamplesRow> = bound(client, &st)
             .fetch_all()
             .await
             .map_err(|e| EvalError::Storage(format!("reading samples from ClickHouse: {e}")))?;
