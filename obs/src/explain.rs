@@ -15,6 +15,8 @@ pub struct ExplainArgs<'a> {
     pub range: Option<(&'a str, &'a str, &'a str)>,
     /// Tenant (`X-Scope-OrgID`).
     pub tenant: Option<&'a str>,
+    /// Rollups range functions may read (`max_source_resolution`).
+    pub max_source_resolution: Option<&'a str>,
 }
 
 /// Asks the query API and prints the statements and the Rust steps.
@@ -22,6 +24,9 @@ pub async fn run(a: ExplainArgs<'_>) -> anyhow::Result<()> {
     let mut params = vec![("query", a.query), ("language", a.language)];
     if let Some((start, end, step)) = a.range {
         params.extend([("start", start), ("end", end), ("step", step)]);
+    }
+    if let Some(r) = a.max_source_resolution {
+        params.push(("max_source_resolution", r));
     }
     let text =
         crate::query_api::get(a.url, "/api/v1/explain", &params, a.tenant, "explain").await?;

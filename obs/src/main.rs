@@ -98,10 +98,10 @@ enum Command {
         #[arg(long)]
         topic: String,
         /// Start of the record-time range (inclusive): now, -2h, epoch seconds or RFC 3339.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         from: String,
         /// End of the record-time range (exclusive), same forms as --from.
-        #[arg(long, default_value = "now")]
+        #[arg(long, default_value = "now", allow_hyphen_values = true)]
         to: String,
         /// Store into this [database.]table (created like the topic's table if missing)
         /// instead of the topic's own table.
@@ -234,6 +234,32 @@ enum Command {
         /// Tenant whose rows the statement sees (sent as X-Scope-OrgID; default: "default").
         #[arg(long)]
         tenant: Option<String>,
+        /// Run the statement with DataFusion over this topic's records (obs.logs, obs.spans,
+        /// obs.events, obs.metrics, ...) read from the broker, as the table `records`,
+        /// instead of over ClickHouse: e.g. --topic obs.logs --from -10m
+        /// "SELECT service, count(*) FROM records GROUP BY service".
+        #[arg(long)]
+        topic: Option<String>,
+        /// With --topic: start of the record-time range (inclusive): now, -10m, epoch
+        /// seconds or RFC 3339.
+        #[arg(
+            long,
+            requires = "topic",
+            default_value = "-10m",
+            allow_hyphen_values = true
+        )]
+        from: String,
+        /// With --topic: end of the record-time range (exclusive), same forms as --from.
+        #[arg(
+            long,
+            requires = "topic",
+            default_value = "now",
+            allow_hyphen_values = true
+        )]
+        to: String,
+        /// With --topic: how far a message's produce time may be from its records' times.
+        #[arg(long, requires = "topic", default_value = "5m")]
+        slack: String,
     },
     /// Show the SQL a PromQL query (or LogQL with --logql) becomes, and what is evaluated in
     /// Rust over the rows it reads.
@@ -256,6 +282,10 @@ enum Command {
         /// Tenant (X-Scope-OrgID).
         #[arg(long)]
         tenant: Option<String>,
+        /// Which rollups range functions may read: raw, auto, or a duration such as 1m or
+        /// 1h (default: [query] max_source_resolution).
+        #[arg(long)]
+        max_source_resolution: Option<String>,
         /// Query API base URL (default: http://<[query] listen>).
         #[arg(long)]
         url: Option<String>,
@@ -510,10 +540,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             format,
             url,
             tenant,
-        } => {
-            let url = url.unwrap_or_else(|| format!("http://{}", cfg.query.listen));
-            sql::run(&url, &query, &format, tenant.as_deref()).await
-        }
+            topic,
+            from,
+            to,
+            slack,
+        } => match topic {
+            Some(topic) => {
+                sql::run_on_topic(&cfg, &topic, (&from, &to, &slack), &query, &format).await
+            }
+            None => {
+                let url = url.unwrap_or_else(|| format!("http://{}", cfg.query.listen));
+                sql::run(&url, &query, &format, tenant.as_deref()).await
+            }
+        },
         Command::Explain {
             query,
             logql,
@@ -521,6 +560,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             end,
             step,
             tenant,
+            max_source_resolution,
             url,
         } => {
             let url = url.unwrap_or_else(|| format!("http://{}", cfg.query.listen));
@@ -534,6 +574,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 language: if logql { "logql" } else { "promql" },
                 range,
                 tenant: tenant.as_deref(),
+                max_source_resolution: max_source_resolution.as_deref(),
             })
             .await
         }
@@ -824,4 +865,30 @@ where
     F: std::future::Future<Output = anyhow::Result<()>>,
 {
     (name, stage.await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_before_now_are_values_not_flags() {
+        let cli = Cli::try_parse_from([
+            "obs", "sql", "--topic", "obs.logs", "--from", "-10m", "--to", "-1m", "SELECT 1",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Sql { from, to, .. } => {
+                assert_eq!((from.as_str(), to.as_str()), ("-10m", "-1m"))
+            }
+            _ => panic!("not sql"),
+        }
+        let cli =
+            Cli::try_parse_from(["obs", "replay", "--topic", "logs", "--from", "-2h"]).unwrap();
+        assert!(matches!(cli.command, Command::Replay { ref from, .. } if from == "-2h"));
+        assert!(
+            Cli::try_parse_from(["obs", "sql", "--from", "-10m", "SELECT 1"]).is_err(),
+            "--from needs --topic"
+        );
+    }
 }

@@ -1,4 +1,5 @@
-//! `obs sql`: ad-hoc SQL through the query API, printed as a table, JSON or CSV.
+//! `obs sql`: ad-hoc SQL through the query API (ClickHouse), or with `--topic` DataFusion
+//! SQL over a topic's records read from the broker; printed as a table, JSON or CSV.
 
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde_json::Value;
@@ -52,5 +53,61 @@ pub async fn run(
         rows.len(),
         if rows.len() == 1 { "" } else { "s" }
     );
+    Ok(())
+}
+
+/// Runs `query` with DataFusion over the records of `topic` in the record-time range
+/// `(from, to, slack)` and prints the result in `format` (the counts read go to stderr).
+pub async fn run_on_topic(
+    cfg: &obs_runtime::Config,
+    topic: &str,
+    (from, to, slack): (&str, &str, &str),
+    query: &str,
+    format: &str,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use datafusion::arrow;
+    if !matches!(format, "table" | "json" | "csv") {
+        anyhow::bail!("unknown --format {format:?}: use table, json or csv");
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos() as i64;
+    let q = obs_stream_processors::sql::adhoc::TopicQuery {
+        topic: crate::replay::parse_topic(topic)?,
+        from_ns: crate::replay::parse_time(from, now).context("--from")?,
+        to_ns: crate::replay::parse_time(to, now).context("--to")?,
+        slack: humantime::parse_duration(slack)
+            .with_context(|| format!("--slack {slack:?} is not a duration (e.g. 5m)"))?,
+        sql: query.to_string(),
+    };
+    let a = obs_stream_processors::sql::adhoc::run(cfg, &q).await?;
+    eprintln!(
+        "{} records of {} in the range ({} messages read, {} records outside the range)",
+        a.records, q.topic, a.messages, a.outside_range
+    );
+    match format {
+        "table" => {
+            println!(
+                "{}",
+                arrow::util::pretty::pretty_format_batches(&a.batches)?
+            );
+            let rows: usize = a.batches.iter().map(|b| b.num_rows()).sum();
+            println!("{rows} row{}", if rows == 1 { "" } else { "s" });
+        }
+        "json" => {
+            let mut w = arrow::json::LineDelimitedWriter::new(std::io::stdout());
+            for b in &a.batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+        }
+        _ => {
+            let mut w = arrow::csv::Writer::new(std::io::stdout());
+            for b in &a.batches {
+                w.write(b)?;
+            }
+        }
+    }
     Ok(())
 }

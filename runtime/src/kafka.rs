@@ -220,6 +220,43 @@ pub async fn partition_counts(cfg: &KafkaConfig) -> anyhow::Result<HashMap<Topic
     .context("metadata task")?
 }
 
+/// Where reading a topic for records of time `from_ms` on starts and stops, per partition
+/// with such messages: the first message produced at or after `from_ms` (Kafka's timestamp
+/// lookup; callers subtract their clock-skew slack first), up to the partition's end as it
+/// is now (`[start, end)`). Blocks; call it off the async runtime's threads.
+pub fn time_range_positions<C: Consumer>(
+    consumer: &C,
+    topic: &str,
+    from_ms: i64,
+    timeout: Duration,
+) -> anyhow::Result<std::collections::BTreeMap<i32, (i64, i64)>> {
+    let md = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .with_context(|| format!("reading the metadata of {topic}"))?;
+    let partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut lookup = TopicPartitionList::new();
+    for &p in &partitions {
+        lookup.add_partition_offset(topic, p, Offset::Offset(from_ms))?;
+    }
+    let found = consumer
+        .offsets_for_times(lookup, timeout)
+        .context("looking up offsets by time")?;
+    let mut out = std::collections::BTreeMap::new();
+    for &p in &partitions {
+        let (_, high) = consumer.fetch_watermarks(topic, p, timeout)?;
+        if let Some(Offset::Offset(o)) = found.find_partition(topic, p).map(|e| e.offset())
+            && o < high
+        {
+            out.insert(p, (o, high));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::partitions_of;

@@ -195,39 +195,16 @@ async fn replay_table<T: TableSink>(
         .context("creating the replay consumer")?;
     let topic = T::TOPIC.name();
     let slack_ms = opts.slack.as_millis() as i64;
-    let (start, end) = tokio::task::block_in_place(|| -> anyhow::Result<_> {
-        let md = consumer
-            .fetch_metadata(Some(topic), KAFKA_TIMEOUT)
-            .with_context(|| format!("reading the metadata of {topic}"))?;
-        let partitions: Vec<i32> = md
-            .topics()
-            .iter()
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        let mut lookup = TopicPartitionList::new();
-        for &p in &partitions {
-            lookup.add_partition_offset(
-                topic,
-                p,
-                Offset::Offset(opts.from_ns / 1_000_000 - slack_ms),
-            )?;
-        }
-        let found = consumer
-            .offsets_for_times(lookup, KAFKA_TIMEOUT)
-            .context("looking up offsets by time")?;
-        let mut start = BTreeMap::new();
-        let mut end = BTreeMap::new();
-        for &p in &partitions {
-            let (_, high) = consumer.fetch_watermarks(topic, p, KAFKA_TIMEOUT)?;
-            if let Some(Offset::Offset(o)) = found.find_partition(topic, p).map(|e| e.offset())
-                && o < high
-            {
-                start.insert(p, o);
-                end.insert(p, high);
-            }
-        }
-        Ok((start, end))
+    let positions = tokio::task::block_in_place(|| {
+        obs_runtime::kafka::time_range_positions(
+            &consumer,
+            topic,
+            opts.from_ns / 1_000_000 - slack_ms,
+            KAFKA_TIMEOUT,
+        )
     })?;
+    let start: BTreeMap<i32, i64> = positions.iter().map(|(&p, &(s, _))| (p, s)).collect();
+    let end: BTreeMap<i32, i64> = positions.iter().map(|(&p, &(_, e))| (p, e)).collect();
     let mut summary = TableSummary {
         target: target.clone(),
         ..Default::default()

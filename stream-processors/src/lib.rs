@@ -23,6 +23,7 @@ pub mod logs;
 pub mod processor;
 pub mod rollups;
 pub mod rules;
+pub mod sql;
 pub mod state;
 pub mod traces;
 pub mod window;

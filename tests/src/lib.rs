@@ -680,6 +680,27 @@ impl Stack {
         format!("http://127.0.0.1:{}/v1/logs", self.ports.otlp_http)
     }
 
+    /// Posts OTLP/JSON log records (`logRecords` entries) of one service and scope to the
+    /// collector and checks they were accepted.
+    pub async fn post_otlp_logs(
+        &self,
+        service: &str,
+        scope: &str,
+        records: Vec<serde_json::Value>,
+    ) {
+        let body = serde_json::json!({"resourceLogs": [{
+            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
+            "scopeLogs": [{"scope": {"name": scope}, "logRecords": records}]
+        }]});
+        let r = http(30)
+            .post(self.otlp_logs_url())
+            .json(&body)
+            .send()
+            .await
+            .expect("the collector answers");
+        assert!(r.status().is_success(), "OTLP logs refused: {}", r.status());
+    }
+
     /// The collector's main listener, e.g. `http://127.0.0.1:8080`.
     pub fn collector_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.ports.collector)

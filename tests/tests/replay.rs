@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use obs_e2e::remote_write::{self, Series};
-use obs_e2e::{Stack, http, wait_for};
+use obs_e2e::{Stack, wait_for};
 
 const MINUTE_NS: i64 = 60_000_000_000;
 
@@ -57,17 +57,9 @@ async fn replayed_range_equals_the_original_rows_and_twice_changes_nothing() {
                 })
             })
             .collect();
-        let body = serde_json::json!({"resourceLogs": [{
-            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": format!("svc-{}", req % 2)}}]},
-            "scopeLogs": [{"scope": {"name": "replay-test"}, "logRecords": records}]
-        }]});
-        let r = http(30)
-            .post(stack.otlp_logs_url())
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
+        stack
+            .post_otlp_logs(&format!("svc-{}", req % 2), "replay-test", records)
+            .await;
     }
     stack
         .wait_log_count("ScopeName = 'replay-test'", 600, Duration::from_secs(60))

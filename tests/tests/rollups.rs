@@ -194,12 +194,35 @@ async fn check(stack: &Stack, t0: i64) {
     let want = expected(stack, t0).await;
     // 3 hours of minutes (the gap's 10 minutes of /b missing) and 3 hours, per series.
     assert_eq!(want.len(), 4 * 180 - 10 + 4 * 3);
-    let got = wait_for("every window stored", Duration::from_secs(90), || async {
+    let got = match wait_for("every window stored", Duration::from_secs(90), || async {
         let got = stored(stack).await;
         (got.len() >= want.len()).then_some(got)
     })
     .await
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", stack.processor_log()));
+    {
+        Ok(got) => got,
+        Err(e) => {
+            let got = stored(stack).await;
+            let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(k)).collect();
+            let mut metrics = String::new();
+            for m in [
+                "obs_rollups_samples_total",
+                "obs_rollups_late_samples_total",
+                "obs_rollups_windows_total",
+            ] {
+                metrics += &format!("{m} = {:?}\n", stack.processor_metric(m).await);
+            }
+            panic!(
+                "{e:#}: {} of {} windows stored, missing {} (first {:?}, last {:?})\n{metrics}{}",
+                got.len(),
+                want.len(),
+                missing.len(),
+                missing.first(),
+                missing.last(),
+                stack.processor_log()
+            )
+        }
+    };
     for (k, w) in &want {
         assert_eq!(
             got.get(k),
@@ -233,15 +256,17 @@ async fn rollups_equal_the_aggregates_of_the_raw_samples() {
     queries_from_rollups_equal_raw(&stack, t0).await;
 }
 
-/// A range query's matrix from the query API: labels → (seconds, value) per step.
-async fn query_range(
+/// `GET /api/v1/<api>` (query_range or explain) of a range query with
+/// `max_source_resolution`.
+async fn ask(
     stack: &Stack,
+    api: &str,
     query: &str,
     (start, end, step): (i64, i64, i64),
     resolution: &str,
-) -> BTreeMap<String, Vec<(i64, f64)>> {
+) -> serde_json::Value {
     let v: serde_json::Value = obs_e2e::http(30)
-        .get(format!("{}/api/v1/query_range", stack.query_url()))
+        .get(format!("{}/api/v1/{api}", stack.query_url()))
         .query(&[
             ("query", query),
             ("start", &(start / 1000).to_string()),
@@ -255,7 +280,18 @@ async fn query_range(
         .json()
         .await
         .expect("JSON");
-    assert_eq!(v["status"], "success", "{query}: {v}");
+    assert_eq!(v["status"], "success", "{api} {query}: {v}");
+    v
+}
+
+/// A range query's matrix from the query API: labels → (seconds, value) per step.
+async fn query_range(
+    stack: &Stack,
+    query: &str,
+    grid: (i64, i64, i64),
+    resolution: &str,
+) -> BTreeMap<String, Vec<(i64, f64)>> {
+    let v = ask(stack, "query_range", query, grid, resolution).await;
     v["data"]["result"]
         .as_array()
         .expect("a matrix")
@@ -278,28 +314,8 @@ async fn query_range(
 }
 
 /// The SQL `explain` shows for a range query with `max_source_resolution`.
-async fn explained(
-    stack: &Stack,
-    query: &str,
-    (start, end, step): (i64, i64, i64),
-    resolution: &str,
-) -> String {
-    let v: serde_json::Value = obs_e2e::http(30)
-        .get(format!("{}/api/v1/explain", stack.query_url()))
-        .query(&[
-            ("query", query),
-            ("start", &(start / 1000).to_string()),
-            ("end", &(end / 1000).to_string()),
-            ("step", &(step / 1000).to_string()),
-            ("max_source_resolution", resolution),
-        ])
-        .send()
-        .await
-        .expect("query API answers")
-        .json()
-        .await
-        .expect("JSON");
-    v["data"]["sql"].to_string()
+async fn explained(stack: &Stack, query: &str, grid: (i64, i64, i64), resolution: &str) -> String {
+    ask(stack, "explain", query, grid, resolution).await["data"]["sql"].to_string()
 }
 
 /// Long-range queries answered from rollups equal the answers from raw samples, within
