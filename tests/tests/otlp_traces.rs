@@ -165,12 +165,18 @@ async fn spans_arrive_exactly_once(
 
     // The trace-id index knows every trace with its time range.
     let root = sent.iter().find(|s| s.kind == "Server").unwrap();
-    let (start, end): (u32, u32) = db
-        .query("SELECT toUnixTimestamp(min(Start)), toUnixTimestamp(max(End)) FROM otel_traces_trace_id_ts WHERE TraceId = ?")
-        .bind(&root.trace_id)
-        .fetch_one()
-        .await
-        .unwrap();
+    // (Polled: once in a fresh-clone CI run the index had no row yet when the spans did.)
+    let (start, end): (u32, u32) = wait_for("the trace in the trace-id index", Duration::from_secs(30), || {
+        let q = db
+            .query("SELECT toUnixTimestamp(min(Start)), toUnixTimestamp(max(End)), count() FROM otel_traces_trace_id_ts WHERE TraceId = ?")
+            .bind(&root.trace_id);
+        async move {
+            let (start, end, n): (u32, u32, u64) = q.fetch_one().await.ok()?;
+            (n > 0).then_some((start, end))
+        }
+    })
+    .await
+    .unwrap();
     assert_eq!(start as i64, root.start_ns / 1_000_000_000);
     assert!(end >= start);
 }

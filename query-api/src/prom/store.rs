@@ -188,6 +188,9 @@ pub fn samples_statement(
     })
 }
 
+/// Series whose last window's end a rollup read writes into its raw-samples statement.
+const INLINE_WINDOW_ENDS: usize = 2_000;
+
 /// One stored rollup window: start, count, sum, min, max, first ms, first, last ms, last,
 /// increase.
 type StoredWindow = (i64, i64, f64, f64, f64, i64, f64, i64, f64, f64);
@@ -287,7 +290,15 @@ impl Storage {
             .iter()
             .filter_map(|r| Some((r.fp, r.windows.iter().map(|w| w.0).max()? + res)))
             .collect();
-        let tail = samples_statement(vs, &self.tenant, from_ms, to_ms, &covered)
+        // The windows' ends go into the statement for a modest number of series; for more,
+        // the statement would pass ClickHouse's query size limit, so the samples are cut here.
+        let inline: &[(i64, i64)] = if covered.len() <= INLINE_WINDOW_ENDS {
+            &covered
+        } else {
+            &[]
+        };
+        let cutoffs: std::collections::HashMap<i64, i64> = covered.iter().copied().collect();
+        let tail = samples_statement(vs, &self.tenant, from_ms, to_ms, inline)
             .map_err(EvalError::Execution)?;
         self.statements
             .lock()
@@ -335,8 +346,9 @@ impl Storage {
                 chunks: Vec::new(),
             });
             let before = s.chunks.len();
+            let cutoff = cutoffs.get(&r.fp).copied().unwrap_or(i64::MIN);
             for (t, v) in r.points {
-                if is_stale(v) {
+                if is_stale(v) || t < cutoff {
                     continue;
                 }
                 match s.chunks.last_mut() {
@@ -448,4 +460,45 @@ pub async fn explain(
         statements,
         rust: obs_promql::steps(expr),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn selector(q: &str) -> VectorSelector {
+        match obs_promql::parse(q).unwrap() {
+            promql_parser::parser::Expr::VectorSelector(vs) => vs,
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn raw_samples_after_the_windows_are_cut_per_series() {
+        let vs = selector(r#"up{job="a'b"}"#);
+        let plain = samples_statement(&vs, "t", 0, 60_000, &[]).unwrap();
+        assert!(!plain.sql.contains("transform"));
+        assert_eq!(
+            plain.sql,
+            selector_statement(&vs, "t", 0, 60_000).unwrap().sql
+        );
+        let cut = samples_statement(&vs, "t", 0, 60_000, &[(7, 30_000), (-9, 60_000)]).unwrap();
+        assert!(
+            cut.sql.contains(
+                "TimestampMs >= transform(Fingerprint, CAST([7,-9] AS Array(Int64)), CAST([30000,60000] AS Array(Int64)), toInt64(0))"
+            ),
+            "{}",
+            cut.sql
+        );
+        // Label values stay bound, never spliced.
+        assert!(!cut.sql.contains("a'b") && cut.binds.iter().any(|b| b == "a'b"));
+        assert_eq!(cut.sql.matches('?').count(), cut.binds.len());
+        let windows = windows_statement(&vs, "t", 60_000, 0, 120_000).unwrap();
+        assert!(
+            windows
+                .sql
+                .contains("FROM metrics_rollups WHERE Tenant = ? AND ResolutionMs = 60000")
+        );
+        assert_eq!(windows.sql.matches('?').count(), windows.binds.len());
+    }
 }
