@@ -205,7 +205,14 @@ receivers:
             wait_for(
                 &format!("the {status} notification"),
                 Duration::from_secs(60),
-                || async { hook.received().into_iter().find(|n| n["status"] == status) },
+                // The group's notification holding both alerts: when one alert became
+                // active an evaluation before the other, Alertmanager first notifies the
+                // group with one and then, after group_interval, with both.
+                || async {
+                    hook.received().into_iter().find(|n| {
+                        n["status"] == status && n["alerts"].as_array().map(Vec::len) == Some(2)
+                    })
+                },
             )
             .await
             .unwrap_or_else(|e| panic!("{e:#}\n{}", am.log_tail()))

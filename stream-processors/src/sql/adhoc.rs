@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::prelude::SessionContext;
 use obs_runtime::Config;
 use obs_schemas::Topic;
 use obs_schemas::wire::Codec;
@@ -54,9 +53,7 @@ pub async fn run(cfg: &Config, q: &TopicQuery) -> anyhow::Result<TopicAnswer> {
     anyhow::ensure!(q.from_ns < q.to_ns, "--from must be before --to");
     let mut rows = Rows::empty(q.topic)?;
     // Plan first: a statement that cannot run is refused before the topic is read.
-    let ctx = SessionContext::new();
-    ctx.register_batch("records", rows.to_batch()?)?;
-    ctx.sql(&q.sql).await.map_err(|e| sql_error(&q.sql, e))?;
+    super::plan(rows.to_batch()?, &q.sql).await?;
 
     let brokers = cfg.kafka.brokers.clone();
     let topic = q.topic.name();
@@ -82,24 +79,15 @@ pub async fn run(cfg: &Config, q: &TopicQuery) -> anyhow::Result<TopicAnswer> {
     for p in &payloads {
         outside += rows.add_message(&codec, p, (q.from_ns, q.to_ns)).await?;
     }
-    let ctx = SessionContext::new();
-    ctx.register_batch("records", rows.to_batch()?)?;
-    let batches = ctx
-        .sql(&q.sql)
-        .await
-        .map_err(|e| sql_error(&q.sql, e))?
+    let batches = super::plan(rows.to_batch()?, &q.sql)
+        .await?
         .collect()
         .await
-        .map_err(|e| sql_error(&q.sql, e))?;
+        .map_err(|e| anyhow::anyhow!("the statement {:?} failed: {e}", q.sql))?;
     Ok(TopicAnswer {
         batches,
         messages: payloads.len() as u64,
         records: rows.len() as u64,
         outside_range: outside as u64,
     })
-}
-
-/// DataFusion's complaint about the statement (an unknown column lists the valid ones).
-fn sql_error(sql: &str, e: datafusion::error::DataFusionError) -> anyhow::Error {
-    anyhow::anyhow!("the statement {sql:?} failed: {e}")
 }

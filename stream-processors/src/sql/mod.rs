@@ -6,3 +6,23 @@
 pub mod adhoc;
 pub mod tables;
 pub mod windows;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::dataframe::DataFrame;
+use datafusion::execution::context::SQLOptions;
+use datafusion::prelude::SessionContext;
+
+/// Plans `sql` over `records` as the table `records`, read-only: DDL, DML (`COPY … TO`
+/// writes files) and `SET` are refused. Errors carry DataFusion's reason (an unknown column
+/// lists the valid ones).
+pub async fn plan(records: RecordBatch, sql: &str) -> anyhow::Result<DataFrame> {
+    let ctx = SessionContext::new();
+    ctx.register_batch("records", records)?;
+    let read_only = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    ctx.sql_with_options(sql, read_only)
+        .await
+        .map_err(|e| anyhow::anyhow!("the statement {sql:?} failed: {e}"))
+}

@@ -201,7 +201,6 @@ pub fn column_names(batch: &RecordBatch) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::prelude::SessionContext;
 
     #[tokio::test]
     async fn log_records_are_a_table_datafusion_queries() {
@@ -219,24 +218,31 @@ mod tests {
         let b = Rows::Logs(logs).to_batch().unwrap();
         assert_eq!(b.num_rows(), 10);
         assert!(column_names(&b).contains(&"timestamp_ns".to_string()));
-        let ctx = SessionContext::new();
-        ctx.register_batch("records", b).unwrap();
-        let out = ctx
-            .sql(
-                "SELECT service, count(*) AS n FROM records \
-                 WHERE severity_number >= 17 AND attrs['http.route'] = '/checkout' \
-                 GROUP BY service ORDER BY service",
-            )
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
+        let out = crate::sql::plan(
+            b,
+            "SELECT service, count(*) AS n FROM records \
+             WHERE severity_number >= 17 AND attrs['http.route'] = '/checkout' \
+             GROUP BY service ORDER BY service",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
         let text = datafusion::arrow::util::pretty::pretty_format_batches(&out)
             .unwrap()
             .to_string();
         // Errors at i = 0, 3, 6, 9: svc-0 (0, 6), svc-1 (3, 9).
         assert!(text.contains("| svc-0   | 2 |"), "{text}");
         assert!(text.contains("| svc-1   | 2 |"), "{text}");
+        // Read-only: no files written, no tables made.
+        let b = Rows::Logs(Vec::new()).to_batch().unwrap();
+        for sql in [
+            "COPY (SELECT 1) TO '/tmp/obs-sql-copy.csv'",
+            "CREATE TABLE t AS SELECT 1",
+            "SET datafusion.execution.batch_size = 1",
+        ] {
+            assert!(crate::sql::plan(b.clone(), sql).await.is_err(), "{sql}");
+        }
     }
 }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use anyhow::bail;
 use datafusion::arrow::array::{Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::prelude::{SessionContext, col};
+use datafusion::prelude::col;
 
 use super::tables::Rows;
 
@@ -134,12 +134,7 @@ pub async fn evaluate(
     (start_ms, end_ms): (i64, i64),
     rows: &Rows,
 ) -> anyhow::Result<Vec<RecordBatch>> {
-    let ctx = SessionContext::new();
-    ctx.register_batch("records", rows.to_batch()?)?;
-    let df = ctx
-        .sql(sql)
-        .await
-        .map_err(|e| anyhow::anyhow!("the statement {sql:?} failed: {e}"))?;
+    let df = super::plan(rows.to_batch()?, sql).await?;
     let order: Vec<_> = df
         .schema()
         .fields()
