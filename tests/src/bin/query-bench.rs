@@ -36,6 +36,23 @@ async fn timed(base: &str, q: &str, start: i64, end: i64, step: &str) -> anyhow:
     timed_from(base, q, start, end, step, "raw").await
 }
 
+/// A `query_range` request reading `resolution` (`max_source_resolution`; Prometheus
+/// ignores it).
+fn range_query(
+    base: &str,
+    q: &str,
+    (start, end, step): (i64, i64, &str),
+    resolution: &str,
+) -> reqwest::RequestBuilder {
+    http(300).get(format!("{base}/api/v1/query_range")).query(&[
+        ("query", q),
+        ("start", &start.to_string()),
+        ("end", &end.to_string()),
+        ("step", step),
+        ("max_source_resolution", resolution),
+    ])
+}
+
 /// One range query's latency, reading `resolution` (`max_source_resolution`; Prometheus
 /// ignores it).
 async fn timed_from(
@@ -47,15 +64,7 @@ async fn timed_from(
     resolution: &str,
 ) -> anyhow::Result<Duration> {
     let t = Instant::now();
-    let r = http(300)
-        .get(format!("{base}/api/v1/query_range"))
-        .query(&[
-            ("query", q),
-            ("start", &start.to_string()),
-            ("end", &end.to_string()),
-            ("step", step),
-            ("max_source_resolution", resolution),
-        ])
+    let r = range_query(base, q, (start, end, step), resolution)
         .send()
         .await?;
     let status = r.status();
@@ -75,15 +84,7 @@ async fn values(
     (start, end, step): (i64, i64, &str),
     resolution: &str,
 ) -> anyhow::Result<std::collections::BTreeMap<String, Vec<(i64, f64)>>> {
-    let v: serde_json::Value = http(300)
-        .get(format!("{base}/api/v1/query_range"))
-        .query(&[
-            ("query", q),
-            ("start", &start.to_string()),
-            ("end", &end.to_string()),
-            ("step", step),
-            ("max_source_resolution", resolution),
-        ])
+    let v: serde_json::Value = range_query(base, q, (start, end, step), resolution)
         .send()
         .await?
         .json()
