@@ -32,17 +32,6 @@ pub fn parse_time(s: &str, now_ns: i64) -> anyhow::Result<i64> {
         })
 }
 
-/// Parses a topic name (`obs.logs`) or its short form (`logs`).
-pub fn parse_topic(s: &str) -> anyhow::Result<Topic> {
-    Topic::ALL
-        .into_iter()
-        .find(|t| t.name() == s || t.name().strip_prefix("obs.") == Some(s))
-        .with_context(|| {
-            let names: Vec<&str> = Topic::ALL.iter().map(|t| t.name()).collect();
-            format!("unknown topic {s:?}; topics: {}", names.join(", "))
-        })
-}
-
 /// Runs a replay and prints its summary.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
@@ -59,7 +48,7 @@ pub async fn run(
         .duration_since(std::time::UNIX_EPOCH)?
         .as_nanos() as i64;
     let opts = ReplayOptions {
-        topic: parse_topic(topic)?,
+        topic: Topic::parse(topic)?,
         from_ns: parse_time(from, now)?,
         to_ns: parse_time(to, now)?,
         into,
@@ -123,8 +112,8 @@ mod tests {
 
     #[test]
     fn topics_by_full_or_short_name() {
-        assert_eq!(parse_topic("obs.logs").unwrap(), Topic::Logs);
-        assert_eq!(parse_topic("metrics").unwrap(), Topic::Metrics);
-        assert!(parse_topic("nope").is_err());
+        assert_eq!(Topic::parse("obs.logs").unwrap(), Topic::Logs);
+        assert_eq!(Topic::parse("metrics").unwrap(), Topic::Metrics);
+        assert!(Topic::parse("nope").is_err());
     }
 }

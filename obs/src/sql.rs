@@ -74,7 +74,7 @@ pub async fn run_on_topic(
         .duration_since(std::time::UNIX_EPOCH)?
         .as_nanos() as i64;
     let q = obs_stream_processors::sql::adhoc::TopicQuery {
-        topic: crate::replay::parse_topic(topic)?,
+        topic: obs_schemas::Topic::parse(topic)?,
         from_ns: crate::replay::parse_time(from, now).context("--from")?,
         to_ns: crate::replay::parse_time(to, now).context("--to")?,
         slack: humantime::parse_duration(slack)

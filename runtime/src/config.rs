@@ -37,6 +37,8 @@ pub struct Config {
     pub logs: LogsConfig,
     /// The rollup processor of `obs processor` (1m/1h windows of every series).
     pub rollups: RollupsConfig,
+    /// Streaming SQL queries `obs processor` runs over topics in event-time windows.
+    pub sql: SqlConfig,
     /// Table retention applied by `obs migrate`.
     pub retention: Retention,
 }
@@ -345,6 +347,34 @@ impl Default for RollupsConfig {
             allowed_lateness_ms: 60_000,
             idle_partition_ms: 30_000,
             checkpoint_interval_ms: 10_000,
+        }
+    }
+}
+
+/// `[sql]`: the SQL processor of `obs processor` and the sink of its outputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SqlConfig {
+    /// A TOML file of `[[queries]]` (see [`crate::sql_queries`]); empty: no queries.
+    pub queries_file: String,
+    /// A topic partition without input for this long stops holding event time back; when
+    /// every partition is quiet, event time follows the wall clock (ms), so the last
+    /// windows before a pause are evaluated.
+    pub idle_partition_ms: u64,
+    /// How often each query's progress is checkpointed (ms of wall clock) besides when
+    /// windows are written; a restart reads input again from its latest checkpoint.
+    pub checkpoint_interval_ms: u64,
+    /// Rows of `sql_<query>` tables are kept this long after their window (days).
+    pub ttl_days: u32,
+}
+
+impl Default for SqlConfig {
+    fn default() -> Self {
+        SqlConfig {
+            queries_file: String::new(),
+            idle_partition_ms: 30_000,
+            checkpoint_interval_ms: 10_000,
+            ttl_days: 400,
         }
     }
 }

@@ -159,11 +159,7 @@ pub fn assign(
 /// Creates every pipeline topic that does not exist yet (raw topics with
 /// `raw_partitions`), and waits until the broker reports them.
 pub async fn ensure_topics(cfg: &KafkaConfig) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.brokers)
-        .create()
-        .context("creating the Kafka admin client")?;
-    let partitions: Vec<(Topic, i32)> = Topic::ALL
+    let topics: Vec<(String, i32)> = Topic::ALL
         .iter()
         .map(|&t| {
             let n = if t.default_partitions() > 1 {
@@ -171,12 +167,25 @@ pub async fn ensure_topics(cfg: &KafkaConfig) -> anyhow::Result<()> {
             } else {
                 t.default_partitions()
             };
-            (t, n)
+            (t.name().to_string(), n)
         })
         .collect();
-    let new: Vec<NewTopic> = partitions
+    ensure_named_topics(cfg, &topics).await
+}
+
+/// Creates the topics `(name, partitions)` that do not exist yet (also topics made at run
+/// time, such as the SQL queries' outputs).
+pub async fn ensure_named_topics(
+    cfg: &KafkaConfig,
+    topics: &[(String, i32)],
+) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.brokers)
+        .create()
+        .context("creating the Kafka admin client")?;
+    let new: Vec<NewTopic> = topics
         .iter()
-        .map(|(t, n)| NewTopic::new(t.name(), *n, TopicReplication::Fixed(1)))
+        .map(|(t, n)| NewTopic::new(t, *n, TopicReplication::Fixed(1)))
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin

@@ -11,6 +11,7 @@ pub mod labels;
 pub mod ops;
 pub mod publish;
 pub mod shutdown;
+pub mod sql_queries;
 pub mod telemetry;
 pub mod tenant;
 

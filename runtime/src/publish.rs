@@ -349,10 +349,21 @@ impl Publisher {
         topic: Topic,
         messages: &[(i32, Vec<u8>, Vec<u8>)],
     ) -> Result<Vec<(i32, i64)>, PublishError> {
+        self.publish_encoded(topic.name(), messages).await
+    }
+
+    /// Sends already-encoded messages `(partition, key, payload)` to the topic named
+    /// `topic` (also one made at run time, such as a SQL query's output); Ok with each
+    /// message's `(partition, offset)` only when every one is acknowledged.
+    pub async fn publish_encoded(
+        &self,
+        topic: &str,
+        messages: &[(i32, Vec<u8>, Vec<u8>)],
+    ) -> Result<Vec<(i32, i64)>, PublishError> {
         let (generation, producer) = self.producer.get();
         let sends = messages.iter().map(|(partition, key, payload)| {
             producer.send(
-                FutureRecord::to(topic.name())
+                FutureRecord::to(topic)
                     .partition(*partition)
                     .key(key)
                     .payload(payload),
@@ -369,7 +380,7 @@ impl Publisher {
                 }
             }
         }
-        metrics::counter!("obs_messages_published_total", "topic" => topic.name())
+        metrics::counter!("obs_messages_published_total", "topic" => topic.to_string())
             .increment(out.len() as u64);
         Ok(out)
     }

@@ -55,6 +55,17 @@ impl Topic {
         Topic::ProcessorState,
     ];
 
+    /// A topic by its name (`obs.logs`) or short form (`logs`); an error lists the topics.
+    pub fn parse(s: &str) -> anyhow::Result<Topic> {
+        Topic::ALL
+            .into_iter()
+            .find(|t| t.name() == s || t.name().strip_prefix("obs.") == Some(s))
+            .ok_or_else(|| {
+                let names: Vec<&str> = Topic::ALL.iter().map(|t| t.name()).collect();
+                anyhow::anyhow!("unknown topic {s:?}; topics: {}", names.join(", "))
+            })
+    }
+
     /// The topic's name on the broker.
     pub fn name(self) -> &'static str {
         match self {

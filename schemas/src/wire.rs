@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
 use schema_registry_converter::async_impl::schema_registry::{
     SrSettings, get_schema_by_id, get_schema_by_subject,
@@ -83,12 +84,23 @@ impl Codec {
         let supplied = supplied_schema(topic).ok_or_else(|| {
             WireError::Malformed(format!("{topic} carries plain JSON lines, not Avro"))
         })?;
+        let w = Arc::new(self.register_supplied(topic.name(), supplied).await?);
+        self.writers
+            .write()
+            .expect("not poisoned")
+            .insert(topic, w.clone());
+        Ok(w)
+    }
+
+    /// Registers (or finds) `supplied` as the value schema of topic `topic`.
+    async fn register_supplied(
+        &self,
+        topic: &str,
+        supplied: SuppliedSchema,
+    ) -> Result<(u32, Schema), WireError> {
         let text = supplied.schema.clone();
-        let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
-            topic.name().to_string(),
-            false,
-            supplied,
-        );
+        let strategy =
+            SubjectNameStrategy::TopicNameStrategyWithSchema(topic.to_string(), false, supplied);
         let registered = get_schema_by_subject(&self.settings, &strategy)
             .await
             .map_err(|e| {
@@ -106,12 +118,31 @@ impl Codec {
             })?;
         let schema = Schema::parse_str(&text)
             .map_err(|e| WireError::Malformed(format!("{topic} value schema: {e}")))?;
-        let w = Arc::new((registered.id, schema));
-        self.writers
-            .write()
-            .expect("not poisoned")
-            .insert(topic, w.clone());
-        Ok(w)
+        Ok((registered.id, schema))
+    }
+
+    /// Registers `schema` (Avro JSON) as the value schema of `topic`, a topic whose records
+    /// are shaped at run time (a streaming SQL query's output), for [`DynamicWriter::encode`].
+    pub async fn register(&self, topic: &str, schema: &str) -> Result<DynamicWriter, WireError> {
+        let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema.to_string());
+        let (id, schema) = self.register_supplied(topic, supplied).await?;
+        Ok(DynamicWriter { id, schema })
+    }
+
+    /// Decodes a message value (wire format) as a generic Avro value, with the writer
+    /// schema it names (for topics whose records are shaped at run time).
+    pub async fn decode_value(&self, bytes: &[u8]) -> Result<(Value, Arc<Schema>), WireError> {
+        let Some(id) = schema_id(bytes) else {
+            return Err(WireError::Malformed(
+                "not Confluent wire format (expected magic byte 0 and a 4-byte schema id)".into(),
+            ));
+        };
+        let schema = self.reader(id).await?;
+        let value = GenericDatumReader::builder(&schema)
+            .build()
+            .and_then(|reader| reader.read_value(&mut &bytes[5..]))
+            .map_err(|e| WireError::Malformed(e.to_string()))?;
+        Ok((value, schema))
     }
 
     /// The writer schema `id` names, fetched from the registry on first use.
@@ -171,6 +202,40 @@ impl Codec {
             .build()
             .and_then(|reader| reader.read_deser::<T>(&mut &bytes[5..]))
             .map_err(|e| WireError::Malformed(e.to_string()))
+    }
+}
+
+/// A value schema registered at run time, from [`Codec::register`].
+pub struct DynamicWriter {
+    /// The registry's id of the schema.
+    pub id: u32,
+    schema: Schema,
+}
+
+impl DynamicWriter {
+    /// Encodes a record (its serde shape must fit the schema) in wire format.
+    pub fn encode_ser<T: Serialize>(&self, value: &T) -> Result<Vec<u8>, WireError> {
+        self.framed(|writer, bytes| writer.write_ser(bytes, value))
+    }
+
+    /// Encodes `value` (which must fit the schema) in wire format.
+    pub fn encode(&self, value: &Value) -> Result<Vec<u8>, WireError> {
+        self.framed(|writer, bytes| writer.write_value_ref(bytes, value))
+    }
+
+    /// The magic byte and schema id, then what `write` writes with the schema's writer.
+    fn framed(
+        &self,
+        write: impl FnOnce(&GenericDatumWriter<'_>, &mut Vec<u8>) -> apache_avro::AvroResult<usize>,
+    ) -> Result<Vec<u8>, WireError> {
+        let mut bytes = Vec::with_capacity(256);
+        bytes.push(0);
+        bytes.extend_from_slice(&self.id.to_be_bytes());
+        GenericDatumWriter::builder(&self.schema)
+            .build()
+            .and_then(|writer| write(&writer, &mut bytes))
+            .map_err(|e| WireError::Malformed(format!("the value does not fit its schema: {e}")))?;
+        Ok(bytes)
     }
 }
 

@@ -89,6 +89,32 @@ struct Intent {
     last_offset: i64,
 }
 
+/// Writes `letter` to `obs.dlq`, retrying until the broker acknowledges it.
+pub async fn send_dead_letter(codec: &Codec, dlq: &SharedProducer, letter: &DeadLetter) {
+    let key = letter.key.clone().unwrap_or_default();
+    retry("writing to the DLQ", || async {
+        let bytes = codec
+            .encode(Topic::Dlq, letter)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (generation, producer) = dlq.get();
+        producer
+            .send(
+                FutureRecord::to(Topic::Dlq.name())
+                    .key(&key)
+                    .payload(&bytes),
+                Duration::from_secs(5),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| {
+                dlq.reset(generation);
+                e.to_string()
+            })
+    })
+    .await;
+}
+
 /// Drives one [`TableSink`].
 pub struct SinkDriver<T: TableSink> {
     consumer: StreamConsumer,
@@ -102,7 +128,7 @@ pub struct SinkDriver<T: TableSink> {
 }
 
 /// Retries `op` with backoff until it succeeds, logging `what` on each failure.
-async fn retry<F, Fut, V, E>(what: &str, mut op: F) -> V
+pub async fn retry<F, Fut, V, E>(what: &str, mut op: F) -> V
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<V, E>>,
@@ -420,29 +446,7 @@ impl<T: TableSink> SinkDriver<T> {
             error,
             "sent to the DLQ"
         );
-        let key = letter.key.clone().unwrap_or_default();
-        retry("writing to the DLQ", || async {
-            let bytes = self
-                .codec
-                .encode(Topic::Dlq, &letter)
-                .await
-                .map_err(|e| e.to_string())?;
-            let (generation, producer) = self.dlq.get();
-            producer
-                .send(
-                    FutureRecord::to(Topic::Dlq.name())
-                        .key(&key)
-                        .payload(&bytes),
-                    Duration::from_secs(5),
-                )
-                .await
-                .map(|_| ())
-                .map_err(|(e, _)| {
-                    self.dlq.reset(generation);
-                    e.to_string()
-                })
-        })
-        .await;
+        send_dead_letter(&self.codec, &self.dlq, &letter).await;
         metrics::counter!("obs_sink_dlq_total", "table" => T::TABLE).increment(1);
     }
 

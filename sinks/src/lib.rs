@@ -16,6 +16,8 @@
 //!   `obs_servicegraph_edges`, and `obs.spans.sampled` → `otel_traces` when only sampled
 //!   traces are stored.
 //! * [`rollups`]: `obs.metrics.rollup` → `metrics_rollups` (the rollup processor's windows).
+//! * [`sql_outputs`]: `obs.sql.<query>` → `sql_<query>` (the SQL processor's windows; the
+//!   table is made from the output's schema).
 //! * [`errors`]: exceptions on spans and in error logs → `obs_error_events`, fingerprinted.
 //! * [`raw_logs`]: `obs.logs.raw` (JSON lines from log agents) → `otel_logs`.
 //! * [`replay`]: `obs replay`, a topic's time range into the tables again.
@@ -33,6 +35,7 @@ pub mod metrics;
 pub mod raw_logs;
 pub mod replay;
 pub mod rollups;
+pub mod sql_outputs;
 pub mod table;
 pub mod traces;
 
@@ -80,7 +83,8 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
         metadata.run(),
         events.run(),
         raw_logs.run(),
-        alerts.run()
+        alerts.run(),
+        sql_outputs::run(cfg.clone(), ready.clone())
     )
     .map(|_| ())
 }

@@ -14,6 +14,9 @@
 //! * [`rollups`]: the rollup processor ([`rollups::run::run`]): per series and event-time
 //!   window, count, sum, min, max, first, last and counter increase into
 //!   `obs.metrics.rollup`.
+//! * [`sql`]: SQL over topics with DataFusion: `obs sql --topic`, and the SQL processor
+//!   ([`sql::run::run`]) that runs `[sql]` queries in event-time windows into
+//!   `obs.sql.<query>`.
 //! * [`processor`]: connecting a processor to Kafka and the consume → step loop.
 //! * [`state`]: checkpoints of the processors' partitions on `obs.processor.state`.
 //!
@@ -30,7 +33,7 @@ pub mod window;
 
 pub use rules::api::RulesView;
 
-/// Runs every stream processor (`obs processor`): the rule, trace, log and rollup processors, until
+/// Runs every stream processor (`obs processor`): the rule, trace, log, rollup and SQL processors, until
 /// a shutdown is asked for or one of them fails.
 pub async fn run(
     cfg: obs_runtime::Config,
@@ -41,6 +44,7 @@ pub async fn run(
         rules::run::run(cfg.clone(), ready.clone(), view),
         traces::run::run(cfg.clone(), ready.clone()),
         rollups::run::run(cfg.clone(), ready.clone()),
+        sql::run::run(cfg.clone(), ready.clone()),
         logs::run::run(cfg, ready)
     )
     .map(|_| ())

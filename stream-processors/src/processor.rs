@@ -54,6 +54,61 @@ pub async fn connect(cfg: &Config, name: &str, input: Topic) -> anyhow::Result<W
     })
 }
 
+/// Milliseconds since the epoch by the wall clock (what idle partitions move to).
+pub fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Where a processor without a checkpoint starts reading `partitions` of `topic`: the
+/// group's committed offset, else the partition's earliest.
+pub async fn committed_or_earliest(
+    cfg: &Config,
+    consumer: &StreamConsumer,
+    topic: Topic,
+    partitions: &[i32],
+) -> anyhow::Result<std::collections::BTreeMap<i32, i64>> {
+    use anyhow::Context;
+    use rdkafka::consumer::Consumer;
+    use rdkafka::{Offset, TopicPartitionList};
+    let mut tpl = TopicPartitionList::new();
+    for &p in partitions {
+        tpl.add_partition(topic.name(), p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .with_context(|| format!("reading the committed offsets of {topic}"))?;
+    let brokers = cfg.kafka.brokers.clone();
+    let wanted = partitions.to_vec();
+    let lows = tokio::task::spawn_blocking(move || -> anyhow::Result<HashMap<i32, i64>> {
+        let reader = crate::state::reader(&brokers)?;
+        let mut lows = HashMap::new();
+        for p in wanted {
+            let (low, _) = reader
+                .fetch_watermarks(topic.name(), p, Duration::from_secs(10))
+                .with_context(|| format!("reading the start of {topic}"))?;
+            lows.insert(p, low);
+        }
+        Ok(lows)
+    })
+    .await
+    .context("reading the start of the input")??;
+    Ok(partitions
+        .iter()
+        .map(|&p| {
+            let at = match committed
+                .find_partition(topic.name(), p)
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(o)) => o,
+                _ => lows[&p],
+            };
+            (p, at)
+        })
+        .collect())
+}
+
 /// A processor whose partitions checkpoint their state (traces, rollups).
 pub trait Checkpointed {
     /// Handles one input message.

@@ -729,26 +729,54 @@ impl Stack {
         first: Duration,
         quiet: Duration,
     ) -> anyhow::Result<Vec<(Option<Vec<u8>>, obs_schemas::records::DeadLetter)>> {
+        self.read_topic(obs_schemas::Topic::Dlq.name(), first, quiet)
+            .await
+    }
+
+    /// Every message of Avro topic `topic` (read from the start by a fresh group, decoded
+    /// with the registry) with its Kafka key: waits up to `first` for one, then takes more
+    /// until none comes for `quiet`.
+    pub async fn read_topic<T: serde::de::DeserializeOwned>(
+        &self,
+        topic: &str,
+        first: Duration,
+        quiet: Duration,
+    ) -> anyhow::Result<Vec<(Option<Vec<u8>>, T)>> {
         use rdkafka::consumer::{Consumer, StreamConsumer};
         use rdkafka::message::Message;
         let consumer: StreamConsumer = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", self.broker.bootstrap())
-            .set("group.id", format!("dlq-reader-{}", free_port()))
+            .set("group.id", format!("topic-reader-{}", free_port()))
             .set("auto.offset.reset", "earliest")
             .create()?;
-        consumer.subscribe(&[obs_schemas::Topic::Dlq.name()])?;
+        consumer.subscribe(&[topic])?;
         let codec =
             obs_schemas::wire::Codec::new(&format!("http://127.0.0.1:{}", self.ports.registry));
         let mut out = Vec::new();
         let mut wait = first;
         while let Ok(msg) = tokio::time::timeout(wait, consumer.recv()).await {
             let msg = msg?;
-            let letter = codec.decode(msg.payload().unwrap_or_default()).await?;
-            out.push((msg.key().map(<[u8]>::to_vec), letter));
+            let value = codec.decode(msg.payload().unwrap_or_default()).await?;
+            out.push((msg.key().map(<[u8]>::to_vec), value));
             wait = quiet;
         }
-        anyhow::ensure!(!out.is_empty(), "no message on obs.dlq within {first:?}");
+        anyhow::ensure!(!out.is_empty(), "no message on {topic} within {first:?}");
         Ok(out)
+    }
+
+    /// The registry's latest version of `subject` (`{"subject", "version", "id", "schema"}`).
+    pub async fn latest_schema(&self, subject: &str) -> serde_json::Value {
+        http(30)
+            .get(format!(
+                "http://127.0.0.1:{}/subjects/{subject}/versions/latest",
+                self.ports.registry
+            ))
+            .send()
+            .await
+            .expect("the registry answers")
+            .json()
+            .await
+            .expect("a JSON answer")
     }
 
     /// The sink's `/metrics` text (of `obs up`, or of the separate sink).

@@ -300,18 +300,9 @@ async fn json_and_gzipped_protobuf_bodies_are_stored() {
     assert_eq!(tenant, "team-a");
 
     // The value in Kafka carries the registry id of the obs.logs-value subject.
-    let latest: serde_json::Value = obs_e2e::http(30)
-        .get(format!(
-            "http://127.0.0.1:{}/subjects/{}/versions/latest",
-            stack.ports.registry,
-            obs_schemas::Topic::Logs.value_subject()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let latest = stack
+        .latest_schema(&obs_schemas::Topic::Logs.value_subject())
+        .await;
     assert_eq!(latest["version"], 1);
     assert_eq!(
         latest["schema"].as_str().unwrap(),

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use obs_runtime::publish::{Outgoing, Publisher};
@@ -186,12 +186,6 @@ struct Rollups {
     last_checkpoint: Instant,
 }
 
-fn wall_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 impl Checkpointed for Rollups {
     async fn handle(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) {
         let (p, offset) = (m.partition(), m.offset());
@@ -227,7 +221,7 @@ impl Checkpointed for Rollups {
                 continue;
             }
             let part = self.partitions.get_mut(&p).expect("owned");
-            if !part.idle_advance(wall_ms()) {
+            if !part.idle_advance(crate::processor::wall_ms()) {
                 continue;
             }
             // The move is checkpointed before it takes effect: a restart moves the same way.

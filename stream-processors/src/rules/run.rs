@@ -85,10 +85,6 @@ pub(crate) fn env_of(pc: &ProcessorConfig) -> Env {
     }
 }
 
-fn wall_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 /// Runs the rule processor until a shutdown is asked for; `view` is what its rule API
 /// shows.
 pub async fn run(cfg: Config, ready: ops::Readiness, view: RulesView) -> anyhow::Result<()> {
@@ -258,7 +254,8 @@ impl Processor {
             None => MetricBatch::default(),
         };
         let watermark = if self.restoring.is_none() {
-            self.watermarks.watermark(Instant::now(), wall_ms())
+            self.watermarks
+                .watermark(Instant::now(), crate::processor::wall_ms())
         } else {
             None
         };
@@ -319,13 +316,16 @@ impl Processor {
     }
 
     async fn evaluate(&mut self) {
-        let Some(watermark) = self.watermarks.watermark(Instant::now(), wall_ms()) else {
+        let Some(watermark) = self
+            .watermarks
+            .watermark(Instant::now(), crate::processor::wall_ms())
+        else {
             return;
         };
         metrics::gauge!("obs_processor_watermark_ms").set(watermark as f64);
         let policy = self.notify.then(|| NotifyPolicy {
             resend_delay_ms: self.resend_delay_ms,
-            not_before_ms: wall_ms() - self.notify_max_age_ms,
+            not_before_ms: crate::processor::wall_ms() - self.notify_max_age_ms,
         });
         while let Some(runs) = self.engine.evaluate_round(watermark, policy) {
             for r in &runs {

@@ -4,6 +4,8 @@
 //! assignment, due windows, late records, evaluation; not yet run by `obs processor`).
 
 pub mod adhoc;
+pub mod query;
+pub mod run;
 pub mod tables;
 pub mod windows;
 
