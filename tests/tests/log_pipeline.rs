@@ -4,8 +4,9 @@
 //! planted is found anywhere in `otel_logs` (every column of every row, as text), no
 //! look-alike was touched, hashes are HMAC-SHA256 with the configured key (worked out here
 //! independently), equal inputs hash equally, parsed fields equal the expected rows exactly,
-//! a health check is dropped, a record that is not JSON goes to `obs.dlq` naming the
-//! stage, and another service's records are not touched.
+//! a health check is dropped, an audit record is routed (redacted) to its own topic and
+//! not stored, a record that is not JSON goes to `obs.dlq` naming the stage, and another
+//! service's records are not touched.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -62,6 +63,8 @@ async fn pii_is_redacted_before_storage_and_parsed_fields_are_exact() {
                "msg": "amex 378282246310005 and order 378282246310006"})
         .to_string(),
         json!({"level": "info", "path": "/healthz"}).to_string(),
+        json!({"level": "info", "path": "/audit", "user": "ann@example.com", "action": "refund"})
+            .to_string(),
         "not json at all".to_string(),
     ];
     let now = SystemTime::now()
@@ -87,8 +90,8 @@ async fn pii_is_redacted_before_storage_and_parsed_fields_are_exact() {
         .unwrap();
     assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
 
-    // Four shop records stored (the health check dropped, the non-JSON line failed), and
-    // the other service's one.
+    // Four shop records stored (the health check dropped, the audit record routed, the
+    // non-JSON line failed), and the other service's one.
     stack
         .wait_log_count(
             "Tenant = 'acme' AND ServiceName = 'shop'",
@@ -246,4 +249,35 @@ async fn pii_is_redacted_before_storage_and_parsed_fields_are_exact() {
     let failed: serde_json::Value =
         serde_json::from_slice(letter.value.as_deref().unwrap()).unwrap();
     assert_eq!(failed["body"], "not json at all");
+
+    // The audit record went to acme.audit (obs.logs's schema, redacted), not to storage.
+    let routed: Vec<(Option<Vec<u8>>, obs_schemas::records::LogBatch)> = stack
+        .read_topic(
+            "acme.audit",
+            Duration::from_secs(30),
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+    let records: Vec<_> = routed.into_iter().flat_map(|(_, b)| b.records).collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let audit = &records[0];
+    assert_eq!(
+        (audit.tenant.as_str(), audit.service.as_str()),
+        ("acme", "shop")
+    );
+    assert_eq!(
+        audit.attrs,
+        attrs(&[
+            ("action", "refund".into()),
+            ("level", "info".into()),
+            ("path", "/audit".into()),
+            ("user", ann.clone()),
+        ])
+    );
+    assert_eq!(
+        rows_holding("refund").await.unwrap(),
+        0,
+        "routed records are not stored"
+    );
 }

@@ -12,8 +12,7 @@
 //!   partition, failures to `obs.dlq`), exactly once by the input offset each output
 //!   message carries.
 //!
-//! Not yet: routing to other topics, and JSON lines from `obs.logs.raw` (they bypass
-//! pipelines).
+//! Not yet: JSON lines from `obs.logs.raw` (they bypass pipelines).
 
 pub mod pipeline;
 pub mod redact;

@@ -4,7 +4,7 @@
 //! Stages: parse (`json`, `logfmt`, `regex` with named captures, `grok`) into attributes; extract
 //! (`timestamp`, `severity`, `trace_context` from text); shape (`set`, `rename`,
 //! `drop_fields`, `keep_fields`); enrich (`lookup` in a CSV table); reduce (`drop` records
-//! whose field equals or matches a value, `sample` a stable share); `redact` (the body and (resource) attributes,
+//! whose field equals or matches a value, `sample` a stable share, `route` to another topic); `redact` (the body and (resource) attributes,
 //! with [`super::redact`]'s detectors, except allow-listed attributes). A stage that cannot
 //! process a record fails it with a [`StageError`] naming the pipeline, the stage and the
 //! reason (the record goes to `obs.dlq`, never silently away).
@@ -130,6 +130,21 @@ pub enum StageConfig {
         #[serde(default)]
         matches: Option<String>,
     },
+    /// Sends records whose field equals `equals` or matches `matches` to `topic` (log
+    /// batches with `obs.logs`'s schema) instead of `obs.logs`; later stages do not run on
+    /// them (put `redact` first to route redacted records).
+    Route {
+        /// Field tested.
+        field: String,
+        /// Exact value.
+        #[serde(default)]
+        equals: Option<String>,
+        /// Regex.
+        #[serde(default)]
+        matches: Option<String>,
+        /// The topic (not one of the pipeline's own `obs.*` topics).
+        topic: String,
+    },
     /// The record's time from a field: `rfc3339`, `unix` (seconds, fractions allowed),
     /// `unix_ms`, `unix_ns`, or a strftime format (chrono's; without a zone, UTC).
     Timestamp {
@@ -204,11 +219,8 @@ enum Stage {
     DropFields(Vec<String>),
     KeepFields(Vec<String>),
     Severity(String),
-    Drop {
-        field: String,
-        equals: Option<String>,
-        matches: Option<Regex>,
-    },
+    Drop(Condition),
+    Route(Condition, String),
     Redact {
         redactor: Redactor,
         allow: Vec<String>,
@@ -237,7 +249,8 @@ impl Stage {
             Stage::DropFields(_) => "drop_fields",
             Stage::KeepFields(_) => "keep_fields",
             Stage::Severity(_) => "severity",
-            Stage::Drop { .. } => "drop",
+            Stage::Drop(_) => "drop",
+            Stage::Route(..) => "route",
             Stage::Redact { .. } => "redact",
             Stage::Timestamp(..) => "timestamp",
             Stage::TraceContext(_) => "trace_context",
@@ -245,6 +258,56 @@ impl Stage {
             Stage::Sample { .. } => "sample",
         }
     }
+}
+
+/// A field's test of `drop` and `route`: equal to a value or matching a regex.
+#[derive(Debug, Clone)]
+struct Condition {
+    field: String,
+    equals: Option<String>,
+    matches: Option<Regex>,
+}
+
+impl Condition {
+    fn new(
+        what: &str,
+        field: &str,
+        equals: &Option<String>,
+        matches: &Option<String>,
+    ) -> Result<Condition, String> {
+        if equals.is_none() == matches.is_none() {
+            return Err(format!("{what} needs exactly one of equals or matches"));
+        }
+        let matches = match matches {
+            Some(m) => Some(Regex::new(m).map_err(|e| format!("regex {m:?}: {e}"))?),
+            None => None,
+        };
+        Ok(Condition {
+            field: field.to_string(),
+            equals: equals.clone(),
+            matches,
+        })
+    }
+
+    fn hits(&self, r: &LogRecord) -> bool {
+        let v = get(r, &self.field).unwrap_or("");
+        match (&self.equals, &self.matches) {
+            (Some(e), _) => v == e,
+            (_, Some(m)) => m.is_match(v),
+            _ => false,
+        }
+    }
+}
+
+/// What a pipeline made of a record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Stored in `obs.logs`.
+    Keep(LogRecord),
+    /// Dropped by `drop` or `sample`.
+    Drop,
+    /// Sent to another topic by `route`.
+    Route(String, LogRecord),
 }
 
 /// Why a record failed a stage.
@@ -549,15 +612,31 @@ impl Pipeline {
                     field,
                     equals,
                     matches,
+                } => Stage::Drop(Condition::new("drop", field, equals, matches).map_err(bad)?),
+                StageConfig::Route {
+                    field,
+                    equals,
+                    matches,
+                    topic,
                 } => {
-                    if equals.is_none() == matches.is_none() {
-                        return Err(bad("drop needs exactly one of equals or matches".into()));
+                    let valid = !topic.is_empty()
+                        && topic
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+                    if !valid {
+                        return Err(bad(format!(
+                            "route topic {topic:?} is not a Kafka topic name (letters, digits, . _ -)"
+                        )));
                     }
-                    Stage::Drop {
-                        field: field.clone(),
-                        equals: equals.clone(),
-                        matches: matches.as_deref().map(regex).transpose()?,
+                    if obs_schemas::Topic::ALL.iter().any(|t| t.name() == topic) {
+                        return Err(bad(format!(
+                            "route topic {topic} is one of the pipeline's own topics: route to a topic of your own (kept records go to obs.logs anyway)"
+                        )));
                     }
+                    Stage::Route(
+                        Condition::new("route", field, equals, matches).map_err(bad)?,
+                        topic.clone(),
+                    )
                 }
                 StageConfig::Redact {
                     detectors,
@@ -630,9 +709,8 @@ impl Pipeline {
             && (self.services.is_empty() || self.services.contains(&r.service))
     }
 
-    /// Runs every stage on `r`: the record to store, `None` when a `drop` stage dropped it,
-    /// or the first stage's failure.
-    pub fn apply(&self, mut r: LogRecord) -> Result<Option<LogRecord>, StageError> {
+    /// Runs every stage on `r`: what becomes of it, or the first stage's failure.
+    pub fn apply(&self, mut r: LogRecord) -> Result<Outcome, StageError> {
         for (i, stage) in self.stages.iter().enumerate() {
             let fail = |reason: String| StageError {
                 pipeline: self.name.clone(),
@@ -722,19 +800,14 @@ impl Pipeline {
                     r.severity_number = number;
                     r.severity_text = text.into();
                 }
-                Stage::Drop {
-                    field,
-                    equals,
-                    matches,
-                } => {
-                    let v = get(&r, field).unwrap_or("");
-                    let hit = match (equals, matches) {
-                        (Some(e), _) => v == e,
-                        (_, Some(m)) => m.is_match(v),
-                        _ => false,
-                    };
-                    if hit {
-                        return Ok(None);
+                Stage::Drop(condition) => {
+                    if condition.hits(&r) {
+                        return Ok(Outcome::Drop);
+                    }
+                }
+                Stage::Route(condition, topic) => {
+                    if condition.hits(&r) {
+                        return Ok(Outcome::Route(topic.clone(), r));
                     }
                 }
                 Stage::Timestamp(field, format) => {
@@ -767,7 +840,7 @@ impl Pipeline {
                 Stage::Sample { rate, by } => {
                     let h = xxhash_rust::xxh3::xxh3_64(get(&r, by).unwrap_or("").as_bytes());
                     if (h as f64) >= *rate * u64::MAX as f64 {
-                        return Ok(None);
+                        return Ok(Outcome::Drop);
                     }
                 }
                 Stage::Redact { redactor, allow } => {
@@ -785,7 +858,7 @@ impl Pipeline {
                 }
             }
         }
-        Ok(Some(r))
+        Ok(Outcome::Keep(r))
     }
 }
 
@@ -809,6 +882,55 @@ mod tests {
             service: "checkout".into(),
             tenant: "acme".into(),
             ..LogRecord::default()
+        }
+    }
+
+    impl Outcome {
+        /// The kept record; panics on anything else.
+        fn kept(self) -> LogRecord {
+            match self {
+                Outcome::Keep(r) => r,
+                other => panic!("expected a kept record, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn route_sends_matching_records_to_their_topic_before_later_stages() {
+        let p = pipeline(
+            r#"
+            [[pipelines]]
+            name = "audit"
+            [[pipelines.stages]]
+            type = "json"
+            [[pipelines.stages]]
+            type = "route"
+            field = "kind"
+            equals = "audit"
+            topic = "acme.audit"
+            [[pipelines.stages]]
+            type = "set"
+            field = "stored"
+            value = "yes"
+            "#,
+        )
+        .unwrap();
+        match p.apply(record(r#"{"kind":"audit","who":"ann"}"#)).unwrap() {
+            Outcome::Route(topic, r) => {
+                assert_eq!(topic, "acme.audit");
+                assert_eq!(r.attrs["who"], "ann");
+                assert!(!r.attrs.contains_key("stored"), "later stages did not run");
+            }
+            other => panic!("{other:?}"),
+        }
+        let kept = p.apply(record(r#"{"kind":"web"}"#)).unwrap().kept();
+        assert_eq!(kept.attrs["stored"], "yes");
+        for (topic, why) in [("obs.logs", "own topics"), ("a b", "not a Kafka topic")] {
+            let e = pipeline(&format!(
+                "[[pipelines]]\nname = \"p\"\n[[pipelines.stages]]\ntype = \"route\"\nfield = \"k\"\nequals = \"v\"\ntopic = \"{topic}\"\n"
+            ))
+            .unwrap_err();
+            assert!(e.contains(why), "{e}");
         }
     }
 
@@ -847,7 +969,7 @@ mod tests {
             r#"{"level":"warn","path":"/pay","usr":{"mail":"ann@example.com"},"order_id":"4111111111111111","card":"4111 1111 1111 1111","n":3}"#,
         );
         assert!(p.selects(&r));
-        let out = p.apply(r).unwrap().unwrap();
+        let out = p.apply(r).unwrap().kept();
         let h =
             Redactor::new(vec![(Detector::Email, Action::Hash)], b"key").hash("ann@example.com");
         let card =
@@ -876,7 +998,7 @@ mod tests {
         assert!(!out.body.contains("4111 1111 1111 1111"));
         // A health check is dropped; another tenant's record is not selected.
         let health = record(r#"{"level":"info","path":"/healthz"}"#);
-        assert_eq!(p.apply(health).unwrap(), None);
+        assert_eq!(p.apply(health).unwrap(), Outcome::Drop);
         let mut other = record("{}");
         other.tenant = "umbrella".into();
         assert!(!p.selects(&other));
@@ -922,7 +1044,7 @@ mod tests {
         let out = p
             .apply(record(r#"GET /cart status=200 msg="took \"long\"" debug"#))
             .unwrap()
-            .unwrap();
+            .kept();
         assert_eq!(out.service, "nginx");
         assert_eq!(
             out.attrs.into_iter().collect::<Vec<_>>(),
@@ -980,7 +1102,7 @@ mod tests {
         let out = p
             .apply(record("ts=2026-12-01T10:00:00Z msg=hi"))
             .unwrap()
-            .unwrap();
+            .kept();
         assert_eq!(out.timestamp_ns, t);
         let e = p.apply(record("ts=soon")).unwrap_err();
         assert_eq!((e.stage, e.kind), (2, "timestamp"));
@@ -998,7 +1120,7 @@ mod tests {
         )
         .unwrap();
         let ids = |body: &str| {
-            let r = p.apply(record(body)).unwrap().unwrap();
+            let r = p.apply(record(body)).unwrap().kept();
             (r.trace_id, r.span_id)
         };
         let (t, s) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
@@ -1048,7 +1170,7 @@ mod tests {
             r.attrs.insert("host".into(), "web-1".into());
             let once = p.apply(r.clone()).unwrap();
             assert_eq!(once, p.apply(r).unwrap(), "the same decision every time");
-            if let Some(out) = once {
+            if let Outcome::Keep(out) = once {
                 kept += 1;
                 assert_eq!(out.attrs["team"], "shop");
                 assert_eq!(out.attrs["owner"], "ann");
@@ -1086,7 +1208,7 @@ mod tests {
         )
         .unwrap();
         let line = r#"10.1.2.3 - frank [10/Oct/2000:13:55:36 -0700] "GET /apache_pb.gif HTTP/1.0" 200 2326 ord-77"#;
-        let out = p.apply(record(line)).unwrap().unwrap();
+        let out = p.apply(record(line)).unwrap().kept();
         let got: Vec<(&str, &str)> = out
             .attrs
             .iter()

@@ -1,7 +1,8 @@
 //! The log processor: reads `obs.logs.ingest` (what the collectors received while log
 //! pipelines are configured), runs each record through the first pipeline that selects its
 //! stream, and writes `obs.logs` partition for partition; records a stage cannot process go
-//! to `obs.dlq` with the pipeline, stage and reason.
+//! to `obs.dlq` with the pipeline, stage and reason; records a `route` stage selects go to
+//! its topic.
 //!
 //! Exactly once without transactions: input partition `p` is written to `obs.logs`
 //! partition `p` only by this processor, one output message per input message (empty when
@@ -11,6 +12,7 @@
 //! beginning). Dead letters are written before their message's output, so a crash between
 //! the two writes them again (the dead-letter queue is at least once).
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,12 +20,13 @@ use obs_runtime::publish::Outgoing;
 use obs_runtime::{Config, ops, shutdown};
 use obs_schemas::Topic;
 use obs_schemas::records::{DeadLetter, LogBatch, LogRecord};
+use obs_schemas::wire::DynamicWriter;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
 
-use super::pipeline::{Pipeline, PipelineConfig};
+use super::pipeline::{Outcome, Pipeline, PipelineConfig};
 use crate::processor::{self, Wiring};
 use crate::state;
 
@@ -78,8 +81,10 @@ fn resume_offset(brokers: &str, p: i32) -> anyhow::Result<Option<i64>> {
 pub struct Processed {
     /// Records to store.
     pub kept: Vec<LogRecord>,
-    /// Records a `drop` stage dropped.
+    /// Records a `drop` or `sample` stage dropped.
     pub dropped: usize,
+    /// Records a `route` stage sent elsewhere, with their topic.
+    pub routed: Vec<(String, LogRecord)>,
     /// Records a stage failed, with the error.
     pub failed: Vec<(LogRecord, String)>,
 }
@@ -94,12 +99,78 @@ pub fn process(pipelines: &[Pipeline], records: Vec<LogRecord>) -> Processed {
             continue;
         };
         match p.apply(r.clone()) {
-            Ok(Some(r)) => out.kept.push(r),
-            Ok(None) => out.dropped += 1,
+            Ok(Outcome::Keep(r)) => out.kept.push(r),
+            Ok(Outcome::Drop) => out.dropped += 1,
+            Ok(Outcome::Route(topic, r)) => out.routed.push((topic, r)),
             Err(e) => out.failed.push((r, e.to_string())),
         }
     }
     out
+}
+
+/// Sends the records of `route` stages to their topics, each made (with `raw_partitions`
+/// partitions) and given `obs.logs`'s value schema on first use. Like dead letters, they
+/// are written before their input message's `obs.logs` output: at least once.
+struct Routes {
+    kafka: obs_runtime::config::KafkaConfig,
+    codec: std::sync::Arc<obs_schemas::wire::Codec>,
+    writers: HashMap<String, DynamicWriter>,
+}
+
+impl Routes {
+    /// Sends `routed` (from input partition `p`) until acknowledged; false when a shutdown
+    /// interrupted.
+    async fn send(
+        &mut self,
+        publisher: &obs_runtime::publish::Publisher,
+        p: i32,
+        routed: Vec<(String, LogRecord)>,
+    ) -> bool {
+        let mut by_topic: BTreeMap<String, Vec<LogRecord>> = BTreeMap::new();
+        for (topic, r) in routed {
+            by_topic.entry(topic).or_default().push(r);
+        }
+        let mut backoff = Duration::from_millis(200);
+        for (topic, records) in by_topic {
+            let batch = LogBatch { records };
+            loop {
+                match self.try_send(publisher, p, &topic, &batch).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(topic, error = %format!("{e:#}"), "routed records not written; trying again");
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = shutdown::wait() => return false,
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    async fn try_send(
+        &mut self,
+        publisher: &obs_runtime::publish::Publisher,
+        p: i32,
+        topic: &str,
+        batch: &LogBatch,
+    ) -> anyhow::Result<()> {
+        if !self.writers.contains_key(topic) {
+            let n = self.kafka.raw_partitions;
+            obs_runtime::kafka::ensure_named_topics(&self.kafka, &[(topic.to_string(), n)]).await?;
+            let schema = Topic::Logs.value_schema().expect("obs.logs is Avro");
+            let writer = self.codec.register(topic, schema).await?;
+            self.writers.insert(topic.to_string(), writer);
+        }
+        let bytes = self.writers[topic].encode_ser(batch)?;
+        let partition = p % self.kafka.raw_partitions.max(1);
+        publisher
+            .publish_encoded(topic, &[(partition, Vec::new(), bytes)])
+            .await?;
+        Ok(())
+    }
 }
 
 /// Runs the log processor until a shutdown is asked for; returns at once when no
@@ -137,6 +208,11 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
     consumer
         .assign(&tpl)
         .context("assigning the obs.logs.ingest partitions")?;
+    let mut routes = Routes {
+        kafka: cfg.kafka.clone(),
+        codec: codec.clone(),
+        writers: HashMap::new(),
+    };
     tracing::info!(partitions = ?owned, pipelines = pipelines.len(), "log processor started");
     ready.report("logs", None);
     loop {
@@ -194,6 +270,11 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
         metrics::counter!("obs_logs_pipeline_records_total", "outcome" => "failed")
             .increment(processed.failed.len() as u64);
         if !letters.is_empty() && publisher.deliver(Topic::Dlq, letters).await.is_none() {
+            break;
+        }
+        metrics::counter!("obs_logs_pipeline_records_total", "outcome" => "routed")
+            .increment(processed.routed.len() as u64);
+        if !processed.routed.is_empty() && !routes.send(&publisher, p, processed.routed).await {
             break;
         }
         let out = Outgoing {
