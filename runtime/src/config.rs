@@ -331,8 +331,8 @@ pub struct RollupsConfig {
     /// How far a sample may be behind the newest sample of its partition and still count
     /// in its window (ms); later ones are counted in `obs_rollups_late_samples_total`.
     pub allowed_lateness_ms: u64,
-    /// A partition without input for this long takes the wall clock as its time (ms), so
-    /// the windows before a pause are written.
+    /// A partition without input for this long moves its time on towards the wall clock
+    /// (ms), far enough that the windows of the samples it has are written.
     pub idle_partition_ms: u64,
     /// How often each partition's state is checkpointed (ms of wall clock); a restart
     /// reads input again from its latest checkpoint.
@@ -385,7 +385,7 @@ impl Default for SqlConfig {
 pub struct LogsConfig {
     /// A TOML file of `[[pipelines]]`; empty: no pipelines, collectors write `obs.logs`
     /// directly. Set: collectors write `obs.logs.ingest` and the log processor writes
-    /// `obs.logs` after the pipelines.
+    /// `obs.logs` after the pipelines (JSON lines on `obs.logs.raw` too).
     pub pipelines_file: String,
     /// Key of the `redact` stages' `hash` action (HMAC-SHA256), so equal values give equal
     /// hashes that cannot be reversed by hashing guesses without it; required when a stage

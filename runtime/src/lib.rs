@@ -1,11 +1,12 @@
 //! Runtime shared by every stage, so that no stage depends on another stage's internals:
 //! configuration ([`config`]), Kafka clients and topic set-up ([`kafka`]), the ClickHouse
 //! client ([`clickhouse`]), `/metrics` `/healthz` `/readyz` ([`ops`]), logging
-//! ([`telemetry`]), publishing records to their topics ([`publish`]), label-name rules ([`labels`]), the request tenant ([`tenant`]) and a
+//! ([`telemetry`]), publishing records to their topics ([`publish`]), label-name rules ([`labels`]), JSON lines from log agents as log records ([`json_lines`]), the request tenant ([`tenant`]) and a
 //! clean stop on SIGTERM ([`shutdown`]).
 
 pub mod clickhouse;
 pub mod config;
+pub mod json_lines;
 pub mod kafka;
 pub mod labels;
 pub mod ops;

@@ -19,7 +19,8 @@
 //! * [`sql_outputs`]: `obs.sql.<query>` → `sql_<query>` (the SQL processor's windows; the
 //!   table is made from the output's schema).
 //! * [`errors`]: exceptions on spans and in error logs → `obs_error_events`, fingerprinted.
-//! * [`raw_logs`]: `obs.logs.raw` (JSON lines from log agents) → `otel_logs`.
+//! * [`raw_logs`]: `obs.logs.raw` (JSON lines from log agents) → `otel_logs` (when no log
+//!   pipelines are configured; else the log processor reads it).
 //! * [`replay`]: `obs replay`, a topic's time range into the tables again.
 //! * [`lag`]: consumer lag and stalls per partition, measured beside the driver.
 //! * [`driver`]: the consume → batch → insert → commit loop shared by every table.
@@ -50,7 +51,16 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
     let series = driver::SinkDriver::<metrics::MetricSeriesTable>::new(&cfg, &ready)?;
     let metadata = driver::SinkDriver::<metrics::MetricMetadataTable>::new(&cfg, &ready)?;
     let events = driver::SinkDriver::<events::ObsEvents>::new(&cfg, &ready)?;
-    let raw_logs = driver::SinkDriver::<raw_logs::RawLogs>::new(&cfg, &ready)?;
+    // With log pipelines, the log processor reads obs.logs.raw and writes obs.logs.
+    let raw_lines = async {
+        if cfg.logs.pipelines_file.is_empty() {
+            driver::SinkDriver::<raw_logs::RawLogs>::new(&cfg, &ready)?
+                .run()
+                .await
+        } else {
+            Ok(())
+        }
+    };
     let alerts = driver::SinkDriver::<alerts::ObsAlerts>::new(&cfg, &ready)?;
     let summaries = driver::SinkDriver::<derived_traces::TraceSummaries>::new(&cfg, &ready)?;
     let edges = driver::SinkDriver::<derived_traces::ServiceGraphEdges>::new(&cfg, &ready)?;
@@ -82,7 +92,7 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
         series.run(),
         metadata.run(),
         events.run(),
-        raw_logs.run(),
+        raw_lines,
         alerts.run(),
         sql_outputs::run(cfg.clone(), ready.clone())
     )

@@ -1,6 +1,7 @@
 //! A log pipeline between the collector and storage (`[logs] pipelines_file`): a corpus
 //! with planted PII (cards with and without valid Luhn digits, e-mails, IPv4/6, SSNs, a
-//! JWT, a bearer token) pushed through Loki's API for tenant acme's `shop` service. Nothing
+//! JWT, a bearer token) pushed through Loki's API for tenant acme's `shop` service, and a
+//! JSON line from a log agent on `obs.logs.raw` (it goes through the pipeline too). Nothing
 //! planted is found anywhere in `otel_logs` (every column of every row, as text), no
 //! look-alike was touched, hashes are HMAC-SHA256 with the configured key (worked out here
 //! independently), equal inputs hash equally, parsed fields equal the expected rows exactly,
@@ -89,13 +90,34 @@ async fn pii_is_redacted_before_storage_and_parsed_fields_are_exact() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    // A JSON line from a log agent on obs.logs.raw goes through the same pipeline.
+    let raw_line = json!({
+        "tenant": "acme",
+        "service": "shop",
+        "timestamp": (now - 50_000_000_000).to_string(),
+        "message": json!({"level": "warn", "path": "/raw", "user": "dan@example.com"}).to_string(),
+    })
+    .to_string();
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", stack.broker.bootstrap())
+        .create()
+        .unwrap();
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::<(), _>::to(obs_schemas::Topic::LogsRaw.name())
+                .partition(1)
+                .payload(raw_line.as_str()),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
 
-    // Four shop records stored (the health check dropped, the audit record routed, the
-    // non-JSON line failed), and the other service's one.
+    // Five shop records stored (the health check dropped, the audit record routed, the
+    // non-JSON line failed, the raw line stored once), and the other service's one.
     stack
         .wait_log_count(
             "Tenant = 'acme' AND ServiceName = 'shop'",
-            4,
+            5,
             Duration::from_secs(60),
         )
         .await
@@ -112,6 +134,7 @@ async fn pii_is_redacted_before_storage_and_parsed_fields_are_exact() {
     let db = stack.db();
     let secrets = [
         "ann@example.com",
+        "dan@example.com",
         "bob@example.org",
         "4111 1111 1111 1111",
         "5500-0055-5555-5559",
@@ -158,7 +181,7 @@ async fn pii_is_redacted_before_storage_and_parsed_fields_are_exact() {
         .await
         .unwrap();
     let ann = hashed("email", "ann@example.com");
-    let want = vec![
+    let mut want = vec![
         (
             "INFO".to_string(),
             9u32,
@@ -217,6 +240,14 @@ async fn pii_is_redacted_before_storage_and_parsed_fields_are_exact() {
             ]),
         ),
     ];
+    want.push((
+        "WARN".into(),
+        13,
+        attrs(&[
+            ("path", "/raw".into()),
+            ("user", hashed("email", "dan@example.com")),
+        ]),
+    ));
     let got: Vec<(String, u32, BTreeMap<String, String>)> = rows
         .into_iter()
         .map(|(t, n, a)| (t, n, serde_json::from_str(&a).unwrap()))

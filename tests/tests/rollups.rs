@@ -420,12 +420,12 @@ fn assert_close(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_of_the_processor_neither_loses_nor_changes_a_window() {
-    // The samples are three hours old: a partition idle for idle_partition_ms takes the
-    // wall clock as its time, and every later old sample is then late. A restart pauses a
-    // partition for a second or two, so a 1 s idle time made this test lose whole hours
-    // (CI: 472 of 472 samples late after the last restart); 20 s is longer than any pause.
+    // The samples are three hours old and a restart pauses a partition for longer than
+    // the 1 s idle time: the idle move must write the windows of the samples it has
+    // without making the next minutes' samples late (it once took the wall clock as its
+    // time, and a CI run lost 472 of 472 samples after the last restart).
     let mut stack = Stack::start_with_separate_processor(&[
-        ("OBS_ROLLUPS__IDLE_PARTITION_MS", "20000"),
+        ("OBS_ROLLUPS__IDLE_PARTITION_MS", "1000"),
         ("OBS_ROLLUPS__CHECKPOINT_INTERVAL_MS", "300"),
     ])
     .await

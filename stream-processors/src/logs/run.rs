@@ -1,16 +1,18 @@
 //! The log processor: reads `obs.logs.ingest` (what the collectors received while log
-//! pipelines are configured), runs each record through the first pipeline that selects its
+//! pipelines are configured) and `obs.logs.raw` (JSON lines from log agents, normalised by
+//! `obs_runtime::json_lines`), runs each record through the first pipeline that selects its
 //! stream, and writes `obs.logs` partition for partition; records a stage cannot process go
 //! to `obs.dlq` with the pipeline, stage and reason; records a `route` stage selects go to
 //! its topic.
 //!
-//! Exactly once without transactions: input partition `p` is written to `obs.logs`
-//! partition `p` only by this processor, one output message per input message (empty when
-//! every record was dropped or failed), in order, each carrying the input offset in the
-//! header `obs-ingest-offset`. At start, the last message of each owned `obs.logs`
-//! partition says where to resume; with none, the group's committed offset (else the
-//! beginning). Dead letters are written before their message's output, so a crash between
-//! the two writes them again (the dead-letter queue is at least once).
+//! Exactly once without transactions: input partition `p` (of either input) is written to
+//! `obs.logs` partition `p` only by this processor, one output message per input message
+//! (empty when every record was dropped or failed), in order, each carrying the last offset
+//! of each input it reflects in the headers `obs-ingest-offset` and `obs-raw-offset`. At
+//! start, the last message of each owned `obs.logs` partition says where each input
+//! resumes; where it says nothing, the group's committed offset (else the beginning).
+//! Dead letters and routed records are written before their message's output, so a crash
+//! between the two writes them again (they are at least once).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -21,7 +23,7 @@ use obs_runtime::{Config, ops, shutdown};
 use obs_schemas::Topic;
 use obs_schemas::records::{DeadLetter, LogBatch, LogRecord};
 use obs_schemas::wire::DynamicWriter;
-use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
@@ -30,8 +32,17 @@ use super::pipeline::{Outcome, Pipeline, PipelineConfig};
 use crate::processor::{self, Wiring};
 use crate::state;
 
-/// The header naming the input offset an `obs.logs` message was made from.
+/// The header naming the last `obs.logs.ingest` offset an `obs.logs` message reflects.
 pub const INGEST_OFFSET_HEADER: &str = "obs-ingest-offset";
+/// The header naming the last `obs.logs.raw` offset an `obs.logs` message reflects.
+pub const RAW_OFFSET_HEADER: &str = "obs-raw-offset";
+
+/// The inputs of the log processor: what the collectors received, and JSON lines from log
+/// agents; each with the header its outputs carry.
+const INPUTS: [(Topic, &str); 2] = [
+    (Topic::LogsIngest, INGEST_OFFSET_HEADER),
+    (Topic::LogsRaw, RAW_OFFSET_HEADER),
+];
 
 /// The pipelines file: `[[pipelines]]` tables.
 #[derive(Debug, Deserialize)]
@@ -55,25 +66,55 @@ pub fn load(path: &str, key: &str) -> anyhow::Result<Vec<Pipeline>> {
         .collect()
 }
 
-/// Where input partition `p` resumes: after the input offset the last `obs.logs` message
-/// of partition `p` names, if it names one.
-fn resume_offset(brokers: &str, p: i32) -> anyhow::Result<Option<i64>> {
+/// Where input partition `p` of each input resumes: after the offsets the last
+/// `obs.logs` message of partition `p` names, where it names them (`None`: the group's
+/// committed offset).
+fn resume_offsets(brokers: &str, p: i32) -> anyhow::Result<[Option<i64>; 2]> {
     let consumer = state::reader(brokers)?;
     let topic = Topic::Logs.name();
     let (low, high) = consumer
         .fetch_watermarks(topic, p, Duration::from_secs(10))
         .with_context(|| format!("reading the end offset of {topic}/{p}"))?;
-    let mut found = None;
+    let mut found = [None, None];
     state::read_messages_with(&consumer, topic, p, (high - 1).max(low), high, |m| {
-        found = m.headers().and_then(|h| {
-            h.iter()
-                .find(|h| h.key == INGEST_OFFSET_HEADER)
-                .and_then(|h| h.value)
-                .and_then(|v| <[u8; 8]>::try_from(v).ok())
-                .map(|b| i64::from_be_bytes(b) + 1)
-        });
+        for (i, (_, header)) in INPUTS.iter().enumerate() {
+            found[i] = m.headers().and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == *header)
+                    .and_then(|h| h.value)
+                    .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                    .map(|b| i64::from_be_bytes(b) + 1)
+            });
+        }
     })?;
     Ok(found)
+}
+
+/// Where `obs.logs.raw` partition `p` starts when no output names it: the processor
+/// group's committed offset, else where the raw-logs sink (which stores `obs.logs.raw`
+/// while no pipelines are configured) left off, so turning pipelines on stores no line
+/// twice; else the beginning.
+fn raw_start(cfg: &Config, consumer: &StreamConsumer, p: i32) -> anyhow::Result<Offset> {
+    let topic = Topic::LogsRaw.name();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, p);
+    let committed = |c: &StreamConsumer| -> anyhow::Result<Option<i64>> {
+        let got = c
+            .committed_offsets(tpl.clone(), Duration::from_secs(10))
+            .with_context(|| format!("reading the committed offset of {topic}/{p}"))?;
+        Ok(match got.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        })
+    };
+    if let Some(o) = committed(consumer)? {
+        return Ok(Offset::Offset(o));
+    }
+    let sink = obs_runtime::kafka::consumer(
+        &cfg.kafka,
+        &format!("{}-otel_logs_raw", cfg.sink.group_prefix),
+    )?;
+    Ok(committed(&sink)?.map_or(Offset::Beginning, Offset::Offset))
 }
 
 /// What the pipelines made of one input message.
@@ -192,22 +233,33 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
         owned,
         consumer,
     } = processor::connect(&cfg, "logs", Topic::LogsIngest).await?;
-    anyhow::ensure!(
-        counts[&Topic::LogsIngest] == counts[&Topic::Logs],
-        "obs.logs.ingest has {} partitions and obs.logs {}: the log processor writes partition for partition, so they must be equal",
-        counts[&Topic::LogsIngest],
-        counts[&Topic::Logs]
-    );
+    for (input, _) in INPUTS {
+        anyhow::ensure!(
+            counts[&input] == counts[&Topic::Logs],
+            "{input} has {} partitions and obs.logs {}: the log processor writes partition for partition, so they must be equal",
+            counts[&input],
+            counts[&Topic::Logs]
+        );
+    }
     let mut tpl = TopicPartitionList::new();
+    // Per owned partition, the last offset of each input reflected in obs.logs.
+    let mut last: HashMap<i32, [Option<i64>; 2]> = HashMap::new();
     for &p in &owned {
         let brokers = cfg.kafka.brokers.clone();
-        let from = tokio::task::spawn_blocking(move || resume_offset(&brokers, p)).await??;
-        let offset = from.map_or(Offset::Stored, Offset::Offset);
-        tpl.add_partition_offset(Topic::LogsIngest.name(), p, offset)?;
+        let from = tokio::task::spawn_blocking(move || resume_offsets(&brokers, p)).await??;
+        for (i, (input, _)) in INPUTS.iter().enumerate() {
+            let offset = match from[i] {
+                Some(o) => Offset::Offset(o),
+                None if *input == Topic::LogsRaw => raw_start(&cfg, &consumer, p)?,
+                None => Offset::Stored,
+            };
+            tpl.add_partition_offset(input.name(), p, offset)?;
+        }
+        last.insert(p, from.map(|o| o.map(|next| next - 1)));
     }
     consumer
         .assign(&tpl)
-        .context("assigning the obs.logs.ingest partitions")?;
+        .context("assigning the obs.logs.ingest and obs.logs.raw partitions")?;
     let mut routes = Routes {
         kafka: cfg.kafka.clone(),
         codec: codec.clone(),
@@ -223,13 +275,31 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
         let m = match m {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(error = %e, "reading obs.logs.ingest");
+                tracing::warn!(error = %e, "reading the log processor's input");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
         };
         let (p, offset) = (m.partition(), m.offset());
+        let raw = m.topic() == Topic::LogsRaw.name();
+        let input = if raw {
+            Topic::LogsRaw
+        } else {
+            Topic::LogsIngest
+        };
         let (records, undecodable) = match m.payload() {
+            // JSON lines without a time of their own take the message's, so a record read
+            // again after a restart is the same record.
+            Some(bytes) if raw => {
+                let now_ns = m.timestamp().to_millis().map_or_else(
+                    || chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0),
+                    |ms| ms * 1_000_000,
+                );
+                match obs_runtime::json_lines::parse(bytes, now_ns) {
+                    Ok(b) => (b.records, None),
+                    Err(e) => (Vec::new(), Some((bytes.to_vec(), e))),
+                }
+            }
             Some(bytes) => match codec.decode::<LogBatch>(bytes).await {
                 Ok(b) => (b.records, None),
                 Err(e) => (Vec::new(), Some((bytes.to_vec(), e.to_string()))),
@@ -241,7 +311,7 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
         let letter = |value: Vec<u8>, error: String| Outgoing {
             partition: 0,
             value: DeadLetter {
-                topic: Topic::LogsIngest.name().into(),
+                topic: input.name().into(),
                 partition: p,
                 offset,
                 key: m.key().map(<[u8]>::to_vec),
@@ -258,10 +328,7 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
             .map(|(r, e)| letter(serde_json::to_vec(r).expect("records serialise"), e.clone()))
             .collect();
         if let Some((bytes, e)) = undecodable {
-            letters.push(letter(
-                bytes,
-                format!("undecodable obs.logs.ingest message: {e}"),
-            ));
+            letters.push(letter(bytes, format!("undecodable {input} message: {e}")));
         }
         metrics::counter!("obs_logs_pipeline_records_total", "outcome" => "stored")
             .increment(processed.kept.len() as u64);
@@ -277,24 +344,30 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
         if !processed.routed.is_empty() && !routes.send(&publisher, p, processed.routed).await {
             break;
         }
+        let positions = last.entry(p).or_default();
+        positions[usize::from(raw)] = Some(offset);
+        let headers = INPUTS
+            .iter()
+            .zip(positions.iter())
+            .filter_map(|((_, header), o)| {
+                o.map(|o| (header.to_string(), o.to_be_bytes().to_vec()))
+            })
+            .collect();
         let out = Outgoing {
             partition: p,
             value: LogBatch {
                 records: processed.kept,
             },
-            headers: vec![(
-                INGEST_OFFSET_HEADER.to_string(),
-                offset.to_be_bytes().to_vec(),
-            )],
+            headers,
         };
         if publisher.deliver(Topic::Logs, vec![out]).await.is_none() {
             break;
         }
         // Informational (lag); where to resume is read from obs.logs.
         let mut commit = TopicPartitionList::new();
-        commit.add_partition_offset(Topic::LogsIngest.name(), p, Offset::Offset(offset + 1))?;
+        commit.add_partition_offset(input.name(), p, Offset::Offset(offset + 1))?;
         if let Err(e) = consumer.commit(&commit, CommitMode::Async) {
-            tracing::debug!(error = %e, "committing obs.logs.ingest offsets (informational)");
+            tracing::debug!(error = %e, "committing input offsets (informational)");
         }
     }
     tracing::info!("log processor stopped");

@@ -124,6 +124,10 @@ pub struct Checkpoint {
     pub next_offset: i64,
     /// The partition's time (ms).
     pub time_ms: Option<i64>,
+    /// The newest sample time seen (ms); absent in checkpoints of earlier builds, where
+    /// the time stands in.
+    #[serde(default)]
+    pub newest_ms: Option<i64>,
     /// Finest windows ending at or before this are written (ms).
     pub written_until_ms: Option<i64>,
     /// Series by fingerprint.
@@ -135,6 +139,7 @@ pub struct Partition {
     id: i32,
     s: Arc<Settings>,
     time_ms: Option<i64>,
+    newest_ms: Option<i64>,
     written_until_ms: Option<i64>,
     next_offset: i64,
     series: HashMap<i64, Series>,
@@ -153,6 +158,7 @@ impl Partition {
             id,
             s,
             time_ms: None,
+            newest_ms: None,
             written_until_ms: None,
             next_offset: start_offset,
             series: HashMap::new(),
@@ -166,6 +172,7 @@ impl Partition {
     pub fn restore(cp: Checkpoint, s: Arc<Settings>) -> Partition {
         let mut p = Partition::new(cp.partition, s, cp.next_offset);
         p.time_ms = cp.time_ms;
+        p.newest_ms = cp.newest_ms.or(cp.time_ms);
         p.written_until_ms = cp.written_until_ms;
         for (fp, series) in cp.series {
             p.index(fp, &series);
@@ -198,6 +205,7 @@ impl Partition {
             partition: self.id,
             next_offset: self.next_offset,
             time_ms: self.time_ms,
+            newest_ms: self.newest_ms,
             written_until_ms: self.written_until_ms,
             series,
         }
@@ -272,24 +280,36 @@ impl Partition {
         }
         if let Some(t) = newest {
             self.time_ms = Some(self.time_ms.map_or(t, |c| c.max(t)));
+            self.newest_ms = Some(self.newest_ms.map_or(t, |c| c.max(t)));
         }
         self.write_due(out);
     }
 
-    /// For a partition without input for a while: takes `wall_ms` as its time if that
-    /// writes a window. True when it moved; the caller then checkpoints (so a restart moves
-    /// the same way) before calling [`Partition::write_due`].
+    /// For a partition without input for a while: moves its time on to `wall_ms`, but no
+    /// further than its newest sample plus the lateness and one finest window (enough to
+    /// write every finest window holding a sample it has), if that writes a window. True
+    /// when it moved; the caller then checkpoints (so a restart moves the same way) before
+    /// calling [`Partition::write_due`].
+    ///
+    /// Not to the wall clock itself: a backfill of old samples that pauses longer than the
+    /// idle time would then find every later sample late. A coarser window still open
+    /// (the current hour of a sender that stopped) stays open until samples pass it; the
+    /// query API reads raw samples for it meanwhile.
     pub fn idle_advance(&mut self, wall_ms: i64) -> bool {
-        if self.time_ms.is_none_or(|t| wall_ms <= t) {
+        let (Some(time), Some(newest)) = (self.time_ms, self.newest_ms) else {
+            return false;
+        };
+        let target = wall_ms.min(newest + self.s.lateness_ms + self.s.base());
+        if target <= time {
             return false;
         }
         let due = self
             .due
             .keys()
             .next()
-            .is_some_and(|&(end, _)| end <= wall_ms - self.s.lateness_ms);
+            .is_some_and(|&(end, _)| end <= target - self.s.lateness_ms);
         if due {
-            self.time_ms = Some(wall_ms);
+            self.time_ms = Some(target);
         }
         due
     }
@@ -530,11 +550,14 @@ mod tests {
         }
         assert!(whole.idle_advance(t0 + 40 * MIN));
         whole.write_due(&mut want);
+        // Every minute with samples; the ten minutes from 20 stay open (they end after the
+        // newest sample plus the lateness and a minute), as do they for a stopped sender.
         assert_eq!(want.iter().filter(|r| r.resolution_ms == MIN).count(), 25);
         assert_eq!(
             want.iter().filter(|r| r.resolution_ms == 10 * MIN).count(),
-            3
+            2
         );
+        assert!(!whole.idle_advance(t0 + 60 * MIN), "nothing more to write");
         let minutes: f64 = want
             .iter()
             .filter(|r| r.resolution_ms == MIN)
@@ -561,6 +584,33 @@ mod tests {
             third.write_due(&mut got);
             assert_eq!(got, want, "crash after message {crash_at}");
         }
+    }
+
+    #[test]
+    fn a_backfill_paused_longer_than_the_idle_time_loses_no_sample() {
+        let t0 = 1_000 * MIN;
+        let samples = counter(t0);
+        let sorted = |mut v: Vec<MetricRollup>| {
+            v.sort_by_key(|r| (r.resolution_ms, r.window_start_ms));
+            v
+        };
+        let mut whole = Partition::new(0, settings(), 0);
+        let mut want = Vec::new();
+        for (o, minute) in samples.chunks(4).enumerate() {
+            whole.handle(o as i64, batch(7, minute), &mut want);
+        }
+        // The same minutes, with a pause after minute 10 while the wall clock is a day on.
+        let mut paused = Partition::new(0, settings(), 0);
+        let mut got = Vec::new();
+        for (o, minute) in samples.chunks(4).enumerate() {
+            paused.handle(o as i64, batch(7, minute), &mut got);
+            if o == 10 {
+                assert!(paused.idle_advance(t0 + 24 * 60 * MIN));
+                paused.write_due(&mut got);
+            }
+        }
+        assert_eq!(paused.load().1, 0, "no sample is late");
+        assert_eq!(sorted(got), sorted(want));
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //!
 //! Loop: messages go to their partition's state machine; written windows are published at
 //! least every 200 ms to `obs.metrics.rollup` (same partition number, modulo its count); a
-//! partition without input for `idle_partition_ms` takes the wall clock as its time
-//! (checkpointed first, so a restart moves the same way); every `checkpoint_interval_ms`
+//! partition without input for `idle_partition_ms` moves its time on towards the wall
+//! clock, far enough to write the windows of the samples it has (checkpointed first, so a
+//! restart moves the same way; see [`Partition::idle_advance`]); every `checkpoint_interval_ms`
 //! the windows are published, then the changed partitions' checkpoints, then the group's
 //! offsets (for lag; the checkpoints are what a restart reads).
 
