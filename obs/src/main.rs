@@ -708,7 +708,7 @@ async fn migrate(cfg: &Config) -> anyhow::Result<()> {
         match migrations::migrate(&client, &cfg.clickhouse.database, &cfg.retention).await {
             Ok(report) => {
                 tracing::info!(applied = ?report.applied, already = ?report.already, database = %cfg.clickhouse.database, "migrations done");
-                return Ok(());
+                return sql_tables(cfg).await;
             }
             Err(e) if std::time::Instant::now() < deadline && is_connection_error(&e) => {
                 tracing::info!("waiting for ClickHouse at {}: {e}", cfg.clickhouse.url);
@@ -719,6 +719,19 @@ async fn migrate(cfg: &Config) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// The table of every streaming SQL query of `[sql] queries_file`, from its planned
+/// output (the sink makes a missing one from the output's schema too).
+async fn sql_tables(cfg: &Config) -> anyhow::Result<()> {
+    let client = ch::client(&cfg.clickhouse);
+    for def in obs_runtime::sql_queries::load(&cfg.sql.queries_file)? {
+        let q = obs_stream_processors::sql::query::Query::plan(def).await?;
+        obs_schemas::sql_output::ensure_table(&client, q.name(), &q.columns, cfg.sql.ttl_days)
+            .await?;
+        tracing::info!(query = q.name(), table = %obs_schemas::sql_output::table_name(q.name()), "SQL output table ready");
+    }
+    Ok(())
 }
 
 fn is_connection_error(e: &anyhow::Error) -> bool {

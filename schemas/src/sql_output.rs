@@ -189,6 +189,40 @@ pub fn table_statement(query: &str, columns: &[Column], ttl_days: u32) -> String
     )
 }
 
+/// Creates `sql_<query>` for `columns` if it is missing (`client` on the pipeline's
+/// database) and checks that an existing one has exactly those columns: one made for
+/// another version of the query's output is an error saying what to do.
+pub async fn ensure_table(
+    client: &clickhouse::Client,
+    query: &str,
+    columns: &[Column],
+    ttl_days: u32,
+) -> anyhow::Result<()> {
+    let table = table_name(query);
+    client
+        .query(&table_statement(query, columns, ttl_days))
+        .execute()
+        .await
+        .with_context(|| format!("creating table {table}"))?;
+    let have: Vec<(String, String)> = client
+        .query(
+            "SELECT name, type FROM system.columns \
+             WHERE database = currentDatabase() AND table = ? ORDER BY position",
+        )
+        .bind(&table)
+        .fetch_all()
+        .await
+        .with_context(|| format!("reading the columns of {table}"))?;
+    let want = table_columns(columns);
+    if have != want {
+        bail!(
+            "table {table} has columns {have:?} but query {query}'s output has {want:?}: the query's output changed; \
+             drop the table (DROP TABLE {table}) or rename the query"
+        );
+    }
+    Ok(())
+}
+
 /// A column as `system.columns` names it (`` `name` Type ``).
 pub fn column_type(c: &Column) -> String {
     if c.nullable {

@@ -1,9 +1,10 @@
 //! `obs.sql.<query>` → `sql_<query>`: the rows of the SQL processor's windows, for every
 //! query of `[sql] queries_file`.
 //!
-//! The table is made from the output's Avro schema, taken from the registry by the id in
-//! the first message (`CREATE TABLE IF NOT EXISTS`, a `ReplacingMergeTree` ordered by
-//! window and row; see `obs_schemas::sql_output`). A table that exists with other columns
+//! The table is made by `obs migrate` (from the planned query) or, if missing, here from
+//! the output's Avro schema, taken from the registry by the id in the first message
+//! (`CREATE TABLE IF NOT EXISTS`, a `ReplacingMergeTree` ordered by window and row; see
+//! `obs_schemas::sql_output`). A table that exists with other columns
 //! (the query's output changed) is an error the sink repeats, storing nothing and
 //! committing nothing, until the table is dropped or the query renamed. Rows are inserted
 //! as `JSONEachRow`, then the offsets committed; a window written twice (a restart of
@@ -195,30 +196,8 @@ impl Sink {
     /// that an existing one has its columns.
     async fn make_table(&self, schema: &str) -> Result<(), String> {
         let columns = sql_output::columns_from_avro(schema).map_err(|e| format!("{e:#}"))?;
-        let ddl = sql_output::table_statement(&self.query, &columns, self.ttl_days);
-        self.client
-            .query(&ddl)
-            .execute()
+        sql_output::ensure_table(&self.client, &self.query, &columns, self.ttl_days)
             .await
-            .map_err(|e| e.to_string())?;
-        let have: Vec<(String, String)> = self
-            .client
-            .query(
-                "SELECT name, type FROM system.columns \
-                 WHERE database = currentDatabase() AND table = ? ORDER BY position",
-            )
-            .bind(&self.table)
-            .fetch_all()
-            .await
-            .map_err(|e| e.to_string())?;
-        let want = sql_output::table_columns(&columns);
-        if have != want {
-            return Err(format!(
-                "table {} has columns {have:?} but query {}'s output has {want:?}: the query's output changed; \
-                 drop the table (DROP TABLE {}) or rename the query",
-                self.table, self.query, self.table
-            ));
-        }
-        Ok(())
+            .map_err(|e| format!("{e:#}"))
     }
 }

@@ -8,7 +8,8 @@
 //! * a record 17 s behind the newest (lateness 30 s) is counted in its windows; one
 //!   4 minutes behind is late for its minute (counted in `obs_sql_late_records_total`) but
 //!   still in the one 5-minute window not yet run;
-//! * the output schema is in the registry and the tables have its columns;
+//! * `obs migrate` made the tables before any output; the output schema is in the
+//!   registry and the tables have its columns;
 //! * with the processor SIGKILLed while the records arrive, the rows are the same, and no
 //!   window was ever written with other rows.
 
@@ -244,6 +245,14 @@ async fn windowed_counts_equal_the_records_sent_and_late_records_are_counted() {
     let stack = Stack::start_with_separate_processor(&env(&file, "30000"))
         .await
         .expect("stack started");
+    // The tables exist before any output: obs migrate made them from the planned queries.
+    let tables: Vec<String> = stack
+        .db()
+        .query("SELECT name FROM system.tables WHERE database = currentDatabase() AND name LIKE 'sql\\_%' ORDER BY name")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(tables, ["sql_errors_per_route", "sql_logs_per_service_5m"]);
     let t0 = start_ms();
     let svcs = services();
     // Up to 5:20 and read by the processor (event time 5:15 − 30 s in every partition);
