@@ -10,6 +10,8 @@
 //!   still in the one 5-minute window not yet run;
 //! * `obs migrate` made the tables before any output; the output schema is in the
 //!   registry and the tables have its columns;
+//! * a window the statement fails on (a division by zero) has no rows and is a dead
+//!   letter naming it;
 //! * with the processor SIGKILLed while the records arrive, the rows are the same, and no
 //!   window was ever written with other rows.
 
@@ -252,7 +254,14 @@ async fn windowed_counts_equal_the_records_sent_and_late_records_are_counted() {
         .fetch_all()
         .await
         .unwrap();
-    assert_eq!(tables, ["sql_errors_per_route", "sql_logs_per_service_5m"]);
+    assert_eq!(
+        tables,
+        [
+            "sql_errors_per_route",
+            "sql_fails_on_36",
+            "sql_logs_per_service_5m"
+        ]
+    );
     let t0 = start_ms();
     let svcs = services();
     // Up to 5:20 and read by the processor (event time 5:15 − 30 s in every partition);
@@ -291,6 +300,40 @@ async fn windowed_counts_equal_the_records_sent_and_late_records_are_counted() {
         *services_expected.get_mut(&key).expect("window") -= 1;
     }
     check(&stack, &per_route(&minute_query), &services_expected).await;
+    // Every minute but 4 holds 36 records: the statement divides by zero there, so those
+    // windows have no rows and each is a dead letter naming it.
+    let failed: Vec<i64> = stack
+        .db()
+        .query("SELECT DISTINCT window_start_ms FROM sql_fails_on_36 FINAL ORDER BY 1")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(
+        failed,
+        [t0 + 4 * MINUTE],
+        "only minute 4 (37 records) has rows"
+    );
+    let letters = stack
+        .dead_letters(Duration::from_secs(30), Duration::from_secs(2))
+        .await
+        .unwrap();
+    let mut windows: Vec<String> = letters
+        .iter()
+        .filter(|(_, l)| l.stage == "sql:fails_on_36")
+        .map(|(_, l)| {
+            assert!(l.error.contains("Divide by zero"), "{}", l.error);
+            l.error.split(')').next().unwrap_or_default().to_string()
+        })
+        .collect();
+    windows.sort();
+    let want: Vec<String> = (0..10)
+        .filter(|&m| m != 4)
+        .map(|m| {
+            let start = t0 + m * MINUTE;
+            format!("query fails_on_36, window [{start}, {}", start + MINUTE)
+        })
+        .collect();
+    assert_eq!(windows, want);
     for (query, late) in [("errors_per_route", 1.0), ("logs_per_service_5m", 0.0)] {
         let metric = format!("obs_sql_late_records_total{{query=\"{query}\"}}");
         let got = stack.processor_metric(&metric).await;

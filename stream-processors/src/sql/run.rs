@@ -5,7 +5,8 @@
 //! allowed lateness, the wall clock when every partition is quiet) runs its statement over
 //! the window's records and publishes the rows to `obs.sql.<query>` (Avro, schema
 //! registered from the output's columns). A record whose every window was already run is
-//! late: counted in `obs_sql_late_records_total`, not used.
+//! late: counted in `obs_sql_late_records_total`, not used. A window the statement fails on
+//! (a division by zero, say) has no rows; it goes to `obs.dlq` naming the window.
 //!
 //! Exactly once: when windows are run, their rows and the new window frontier are
 //! checkpointed on `obs.processor.state` *before* they are published (an outbox). A
@@ -20,9 +21,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use obs_runtime::publish::Publisher;
+use obs_runtime::publish::{Outgoing, Publisher};
 use obs_runtime::sql_queries::{self, QueryDef};
 use obs_runtime::{Config, kafka, ops, shutdown};
+use obs_schemas::records::DeadLetter;
 use obs_schemas::sql_output::{self, WindowRows};
 use obs_schemas::wire::{Codec, DynamicWriter};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -259,14 +261,21 @@ impl Checkpointed for SqlQuery {
         if let Some(watermark) = self.marks.watermark(Instant::now(), wall) {
             let due = self.windows.take_due(watermark);
             if !due.is_empty() {
+                let mut letters = Vec::new();
                 for (start, end, records) in due {
                     match self.q.evaluate(start, end, &records).await {
                         Ok(w) => self.outbox.push(w),
-                        Err(e) => {
-                            metrics::counter!("obs_sql_failed_windows_total", "query" => self.q.name().to_string()).increment(1);
-                            tracing::error!(query = self.q.name(), start_ms = start, end_ms = end, error = %format!("{e:#}"), "the statement failed on a window: it has no rows");
-                        }
+                        Err(e) => letters.push(self.failed_window(start, end, records.len(), &e)),
                     }
+                }
+                if !letters.is_empty()
+                    && self
+                        .publisher
+                        .deliver(obs_schemas::Topic::Dlq, letters)
+                        .await
+                        .is_none()
+                {
+                    return false;
                 }
                 // Decided windows are checkpointed before anyone can see them.
                 if !(self.checkpoint(consumer).await && self.publish().await) {
@@ -330,6 +339,48 @@ impl Checkpointed for SqlQuery {
 }
 
 impl SqlQuery {
+    /// The dead letter of a window the statement failed on (it has no rows): which window,
+    /// how many records, why, and how to look at them.
+    fn failed_window(
+        &self,
+        start: i64,
+        end: i64,
+        records: usize,
+        e: &anyhow::Error,
+    ) -> Outgoing<DeadLetter> {
+        let query = self.q.name();
+        metrics::counter!("obs_sql_failed_windows_total", "query" => query.to_string())
+            .increment(1);
+        let error = format!(
+            "query {query}, window [{start}, {end}) ms of {records} records: {e:#} \
+             (the records: obs sql --topic {} --from {} --to {} \"SELECT * FROM records\")",
+            self.q.input,
+            start.div_euclid(1000),
+            (end + 999).div_euclid(1000)
+        );
+        tracing::error!(
+            query,
+            start_ms = start,
+            end_ms = end,
+            error,
+            "the statement failed on a window: it has no rows; sent to obs.dlq"
+        );
+        Outgoing {
+            partition: 0,
+            value: DeadLetter {
+                topic: self.q.input.name().to_string(),
+                partition: -1,
+                offset: -1,
+                key: None,
+                value: None,
+                stage: format!("sql:{query}"),
+                error,
+                failed_at_ms: processor::wall_ms(),
+            },
+            headers: Vec::new(),
+        }
+    }
+
     /// Writes the checkpoint (frontier, resume offsets, outbox), then commits the resume
     /// offsets to the group (for lag); false when a shutdown interrupted.
     async fn checkpoint(&mut self, consumer: &StreamConsumer) -> bool {
