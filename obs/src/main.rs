@@ -22,8 +22,9 @@ use obs_schemas::registry::{SchemaStore, router as registry_router};
 /// An observability pipeline around Kafka: collectors publish metrics, logs, spans and
 /// events to Kafka as Avro; the rule processor evaluates Prometheus rules on them and
 /// alerts through Alertmanager; the trace processor correlates spans per trace (span
-/// metrics, service graph, tail sampling); sinks store them in ClickHouse; the query API
-/// serves them.
+/// metrics, service graph, tail sampling); log pipelines parse and redact logs; rollups
+/// and streaming SQL queries aggregate in event-time windows; sinks store them in
+/// ClickHouse; the query API serves them.
 ///
 /// Configuration: defaults, then the TOML file given by --config (or OBS_CONFIG), then
 /// OBS_* environment variables (OBS_KAFKA__BROKERS sets [kafka] brokers). See
@@ -65,14 +66,18 @@ enum Command {
     Query,
     /// Run the schema registry (Confluent REST API) on [registry] listen.
     Registry,
-    /// Create the ClickHouse database and apply pending migrations (idempotent).
+    /// Create the ClickHouse database and apply pending migrations (idempotent), and the
+    /// table of each [sql] query.
     Migrate,
     /// Run the stream processors: the rule processor evaluates the Prometheus rule files of
     /// [processor] rule_files on obs.metrics in event time (recorded series and ALERTS back
     /// to obs.metrics, alert transitions to obs.alerts, alerts to [processor]
     /// alertmanagers); the trace processor ([traces]) correlates obs.spans per trace: Tempo's
     /// span metrics and service-graph metrics to obs.metrics, trace summaries to obs.traces,
-    /// edges to obs.servicegraph, the traces tail sampling keeps to obs.spans.sampled;
+    /// edges to obs.servicegraph, the traces tail sampling keeps to obs.spans.sampled; the
+    /// log processor runs [logs] pipelines_file; the rollup processor ([rollups]) writes
+    /// 1m/1h windows of every series to obs.metrics.rollup; the SQL processor runs the
+    /// [sql] queries_file queries per event-time window into obs.sql.<query>;
     /// /metrics, /healthz, /readyz on [processor] listen.
     Processor,
     /// Prometheus rule files: `obs rules check FILE...` checks them as `promtool check
