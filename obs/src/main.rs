@@ -315,6 +315,11 @@ enum Command {
     },
     /// Print the merged configuration as TOML.
     Config,
+    /// Create the pipeline's Kafka topics that do not exist yet (as schemas/ names them;
+    /// raw topics with [kafka] raw_partitions), waiting up to a minute for the broker, and
+    /// print each with its partition count. The stages create them too; this is for
+    /// brokers with automatic topic creation off (docker-compose's `topics` service).
+    Topics,
 }
 
 #[derive(Subcommand)]
@@ -596,6 +601,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 demo::run(&url, records, run_id.as_deref()).await
             }
         }
+        Command::Topics => topics(&cfg).await,
         Command::Config => {
             // Secrets are shown as set or not, never printed.
             let mut shown = cfg.clone();
@@ -724,6 +730,27 @@ async fn migrate(cfg: &Config) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// Creates the pipeline's topics (retrying for a minute while the broker is not up) and
+/// prints their partition counts.
+async fn topics(cfg: &Config) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match obs_runtime::kafka::ensure_topics(&cfg.kafka).await {
+            Ok(()) => break,
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::info!("waiting for Kafka at {}: {e:#}", cfg.kafka.brokers);
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let counts = obs_runtime::kafka::partition_counts(&cfg.kafka).await?;
+    for t in obs_schemas::Topic::ALL {
+        println!("{} {}", t.name(), counts.get(&t).copied().unwrap_or(0));
+    }
+    Ok(())
 }
 
 /// The table of every streaming SQL query of `[sql] queries_file`, from its planned
