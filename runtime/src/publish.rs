@@ -353,6 +353,28 @@ impl Publisher {
     }
 
     /// Sends already-encoded messages `(partition, key, payload)` to the topic named
+    /// `topic` until the broker acknowledges them all, backing off between attempts; false
+    /// when a shutdown interrupted (a processor's outputs and checkpoints must land before
+    /// it moves on).
+    pub async fn deliver_encoded(&self, topic: &str, messages: &[(i32, Vec<u8>, Vec<u8>)]) -> bool {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.publish_encoded(topic, messages).await {
+                Ok(_) => return true,
+                Err(e) => {
+                    tracing::warn!(topic, error = %e, "not acknowledged; sending again");
+                    metrics::counter!("obs_processor_publish_retries_total").increment(1);
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = crate::shutdown::wait() => return false,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Sends already-encoded messages `(partition, key, payload)` to the topic named
     /// `topic` (also one made at run time, such as a SQL query's output); Ok with each
     /// message's `(partition, offset)` only when every one is acknowledged.
     pub async fn publish_encoded(

@@ -53,20 +53,9 @@ pub async fn write(
     publisher: &obs_runtime::publish::Publisher,
     messages: &[(i32, Vec<u8>, Vec<u8>)],
 ) -> bool {
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        match publisher.publish_raw(Topic::ProcessorState, messages).await {
-            Ok(_) => return true,
-            Err(e) => {
-                tracing::warn!(error = %e, "checkpoint not acknowledged; writing it again");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = obs_runtime::shutdown::wait() => return false,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+    publisher
+        .deliver_encoded(Topic::ProcessorState.name(), messages)
+        .await
 }
 
 /// The latest readable checkpoint of `processor` for each of `partitions` whose

@@ -106,39 +106,19 @@ async fn restore(
     let brokers = cfg.kafka.brokers.clone();
     let state_n = counts[&Topic::ProcessorState];
     let wanted = owned.to_vec();
-    let (mut cps, lows) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let cps = state::load_latest(
+    let mut cps = tokio::task::spawn_blocking(move || {
+        state::load_latest(
             &brokers,
             PROCESSOR,
             &wanted,
             state_n,
             |c: &Checkpoint| c.version,
             VERSION,
-        )?;
-        let reader = state::reader(&brokers)?;
-        let mut lows = HashMap::new();
-        for &p in &wanted {
-            let (low, _) = reader
-                .fetch_watermarks(Topic::Metrics.name(), p, Duration::from_secs(10))
-                .context("reading the start of obs.metrics")?;
-            lows.insert(p, low);
-        }
-        Ok((cps, lows))
+        )
     })
     .await
     .context("restore task")??;
-    let committed = consumer
-        .committed_offsets(
-            {
-                let mut tpl = TopicPartitionList::new();
-                for &p in owned {
-                    tpl.add_partition(Topic::Metrics.name(), p);
-                }
-                tpl
-            },
-            Duration::from_secs(10),
-        )
-        .context("reading the committed offsets of obs.metrics")?;
+    let starts = processor::committed_or_earliest(cfg, consumer, Topic::Metrics, owned).await?;
     let mut out = BTreeMap::new();
     for &p in owned {
         let partition = match cps.remove(&p) {
@@ -151,13 +131,7 @@ async fn restore(
                 Partition::restore(cp, settings.clone())
             }
             None => {
-                let start = match committed
-                    .find_partition(Topic::Metrics.name(), p)
-                    .map(|e| e.offset())
-                {
-                    Some(Offset::Offset(o)) => o,
-                    _ => lows[&p],
-                };
+                let start = starts[&p];
                 tracing::info!(
                     partition = p,
                     start,

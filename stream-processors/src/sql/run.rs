@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use obs_runtime::publish::{Outgoing, Publisher};
 use obs_runtime::sql_queries::{self, QueryDef};
-use obs_runtime::{Config, kafka, ops, shutdown};
+use obs_runtime::{Config, kafka, ops};
 use obs_schemas::records::DeadLetter;
 use obs_schemas::sql_output::{self, WindowRows};
 use obs_schemas::wire::{Codec, DynamicWriter};
@@ -307,19 +307,8 @@ impl Checkpointed for SqlQuery {
                 }
             }
         }
-        let mut backoff = Duration::from_millis(200);
-        while !messages.is_empty() {
-            match self.publisher.publish_encoded(&self.topic, &messages).await {
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(query = self.q.name(), error = %e, "output not acknowledged; sending it again");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown::wait() => return false,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
+        if !messages.is_empty() && !self.publisher.deliver_encoded(&self.topic, &messages).await {
+            return false;
         }
         let query = self.q.name().to_string();
         let rows: usize = self.outbox.iter().map(|w| w.rows.len()).sum();
