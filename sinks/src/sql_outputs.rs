@@ -125,19 +125,17 @@ impl Sink {
             let rows = decoded
                 .map_err(|e| e.to_string())
                 .and_then(|(value, schema)| {
-                    let text = serde_json::to_string(&*schema).map_err(|e| e.to_string())?;
                     let rows = sql_output::json_rows(&value).map_err(|e| format!("{e:#}"))?;
-                    Ok((text, rows))
+                    Ok((schema, rows))
                 });
             match rows {
                 Ok((schema, rows)) => {
                     let id = obs_schemas::wire::schema_id(payload).unwrap_or_default();
+                    // The table is checked once per writer schema, not per message.
                     if !self.checked.contains(&id) {
+                        let text = serde_json::to_string(&*schema).expect("schemas serialise");
                         let table = self.table.clone();
-                        retry(&format!("making table {table}"), || {
-                            self.make_table(&schema)
-                        })
-                        .await;
+                        retry(&format!("making table {table}"), || self.make_table(&text)).await;
                         self.checked.insert(id);
                     }
                     for row in rows {
