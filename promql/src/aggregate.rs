@@ -7,7 +7,7 @@ use promql_parser::parser::{AggregateExpr, LabelModifier};
 
 use super::eval::{EvalError, Evaluator, Result, exec};
 use super::range_fns::{avg, quantile, variance};
-use super::value::{Grid, Labels, SeriesBuilder, Value, format_value};
+use super::value::{Grid, Labels, Series, SeriesBuilder, Value, by_value, format_value};
 
 /// The group a series falls in.
 fn group_key(labels: &Labels, modifier: &Option<LabelModifier>) -> Labels {
@@ -23,18 +23,6 @@ fn group_key(labels: &Labels, modifier: &Option<LabelModifier>) -> Labels {
             .filter(|(k, _)| *k != "__name__" && !drop.labels.iter().any(|l| l == *k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-    }
-}
-
-/// `a` sorts before `b` for topk (larger first, NaN last); reversed values for bottomk.
-fn topk_order(a: f64, b: f64, top: bool) -> std::cmp::Ordering {
-    use std::cmp::Ordering::*;
-    match (a.is_nan(), b.is_nan()) {
-        (true, true) => Equal,
-        (true, false) => Greater,
-        (false, true) => Less,
-        _ if top => b.partial_cmp(&a).unwrap_or(Equal),
-        _ => a.partial_cmp(&b).unwrap_or(Equal),
     }
 }
 
@@ -76,6 +64,14 @@ impl Evaluator {
         for (i, k) in keys.iter().enumerate() {
             groups.entry(k).or_default().push(i);
         }
+        if n == 1 && (op == "topk" || op == "bottomk") {
+            return Ok(Value::Vector(ranked_instant(
+                &input,
+                &keys,
+                param_scalar[0],
+                op == "topk",
+            )));
+        }
         let mut out = SeriesBuilder::new(n);
         for (key, members) in &groups {
             #[allow(clippy::needless_range_loop)] // steps index several per-step arrays
@@ -108,7 +104,7 @@ impl Evaluator {
                             continue;
                         }
                         let mut ranked = present.clone();
-                        ranked.sort_by(|a, b| topk_order(a.1, b.1, op == "topk"));
+                        ranked.sort_by(|a, b| by_value(Some(a.1), Some(b.1), op == "topk"));
                         for &(m, v) in ranked.iter().take(k.min(1e9) as usize) {
                             out.set(input[m].labels.clone(), step, v)
                                 .map_err(EvalError::Execution)?;
@@ -136,4 +132,36 @@ impl Evaluator {
         }
         Ok(Value::Vector(out.finish()))
     }
+}
+
+/// An instant `topk`/`bottomk` answer in the order Prometheus 2.x lists it: groups in the
+/// order their first series comes in the input, and in each group its `k` series by value
+/// (largest first for topk, smallest first for bottomk, NaN last).
+fn ranked_instant(input: &[Series], keys: &[Labels], k: f64, top: bool) -> Vec<Series> {
+    if k.is_nan() || k < 1.0 {
+        return Vec::new();
+    }
+    let mut position: BTreeMap<&Labels, usize> = BTreeMap::new();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        if input[i].points[0].is_none() {
+            continue;
+        }
+        let g = *position.entry(key).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[g].push(i);
+    }
+    let mut out = Vec::new();
+    for mut members in groups {
+        members.sort_by(|&a, &b| by_value(input[a].points[0], input[b].points[0], top));
+        out.extend(
+            members
+                .into_iter()
+                .take(k.min(1e9) as usize)
+                .map(|m| input[m].clone()),
+        );
+    }
+    out
 }

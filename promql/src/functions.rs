@@ -12,7 +12,7 @@ use regex::Regex;
 use super::eval::{EvalError, Evaluator, Result, exec, span, unwrap_parens};
 use super::range_fns::{self, Window};
 use super::rollup;
-use super::value::{Grid, Labels, Series, SeriesBuilder, Value, drop_name};
+use super::value::{Grid, Labels, Series, SeriesBuilder, Value, by_value, drop_name};
 
 /// Functions of one value that drop the metric name.
 fn math(name: &str) -> Option<fn(f64) -> f64> {
@@ -301,7 +301,16 @@ impl Evaluator {
                     .collect();
                 Ok(Value::Vector(absent_series(absent_labels(args[0]), points)))
             }
-            "sort" | "sort_desc" => Ok(Value::Vector(self.vector_arg(args[0], grid).await?)),
+            "sort" | "sort_desc" => {
+                let mut v = self.vector_arg(args[0], grid).await?;
+                // Only an instant answer has an order (a range answer is a matrix, listed by
+                // labels): by value, NaN last, as Prometheus 2.x sorts.
+                if grid.len() == 1 {
+                    let desc = name == "sort_desc";
+                    v.sort_by(|a, b| by_value(a.points[0], b.points[0], desc));
+                }
+                Ok(Value::Vector(v))
+            }
             "label_replace" => {
                 let v = self.vector_arg(args[0], grid).await?;
                 let dst = Self::string_arg(args[1])?;

@@ -90,6 +90,11 @@ mod tests {
         RawSeries { labels: l, samples }
     }
 
+    const LIMITS: Limits = Limits {
+        lookback_ms: 300_000,
+        max_points: 11_000,
+    };
+
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
         // The memory source never awaits anything: one poll finishes the evaluation.
         let waker = std::task::Waker::noop();
@@ -133,15 +138,67 @@ mod tests {
             end: 240_000,
             step: 60_000,
         };
-        let limits = Limits {
-            lookback_ms: 300_000,
-            max_points: 11_000,
-        };
-        let v = block_on(evaluate(Box::new(src), &expr, grid, &limits)).unwrap();
+        let v = block_on(evaluate(Box::new(src), &expr, grid, &LIMITS)).unwrap();
         let Value::Vector(series) = v else {
             panic!("{v:?}")
         };
         assert_eq!(series.len(), 1);
         assert_eq!(series[0].points, vec![Some(1.0), Some(1.0), Some(1.0)]);
+    }
+
+    /// The instances of an instant answer's series, in order.
+    fn instances(src: &[RawSeries], query: &str) -> Vec<String> {
+        let expr = parse(query).unwrap();
+        let grid = Grid {
+            start: 1000,
+            end: 1000,
+            step: 1,
+        };
+        let v = block_on(evaluate(
+            Box::new(MemorySource::new(src.to_vec())),
+            &expr,
+            grid,
+            &LIMITS,
+        ))
+        .unwrap();
+        let Value::Vector(series) = v else {
+            panic!("{v:?}")
+        };
+        series
+            .iter()
+            .map(|s| s.labels["instance"].clone())
+            .collect()
+    }
+
+    #[test]
+    fn instant_sort_and_topk_answers_are_in_prometheus_order() {
+        let one = |instance: &str, zone: &str, v: f64| {
+            series(
+                "load",
+                &[("instance", instance), ("zone", zone)],
+                vec![(1000, v)],
+            )
+        };
+        let src = vec![
+            one("a", "z2", 3.0),
+            one("b", "z1", f64::NAN),
+            one("c", "z2", 9.0),
+            one("d", "z1", 5.0),
+            one("e", "z1", 1.0),
+        ];
+        assert_eq!(instances(&src, "sort(load)"), ["e", "a", "d", "c", "b"]);
+        assert_eq!(
+            instances(&src, "sort_desc(load)"),
+            ["c", "d", "a", "e", "b"]
+        );
+        // Groups in the order of their first series (a is z2's), then by value in each.
+        assert_eq!(
+            instances(&src, "topk by (zone) (2, load)"),
+            ["c", "a", "d", "e"]
+        );
+        assert_eq!(instances(&src, "bottomk by (zone) (1, load)"), ["a", "e"]);
+        assert_eq!(instances(&src, "topk(2, (load))"), ["c", "d"]);
+        // Anything else stays in label order.
+        assert_eq!(instances(&src, "load * 2"), ["a", "b", "c", "d", "e"]);
     }
 }

@@ -178,6 +178,20 @@ pub fn format_time(ms: i64) -> String {
     }
 }
 
+/// How Prometheus 2.x orders values for `sort`, `sort_desc`, `topk` and `bottomk`:
+/// ascending, or descending with `desc`, NaN (and no value) last either way.
+pub fn by_value(a: Option<f64>, b: Option<f64>, desc: bool) -> std::cmp::Ordering {
+    use std::cmp::Ordering::*;
+    let (a, b) = (a.unwrap_or(f64::NAN), b.unwrap_or(f64::NAN));
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => Equal,
+        (true, false) => Greater,
+        (false, true) => Less,
+        _ if desc => b.partial_cmp(&a).unwrap_or(Equal),
+        _ => a.partial_cmp(&b).unwrap_or(Equal),
+    }
+}
+
 /// `labels` without `__name__`.
 pub fn drop_name(mut labels: Labels) -> Labels {
     labels.remove("__name__");

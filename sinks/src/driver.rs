@@ -44,8 +44,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How long a shutdown waits for the batches in hand to be stored.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
-/// Crash-test failpoint: with `OBS_SINK_CRASH_AFTER_INSERTS=N` the process aborts right after
-/// its N-th insert, before committing offsets: the worst moment for a crash, on demand.
+/// Crash-test failpoint, compiled only with the `failpoints` feature (the test command's
+/// build): with `OBS_SINK_CRASH_AFTER_INSERTS=N` the process aborts right after its N-th
+/// insert, before committing offsets: the worst moment for a crash, on demand.
+#[cfg(feature = "failpoints")]
 fn crash_after_insert() {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -480,6 +482,7 @@ impl<T: TableSink> SinkDriver<T> {
                 );
                 self.isolate(partition, &batch).await;
             }
+            #[cfg(feature = "failpoints")]
             crash_after_insert();
             metrics::counter!("obs_sink_rows_total", "table" => T::TABLE)
                 .increment(batch.rows.len() as u64);

@@ -789,25 +789,74 @@ impl Stack {
             .await?)
     }
 
-    /// Waits until the sink of `table` has stored everything on its topic (every partition's
-    /// consumer lag 0 in the sink's metrics, measured every 2 s): what was published before
-    /// is in the table, so a count taken then is final for it.
+    /// Waits until the sink of `table` has stored everything published on its topic before
+    /// this call: its consumer group's committed offset reaches, on every partition, the
+    /// high watermark read at the call (a sink commits only after the insert). A count taken
+    /// then is final for what came before: a record that is missing is provably not coming.
     pub async fn wait_sink_caught_up(&self, table: &str) -> anyhow::Result<()> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+        // The sink names its topic in its lag metric.
         let label = format!("table=\"{table}\"");
-        wait_for(
-            &format!("the {table} sink to catch up"),
+        let topic = wait_for(
+            &format!("the {table} sink's lag metric"),
             Duration::from_secs(60),
             || {
                 let label = label.clone();
                 async move {
                     let text = self.sink_metrics().await.ok()?;
-                    let lags: Vec<f64> = text
+                    let line = text
                         .lines()
-                        .filter(|l| l.starts_with("obs_sink_consumer_lag{") && l.contains(&label))
-                        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-                        .collect();
-                    (!lags.is_empty() && lags.iter().all(|&l| l == 0.0)).then_some(())
+                        .find(|l| l.starts_with("obs_sink_consumer_lag{") && l.contains(&label))?;
+                    let rest = &line[line.find("topic=\"")? + 7..];
+                    Some(rest[..rest.find('"')?].to_string())
                 }
+            },
+        )
+        .await?;
+        let brokers = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "OBS_KAFKA__BROKERS")
+            .map(|(_, v)| v.clone())
+            .context("no broker address")?;
+        let client: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", format!("obs-sink-{table}"))
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let timeout = Duration::from_secs(10);
+        let partitions = client
+            .fetch_metadata(Some(&topic), timeout)?
+            .topics()
+            .first()
+            .map(|t| t.partitions().len() as i32)
+            .context("no such topic")?;
+        let mut high = Vec::new();
+        for p in 0..partitions {
+            high.push(client.fetch_watermarks(&topic, p, timeout)?.1);
+        }
+        wait_for(
+            &format!("the {table} sink to commit up to {topic}'s end offsets {high:?}"),
+            Duration::from_secs(60),
+            || {
+                let mut tpl = TopicPartitionList::new();
+                for p in 0..partitions {
+                    tpl.add_partition(&topic, p);
+                }
+                let done = client
+                    .committed_offsets(tpl, timeout)
+                    .ok()
+                    .is_some_and(|c| {
+                        (0..partitions).all(|p| {
+                            let at = match c.find_partition(&topic, p).map(|e| e.offset()) {
+                                Some(Offset::Offset(o)) => o,
+                                _ => 0,
+                            };
+                            at >= high[p as usize]
+                        })
+                    });
+                async move { done.then_some(()) }
             },
         )
         .await
@@ -821,6 +870,11 @@ impl Stack {
     /// A client for the pipeline's database.
     pub fn db(&self) -> clickhouse::Client {
         self.clickhouse.client().with_database("obs")
+    }
+
+    /// The whole log of the process started as `name` (every run of it: logs are appended).
+    pub fn log_text(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
     }
 
     /// The separate sink's log so far (empty when the sink runs inside `obs up`).

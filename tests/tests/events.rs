@@ -62,6 +62,8 @@ async fn events_and_kubernetes_events_are_stored_as_sent() {
         "{err}"
     );
 
+    // Everything published is stored (the refused batch's good event would be there by now).
+    stack.wait_sink_caught_up("obs_events").await.unwrap();
     let db = stack.db();
     let rows: Vec<EventRow> = wait_for("2 events", Duration::from_secs(30), || {
         let db = db.clone();

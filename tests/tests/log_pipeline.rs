@@ -306,6 +306,8 @@ async fn pii_is_redacted_before_storage_and_parsed_fields_are_exact() {
             ("user", ann.clone()),
         ])
     );
+    // Everything the pipeline published to obs.logs is stored by now.
+    stack.wait_sink_caught_up("otel_logs").await.unwrap();
     assert_eq!(
         rows_holding("refund").await.unwrap(),
         0,

@@ -5,8 +5,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use clickhouse::Row;
-use obs_e2e::{Stack, http, recent_whole_second_ns, wait_for};
-use obs_producers::loki::{EntryAdapter, LabelPair, PushRequest, StreamAdapter, Timestamp};
+use obs_e2e::{Stack, http, recent_whole_second_ns, repo_root, wait_for};
 use prost::Message;
 use serde::Deserialize;
 
@@ -47,6 +46,19 @@ fn row(
     }
 }
 
+/// A `logproto.PushRequest`, given in protobuf's JSON mapping, encoded from Loki's schema
+/// (`tests/proto/loki_push.proto`, compiled at run time by protox, encoded by prost-reflect):
+/// independent of the collector's own structs.
+fn loki_push_protobuf(request: serde_json::Value) -> Vec<u8> {
+    let files = protox::compile(["loki_push.proto"], [repo_root().join("tests/proto")])
+        .expect("tests/proto/loki_push.proto compiles");
+    let pool = prost_reflect::DescriptorPool::from_file_descriptor_set(files).unwrap();
+    let desc = pool.get_message_by_name("logproto.PushRequest").unwrap();
+    prost_reflect::DynamicMessage::deserialize(desc, request)
+        .expect("a PushRequest in protobuf's JSON mapping")
+        .encode_to_vec()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn loki_json_and_protobuf_pushes_are_stored_as_sent() {
     let stack = Stack::start().await.unwrap();
@@ -71,36 +83,21 @@ async fn loki_json_and_protobuf_pushes_are_stored_as_sent() {
         .unwrap();
     assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
 
-    let pb = PushRequest {
-        streams: vec![StreamAdapter {
-            labels: r#"{job="batch", level="error", note="a \"quoted\" value"}"#.into(),
-            entries: vec![
-                EntryAdapter {
-                    timestamp: Some(Timestamp {
-                        seconds: t / 1_000_000_000,
-                        nanos: 4,
-                    }),
-                    line: "disk full".into(),
-                    structured_metadata: vec![LabelPair {
-                        name: "path".into(),
-                        value: "/var".into(),
-                    }],
-                },
-                EntryAdapter {
-                    timestamp: Some(Timestamp {
-                        seconds: t / 1_000_000_000,
-                        nanos: 5,
-                    }),
-                    line: "retrying".into(),
-                    structured_metadata: vec![],
-                },
-            ],
-            hash: 0,
-        }],
+    // Encoded from Loki's own schema, not with the collector's structs.
+    let at = |nanos: u32| {
+        chrono::DateTime::from_timestamp(t / 1_000_000_000, nanos)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
     };
-    let body = snap::raw::Encoder::new()
-        .compress_vec(&pb.encode_to_vec())
-        .unwrap();
+    let pb = loki_push_protobuf(serde_json::json!({"streams": [{
+        "labels": r#"{job="batch", level="error", note="a \"quoted\" value"}"#,
+        "entries": [
+            {"timestamp": at(4), "line": "disk full",
+             "structuredMetadata": [{"name": "path", "value": "/var"}]},
+            {"timestamp": at(5), "line": "retrying"}
+        ]
+    }]}));
+    let body = snap::raw::Encoder::new().compress_vec(&pb).unwrap();
     let r = http(30)
         .post(&url)
         .header("Content-Type", "application/x-protobuf")
@@ -139,6 +136,8 @@ async fn loki_json_and_protobuf_pushes_are_stored_as_sent() {
             .contains("stream #0 value #1: timestamp")
     );
 
+    // Everything published is stored (the refused bodies' good lines would be there by now).
+    stack.wait_sink_caught_up("otel_logs").await.unwrap();
     let db = stack.db();
     let rows: Vec<LogRow> = wait_for("5 Loki lines", Duration::from_secs(60), || {
         let db = db.clone();

@@ -430,6 +430,8 @@ async fn malformed_bodies_get_clear_errors_and_write_nothing() {
         .wait_log_count(&marker_filter(&good), 1, Duration::from_secs(60))
         .await
         .unwrap();
+    // Everything published before now is stored: a bad record would be there by now.
+    stack.wait_sink_caught_up("otel_logs").await.unwrap();
     let bad: u64 = stack
         .db()
         .query(

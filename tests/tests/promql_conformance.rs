@@ -2,7 +2,9 @@
 //! of a real Prometheus 2.42 and of the query API holding the same demo data, over two
 //! ranges (one across the demo's version change and counter resets, one with an unaligned
 //! step). Answers must be equal: the same status; series as sets of label sets; per series
-//! the same timestamps and values within a relative tolerance of 1e-5 (NaN equals NaN).
+//! the same timestamps and values within a relative tolerance of 1e-5 (NaN equals NaN); a
+//! label set answered twice is a difference; instant answers of `sort`, `sort_desc`, `topk`
+//! and `bottomk` must also list the series in Prometheus's order.
 //! The range aligned to minutes is asked a third time with `max_source_resolution=auto`,
 //! so range functions over whole minutes are answered from the rollup processor's windows:
 //! equal to Prometheus too.
@@ -14,12 +16,45 @@ use obs_e2e::promql_demo::Demo;
 use obs_e2e::{Stack, http, repo_root};
 use serde_json::Value;
 
-/// A range answer: status, and for success the series by label set.
+/// A series' labels.
+type Labels = BTreeMap<String, String>;
+
+/// An answer: status, and for success the series by label set.
 #[derive(Debug, PartialEq)]
 enum Answer {
     Error(String),
     /// Result type and the series (a scalar or string is one series with no labels).
-    Matrix(String, BTreeMap<BTreeMap<String, String>, Vec<(f64, f64)>>),
+    Matrix(String, Series),
+}
+
+/// The series of an answer, by label set, with the order they came in and any label set
+/// that came more than once.
+#[derive(Debug, PartialEq, Default)]
+struct Series {
+    by_labels: BTreeMap<Labels, Vec<(f64, f64)>>,
+    order: Vec<Labels>,
+    repeated: Vec<Labels>,
+}
+
+impl Series {
+    fn insert(&mut self, labels: Labels, points: Vec<(f64, f64)>) {
+        if self.by_labels.insert(labels.clone(), points).is_some() {
+            self.repeated.push(labels.clone());
+        }
+        self.order.push(labels);
+    }
+
+    fn points(&self) -> usize {
+        self.by_labels.values().map(Vec::len).sum()
+    }
+}
+
+/// Whether an instant answer's series order is part of the answer: Prometheus lists the
+/// series of `sort`, `sort_desc`, `topk` and `bottomk` in their order.
+fn order_matters(query: &str) -> bool {
+    ["sort(", "sort_desc(", "topk", "bottomk"]
+        .iter()
+        .any(|f| query.contains(f))
 }
 
 fn parse_value(s: &str) -> f64 {
@@ -47,7 +82,7 @@ fn answer(v: &Value) -> Answer {
         .expect("resultType")
         .to_string();
     let result = &v["data"]["result"];
-    let mut out = BTreeMap::new();
+    let mut out = Series::default();
     match kind.as_str() {
         "scalar" => {
             out.insert(BTreeMap::new(), vec![point(result)]);
@@ -58,8 +93,7 @@ fn answer(v: &Value) -> Answer {
         }
         _ => {
             for s in result.as_array().expect("result") {
-                let labels: BTreeMap<String, String> =
-                    serde_json::from_value(s["metric"].clone()).expect("labels");
+                let labels: Labels = serde_json::from_value(s["metric"].clone()).expect("labels");
                 let points = match s.get("values") {
                     Some(values) => values
                         .as_array()
@@ -84,8 +118,8 @@ fn close(a: f64, b: f64) -> bool {
         || (a - b).abs() <= 1e-9
 }
 
-/// Why two answers differ, or `None`.
-fn difference(want: &Answer, got: &Answer) -> Option<String> {
+/// Why two answers differ, or `None`; with `ordered`, the series order counts too.
+fn difference(want: &Answer, got: &Answer, ordered: bool) -> Option<String> {
     match (want, got) {
         (Answer::Error(_), Answer::Error(_)) => None,
         (Answer::Error(e), Answer::Matrix(..)) => {
@@ -96,6 +130,19 @@ fn difference(want: &Answer, got: &Answer) -> Option<String> {
             Some(format!("result type {wt} from Prometheus, {gt} from obs"))
         }
         (Answer::Matrix(_, w), Answer::Matrix(_, g)) => {
+            if !g.repeated.is_empty() {
+                return Some(format!(
+                    "label sets answered more than once: {:?}",
+                    g.repeated
+                ));
+            }
+            if ordered && w.order != g.order {
+                return Some(format!(
+                    "series order differs: Prometheus {:?}, obs {:?}",
+                    w.order, g.order
+                ));
+            }
+            let (w, g) = (&w.by_labels, &g.by_labels);
             let (wk, gk): (Vec<_>, Vec<_>) = (w.keys().collect(), g.keys().collect());
             if wk != gk {
                 let missing: Vec<_> = w.keys().filter(|k| !g.contains_key(*k)).collect();
@@ -192,6 +239,8 @@ const EXTRA: &[&str] = &[
     "count without (mode) (demo_cpu_usage_ratio)",
     "topk by (instance) (2, demo_cpu_usage_ratio)",
     "sort_desc(sum by (mode) (demo_cpu_usage_ratio))",
+    "sort(demo_temperature_celsius)",
+    "bottomk by (mode) (1, demo_cpu_usage_ratio)",
     "-(demo_cpu_usage_ratio) ^ 2",
     "demo_cpu_usage_ratio atan2 0.5",
     "log2(demo_queue_depth) + log10(demo_queue_depth)",
@@ -269,15 +318,13 @@ async fn every_conformance_query_equals_prometheus() {
             let want = answer(&range_query(&prom.url(), q, start, end, step).await);
             let got = answer(&range_query(&stack.query_url(), q, start, end, step).await);
             match (&want, &got) {
-                (Answer::Matrix(_, m), _) => {
-                    compared_points += m.values().map(Vec::len).sum::<usize>()
-                }
+                (Answer::Matrix(_, m), _) => compared_points += m.points(),
                 (Answer::Error(w), Answer::Error(g)) => {
                     both_failed.push(format!("{q} [{start}..{end}]: Prometheus {w}; obs {g}"))
                 }
                 _ => {}
             }
-            if let Some(d) = difference(&want, &got) {
+            if let Some(d) = difference(&want, &got, false) {
                 failures.push(format!("{q} [{start}..{end} step {step}]: {d}"));
                 ok = false;
             }
@@ -290,7 +337,7 @@ async fn every_conformance_query_equals_prometheus() {
                 let got = answer(
                     &range_query_from(&stack.query_url(), q, grid, "auto", "query_range").await,
                 );
-                if let Some(d) = difference(&want, &got) {
+                if let Some(d) = difference(&want, &got, false) {
                     failures.push(format!(
                         "{q} [{start}..{end} step {step}] from rollups: {d}"
                     ));
@@ -302,7 +349,7 @@ async fn every_conformance_query_equals_prometheus() {
         for time in [demo.end - 1234, demo.end] {
             let want = answer(&instant_query(&prom.url(), q, time).await);
             let got = answer(&instant_query(&stack.query_url(), q, time).await);
-            if let Some(d) = difference(&want, &got) {
+            if let Some(d) = difference(&want, &got, order_matters(q)) {
                 failures.push(format!("{q} (instant at {time}): {d}"));
                 ok = false;
             }
@@ -316,7 +363,7 @@ async fn every_conformance_query_equals_prometheus() {
             let want = answer(&instant_query(&prom.url(), q, time).await);
             assert!(matches!(want, Answer::Matrix(..)), "{q}: {want:?}");
             let got = answer(&instant_query(&stack.query_url(), q, time).await);
-            if let Some(d) = difference(&want, &got) {
+            if let Some(d) = difference(&want, &got, order_matters(q)) {
                 failures.push(format!("{q} (instant at {time}): {d}"));
             }
         }

@@ -367,6 +367,8 @@ async fn hostile_remote_write_is_refused_whole_and_the_collector_keeps_serving()
     })
     .await
     .unwrap();
+    // Everything published is stored: a refused series would be there by now.
+    stack.wait_sink_caught_up("metrics_samples").await.unwrap();
     let names: Vec<(String, u64)> = db
         .query("SELECT MetricName, count() FROM metrics_samples WHERE Tenant = 'rw-hostile' GROUP BY MetricName")
         .fetch_all()

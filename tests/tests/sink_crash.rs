@@ -51,6 +51,16 @@ async fn sink_killed_at_random_points_stores_every_acknowledged_record_once() {
         .await
         .unwrap();
     }
+    // Each of those exits was the failpoint (a build without it would just run on).
+    let fired = stack
+        .log_text("sink")
+        .matches("OBS_SINK_CRASH_AFTER_INSERTS reached")
+        .count();
+    assert_eq!(
+        fired, CRASHES_AFTER_INSERT,
+        "the failpoint fired {fired} times; obs must be built with --features failpoints \
+         (scripts/stack test does)"
+    );
     stack.kill_sink();
     stack.start_sink().await.unwrap();
     let ids = load.ids.clone();

@@ -95,31 +95,43 @@ impl World {
         }
         assert_eq!(spans.len(), 7);
         let db = stack.db();
-        // Stored, and covered by the trace-id index (its materialized view's rows become
-        // visible a moment after the spans' own: CI once caught a trace half-indexed).
+        // Every sent span, by its own id, stored and covered by the trace-id index (the
+        // materialized view's rows may become visible a moment after the spans'). Distinct
+        // ids, not rows: a duplicated span must not make the wait pass early.
+        let sent: BTreeSet<(String, String)> = spans
+            .iter()
+            .map(|s| (s.trace_id.clone(), s.span_id.clone()))
+            .collect();
+        let indexed = "SELECT DISTINCT t.TraceId, t.SpanId \
+             FROM otel_traces AS t INNER JOIN \
+             (SELECT TraceId, min(Start) AS s, max(End) AS e \
+              FROM otel_traces_trace_id_ts GROUP BY TraceId) AS i \
+             ON t.TraceId = i.TraceId \
+             WHERE t.Timestamp >= i.s AND t.Timestamp < i.e + INTERVAL 1 SECOND";
         wait_for(
-            "7 spans in otel_traces and its trace-id index",
+            "the 7 sent span ids in otel_traces and its trace-id index",
             Duration::from_secs(60),
             || {
                 let db = db.clone();
+                let sent = sent.clone();
                 async move {
-                    let n: u64 = db
-                        .query(
-                            "SELECT count() FROM otel_traces AS t INNER JOIN \
-                         (SELECT TraceId, min(Start) AS s, max(End) AS e \
-                          FROM otel_traces_trace_id_ts GROUP BY TraceId) AS i \
-                         ON t.TraceId = i.TraceId \
-                         WHERE t.Timestamp >= i.s AND t.Timestamp < i.e + INTERVAL 1 SECOND",
-                        )
-                        .fetch_one()
-                        .await
-                        .ok()?;
-                    (n >= 7).then_some(())
+                    let got: Vec<(String, String)> = db.query(indexed).fetch_all().await.ok()?;
+                    (got.into_iter().collect::<BTreeSet<_>>() == sent).then_some(())
                 }
             },
         )
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", stack.obs_log()));
+        // Each exactly once: a duplicate is a defect of its own, named here.
+        let dups: Vec<(String, String, u64)> = db
+            .query(
+                "SELECT TraceId, SpanId, count() AS n FROM otel_traces \
+                 GROUP BY TraceId, SpanId HAVING n > 1",
+            )
+            .fetch_all()
+            .await
+            .unwrap();
+        assert!(dups.is_empty(), "spans stored more than once: {dups:?}");
         // The spans are two minutes old: searches find their traces through the trace
         // processor's summaries (four traces), once it has decided them.
         let db = stack.db();

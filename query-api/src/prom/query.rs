@@ -210,6 +210,10 @@ fn answer(v: &Value, grid: Grid, range: bool) -> String {
             ("matrix", b)
         }
         (Value::Vector(series), true) => {
+            // A matrix lists its series by labels, whatever order an instant answer of the
+            // same expression would have (sort, topk).
+            let mut series: Vec<_> = series.iter().collect();
+            series.sort_by(|a, b| a.labels.cmp(&b.labels));
             let mut b = String::from("[");
             for (i, s) in series.iter().enumerate() {
                 if i > 0 {
