@@ -95,8 +95,10 @@ enum Command {
         command: SloCommand,
     },
     /// Re-read a topic's retained messages and store the records of a time range into the
-    /// sink tables again: to backfill, or into fresh tables to rebuild after a schema
-    /// change. Replaying a range twice (or an overlapping one) stores nothing twice.
+    /// sink tables again: to fill a gap, or into fresh tables to rebuild after a schema
+    /// change. Only records the target does not hold are stored (compared by content), so
+    /// a range the live sink stored, replayed twice or overlapping, stores nothing twice;
+    /// into the live tables it stops where the live sink has committed.
     Replay {
         /// Topic: obs.logs, obs.logs.raw, obs.spans, obs.metrics, obs.events or obs.alerts (or logs,
         /// spans, ...).

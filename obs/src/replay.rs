@@ -67,18 +67,20 @@ pub async fn run(
         "table",
         "messages read",
         "rows stored",
-        "already replayed",
+        "already stored",
         "outside range",
         "undecodable",
+        "left to the live sink",
     ]);
     for s in &summaries {
         table.add_row([
             s.target.clone(),
             s.messages.to_string(),
             s.stored.to_string(),
-            s.already_replayed.to_string(),
+            s.already_stored.to_string(),
             s.outside_range.to_string(),
             s.undecodable.to_string(),
+            s.left_to_sink.to_string(),
         ]);
     }
     println!("{table}");

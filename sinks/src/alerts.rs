@@ -3,16 +3,16 @@
 use clickhouse::Row;
 use obs_schemas::Topic;
 use obs_schemas::records::Alert;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::table::{TableSink, pairs};
+use crate::table::{TableSink, TimeColumn, pairs};
 
 /// The `obs_alerts` sink.
 #[derive(Default)]
 pub struct ObsAlerts;
 
 /// One alert transition.
-#[derive(Debug, Clone, Row, Serialize)]
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct AlertRow {
     /// Tenant.
@@ -42,6 +42,7 @@ impl TableSink for ObsAlerts {
     type Row = AlertRow;
     const TOPIC: Topic = Topic::Alerts;
     const TABLE: &'static str = "obs_alerts";
+    const TIME_COLUMN: Option<TimeColumn> = Some(TimeColumn::Millis("EvaluatedAtMs"));
 
     fn rows(&mut self, a: Alert, out: &mut Vec<AlertRow>) {
         let fingerprint = obs_schemas::series_fingerprint(

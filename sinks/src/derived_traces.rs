@@ -5,9 +5,9 @@
 use clickhouse::Row;
 use obs_schemas::Topic;
 use obs_schemas::records::{ServiceGraphEdge, SpanBatch, TraceSummaryBatch};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::table::TableSink;
+use crate::table::{TableSink, TimeColumn};
 use crate::traces::{OtelTraceRow, OtelTraces};
 
 /// The `obs_trace_summaries` sink.
@@ -15,7 +15,7 @@ use crate::traces::{OtelTraceRow, OtelTraces};
 pub struct TraceSummaries;
 
 /// One decided trace.
-#[derive(Debug, Clone, Row, Serialize)]
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct TraceSummaryRow {
     /// Tenant.
@@ -49,6 +49,7 @@ impl TableSink for TraceSummaries {
     type Row = TraceSummaryRow;
     const TOPIC: Topic = Topic::Traces;
     const TABLE: &'static str = "obs_trace_summaries";
+    const TIME_COLUMN: Option<TimeColumn> = Some(TimeColumn::Nanos("Start"));
 
     fn rows(&mut self, batch: TraceSummaryBatch, out: &mut Vec<TraceSummaryRow>) {
         out.extend(batch.summaries.into_iter().map(|s| TraceSummaryRow {
@@ -77,7 +78,7 @@ impl TableSink for TraceSummaries {
 pub struct ServiceGraphEdges;
 
 /// Requests between two services in one window of one input partition.
-#[derive(Debug, Clone, Row, Serialize)]
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ServiceGraphEdgeRow {
     /// Tenant.
@@ -109,6 +110,7 @@ impl TableSink for ServiceGraphEdges {
     type Row = ServiceGraphEdgeRow;
     const TOPIC: Topic = Topic::ServiceGraph;
     const TABLE: &'static str = "obs_servicegraph_edges";
+    const TIME_COLUMN: Option<TimeColumn> = Some(TimeColumn::Millis("WindowStartMs"));
 
     fn rows(&mut self, e: ServiceGraphEdge, out: &mut Vec<ServiceGraphEdgeRow>) {
         out.push(ServiceGraphEdgeRow {
@@ -141,6 +143,7 @@ impl TableSink for SampledTraces {
     type Row = OtelTraceRow;
     const TOPIC: Topic = Topic::SpansSampled;
     const TABLE: &'static str = "otel_traces";
+    const TIME_COLUMN: Option<TimeColumn> = Some(TimeColumn::Nanos("Timestamp"));
     const NAME: &'static str = "otel_traces_sampled";
 
     fn rows(&mut self, message: SpanBatch, out: &mut Vec<OtelTraceRow>) {

@@ -3,16 +3,16 @@
 use clickhouse::Row;
 use obs_schemas::Topic;
 use obs_schemas::records::EventBatch;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::table::{TableSink, pairs};
+use crate::table::{TableSink, TimeColumn, pairs};
 
 /// The `obs_events` sink.
 #[derive(Default)]
 pub struct ObsEvents;
 
 /// One event.
-#[derive(Debug, Clone, Row, Serialize)]
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct EventRow {
     /// DateTime64(9) as ns.
@@ -41,6 +41,7 @@ impl TableSink for ObsEvents {
     type Row = EventRow;
     const TOPIC: Topic = Topic::Events;
     const TABLE: &'static str = "obs_events";
+    const TIME_COLUMN: Option<TimeColumn> = Some(TimeColumn::Nanos("Timestamp"));
 
     fn rows(&mut self, message: EventBatch, out: &mut Vec<EventRow>) {
         out.extend(message.events.into_iter().map(|e| EventRow {

@@ -3,16 +3,16 @@
 use clickhouse::Row;
 use obs_schemas::Topic;
 use obs_schemas::records::LogBatch;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::table::{TableSink, pairs};
+use crate::table::{TableSink, TimeColumn, pairs};
 
 /// The `otel_logs` sink.
 #[derive(Default)]
 pub struct OtelLogs;
 
 /// One `otel_logs` row (`TimestampTime` is left to its DEFAULT).
-#[derive(Debug, Clone, Row, Serialize)]
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct OtelLogRow {
     /// DateTime64(9) as ns.
@@ -56,6 +56,7 @@ impl TableSink for OtelLogs {
     type Row = OtelLogRow;
     const TOPIC: Topic = Topic::Logs;
     const TABLE: &'static str = "otel_logs";
+    const TIME_COLUMN: Option<TimeColumn> = Some(TimeColumn::Nanos("Timestamp"));
 
     fn rows(&mut self, message: LogBatch, out: &mut Vec<OtelLogRow>) {
         out.extend(message.records.into_iter().map(|r| OtelLogRow {

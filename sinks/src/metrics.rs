@@ -11,16 +11,16 @@ use std::collections::HashMap;
 use clickhouse::Row;
 use obs_schemas::Topic;
 use obs_schemas::records::MetricBatch;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::table::{TableSink, pairs};
+use crate::table::{TableSink, TimeColumn, pairs};
 
 /// The `metrics_samples` sink.
 #[derive(Default)]
 pub struct MetricSamples;
 
 /// One sample.
-#[derive(Debug, Clone, Row, Serialize)]
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct SampleRow {
     /// Tenant.
@@ -40,6 +40,7 @@ impl TableSink for MetricSamples {
     type Row = SampleRow;
     const TOPIC: Topic = Topic::Metrics;
     const TABLE: &'static str = "metrics_samples";
+    const TIME_COLUMN: Option<TimeColumn> = Some(TimeColumn::Millis("TimestampMs"));
 
     fn rows(&mut self, message: MetricBatch, out: &mut Vec<SampleRow>) {
         for s in message.series {
@@ -74,7 +75,7 @@ pub struct MetricSeriesTable {
 }
 
 /// One series: its labels, stored once.
-#[derive(Debug, Clone, Row, Serialize)]
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct SeriesRow {
     /// Tenant.
@@ -96,6 +97,7 @@ impl TableSink for MetricSeriesTable {
     type Row = SeriesRow;
     const TOPIC: Topic = Topic::Metrics;
     const TABLE: &'static str = "metrics_series";
+    const TIME_COLUMN: Option<TimeColumn> = None;
 
     fn rows(&mut self, message: MetricBatch, out: &mut Vec<SeriesRow>) {
         if self.written.len() > SERIES_MEMORY {
@@ -131,7 +133,7 @@ impl TableSink for MetricSeriesTable {
 pub struct MetricMetadataTable;
 
 /// One metric family's description.
-#[derive(Debug, Clone, Row, Serialize)]
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct MetadataRow {
     /// Tenant.
@@ -151,6 +153,7 @@ impl TableSink for MetricMetadataTable {
     type Row = MetadataRow;
     const TOPIC: Topic = Topic::Metrics;
     const TABLE: &'static str = "metrics_metadata";
+    const TIME_COLUMN: Option<TimeColumn> = None;
 
     fn rows(&mut self, message: MetricBatch, out: &mut Vec<MetadataRow>) {
         out.extend(message.metadata.into_iter().map(|m| MetadataRow {

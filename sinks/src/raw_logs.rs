@@ -12,7 +12,7 @@ use obs_schemas::Topic;
 use obs_schemas::records::LogBatch;
 
 use crate::logs::{OtelLogRow, OtelLogs};
-use crate::table::TableSink;
+use crate::table::{TableSink, TimeColumn};
 
 /// The raw JSON-lines sink.
 #[derive(Default)]
@@ -23,6 +23,7 @@ impl TableSink for RawLogs {
     type Row = OtelLogRow;
     const TOPIC: Topic = Topic::LogsRaw;
     const TABLE: &'static str = "otel_logs";
+    const TIME_COLUMN: Option<TimeColumn> = Some(TimeColumn::Nanos("Timestamp"));
     const NAME: &'static str = "otel_logs_raw";
 
     fn decode_raw(payload: &[u8]) -> Option<Result<LogBatch, String>> {

@@ -9,14 +9,19 @@
 //! sends after an outage) can be anywhere after the start. Records are kept when their own
 //! time is in `[from, to)`.
 //!
-//! Idempotence: messages are read in chunks of fixed offset ranges; after a chunk is
-//! stored, `obs_replay_log` records (target, partition, offsets, time range). A later
-//! replay into the same target skips records inside a logged area, so replaying a range
-//! twice, or an overlapping range, stores nothing twice. Each chunk's insert also carries
-//! a deduplication token derived from its offsets and range, so a replay killed between an
-//! insert and its log row stores that chunk once when run again.
+//! Nothing twice: messages are read in chunks of fixed offset ranges, and before a chunk is
+//! stored the target's rows of the chunk's time span are read back (through the table's
+//! record-time column) and compared by content: only rows the target does not hold yet are
+//! inserted, as a multiset (two equal records are stored twice only if sent twice). So a
+//! range the live sink already stored adds nothing, a gap deleted from a table is filled
+//! exactly, and a replay run twice, overlapping, or killed and run again stores each record
+//! once. Into the live tables, a replay stops at the live sink's committed offsets: what
+//! the sink has not stored yet it will store itself (counted as "left to the live sink").
+//! Each chunk's insert carries a deduplication token of its offsets and of the rows it
+//! inserts. `obs_replay_log` keeps a row per stored chunk (target, partition, offsets,
+//! range): the history of what replays did.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,7 +43,7 @@ use crate::logs::OtelLogs;
 use crate::metrics::{MetricMetadataTable, MetricSamples, MetricSeriesTable};
 use crate::raw_logs::RawLogs;
 use crate::rollups::MetricRollups;
-use crate::table::TableSink;
+use crate::table::{TableSink, TimeColumn};
 use crate::traces::OtelTraces;
 
 /// Messages per chunk: chunks start at multiples of this offset, so reruns line up.
@@ -73,8 +78,12 @@ pub struct TableSummary {
     pub messages: u64,
     /// Rows stored.
     pub stored: u64,
-    /// Rows skipped because an earlier replay into this target stored them.
-    pub already_replayed: u64,
+    /// Rows skipped because the target already holds them (stored by the live sink, or by
+    /// an earlier replay).
+    pub already_stored: u64,
+    /// Messages after the live sink's committed offsets, left for it to store (replays into
+    /// the live tables only).
+    pub left_to_sink: u64,
     /// Rows whose record time is outside the range.
     pub outside_range: u64,
     /// Messages that could not be decoded (left out; the live sink sent them to the DLQ).
@@ -175,17 +184,6 @@ async fn replay_table<T: TableSink>(
             .await
             .with_context(|| format!("creating {target} like {}", T::TABLE))?;
     }
-    let logged: Vec<LogRow> = client
-        .query(
-            "SELECT Target, Topic, Partition, FirstOffset, LastOffset, FromNs, ToNs \
-             FROM obs_replay_log WHERE Target = ? AND Topic = ?",
-        )
-        .bind(&target)
-        .bind(T::TOPIC.name())
-        .fetch_all()
-        .await
-        .context("reading obs_replay_log (run `obs migrate` first)")?;
-
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &cfg.kafka.brokers)
         .set("group.id", "obs-replay")
@@ -203,12 +201,34 @@ async fn replay_table<T: TableSink>(
             KAFKA_TIMEOUT,
         )
     })?;
-    let start: BTreeMap<i32, i64> = positions.iter().map(|(&p, &(s, _))| (p, s)).collect();
-    let end: BTreeMap<i32, i64> = positions.iter().map(|(&p, &(_, e))| (p, e)).collect();
     let mut summary = TableSummary {
         target: target.clone(),
         ..Default::default()
     };
+    // Into the live table: only what the live sink has committed (it stores the rest).
+    let live = (target == T::TABLE).then(|| format!("{}-{}", cfg.sink.group_prefix, T::NAME));
+    let committed = match &live {
+        Some(group) => {
+            let partitions: Vec<i32> = positions.keys().copied().collect();
+            Some(tokio::task::block_in_place(|| {
+                committed_offsets(&cfg.kafka.brokers, group, topic, &partitions)
+            })?)
+        }
+        None => None,
+    };
+    let mut start: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut end: BTreeMap<i32, i64> = BTreeMap::new();
+    for (&p, &(s, e)) in &positions {
+        let stop = match &committed {
+            Some(c) => e.min(c.get(&p).copied().unwrap_or(s)).max(s),
+            None => e,
+        };
+        summary.left_to_sink += (e - stop) as u64;
+        if s < stop {
+            start.insert(p, s);
+            end.insert(p, stop);
+        }
+    }
     if start.is_empty() {
         return Ok(summary);
     }
@@ -237,7 +257,7 @@ async fn replay_table<T: TableSink>(
         let chunk_start = o - o.rem_euclid(CHUNK);
         if open.get(&p).is_some_and(|c| c.first < chunk_start) {
             let c = open.remove(&p).expect("checked");
-            flush::<T>(&client, &target, p, c, opts).await?;
+            flush::<T>(&client, &target, p, c, opts, &mut summary).await?;
         }
         let chunk = open.entry(p).or_insert_with(|| Chunk {
             first: o,
@@ -256,11 +276,7 @@ async fn replay_table<T: TableSink>(
                         Some(t) if t < opts.from_ns || t >= opts.to_ns => {
                             summary.outside_range += 1
                         }
-                        Some(t) if covered(&logged, p, o, t) => summary.already_replayed += 1,
-                        _ => {
-                            chunk.rows.push(row);
-                            summary.stored += 1;
-                        }
+                        _ => chunk.rows.push(row),
                     }
                 }
             }
@@ -271,7 +287,7 @@ async fn replay_table<T: TableSink>(
         if done[&p]
             && let Some(c) = open.remove(&p)
         {
-            flush::<T>(&client, &target, p, c, opts).await?;
+            flush::<T>(&client, &target, p, c, opts, &mut summary).await?;
         }
         if opts.progress && last_progress.elapsed() > Duration::from_secs(2) {
             last_progress = Instant::now();
@@ -284,15 +300,61 @@ async fn replay_table<T: TableSink>(
     Ok(summary)
 }
 
-/// Whether an earlier replay into this target stored the record at (`p`, `o`) with time `t`.
-fn covered(logged: &[LogRow], p: i32, o: i64, t: i64) -> bool {
-    logged.iter().any(|l| {
-        l.partition == p
-            && l.first_offset <= o
-            && o <= l.last_offset
-            && l.from_ns <= t
-            && t < l.to_ns
-    })
+/// The live sink's committed offset per partition (absent: it has committed none).
+fn committed_offsets(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: &[i32],
+) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let client: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("creating a client for the live sink's offsets")?;
+    let mut tpl = TopicPartitionList::new();
+    for &p in partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = client
+        .committed_offsets(tpl, KAFKA_TIMEOUT)
+        .with_context(|| format!("reading the committed offsets of {group}"))?;
+    Ok(partitions
+        .iter()
+        .filter_map(|&p| match got.find_partition(topic, p)?.offset() {
+            Offset::Offset(o) => Some((p, o)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// A row's content, for comparing a chunk with what the target holds.
+fn fingerprint<R: Serialize>(row: &R) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(&serde_json::to_vec(row).expect("rows serialise"))
+}
+
+/// How many times the target holds each row content of the record-time span `[lo, hi]`
+/// (ns).
+async fn stored_rows<T: TableSink>(
+    client: &clickhouse::Client,
+    table: &str,
+    time: TimeColumn,
+    (lo, hi): (i64, i64),
+) -> anyhow::Result<HashMap<u128, u32>> {
+    let mut cursor = client
+        .query(&format!(
+            "SELECT ?fields FROM {table} WHERE {}",
+            time.between_sql()
+        ))
+        .bind(lo)
+        .bind(hi)
+        .fetch::<T::Row>()?;
+    let mut held = HashMap::new();
+    while let Some(row) = cursor.next().await? {
+        *held.entry(fingerprint(&row)).or_insert(0) += 1;
+    }
+    Ok(held)
 }
 
 async fn decode<T: TableSink>(codec: &Codec, payload: &[u8]) -> anyhow::Result<Option<T::Message>> {
@@ -314,28 +376,52 @@ async fn decode<T: TableSink>(codec: &Codec, payload: &[u8]) -> anyhow::Result<O
     bail!("the schema registry does not answer; check [registry] url")
 }
 
-/// Stores a chunk's rows (deduplicated by a token of its offsets and range), then logs it.
+/// Stores the chunk's rows that the target does not hold yet (deduplicated by a token of
+/// its offsets and of those rows), then logs the chunk.
 async fn flush<T: TableSink>(
     client: &clickhouse::Client,
     target: &str,
     partition: i32,
-    chunk: Chunk<T::Row>,
+    mut chunk: Chunk<T::Row>,
     opts: &ReplayOptions,
+    summary: &mut TableSummary,
 ) -> anyhow::Result<()> {
     let topic = T::TOPIC.name();
+    // The crate quotes a table name as one identifier: the database goes on the client.
+    let (db_client, table) = match target.split_once('.') {
+        Some((db, table)) => (client.clone().with_database(db), table),
+        None => (client.clone(), target),
+    };
+    let times = chunk.rows.iter().filter_map(T::row_time_ns);
+    if let (Some(time), Some(lo), Some(hi)) = (T::TIME_COLUMN, times.clone().min(), times.max()) {
+        let mut held = stored_rows::<T>(&db_client, table, time, (lo, hi))
+            .await
+            .with_context(|| format!("reading {target}'s rows of the chunk's time span"))?;
+        let before = chunk.rows.len();
+        chunk
+            .rows
+            .retain(|row| match held.get_mut(&fingerprint(row)) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    false
+                }
+                _ => true,
+            });
+        summary.already_stored += (before - chunk.rows.len()) as u64;
+    }
     if !chunk.rows.is_empty() {
+        let content = chunk
+            .rows
+            .iter()
+            .fold(0u128, |acc, r| acc.rotate_left(7) ^ fingerprint(r));
         let token = format!(
-            "replay:{target}/{topic}/{partition}:{}-{}@{}-{}",
+            "replay:{target}/{topic}/{partition}:{}-{}@{}-{}:{content:032x}",
             chunk.first, chunk.last, opts.from_ns, opts.to_ns
         );
-        // The crate quotes a table name as one identifier: the database goes on the client.
-        let (db_client, table) = match target.split_once('.') {
-            Some((db, table)) => (client.clone().with_database(db), table),
-            None => (client.clone(), target),
-        };
         insert_rows::<T::Row>(&db_client, table, &chunk.rows, &token)
             .await
             .with_context(|| format!("inserting into {target}"))?;
+        summary.stored += chunk.rows.len() as u64;
     }
     let log = LogRow {
         target: target.to_string(),
@@ -364,23 +450,5 @@ mod tests {
         assert!(!valid_name("x; DROP TABLE y"));
         assert!(!valid_name("1abc"));
         assert!(!valid_name(""));
-    }
-
-    #[test]
-    fn coverage_needs_both_offsets_and_time() {
-        let l = LogRow {
-            target: "t".into(),
-            topic: "obs.logs".into(),
-            partition: 1,
-            first_offset: 10,
-            last_offset: 20,
-            from_ns: 100,
-            to_ns: 200,
-        };
-        let logged = [l];
-        assert!(covered(&logged, 1, 10, 100));
-        assert!(!covered(&logged, 1, 10, 200));
-        assert!(!covered(&logged, 1, 21, 150));
-        assert!(!covered(&logged, 0, 15, 150));
     }
 }

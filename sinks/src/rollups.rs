@@ -4,16 +4,16 @@
 use clickhouse::Row;
 use obs_schemas::Topic;
 use obs_schemas::records::MetricRollupBatch;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::table::TableSink;
+use crate::table::{TableSink, TimeColumn};
 
 /// The `metrics_rollups` sink.
 #[derive(Default)]
 pub struct MetricRollups;
 
 /// One series over one window.
-#[derive(Debug, Clone, Row, Serialize)]
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct MetricRollupRow {
     /// Tenant.
@@ -51,6 +51,7 @@ impl TableSink for MetricRollups {
     type Row = MetricRollupRow;
     const TOPIC: Topic = Topic::MetricsRollup;
     const TABLE: &'static str = "metrics_rollups";
+    const TIME_COLUMN: Option<TimeColumn> = Some(TimeColumn::Millis("WindowStartMs"));
 
     fn rows(&mut self, batch: MetricRollupBatch, out: &mut Vec<MetricRollupRow>) {
         out.extend(batch.rollups.into_iter().map(|r| MetricRollupRow {

@@ -12,11 +12,22 @@ pub trait TableSink: Default + Send + Sync + 'static {
     /// The topic's value type.
     type Message: DeserializeOwned + Send;
     /// One row of the table; field names are the table's column names.
-    type Row: Row + for<'a> Row<Value<'a> = Self::Row> + Serialize + Send + Sync + 'static;
+    type Row: Row
+        + for<'a> Row<Value<'a> = Self::Row>
+        + Serialize
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static;
     /// Source topic.
     const TOPIC: Topic;
     /// Target table.
     const TABLE: &'static str;
+    /// The column holding each row's record time (`row_time_ns`): `obs replay` reads the
+    /// target's rows of a time range back through it, to store only the rows missing there.
+    /// `None` for rows without a time (series, metadata: replacing tables, where a row
+    /// written again is harmless).
+    const TIME_COLUMN: Option<TimeColumn>;
     /// Names the sink's consumer group (`<group_prefix>-<NAME>`); two sinks of one table
     /// need different names.
     const NAME: &'static str = Self::TABLE;
@@ -35,6 +46,29 @@ pub trait TableSink: Default + Send + Sync + 'static {
     /// The record time of a row in ns (what `obs replay --from/--to` selects on); `None`
     /// for rows that describe rather than record (series, metadata), which replay keeps.
     fn row_time_ns(row: &Self::Row) -> Option<i64>;
+}
+
+/// A table's record-time column and how it counts time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeColumn {
+    /// A `DateTime64(9)` column.
+    Nanos(&'static str),
+    /// An `Int64` column of ms since the epoch.
+    Millis(&'static str),
+}
+
+impl TimeColumn {
+    /// The condition "record time in `[?, ?]`", bound with two ns values.
+    pub fn between_sql(self) -> String {
+        match self {
+            TimeColumn::Nanos(c) => format!(
+                "{c} BETWEEN fromUnixTimestamp64Nano(toInt64(?)) AND fromUnixTimestamp64Nano(toInt64(?))"
+            ),
+            TimeColumn::Millis(c) => {
+                format!("{c} BETWEEN intDiv(toInt64(?), 1000000) AND intDiv(toInt64(?), 1000000)")
+            }
+        }
+    }
 }
 
 /// Attributes as a ClickHouse `Map` column takes them from the `clickhouse` crate.

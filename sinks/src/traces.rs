@@ -4,16 +4,16 @@
 use clickhouse::Row;
 use obs_schemas::Topic;
 use obs_schemas::records::SpanBatch;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::table::{TableSink, pairs};
+use crate::table::{TableSink, TimeColumn, pairs};
 
 /// The `otel_traces` sink.
 #[derive(Default)]
 pub struct OtelTraces;
 
 /// One `otel_traces` row; `Events.*` and `Links.*` are the Nested columns' arrays.
-#[derive(Debug, Clone, Row, Serialize)]
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct OtelTraceRow {
     /// Span start, ns.
@@ -76,6 +76,7 @@ impl TableSink for OtelTraces {
     type Row = OtelTraceRow;
     const TOPIC: Topic = Topic::Spans;
     const TABLE: &'static str = "otel_traces";
+    const TIME_COLUMN: Option<TimeColumn> = Some(TimeColumn::Nanos("Timestamp"));
 
     fn rows(&mut self, message: SpanBatch, out: &mut Vec<OtelTraceRow>) {
         out.extend(message.spans.into_iter().map(|s| {

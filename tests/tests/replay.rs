@@ -1,6 +1,7 @@
 //! `obs replay`: a time range of a topic into an empty table reproduces exactly the
 //! original table's rows for that range; replaying again (or an overlapping range) stores
-//! nothing twice; metrics replay into a fresh database.
+//! nothing twice; into the live table it stores only a gap deleted from it; metrics replay
+//! into a fresh database.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -44,27 +45,7 @@ fn replay(stack: &Stack, args: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn replayed_range_equals_the_original_rows_and_twice_changes_nothing() {
     let stack = Stack::start().await.unwrap();
-    // 600 logs, one per second of record time over the last 10 minutes, in 6 requests.
-    let base = now_ns() - 10 * MINUTE_NS;
-    for req in 0..6 {
-        let records: Vec<serde_json::Value> = (req * 100..(req + 1) * 100)
-            .map(|i| {
-                serde_json::json!({
-                    "timeUnixNano": (base + i * 1_000_000_000).to_string(),
-                    "severityText": if i % 7 == 0 { "ERROR" } else { "INFO" },
-                    "body": {"stringValue": format!("replay record {i}")},
-                    "attributes": [{"key": "i", "value": {"intValue": i.to_string()}}]
-                })
-            })
-            .collect();
-        stack
-            .post_otlp_logs(&format!("svc-{}", req % 2), "replay-test", records)
-            .await;
-    }
-    stack
-        .wait_log_count("ScopeName = 'replay-test'", 600, Duration::from_secs(60))
-        .await
-        .unwrap();
+    let base = send_ten_minutes(&stack, "replay-test").await;
 
     // Minutes 2..5 of the ten: 180 records.
     let (from, to) = (base + 2 * MINUTE_NS, base + 5 * MINUTE_NS);
@@ -111,7 +92,7 @@ async fn replayed_range_equals_the_original_rows_and_twice_changes_nothing() {
     );
     assert!(
         out.contains("180"),
-        "the summary counts 180 already-replayed rows:\n{out}"
+        "the summary counts 180 rows already stored:\n{out}"
     );
     assert_eq!(rows(&stack, "otel_logs_replay", "1").await, original);
 
@@ -133,6 +114,93 @@ async fn replayed_range_equals_the_original_rows_and_twice_changes_nothing() {
     let wider = rows(&stack, "otel_logs", &range(from - MINUTE_NS, to)).await;
     assert_eq!(wider.len(), 240);
     assert_eq!(rows(&stack, "otel_logs_replay", "1").await, wider);
+}
+
+/// 600 logs of the last ten minutes, one per second, in 6 requests (scope `scope`).
+async fn send_ten_minutes(stack: &Stack, scope: &str) -> i64 {
+    let base = now_ns() - 10 * MINUTE_NS;
+    for req in 0..6 {
+        let records: Vec<serde_json::Value> = (req * 100..(req + 1) * 100)
+            .map(|i| {
+                serde_json::json!({
+                    "timeUnixNano": (base + i * 1_000_000_000).to_string(),
+                    "body": {"stringValue": format!("record {i}")},
+                    "attributes": [{"key": "i", "value": {"intValue": i.to_string()}}]
+                })
+            })
+            .collect();
+        stack
+            .post_otlp_logs(&format!("svc-{}", req % 2), scope, records)
+            .await;
+    }
+    stack
+        .wait_log_count(
+            &format!("ScopeName = '{scope}'"),
+            600,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    base
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_into_the_live_table_stores_only_a_deleted_gap() {
+    let stack = Stack::start().await.unwrap();
+    let base = send_ten_minutes(&stack, "live-gap").await;
+    stack.wait_sink_caught_up("otel_logs").await.unwrap();
+    let all = "ScopeName = 'live-gap'";
+    let original = rows(&stack, "otel_logs", all).await;
+    assert_eq!(original.len(), 600);
+
+    // Replaying what the live sink stored adds nothing.
+    let secs = |ns: i64| (ns / 1_000_000_000).to_string();
+    let whole = [
+        "--topic",
+        "logs",
+        "--from",
+        &secs(base),
+        "--to",
+        &secs(base + 10 * MINUTE_NS),
+    ];
+    let out = replay(&stack, &whole);
+    assert!(out.contains("600"), "600 rows already stored:\n{out}");
+    assert_eq!(rows(&stack, "otel_logs", all).await, original, "{out}");
+
+    // A gap in the middle (minutes 4..6) is deleted; replaying minutes 2..9 fills exactly it.
+    let gap = format!(
+        "{all} AND toUnixTimestamp64Nano(Timestamp) >= {} AND toUnixTimestamp64Nano(Timestamp) < {}",
+        base + 4 * MINUTE_NS,
+        base + 6 * MINUTE_NS
+    );
+    stack
+        .db()
+        .query(&format!(
+            "ALTER TABLE otel_logs DELETE WHERE {gap} SETTINGS mutations_sync = 2"
+        ))
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(rows(&stack, "otel_logs", all).await.len(), 480);
+    let out = replay(
+        &stack,
+        &[
+            "--topic",
+            "logs",
+            "--from",
+            &secs(base + 2 * MINUTE_NS),
+            "--to",
+            &secs(base + 9 * MINUTE_NS),
+        ],
+    );
+    assert_eq!(
+        rows(&stack, "otel_logs", all).await,
+        original,
+        "every record exactly once after the replay:\n{out}"
+    );
+    // And once more over everything: still exactly once.
+    replay(&stack, &whole);
+    assert_eq!(rows(&stack, "otel_logs", all).await, original);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,12 +9,12 @@ pub mod fingerprint;
 use clickhouse::Row;
 use obs_schemas::Topic;
 use obs_schemas::records::{Attrs, LogBatch, SpanBatch};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::table::TableSink;
+use crate::table::{TableSink, TimeColumn};
 
 /// One exception occurrence.
-#[derive(Debug, Clone, Row, Serialize)]
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ErrorEventRow {
     /// Tenant.
@@ -101,6 +101,7 @@ impl TableSink for ErrorsFromSpans {
     type Row = ErrorEventRow;
     const TOPIC: Topic = Topic::Spans;
     const TABLE: &'static str = "obs_error_events";
+    const TIME_COLUMN: Option<TimeColumn> = Some(TimeColumn::Nanos("Timestamp"));
     const NAME: &'static str = "obs_error_events_spans";
     const DEAD_LETTERS_UNDECODABLE: bool = false;
 
@@ -142,6 +143,7 @@ impl TableSink for ErrorsFromLogs {
     type Row = ErrorEventRow;
     const TOPIC: Topic = Topic::Logs;
     const TABLE: &'static str = "obs_error_events";
+    const TIME_COLUMN: Option<TimeColumn> = Some(TimeColumn::Nanos("Timestamp"));
     const NAME: &'static str = "obs_error_events_logs";
     const DEAD_LETTERS_UNDECODABLE: bool = false;
 
