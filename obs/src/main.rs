@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use obs_runtime::auth::{Access, Dialect};
 use obs_runtime::{Config, clickhouse as ch, ops, shutdown, telemetry};
 use obs_schemas::migrations;
 use obs_schemas::registry::{SchemaStore, router as registry_router};
@@ -322,6 +323,19 @@ enum Command {
     /// print each with its partition count. The stages create them too; this is for
     /// brokers with automatic topic creation off (docker-compose's `topics` service).
     Topics,
+    /// Make a credential for [auth]: a new random bearer token (printed once) and the
+    /// [[auth.credentials]] entry holding only its SHA-256.
+    Auth {
+        /// The credential's name.
+        #[arg(long)]
+        name: String,
+        /// Tenants it may act for (comma separated; "*" for any).
+        #[arg(long, default_value = "default")]
+        tenants: String,
+        /// read, write or read,write.
+        #[arg(long, default_value = "read")]
+        access: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -400,6 +414,7 @@ async fn main() {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = Config::load(cli.config.as_deref())?;
+    query_api::set_client_token(&cfg.auth.client_token);
     match cli.command {
         Command::Up {
             no_sink,
@@ -409,7 +424,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sink => {
             migrate(&cfg).await?;
             let ready = ops::Readiness::default();
-            let ops_server = ops::serve(&cfg.sink.listen, ops::router(ready.clone()), "sink ops");
+            let guard = ops::guard(&cfg, Dialect::Query, Some(Access::Read))?;
+            let ops_server = ops::serve(
+                &cfg.sink.listen,
+                ops::router(ready.clone()),
+                "sink ops",
+                &guard,
+            );
             let sink = async { tokio::try_join!(obs_sinks::run(cfg.clone(), ready), ops_server) };
             tokio::select! {
                 r = sink => r.map(|_| ()),
@@ -466,10 +487,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Processor => {
             let ready = ops::Readiness::default();
             let view = obs_stream_processors::RulesView::default();
+            let guard = ops::guard(&cfg, Dialect::Query, Some(Access::Read))?;
             let ops_server = ops::serve(
                 &cfg.processor.listen,
                 ops::router(ready.clone()).merge(view.routes()),
                 "processor ops",
+                &guard,
             );
             let processor = obs_stream_processors::run(cfg.clone(), ready, view);
             tokio::try_join!(processor, ops_server).map(|_| ())
@@ -604,10 +627,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Topics => topics(&cfg).await,
+        Command::Auth {
+            name,
+            tenants,
+            access,
+        } => {
+            print!("{}", new_credential(&name, &tenants, &access)?);
+            Ok(())
+        }
         Command::Config => {
             // Secrets are shown as set or not, never printed.
             let mut shown = cfg.clone();
-            for secret in [&mut shown.clickhouse.password, &mut shown.logs.redact_key] {
+            for secret in [
+                &mut shown.clickhouse.password,
+                &mut shown.logs.redact_key,
+                &mut shown.auth.client_token,
+            ] {
                 if !secret.is_empty() {
                     *secret = "<set>".into();
                 }
@@ -704,7 +739,8 @@ async fn registry(
     })?;
     tracing::info!(log = %store.path().display(), "registry storage");
     let app = registry_router(Arc::new(store)).merge(ops::router(ready_now()));
-    ops::serve_until(&cfg.registry.listen, app, "schema registry", stop).await
+    let guard = ops::guard(&cfg, Dialect::Registry, None)?;
+    ops::serve_until(&cfg.registry.listen, app, "schema registry", &guard, stop).await
 }
 
 fn ready_now() -> ops::Readiness {
@@ -732,6 +768,40 @@ async fn migrate(cfg: &Config) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// A new random token and its `[[auth.credentials]]` entry (checked as `[auth]` would).
+fn new_credential(name: &str, tenants: &str, access: &str) -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let token = format!("obs_{}", hex::encode(bytes));
+    let list = |s: &str| -> Vec<String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    let credential = obs_runtime::auth::CredentialConfig {
+        name: name.to_string(),
+        token_sha256: obs_runtime::auth::hash_secret(&token),
+        tenants: list(tenants),
+        access: list(access),
+        ..Default::default()
+    };
+    obs_runtime::auth::Auth::new(&obs_runtime::auth::AuthConfig {
+        credentials: vec![credential.clone()],
+        ..Default::default()
+    })?;
+    let entry = toml::to_string(&credential)?;
+    let entry: String = entry
+        .lines()
+        .filter(|l| !l.ends_with("= \"\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    Ok(format!(
+        "# token (shown once; send it as Authorization: Bearer <token>):\n# {token}\n[[auth.credentials]]\n{entry}"
+    ))
 }
 
 /// Creates the pipeline's topics (retrying for a minute while the broker is not up) and
@@ -786,6 +856,7 @@ async fn up(cfg: Config, with_sink: bool, with_processor: bool) -> anyhow::Resul
     }));
     let mut stages = tokio::task::JoinSet::new();
     migrate(&cfg).await?;
+    let guard = ops::guard(&cfg, Dialect::Query, Some(Access::Read))?;
     stages.spawn(named(
         "collector",
         obs_producers::run(cfg.clone(), ops::Readiness::default()),
@@ -794,8 +865,9 @@ async fn up(cfg: Config, with_sink: bool, with_processor: bool) -> anyhow::Resul
         let ready = ops::Readiness::default();
         let (addr, router) = (cfg.sink.listen.clone(), ops::router(ready.clone()));
         stages.spawn(named("sink", obs_sinks::run(cfg.clone(), ready)));
+        let guard = guard.clone();
         stages.spawn(named("sink ops", async move {
-            ops::serve(&addr, router, "sink ops").await
+            ops::serve(&addr, router, "sink ops", &guard).await
         }));
     }
     stages.spawn(named(
@@ -813,8 +885,9 @@ async fn up(cfg: Config, with_sink: bool, with_processor: bool) -> anyhow::Resul
             "processor",
             obs_stream_processors::run(cfg.clone(), ready, view),
         ));
+        let guard = guard.clone();
         stages.spawn(named("processor ops", async move {
-            ops::serve(&addr, router, "processor ops").await
+            ops::serve(&addr, router, "processor ops", &guard).await
         }));
     }
     eprintln!(

@@ -3,6 +3,22 @@
 
 use serde_json::Value;
 
+/// `[auth] client_token` of this run: the CLI's requests to the listeners carry it.
+static CLIENT_TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Sets the token the CLI's requests carry (once, from the configuration).
+pub fn set_client_token(token: &str) {
+    let _ = CLIENT_TOKEN.set(token.to_string());
+}
+
+/// `req` with the CLI's bearer token, when one is configured.
+pub fn authorized(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    match CLIENT_TOKEN.get().filter(|t| !t.is_empty()) {
+        Some(t) => req.bearer_auth(t),
+        None => req,
+    }
+}
+
 /// GETs `path` with `params` (as `tenant` when given) and returns the body of a successful
 /// answer; `what` names the request in errors.
 pub async fn get(
@@ -13,7 +29,7 @@ pub async fn get(
     what: &str,
 ) -> anyhow::Result<String> {
     let url = format!("{}{path}", base.trim_end_matches('/'));
-    let mut req = reqwest::Client::new().get(&url).query(params);
+    let mut req = authorized(reqwest::Client::new().get(&url).query(params));
     if let Some(t) = tenant {
         req = req.header("X-Scope-OrgID", t);
     }

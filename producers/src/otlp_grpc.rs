@@ -27,14 +27,16 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
+use obs_runtime::auth::{Access, Auth, Denied};
+
 use crate::error::CollectorError;
 use crate::server::{
     AppState, TENANT_HEADER, publish_otlp_logs, publish_otlp_metrics, publish_otlp_traces,
 };
 
-/// The three OTLP services over one shared state.
+/// The three OTLP services over one shared state, behind the credentials of `[auth]`.
 #[derive(Clone)]
-struct Otlp(AppState);
+struct Otlp(AppState, Auth);
 
 fn status(e: CollectorError) -> Status {
     metrics::counter!("obs_collector_rejected_total", "reason" => e.reason()).increment(1);
@@ -49,16 +51,25 @@ fn status(e: CollectorError) -> Status {
 }
 
 impl Otlp {
-    /// The tenant from the `x-scope-orgid` metadata, or the default.
+    /// The tenant from the `x-scope-orgid` metadata, or the default; with auth on, the
+    /// `authorization` metadata must allow writing for it (else UNAUTHENTICATED or
+    /// PERMISSION_DENIED).
     fn tenant<T>(&self, req: &Request<T>) -> Result<String, Status> {
         let mut headers = axum::http::HeaderMap::new();
-        if let Some(v) = req
-            .metadata()
-            .get(TENANT_HEADER.to_ascii_lowercase().as_str())
-            && let Ok(v) = axum::http::HeaderValue::from_bytes(v.as_bytes())
-        {
-            headers.insert(TENANT_HEADER, v);
+        for name in [TENANT_HEADER, "authorization"] {
+            if let Some(v) = req.metadata().get(name.to_ascii_lowercase().as_str())
+                && let Ok(v) = axum::http::HeaderValue::from_bytes(v.as_bytes())
+            {
+                headers.insert(name, v);
+            }
         }
+        self.1.admit(&mut headers, Access::Write).map_err(|d| {
+            d.count();
+            match d {
+                Denied::Unauthenticated(m) => Status::unauthenticated(m),
+                Denied::Forbidden(m) => Status::permission_denied(m),
+            }
+        })?;
         crate::server::tenant(&headers, &self.0.cfg.default_tenant).map_err(status)
     }
 
@@ -113,12 +124,13 @@ impl MetricsService for Otlp {
 }
 
 /// Serves OTLP/gRPC on `addr` until a shutdown is asked for (calls in flight finish).
-pub async fn serve(addr: &str, state: AppState) -> anyhow::Result<()> {
+pub async fn serve(addr: &str, state: AppState, auth: Auth) -> anyhow::Result<()> {
     let sock: SocketAddr = addr
         .parse()
         .with_context(|| format!("collector.otlp_grpc_listen {addr:?} is not host:port"))?;
     let limit = state.cfg.max_body_bytes;
-    let otlp = Otlp(state);
+    obs_runtime::auth::warn_if_open(&auth, addr, "collector OTLP/gRPC");
+    let otlp = Otlp(state, auth);
     tracing::info!("collector OTLP/gRPC listening on {addr}");
     tonic::transport::Server::builder()
         .add_service(

@@ -11,6 +11,7 @@ use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use obs_runtime::auth::{Access, Dialect};
 use obs_runtime::config::{CollectorConfig, Config};
 use obs_runtime::{kafka, ops, shutdown};
 use obs_schemas::Topic;
@@ -352,7 +353,7 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
     kafka::ensure_topics(&cfg.kafka).await?;
     let producer = kafka::SharedProducer::new(&cfg.kafka)?;
     let partitions = kafka::partition_counts(&cfg.kafka).await?;
-    let codec = Arc::new(Codec::new(&cfg.registry.url));
+    let codec = Arc::new(Codec::with_token(&cfg.registry.url, &cfg.auth.client_token));
     let state = AppState {
         publisher: Publisher::new(producer, codec, partitions).with_logs_topic(
             // Configured log pipelines run before storage: the log processor reads these.
@@ -380,9 +381,10 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
             listeners.push((addr.clone(), name));
         }
     }
+    let guard = ops::guard(&cfg, Dialect::Collector, Some(Access::Write))?;
     let servers = listeners.into_iter().map(|(addr, name)| {
-        let app = app.clone();
-        async move { ops::serve(&addr, app, name).await }
+        let (app, guard) = (app.clone(), guard.clone());
+        async move { ops::serve(&addr, app, name, &guard).await }
     });
     let http = futures::future::try_join_all(servers);
     let grpc = async {
@@ -390,7 +392,12 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
             shutdown::wait().await;
             return Ok(());
         }
-        crate::otlp_grpc::serve(&cfg.collector.otlp_grpc_listen, grpc_state.clone()).await
+        crate::otlp_grpc::serve(
+            &cfg.collector.otlp_grpc_listen,
+            grpc_state.clone(),
+            guard.auth.clone(),
+        )
+        .await
     };
     let scrape = async {
         if cfg.collector.scrape_config.is_empty() {

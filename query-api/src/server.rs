@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
+use obs_runtime::auth::{Access, Dialect};
 use obs_runtime::config::{Config, QueryConfig};
 use obs_runtime::{clickhouse as ch, ops};
 
@@ -52,5 +53,6 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
     };
     let app = router(state).merge(ops::router(ready.clone()));
     ready.set(true);
-    ops::serve(&cfg.query.listen, app, "query API").await
+    let guard = ops::guard(&cfg, Dialect::Query, Some(Access::Read))?;
+    ops::serve(&cfg.query.listen, app, "query API", &guard).await
 }

@@ -41,6 +41,8 @@ pub struct Config {
     pub sql: SqlConfig,
     /// Table retention applied by `obs migrate`.
     pub retention: Retention,
+    /// Credentials every listener requires, and the tenants each may act for.
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// `[kafka]`.

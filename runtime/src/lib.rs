@@ -4,6 +4,7 @@
 //! ([`telemetry`]), publishing records to their topics ([`publish`]), label-name rules ([`labels`]), JSON lines from log agents as log records ([`json_lines`]), the request tenant ([`tenant`]) and a
 //! clean stop on SIGTERM ([`shutdown`]).
 
+pub mod auth;
 pub mod clickhouse;
 pub mod config;
 pub mod json_lines;

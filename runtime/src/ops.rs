@@ -13,6 +13,8 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
+use crate::auth::{Access, Auth, Dialect, Guard, guarded, warn_if_open};
+use crate::config::Config;
 use crate::telemetry::metrics_handle;
 
 /// Whether a stage is ready to take traffic, and if not, why; cheap to clone and share.
@@ -91,10 +93,20 @@ pub fn router(ready: Readiness) -> Router {
         )
 }
 
-/// Binds `addr` and serves `app` until a shutdown is asked for (see
+/// The [`Guard`] of a listener: `[auth]`'s credentials, the access its requests need
+/// (`None`: read for GET, write otherwise) and how it words refusals.
+pub fn guard(cfg: &Config, dialect: Dialect, need: Option<Access>) -> anyhow::Result<Guard> {
+    Ok(Guard {
+        auth: Auth::new(&cfg.auth)?,
+        dialect,
+        need,
+    })
+}
+
+/// Binds `addr` and serves `app` behind `guard` until a shutdown is asked for (see
 /// [`crate::shutdown`]); requests in flight are finished first.
-pub async fn serve(addr: &str, app: Router, what: &str) -> anyhow::Result<()> {
-    serve_until(addr, app, what, crate::shutdown::wait()).await
+pub async fn serve(addr: &str, app: Router, what: &str, guard: &Guard) -> anyhow::Result<()> {
+    serve_until(addr, app, what, guard, crate::shutdown::wait()).await
 }
 
 /// Like [`serve`], but stops when `stop` completes: for a server other stages of the
@@ -103,8 +115,11 @@ pub async fn serve_until(
     addr: &str,
     app: Router,
     what: &str,
+    guard: &Guard,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    warn_if_open(&guard.auth, addr, what);
+    let app = guarded(app, guard.clone());
     let listener = TcpListener::bind(addr).await.map_err(|e| {
         anyhow::anyhow!("{what}: cannot listen on {addr}: {e} (is another process using the port?)")
     })?;

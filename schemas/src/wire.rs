@@ -65,8 +65,18 @@ pub struct Codec {
 impl Codec {
     /// A codec talking to the registry at `registry_url` (e.g. `http://127.0.0.1:8081`).
     pub fn new(registry_url: &str) -> Self {
-        let settings = SrSettings::new_builder(registry_url.trim_end_matches('/').to_string())
-            .set_timeout(std::time::Duration::from_secs(5))
+        Codec::with_token(registry_url, "")
+    }
+
+    /// A codec sending `token` as a bearer token to the registry (none when empty): for a
+    /// registry that requires credentials (`[auth] client_token`).
+    pub fn with_token(registry_url: &str, token: &str) -> Self {
+        let mut builder = SrSettings::new_builder(registry_url.trim_end_matches('/').to_string());
+        builder.set_timeout(std::time::Duration::from_secs(5));
+        if !token.is_empty() {
+            builder.set_token_authorization(token);
+        }
+        let settings = builder
             .build()
             .expect("registry settings without TLS or proxies always build");
         Codec {

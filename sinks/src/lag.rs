@@ -1,5 +1,5 @@
 //! Progress of a sink, measured beside it: consumer lag per partition
-//! (`obs_sink_consumer_lag{table, topic, partition}`: the partition's high watermark minus
+//! (`obs_sink_consumer_lag{table, topic, group, partition}`: the partition's high watermark minus
 //! the group's committed offset, i.e. the messages not yet durably stored) and stalls.
 //!
 //! A partition with messages waiting whose committed offset has not moved for
@@ -64,6 +64,7 @@ pub fn spawn(cfg: &KafkaConfig, watch: Watch, ready: Readiness) {
                                 "obs_sink_consumer_lag",
                                 "table" => watch.table,
                                 "topic" => watch.topic.name(),
+                                "group" => watch.group.clone(),
                                 "partition" => p.partition.to_string()
                             )
                             .set(p.lag() as f64);

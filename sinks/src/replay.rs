@@ -239,7 +239,7 @@ async fn replay_table<T: TableSink>(
     consumer.assign(&assign)?;
     let total: i64 = start.iter().map(|(p, s)| end[p] - s).sum();
 
-    let codec = Arc::new(Codec::new(&cfg.registry.url));
+    let codec = Arc::new(Codec::with_token(&cfg.registry.url, &cfg.auth.client_token));
     let mut table = T::default();
     let mut open: BTreeMap<i32, Chunk<T::Row>> = BTreeMap::new();
     let mut done: BTreeMap<i32, bool> = start.keys().map(|&p| (p, false)).collect();

@@ -33,7 +33,7 @@ pub struct Wiring {
 pub async fn connect(cfg: &Config, name: &str, input: Topic) -> anyhow::Result<Wiring> {
     kafka::ensure_topics(&cfg.kafka).await?;
     let counts = kafka::partition_counts(&cfg.kafka).await?;
-    let codec = Arc::new(Codec::new(&cfg.registry.url));
+    let codec = Arc::new(Codec::with_token(&cfg.registry.url, &cfg.auth.client_token));
     let publisher = Publisher::new(
         SharedProducer::new(&cfg.kafka)?,
         codec.clone(),

@@ -3,6 +3,7 @@
 not write), then print one JSON line per record describing exactly what was sent.
 
 Usage: send_otlp_logs.py --endpoint URL --run-id ID --count N [--compression gzip|none]
+       [--protocol otlp-http|otlp-grpc] [--header name=value ...]
 Exits non-zero if the exporter reports a failure.
 """
 
@@ -30,16 +31,19 @@ SEVERITIES = [
 FAILED = []
 
 
-def make_exporter(protocol, endpoint, compression):
-    """The SDK's OTLP/HTTP or OTLP/gRPC log exporter, remembering failed exports."""
+def make_exporter(protocol, endpoint, compression, headers):
+    """The SDK's OTLP/HTTP or OTLP/gRPC log exporter sending `headers` (gRPC: metadata),
+    remembering failed exports."""
     if protocol == "otlp-grpc":
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as Grpc
         import grpc
         c = grpc.Compression.Gzip if compression == "gzip" else grpc.Compression.NoCompression
-        exporter = Grpc(endpoint=endpoint, insecure=True, compression=c, timeout=10)
+        exporter = Grpc(endpoint=endpoint, insecure=True, compression=c, timeout=10,
+                        headers=headers or None)
     else:
         c = Compression.Gzip if compression == "gzip" else Compression.NoCompression
-        exporter = OTLPLogExporter(endpoint=endpoint, compression=c, timeout=10)
+        exporter = OTLPLogExporter(endpoint=endpoint, compression=c, timeout=10,
+                                   headers=headers or None)
     original = exporter.export
 
     def export(batch):
@@ -59,9 +63,11 @@ def main():
     p.add_argument("--count", type=int, default=20)
     p.add_argument("--compression", default="none", choices=["none", "gzip"])
     p.add_argument("--protocol", default="otlp-http", choices=["otlp-http", "otlp-grpc"])
+    p.add_argument("--header", action="append", default=[], help="name=value, sent with every export")
     args = p.parse_args()
 
-    exporter = make_exporter(args.protocol, args.endpoint, args.compression)
+    headers = dict(h.split("=", 1) for h in args.header)
+    exporter = make_exporter(args.protocol, args.endpoint, args.compression, headers)
     provider = LoggerProvider(resource=Resource.create({"service.name": "sdk-test-svc", "deployment.environment": "e2e"}))
     provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
     logger = provider.get_logger("obs.e2e", "1.2.3")

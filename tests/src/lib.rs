@@ -713,9 +713,19 @@ impl Stack {
 
     /// Runs `obs <args>` against this stack (same configuration) and returns its output.
     pub fn run_obs(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        self.run_obs_with(args, &[])
+    }
+
+    /// [`Stack::run_obs`] with extra `OBS_*` settings over the stack's.
+    pub fn run_obs_with(
+        &self,
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<std::process::Output> {
         Command::new(obs_bin())
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(extra.iter().copied())
             .env("RUST_LOG", "warn")
             .output()
             .with_context(|| format!("running obs {args:?}"))
@@ -789,27 +799,35 @@ impl Stack {
             .await?)
     }
 
-    /// Waits until the sink of `table` has stored everything published on its topic before
-    /// this call: its consumer group's committed offset reaches, on every partition, the
-    /// high watermark read at the call (a sink commits only after the insert). A count taken
-    /// then is final for what came before: a record that is missing is provably not coming.
+    /// Waits until the sinks of `table` have stored everything published on their topics
+    /// before this call: each sink's consumer group has committed, on every partition, at
+    /// least the high watermark read at the call (a sink commits only after the insert). A
+    /// count taken then is final for what came before: a missing record is provably not
+    /// coming. (A table can have several sinks: `otel_traces` from `obs.spans` and from
+    /// `obs.spans.sampled`.)
     pub async fn wait_sink_caught_up(&self, table: &str) -> anyhow::Result<()> {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-        // The sink names its topic in its lag metric.
+        // Each sink of the table names its topic and group in its lag metric.
         let label = format!("table=\"{table}\"");
-        let topic = wait_for(
+        let value = |line: &str, name: &str| -> Option<String> {
+            let key = format!("{name}=\"");
+            let rest = &line[line.find(&key)? + key.len()..];
+            Some(rest[..rest.find('"')?].to_string())
+        };
+        let sinks: std::collections::BTreeSet<(String, String)> = wait_for(
             &format!("the {table} sink's lag metric"),
             Duration::from_secs(60),
             || {
                 let label = label.clone();
                 async move {
                     let text = self.sink_metrics().await.ok()?;
-                    let line = text
+                    let found: std::collections::BTreeSet<(String, String)> = text
                         .lines()
-                        .find(|l| l.starts_with("obs_sink_consumer_lag{") && l.contains(&label))?;
-                    let rest = &line[line.find("topic=\"")? + 7..];
-                    Some(rest[..rest.find('"')?].to_string())
+                        .filter(|l| l.starts_with("obs_sink_consumer_lag{") && l.contains(&label))
+                        .filter_map(|l| Some((value(l, "topic")?, value(l, "group")?)))
+                        .collect();
+                    (!found.is_empty()).then_some(found)
                 }
             },
         )
@@ -820,46 +838,49 @@ impl Stack {
             .find(|(k, _)| k == "OBS_KAFKA__BROKERS")
             .map(|(_, v)| v.clone())
             .context("no broker address")?;
-        let client: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("group.id", format!("obs-sink-{table}"))
-            .set("enable.auto.commit", "false")
-            .create()?;
         let timeout = Duration::from_secs(10);
-        let partitions = client
-            .fetch_metadata(Some(&topic), timeout)?
-            .topics()
-            .first()
-            .map(|t| t.partitions().len() as i32)
-            .context("no such topic")?;
-        let mut high = Vec::new();
-        for p in 0..partitions {
-            high.push(client.fetch_watermarks(&topic, p, timeout)?.1);
+        for (topic, group) in sinks {
+            let client: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("group.id", &group)
+                .set("enable.auto.commit", "false")
+                .create()?;
+            let partitions = client
+                .fetch_metadata(Some(&topic), timeout)?
+                .topics()
+                .first()
+                .map(|t| t.partitions().len() as i32)
+                .context("no such topic")?;
+            let mut high = Vec::new();
+            for p in 0..partitions {
+                high.push(client.fetch_watermarks(&topic, p, timeout)?.1);
+            }
+            wait_for(
+                &format!("{group} to commit up to {topic}'s end offsets {high:?}"),
+                Duration::from_secs(60),
+                || {
+                    let mut tpl = TopicPartitionList::new();
+                    for p in 0..partitions {
+                        tpl.add_partition(&topic, p);
+                    }
+                    let done = client
+                        .committed_offsets(tpl, timeout)
+                        .ok()
+                        .is_some_and(|c| {
+                            (0..partitions).all(|p| {
+                                let at = match c.find_partition(&topic, p).map(|e| e.offset()) {
+                                    Some(Offset::Offset(o)) => o,
+                                    _ => 0,
+                                };
+                                at >= high[p as usize]
+                            })
+                        });
+                    async move { done.then_some(()) }
+                },
+            )
+            .await?;
         }
-        wait_for(
-            &format!("the {table} sink to commit up to {topic}'s end offsets {high:?}"),
-            Duration::from_secs(60),
-            || {
-                let mut tpl = TopicPartitionList::new();
-                for p in 0..partitions {
-                    tpl.add_partition(&topic, p);
-                }
-                let done = client
-                    .committed_offsets(tpl, timeout)
-                    .ok()
-                    .is_some_and(|c| {
-                        (0..partitions).all(|p| {
-                            let at = match c.find_partition(&topic, p).map(|e| e.offset()) {
-                                Some(Offset::Offset(o)) => o,
-                                _ => 0,
-                            };
-                            at >= high[p as usize]
-                        })
-                    });
-                async move { done.then_some(()) }
-            },
-        )
-        .await
+        Ok(())
     }
 
     /// The query API's base URL.

@@ -1004,3 +1004,73 @@ async fn tenants_are_isolated_and_values_never_reach_the_sql_text() {
         );
     }
 }
+
+/// A trace whose span starts late in its second (here 0.9 s past it) is found by id with
+/// that span: the lookup compares span times with the index's whole seconds exactly (it
+/// once lost such spans, one trace in two).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_span_late_in_its_second_is_found_by_id() {
+    let stack = Stack::start().await.unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let start = (now - 60 * S) / S * S + 900 * MS;
+    let trace_id = "5b8efff798038103d269b633813fc60c";
+    let body = json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "late"}}]},
+        "scopeSpans": [{"spans": [{
+            "traceId": trace_id,
+            "spanId": "00f067aa0ba902b7",
+            "name": "GET /late",
+            "kind": 2,
+            "startTimeUnixNano": start.to_string(),
+            "endTimeUnixNano": (start + 5 * MS).to_string()
+        }]}]
+    }]});
+    let r = http(30)
+        .post(format!(
+            "http://127.0.0.1:{}/v1/traces",
+            stack.ports.otlp_http
+        ))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let db = stack.db();
+    wait_for(
+        "the span and its index row",
+        Duration::from_secs(60),
+        || {
+            let db = db.clone();
+            async move {
+                let n: u64 = db
+                    .query(
+                        "SELECT ifNull((SELECT count() FROM otel_traces WHERE TraceId = ?), 0) \
+                     + ifNull((SELECT count() FROM otel_traces_trace_id_ts WHERE TraceId = ?), 0)",
+                    )
+                    .bind(trace_id)
+                    .bind(trace_id)
+                    .fetch_one()
+                    .await
+                    .ok()?;
+                (n == 2).then_some(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let r = http(30)
+        .get(format!("{}/api/traces/{trace_id}", stack.query_url()))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["data"][0]["spans"][0]["operationName"], "GET /late",
+        "{v}"
+    );
+}

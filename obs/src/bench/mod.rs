@@ -105,7 +105,7 @@ where
                             .unwrap_or_default()
                     };
                     let size = body.len() as u64;
-                    let mut req = client.post(&url).body(body);
+                    let mut req = crate::query_api::authorized(client.post(&url)).body(body);
                     for (k, v) in headers {
                         req = req.header(*k, *v);
                     }

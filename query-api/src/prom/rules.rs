@@ -26,8 +26,11 @@ async fn forward(
         .get_or_init(reqwest::Client::new)
         .get(&url)
         .timeout(std::time::Duration::from_secs(10));
-    if let Some(t) = headers.get(TENANT_HEADER) {
-        req = req.header(TENANT_HEADER, t.as_bytes());
+    // The caller's tenant and credential go along: the processor's listener checks them too.
+    for name in [TENANT_HEADER, "authorization"] {
+        if let Some(v) = headers.get(name) {
+            req = req.header(name, v.as_bytes());
+        }
     }
     match req.send().await {
         Ok(r) => {

@@ -176,7 +176,7 @@ pub async fn run(cfg: &Config, opts: &Options) -> anyhow::Result<Report> {
         }
     }
     consumer.assign(&assign)?;
-    let codec = Codec::new(&cfg.registry.url);
+    let codec = Codec::with_token(&cfg.registry.url, &cfg.auth.client_token);
     let mut newest: BTreeMap<i32, i64> = BTreeMap::new();
     let mut messages: u64 = 0;
     let mut evaluations: u64 = 0;

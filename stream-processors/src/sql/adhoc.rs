@@ -74,7 +74,7 @@ pub async fn run(cfg: &Config, q: &TopicQuery) -> anyhow::Result<TopicAnswer> {
     })
     .await
     .context("reading task")??;
-    let codec = Codec::new(&cfg.registry.url);
+    let codec = Codec::with_token(&cfg.registry.url, &cfg.auth.client_token);
     let mut outside = 0;
     for p in &payloads {
         outside += rows.add_message(&codec, p, (q.from_ns, q.to_ns)).await?;
