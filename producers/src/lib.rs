@@ -25,6 +25,7 @@
 mod body;
 mod error;
 mod events;
+pub mod fuzzing;
 mod labels;
 pub mod loki;
 mod metrics;

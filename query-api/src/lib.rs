@@ -10,6 +10,7 @@
 //! * [`tenant`]: the request's tenant.
 
 pub mod errors;
+pub mod fuzzing;
 pub mod logql;
 pub mod prom;
 pub mod server;

@@ -6,7 +6,7 @@
 //! remote write 2.0 (the sender then falls back to 1.0), 503 with `Retry-After` when the
 //! broker is down. Native histograms are stored as classic buckets.
 
-mod normalise;
+pub(crate) mod normalise;
 pub mod proto;
 
 use axum::body::Body;

@@ -17,7 +17,7 @@
 //! * `probe`: HTTP and TCP probes.
 
 pub mod config;
-mod exposition;
+pub(crate) mod exposition;
 pub mod probe;
 pub mod relabel;
 mod target;
