@@ -68,9 +68,12 @@ fn number_ns(n: f64) -> Option<i64> {
     } else {
         1
     };
-    // Whole and fractional parts apart: `1795341601.25 * 1e9` is not exact in f64.
+    // Whole and fractional parts apart: `1795341601.25 * 1e9` is not exact in f64. A number
+    // whose ns do not fit an i64 (past the year 2262) is no time (found by fuzzing).
     let whole = n.trunc();
-    Some(whole as i64 * scale + ((n - whole) * scale as f64).round() as i64)
+    (whole as i64)
+        .checked_mul(scale)?
+        .checked_add(((n - whole) * scale as f64).round() as i64)
 }
 
 fn flatten(prefix: &str, v: Value, out: &mut Attrs) {
@@ -191,6 +194,8 @@ mod tests {
             number_ns(1_795_341_600_000_000.0),
             Some(1_795_341_600_000_000_000)
         );
+        // Seconds whose ns overflow an i64 are no time.
+        assert_eq!(number_ns(90_000_000_000.0), None);
         let e = parse(b"{\"a\":1}\nnot json\n", 0).unwrap_err();
         assert!(e.starts_with("line 2"), "{e}");
         let b = parse(br#"{"x":1}"#, 5).unwrap();

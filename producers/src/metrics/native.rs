@@ -28,16 +28,16 @@ pub struct Exponential {
 impl Exponential {
     /// Cumulative `(upper bound, count)` pairs ascending, ending with `(+Inf, count)`.
     pub fn cumulative(&self) -> Vec<(f64, f64)> {
-        let bound = |i: i32| upper_bound(i, self.schema);
+        let bound = |i: i64| upper_bound(i, self.schema);
         let mut buckets: Vec<(f64, f64)> = Vec::new();
         for &(i, c) in &self.negative {
-            buckets.push((-bound(i - 1), c));
+            buckets.push((-bound(i64::from(i) - 1), c));
         }
         if self.zero_count > 0.0 || self.zero_threshold > 0.0 {
             buckets.push((self.zero_threshold, self.zero_count));
         }
         for &(i, c) in &self.positive {
-            buckets.push((bound(i), c));
+            buckets.push((bound(i64::from(i)), c));
         }
         buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
         let mut out: Vec<(f64, f64)> = Vec::with_capacity(buckets.len() + 1);
@@ -54,13 +54,17 @@ impl Exponential {
     }
 }
 
-/// `2^(i / 2^schema)`, exact at powers of two (as Prometheus computes the bounds).
-fn upper_bound(i: i32, schema: i32) -> f64 {
+/// `2^(i / 2^schema)`, exact at powers of two (as Prometheus computes the bounds). Any index
+/// is accepted: powers past f64's range are 0 or +Inf (fuzzing found the shifts overflowing
+/// on extreme indices and schemas).
+fn upper_bound(i: i64, schema: i32) -> f64 {
+    // 2^±1100 is already 0 or +Inf as an f64.
+    let pow2 = |e: i64| 2f64.powi(e.clamp(-1100, 1100) as i32);
     if schema <= 0 {
-        2f64.powi(i << -schema)
+        pow2(i.saturating_mul(1i64 << (-schema).min(40)))
     } else {
-        let n = 1i32 << schema;
-        2f64.powi(i.div_euclid(n)) * 2f64.powf(f64::from(i.rem_euclid(n)) / f64::from(n))
+        let n = 1i64 << schema.min(40);
+        pow2(i.div_euclid(n)) * 2f64.powf(i.rem_euclid(n) as f64 / n as f64)
     }
 }
 
@@ -70,11 +74,15 @@ pub fn expand_spans(spans: &[(i32, u32)], counts: &[f64]) -> Vec<(i32, f64)> {
     let mut index = 0i32;
     let mut counts = counts.iter();
     for (n, &(offset, length)) in spans.iter().enumerate() {
-        index = if n == 0 { offset } else { index + offset };
+        index = if n == 0 {
+            offset
+        } else {
+            index.saturating_add(offset)
+        };
         for _ in 0..length {
             let Some(&c) = counts.next() else { return out };
             out.push((index, c));
-            index += 1;
+            index = index.saturating_add(1);
         }
     }
     out

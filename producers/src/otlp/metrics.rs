@@ -280,17 +280,24 @@ pub fn normalise(
                             let l = labels(&scope_base, &attrs(&p.attributes));
                             let stale = p.flags & NO_RECORDED_VALUE != 0;
                             let mut running = 0u64;
-                            let cumulative: Vec<(f64, f64)> = p
+                            let mut cumulative: Vec<(f64, f64)> = Vec::new();
+                            for (le, c) in p
                                 .explicit_bounds
                                 .iter()
                                 .copied()
                                 .chain(std::iter::once(f64::INFINITY))
                                 .zip(&p.bucket_counts)
-                                .map(|(le, c)| {
-                                    running += c;
-                                    (le, running as f64)
-                                })
-                                .collect();
+                            {
+                                // A sum past u64 is no count a client can have made (found
+                                // by fuzzing: it wrapped around in release builds).
+                                running = running.checked_add(*c).ok_or_else(|| {
+                                    CollectorError::BadRequest(format!(
+                                        "histogram {} has bucket counts whose sum overflows",
+                                        m.name
+                                    ))
+                                })?;
+                                cumulative.push((le, running as f64));
+                            }
                             let at = Point {
                                 ts_ns: p.time_unix_nano,
                                 value: 0.0,
@@ -318,6 +325,12 @@ pub fn normalise(
                         }
                         metadata.push(meta(&name, "histogram"));
                         for p in &h.data_points {
+                            if !(-10..=20).contains(&p.scale) {
+                                return Err(CollectorError::BadRequest(format!(
+                                    "exponential histogram {} has scale {}, outside OTLP's -10..20",
+                                    m.name, p.scale
+                                )));
+                            }
                             newest = newest.max(p.time_unix_nano);
                             let l = labels(&scope_base, &attrs(&p.attributes));
                             let stale = p.flags & NO_RECORDED_VALUE != 0;
@@ -332,7 +345,14 @@ pub fn normalise(
                                         b.bucket_counts
                                             .iter()
                                             .enumerate()
-                                            .map(|(k, &c)| (b.offset + k as i32 + 1, c as f64))
+                                            .map(|(k, &c)| {
+                                                let i = i64::from(b.offset) + k as i64 + 1;
+                                                (
+                                                    i.clamp(i32::MIN.into(), i32::MAX.into())
+                                                        as i32,
+                                                    c as f64,
+                                                )
+                                            })
                                             .collect()
                                     })
                                     .unwrap_or_default()
