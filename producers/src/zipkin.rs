@@ -154,7 +154,11 @@ fn convert(i: usize, s: ZipkinSpan, tenant: &str) -> Result<Span, CollectorError
             }
         })
         .collect();
-    let start_ns = start_us.saturating_mul(1000);
+    let start_ns = start_us.checked_mul(1000).ok_or_else(|| {
+        CollectorError::BadRequest(format!(
+            "span #{i} ({span_id}) has timestamp {start_us} µs, past what ns since the epoch can hold"
+        ))
+    })?;
     Ok(Span {
         trace_id,
         span_id,
@@ -164,7 +168,8 @@ fn convert(i: usize, s: ZipkinSpan, tenant: &str) -> Result<Span, CollectorError
         kind: kind.into(),
         service,
         start_ns,
-        end_ns: start_ns + s.duration.unwrap_or(0).max(0).saturating_mul(1000),
+        // (Found by fuzzing: a start near the end of the range overflowed here.)
+        end_ns: start_ns.saturating_add(s.duration.unwrap_or(0).max(0).saturating_mul(1000)),
         status_code: status_code.into(),
         status_message,
         attrs,
