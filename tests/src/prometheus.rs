@@ -16,6 +16,27 @@ pub fn prometheus_bin() -> PathBuf {
         .unwrap_or_else(|| "prometheus".into())
 }
 
+/// A Prometheus configuration that scrapes itself every second and remote-writes to `url`
+/// (`extra`: more YAML of the remote_write entry, indented by four spaces, e.g.
+/// `authorization`), for [`Prometheus::start`].
+pub fn self_scrape_remote_write(url: &str, extra: &str) -> String {
+    format!(
+        r#"
+global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+scrape_configs:
+  - job_name: prometheus
+    static_configs:
+      - targets: ['127.0.0.1:{{port}}']
+remote_write:
+  - url: {url}
+    queue_config:
+      batch_send_deadline: 1s
+{extra}"#
+    )
+}
+
 /// A running Prometheus.
 pub struct Prometheus {
     /// Its HTTP port.

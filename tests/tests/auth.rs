@@ -282,23 +282,9 @@ async fn credentials_decide_tenants_on_every_listener_and_read_path() {
     }
 
     // Prometheus 2.42 remote write with `authorization` (its own `up`, as acme).
-    let prom_config = format!(
-        r#"
-global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-scrape_configs:
-  - job_name: prometheus
-    static_configs:
-      - targets: ['127.0.0.1:{{port}}']
-remote_write:
-  - url: {collector}/api/v1/write
-    authorization:
-      type: Bearer
-      credentials: {ACME_WRITER}
-    queue_config:
-      batch_send_deadline: 1s
-"#
+    let prom_config = obs_e2e::prometheus::self_scrape_remote_write(
+        &format!("{collector}/api/v1/write"),
+        &format!("    authorization:\n      type: Bearer\n      credentials: {ACME_WRITER}\n"),
     );
     let data = stack.dir().join("prom-data");
     let _prom = Prometheus::start(stack.dir(), "prometheus", &prom_config, &data)

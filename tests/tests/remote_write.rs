@@ -93,24 +93,9 @@ async fn prometheus_remote_write_matches_its_own_tsdb() {
     let stack = Stack::start_with(&[("OBS_COLLECTOR__DEFAULT_TENANT", TENANT)])
         .await
         .unwrap();
-    let config = format!(
-        r#"
-global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-scrape_configs:
-  - job_name: prometheus
-    static_configs:
-      - targets: ['127.0.0.1:{{port}}']
-remote_write:
-  - url: {}/api/v1/write
-    queue_config:
-      batch_send_deadline: 1s
-    metadata_config:
-      send: true
-      send_interval: 2s
-"#,
-        stack.collector_url()
+    let config = obs_e2e::prometheus::self_scrape_remote_write(
+        &format!("{}/api/v1/write", stack.collector_url()),
+        "    metadata_config:\n      send: true\n      send_interval: 2s\n",
     );
     let data = stack.dir().join("prom-data");
     let prom = Prometheus::start(stack.dir(), "prometheus", &config, &data)
