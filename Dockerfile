@@ -6,6 +6,6 @@ COPY . .
 RUN cargo build --release -p obs --bin obs
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl libssl3 && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/obs /usr/local/bin/obs
 ENTRYPOINT ["obs"]

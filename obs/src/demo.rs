@@ -157,8 +157,9 @@ async fn send_counters(base: &str, times: &[i64]) -> anyhow::Result<()> {
 /// collector's reason.
 async fn post(url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> anyhow::Result<()> {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    let mut req = crate::query_api::authorized(CLIENT.get_or_init(reqwest::Client::new).post(url))
-        .header("Content-Type", "application/x-protobuf");
+    let mut req =
+        crate::query_api::authorized(CLIENT.get_or_init(crate::query_api::client).post(url))
+            .header("Content-Type", "application/x-protobuf");
     for (k, v) in headers {
         req = req.header(*k, *v);
     }

@@ -414,6 +414,7 @@ async fn main() {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = Config::load(cli.config.as_deref())?;
+    obs_runtime::tls::trust(&cfg.tls)?;
     query_api::set_client_token(&cfg.auth.client_token);
     match cli.command {
         Command::Up {
@@ -642,9 +643,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 &mut shown.clickhouse.password,
                 &mut shown.logs.redact_key,
                 &mut shown.auth.client_token,
+                &mut shown.kafka.sasl_password,
             ] {
                 if !secret.is_empty() {
                     *secret = "<set>".into();
+                }
+            }
+            for (k, v) in shown.kafka.properties.iter_mut() {
+                if k.contains("password") || k.contains("secret") {
+                    *v = "<set>".into();
                 }
             }
             print!("{}", toml::to_string_pretty(&shown)?);

@@ -11,6 +11,13 @@ pub fn set_client_token(token: &str) {
     let _ = CLIENT_TOKEN.set(token.to_string());
 }
 
+/// An HTTP client for the pipeline's own services, trusting `[tls] ca_file` too.
+pub fn client() -> reqwest::Client {
+    obs_runtime::tls::http_client()
+        .build()
+        .expect("an HTTP client with the CA roots trust() validated")
+}
+
 /// `req` with the CLI's bearer token, when one is configured.
 pub fn authorized(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
     match CLIENT_TOKEN.get().filter(|t| !t.is_empty()) {
@@ -29,7 +36,7 @@ pub async fn get(
     what: &str,
 ) -> anyhow::Result<String> {
     let url = format!("{}{path}", base.trim_end_matches('/'));
-    let mut req = authorized(reqwest::Client::new().get(&url).query(params));
+    let mut req = authorized(client().get(&url).query(params));
     if let Some(t) = tenant {
         req = req.header("X-Scope-OrgID", t);
     }

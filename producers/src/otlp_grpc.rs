@@ -28,6 +28,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
 use obs_runtime::auth::{Access, Auth, Denied};
+use obs_runtime::tls::{Alpn, ServerTls};
 
 use crate::error::CollectorError;
 use crate::server::{
@@ -123,16 +124,21 @@ impl MetricsService for Otlp {
     }
 }
 
-/// Serves OTLP/gRPC on `addr` until a shutdown is asked for (calls in flight finish).
-pub async fn serve(addr: &str, state: AppState, auth: Auth) -> anyhow::Result<()> {
+/// Serves OTLP/gRPC on `addr` (over TLS with `tls`) until a shutdown is asked for (calls in
+/// flight finish).
+pub async fn serve(
+    addr: &str,
+    state: AppState,
+    auth: Auth,
+    tls: Option<ServerTls>,
+) -> anyhow::Result<()> {
     let sock: SocketAddr = addr
         .parse()
         .with_context(|| format!("collector.otlp_grpc_listen {addr:?} is not host:port"))?;
     let limit = state.cfg.max_body_bytes;
     obs_runtime::auth::warn_if_open(&auth, addr, "collector OTLP/gRPC");
     let otlp = Otlp(state, auth);
-    tracing::info!("collector OTLP/gRPC listening on {addr}");
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .add_service(
             LogsServiceServer::new(otlp.clone())
                 .accept_compressed(CompressionEncoding::Gzip)
@@ -147,8 +153,80 @@ pub async fn serve(addr: &str, state: AppState, auth: Auth) -> anyhow::Result<()
             MetricsServiceServer::new(otlp)
                 .accept_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(limit),
-        )
-        .serve_with_shutdown(sock, obs_runtime::shutdown::wait())
+        );
+    let Some(tls) = tls else {
+        tracing::info!("collector OTLP/gRPC listening on {addr}");
+        return server
+            .serve_with_shutdown(sock, obs_runtime::shutdown::wait())
+            .await
+            .with_context(|| format!("serving OTLP/gRPC on {addr}"));
+    };
+    let tcp = tokio::net::TcpListener::bind(sock)
         .await
-        .with_context(|| format!("serving OTLP/gRPC on {addr}"))
+        .with_context(|| format!("collector OTLP/gRPC: cannot listen on {addr}"))?;
+    tracing::info!("collector OTLP/gRPC listening on {addr} (TLS)");
+    let incoming = futures::stream::unfold(tls.listen(tcp, Alpn::Grpc), |mut l| async move {
+        let (io, _) = l.next().await?;
+        Some((Ok::<_, std::io::Error>(TlsConnection(io)), l))
+    });
+    server
+        .serve_with_incoming_shutdown(incoming, obs_runtime::shutdown::wait())
+        .await
+        .with_context(|| format!("serving OTLP/gRPC over TLS on {addr}"))
+}
+
+/// A TLS connection as tonic takes it from an incoming stream (tonic knows only its own TLS
+/// types).
+struct TlsConnection(tokio_rustls::server::TlsStream<tokio::net::TcpStream>);
+
+impl tonic::transport::server::Connected for TlsConnection {
+    type ConnectInfo = ();
+
+    fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+impl tokio::io::AsyncRead for TlsConnection {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for TlsConnection {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
 }

@@ -15,7 +15,6 @@ use obs_runtime::auth::{Access, Dialect};
 use obs_runtime::config::{CollectorConfig, Config};
 use obs_runtime::{kafka, ops, shutdown};
 use obs_schemas::Topic;
-use obs_schemas::wire::Codec;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
@@ -353,7 +352,7 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
     kafka::ensure_topics(&cfg.kafka).await?;
     let producer = kafka::SharedProducer::new(&cfg.kafka)?;
     let partitions = kafka::partition_counts(&cfg.kafka).await?;
-    let codec = Arc::new(Codec::with_token(&cfg.registry.url, &cfg.auth.client_token));
+    let codec = Arc::new(obs_runtime::registry::codec(&cfg));
     let state = AppState {
         publisher: Publisher::new(producer, codec, partitions).with_logs_topic(
             // Configured log pipelines run before storage: the log processor reads these.
@@ -396,6 +395,7 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
             &cfg.collector.otlp_grpc_listen,
             grpc_state.clone(),
             guard.auth.clone(),
+            guard.tls.clone(),
         )
         .await
     };

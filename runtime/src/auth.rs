@@ -408,9 +408,12 @@ pub fn refusal(denied: &Denied, dialect: Dialect, path: &str) -> Response {
     resp
 }
 
-/// What a listener requires: the access its requests need and how it words refusals.
+/// What a listener requires: TLS or not, the access its requests need and how it words
+/// refusals.
 #[derive(Debug, Clone)]
 pub struct Guard {
+    /// The certificate it serves (`None`: plain TCP).
+    pub tls: Option<crate::tls::ServerTls>,
     /// The credentials.
     pub auth: Auth,
     /// How refusals are worded.

@@ -43,6 +43,8 @@ pub struct Config {
     pub retention: Retention,
     /// Credentials every listener requires, and the tenants each may act for.
     pub auth: crate::auth::AuthConfig,
+    /// The certificate the listeners serve and the CA the clients trust.
+    pub tls: crate::tls::TlsConfig,
 }
 
 /// `[kafka]`.
@@ -59,6 +61,20 @@ pub struct KafkaConfig {
     /// librdkafka debug contexts for consumers (e.g. "cgrp,fetch"), logged through the
     /// stage's log; "" = none. For diagnosing group and fetch problems.
     pub debug: String,
+    /// librdkafka `security.protocol`: `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`;
+    /// "" = librdkafka's default (plaintext).
+    pub security_protocol: String,
+    /// PEM CA file that verifies the brokers' certificates (`ssl.ca.location`); "" = the
+    /// system's.
+    pub ssl_ca_file: String,
+    /// SASL mechanism (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`); "" = no SASL.
+    pub sasl_mechanism: String,
+    /// SASL user name.
+    pub sasl_username: String,
+    /// SASL password.
+    pub sasl_password: String,
+    /// Any other librdkafka client property, applied last (e.g. `"ssl.endpoint.identification.algorithm" = "none"`).
+    pub properties: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for KafkaConfig {
@@ -68,6 +84,12 @@ impl Default for KafkaConfig {
             raw_partitions: 3,
             produce_timeout_ms: 10_000,
             debug: String::new(),
+            security_protocol: String::new(),
+            ssl_ca_file: String::new(),
+            sasl_mechanism: String::new(),
+            sasl_username: String::new(),
+            sasl_password: String::new(),
+            properties: Default::default(),
         }
     }
 }

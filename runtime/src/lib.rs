@@ -12,9 +12,11 @@ pub mod kafka;
 pub mod labels;
 pub mod ops;
 pub mod publish;
+pub mod registry;
 pub mod shutdown;
 pub mod sql_queries;
 pub mod telemetry;
 pub mod tenant;
+pub mod tls;
 
 pub use config::Config;

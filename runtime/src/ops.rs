@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use crate::auth::{Access, Auth, Dialect, Guard, guarded, warn_if_open};
 use crate::config::Config;
 use crate::telemetry::metrics_handle;
+use crate::tls::Alpn;
 
 /// Whether a stage is ready to take traffic, and if not, why; cheap to clone and share.
 #[derive(Clone, Default)]
@@ -97,13 +98,14 @@ pub fn router(ready: Readiness) -> Router {
 /// (`None`: read for GET, write otherwise) and how it words refusals.
 pub fn guard(cfg: &Config, dialect: Dialect, need: Option<Access>) -> anyhow::Result<Guard> {
     Ok(Guard {
+        tls: crate::tls::ServerTls::from_config(&cfg.tls)?,
         auth: Auth::new(&cfg.auth)?,
         dialect,
         need,
     })
 }
 
-/// Binds `addr` and serves `app` behind `guard` until a shutdown is asked for (see
+/// Binds `addr` and serves `app` behind `guard` (over TLS when it has a certificate) until a shutdown is asked for (see
 /// [`crate::shutdown`]); requests in flight are finished first.
 pub async fn serve(addr: &str, app: Router, what: &str, guard: &Guard) -> anyhow::Result<()> {
     serve_until(addr, app, what, guard, crate::shutdown::wait()).await
@@ -123,10 +125,21 @@ pub async fn serve_until(
     let listener = TcpListener::bind(addr).await.map_err(|e| {
         anyhow::anyhow!("{what}: cannot listen on {addr}: {e} (is another process using the port?)")
     })?;
-    tracing::info!("{what} listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await?;
+    let local = listener.local_addr()?;
+    match &guard.tls {
+        Some(tls) => {
+            tracing::info!("{what} listening on https://{local}");
+            axum::serve(tls.listen(listener, Alpn::Http1), app)
+                .with_graceful_shutdown(stop)
+                .await?
+        }
+        None => {
+            tracing::info!("{what} listening on http://{local}");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await?
+        }
+    }
     Ok(())
 }
 

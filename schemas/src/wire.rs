@@ -71,14 +71,20 @@ impl Codec {
     /// A codec sending `token` as a bearer token to the registry (none when empty): for a
     /// registry that requires credentials (`[auth] client_token`).
     pub fn with_token(registry_url: &str, token: &str) -> Self {
+        Codec::with_client(registry_url, token, reqwest::Client::builder())
+    }
+
+    /// Like [`Codec::with_token`], over an HTTP client made from `client` (e.g. one that
+    /// trusts the deployment's CA for an `https://` registry).
+    pub fn with_client(registry_url: &str, token: &str, client: reqwest::ClientBuilder) -> Self {
         let mut builder = SrSettings::new_builder(registry_url.trim_end_matches('/').to_string());
         builder.set_timeout(std::time::Duration::from_secs(5));
         if !token.is_empty() {
             builder.set_token_authorization(token);
         }
         let settings = builder
-            .build()
-            .expect("registry settings without TLS or proxies always build");
+            .build_with(client)
+            .expect("registry settings without proxies always build");
         Codec {
             settings,
             writers: RwLock::default(),

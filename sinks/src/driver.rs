@@ -177,7 +177,7 @@ impl<T: TableSink> SinkDriver<T> {
             consumer,
             group,
             dlq: SharedProducer::new(&cfg.kafka)?,
-            codec: Arc::new(Codec::with_token(&cfg.registry.url, &cfg.auth.client_token)),
+            codec: Arc::new(obs_runtime::registry::codec(cfg)),
             client: ch::client(&cfg.clickhouse),
             max_rows: cfg.sink.batch_max_rows.max(1),
             max_wait: Duration::from_millis(cfg.sink.batch_max_wait_ms),

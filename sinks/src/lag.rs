@@ -17,7 +17,6 @@ use obs_runtime::config::KafkaConfig;
 use obs_runtime::ops::Readiness;
 use obs_schemas::Topic;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 const EVERY: Duration = Duration::from_secs(2);
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,8 +37,7 @@ pub struct Watch {
 
 /// Starts watching until the process ends; problems go to `ready`.
 pub fn spawn(cfg: &KafkaConfig, watch: Watch, ready: Readiness) {
-    let client: BaseConsumer = match ClientConfig::new()
-        .set("bootstrap.servers", &cfg.brokers)
+    let client: BaseConsumer = match obs_runtime::kafka::client_config(cfg)
         .set("group.id", &watch.group)
         .set("enable.auto.commit", "false")
         .create()
@@ -114,18 +112,11 @@ impl Position {
 
 fn measure(client: &BaseConsumer, watch: &Watch) -> anyhow::Result<Vec<Position>> {
     let topic = watch.topic.name();
-    let mut tpl = TopicPartitionList::new();
-    for &p in &watch.partitions {
-        tpl.add_partition(topic, p);
-    }
-    let committed = client.committed_offsets(tpl, TIMEOUT)?;
+    let committed = obs_runtime::kafka::committed(client, topic, &watch.partitions, TIMEOUT)?;
     let mut out = Vec::with_capacity(watch.partitions.len());
     for &p in &watch.partitions {
         let (low, high) = client.fetch_watermarks(topic, p, TIMEOUT)?;
-        let committed = match committed.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => o,
-            _ => low,
-        };
+        let committed = committed.get(&p).copied().unwrap_or(low);
         out.push(Position {
             partition: p,
             committed,

@@ -32,7 +32,7 @@ use obs_schemas::Topic;
 use obs_schemas::wire::{Codec, WireError};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use crate::alerts::ObsAlerts;
@@ -184,8 +184,7 @@ async fn replay_table<T: TableSink>(
             .await
             .with_context(|| format!("creating {target} like {}", T::TABLE))?;
     }
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.kafka.brokers)
+    let consumer: StreamConsumer = obs_runtime::kafka::client_config(&cfg.kafka)
         .set("group.id", "obs-replay")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
@@ -211,7 +210,7 @@ async fn replay_table<T: TableSink>(
         Some(group) => {
             let partitions: Vec<i32> = positions.keys().copied().collect();
             Some(tokio::task::block_in_place(|| {
-                committed_offsets(&cfg.kafka.brokers, group, topic, &partitions)
+                committed_offsets(&cfg.kafka, group, topic, &partitions)
             })?)
         }
         None => None,
@@ -239,7 +238,7 @@ async fn replay_table<T: TableSink>(
     consumer.assign(&assign)?;
     let total: i64 = start.iter().map(|(p, s)| end[p] - s).sum();
 
-    let codec = Arc::new(Codec::with_token(&cfg.registry.url, &cfg.auth.client_token));
+    let codec = Arc::new(obs_runtime::registry::codec(cfg));
     let mut table = T::default();
     let mut open: BTreeMap<i32, Chunk<T::Row>> = BTreeMap::new();
     let mut done: BTreeMap<i32, bool> = start.keys().map(|&p| (p, false)).collect();
@@ -302,31 +301,18 @@ async fn replay_table<T: TableSink>(
 
 /// The live sink's committed offset per partition (absent: it has committed none).
 fn committed_offsets(
-    brokers: &str,
+    kafka: &obs_runtime::config::KafkaConfig,
     group: &str,
     topic: &str,
     partitions: &[i32],
 ) -> anyhow::Result<BTreeMap<i32, i64>> {
-    let client: rdkafka::consumer::BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let client: rdkafka::consumer::BaseConsumer = obs_runtime::kafka::client_config(kafka)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()
         .context("creating a client for the live sink's offsets")?;
-    let mut tpl = TopicPartitionList::new();
-    for &p in partitions {
-        tpl.add_partition(topic, p);
-    }
-    let got = client
-        .committed_offsets(tpl, KAFKA_TIMEOUT)
-        .with_context(|| format!("reading the committed offsets of {group}"))?;
-    Ok(partitions
-        .iter()
-        .filter_map(|&p| match got.find_partition(topic, p)?.offset() {
-            Offset::Offset(o) => Some((p, o)),
-            _ => None,
-        })
-        .collect())
+    obs_runtime::kafka::committed(&client, topic, partitions, KAFKA_TIMEOUT)
+        .with_context(|| format!("reading the committed offsets of {group}"))
 }
 
 /// A row's content, for comparing a chunk with what the target holds.

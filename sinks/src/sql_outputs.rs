@@ -71,7 +71,7 @@ async fn run_one(cfg: Config, query: String) -> anyhow::Result<()> {
     let mut sink = Sink {
         table: sql_output::table_name(&query),
         query,
-        codec: Codec::with_token(&cfg.registry.url, &cfg.auth.client_token),
+        codec: obs_runtime::registry::codec(&cfg),
         dlq: SharedProducer::new(&cfg.kafka)?,
         client: ch::client(&cfg.clickhouse),
         ttl_days: cfg.sql.ttl_days,

@@ -33,7 +33,7 @@ pub struct Wiring {
 pub async fn connect(cfg: &Config, name: &str, input: Topic) -> anyhow::Result<Wiring> {
     kafka::ensure_topics(&cfg.kafka).await?;
     let counts = kafka::partition_counts(&cfg.kafka).await?;
-    let codec = Arc::new(Codec::with_token(&cfg.registry.url, &cfg.auth.client_token));
+    let codec = Arc::new(obs_runtime::registry::codec(cfg));
     let publisher = Publisher::new(
         SharedProducer::new(&cfg.kafka)?,
         codec.clone(),
@@ -79,7 +79,7 @@ pub async fn committed_or_earliest(
     let committed = consumer
         .committed_offsets(tpl, Duration::from_secs(10))
         .with_context(|| format!("reading the committed offsets of {topic}"))?;
-    let brokers = cfg.kafka.brokers.clone();
+    let brokers = cfg.kafka.clone();
     let wanted = partitions.to_vec();
     let lows = tokio::task::spawn_blocking(move || -> anyhow::Result<HashMap<i32, i64>> {
         let reader = crate::state::reader(&brokers)?;

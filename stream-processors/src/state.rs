@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use obs_schemas::Topic;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -62,7 +61,7 @@ pub async fn write(
 /// `version_of` is `version` (partitions with none are absent); the state topic has
 /// `state_partitions` partitions.
 pub fn load_latest<T: DeserializeOwned>(
-    brokers: &str,
+    brokers: &obs_runtime::config::KafkaConfig,
     processor: &str,
     partitions: &[i32],
     state_partitions: i32,
@@ -168,9 +167,8 @@ pub fn read_messages_with(
 }
 
 /// A consumer for reading ranges of a topic outside any group's commits.
-pub fn reader(brokers: &str) -> anyhow::Result<BaseConsumer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+pub fn reader(brokers: &obs_runtime::config::KafkaConfig) -> anyhow::Result<BaseConsumer> {
+    obs_runtime::kafka::client_config(brokers)
         .set("group.id", "obs-processor-reader")
         .set("enable.auto.commit", "false")
         .create()

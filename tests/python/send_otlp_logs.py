@@ -3,12 +3,15 @@
 not write), then print one JSON line per record describing exactly what was sent.
 
 Usage: send_otlp_logs.py --endpoint URL --run-id ID --count N [--compression gzip|none]
-       [--protocol otlp-http|otlp-grpc] [--header name=value ...]
+       [--protocol otlp-http|otlp-grpc] [--header name=value ...] [--ca CA.pem]
+With --ca the exporter speaks TLS (an https:// endpoint; gRPC with channel credentials)
+and trusts only that CA.
 Exits non-zero if the exporter reports a failure.
 """
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -31,19 +34,30 @@ SEVERITIES = [
 FAILED = []
 
 
-def make_exporter(protocol, endpoint, compression, headers):
+def make_exporter(protocol, endpoint, compression, headers, ca):
     """The SDK's OTLP/HTTP or OTLP/gRPC log exporter sending `headers` (gRPC: metadata),
-    remembering failed exports."""
+    over TLS trusting `ca` when given, remembering failed exports."""
     if protocol == "otlp-grpc":
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as Grpc
         import grpc
         c = grpc.Compression.Gzip if compression == "gzip" else grpc.Compression.NoCompression
-        exporter = Grpc(endpoint=endpoint, insecure=True, compression=c, timeout=10,
-                        headers=headers or None)
+        tls = {}
+        if ca:
+            with open(ca, "rb") as f:
+                tls = {"insecure": False, "credentials": grpc.ssl_channel_credentials(root_certificates=f.read())}
+        else:
+            tls = {"insecure": True}
+        exporter = Grpc(endpoint=endpoint, compression=c, timeout=10,
+                        headers=headers or None, **tls)
     else:
+        if ca:
+            # requests lets these environment variables override a session's own CA file
+            # (psf/requests#3829): the exporter's certificate_file must be the one used.
+            for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+                os.environ.pop(name, None)
         c = Compression.Gzip if compression == "gzip" else Compression.NoCompression
         exporter = OTLPLogExporter(endpoint=endpoint, compression=c, timeout=10,
-                                   headers=headers or None)
+                                   headers=headers or None, certificate_file=ca or None)
     original = exporter.export
 
     def export(batch):
@@ -64,10 +78,11 @@ def main():
     p.add_argument("--compression", default="none", choices=["none", "gzip"])
     p.add_argument("--protocol", default="otlp-http", choices=["otlp-http", "otlp-grpc"])
     p.add_argument("--header", action="append", default=[], help="name=value, sent with every export")
+    p.add_argument("--ca", default="", help="PEM CA to trust: speak TLS")
     args = p.parse_args()
 
     headers = dict(h.split("=", 1) for h in args.header)
-    exporter = make_exporter(args.protocol, args.endpoint, args.compression, headers)
+    exporter = make_exporter(args.protocol, args.endpoint, args.compression, headers, args.ca)
     provider = LoggerProvider(resource=Resource.create({"service.name": "sdk-test-svc", "deployment.environment": "e2e"}))
     provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
     logger = provider.get_logger("obs.e2e", "1.2.3")

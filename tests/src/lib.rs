@@ -22,6 +22,7 @@ pub mod prometheus;
 pub mod promql_demo;
 pub mod remote_write;
 pub mod rules;
+pub mod tls;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -146,8 +147,9 @@ pub fn http(secs: u64) -> reqwest::Client {
         .expect("HTTP client")
 }
 
-async fn http_ok(url: &str) -> bool {
-    http(5)
+/// Whether `url` answers 2xx through `client`.
+async fn ok(client: &reqwest::Client, url: &str) -> bool {
+    client
         .get(url)
         .send()
         .await
@@ -246,6 +248,18 @@ pub struct Broker {
     pub port: u16,
     dir: PathBuf,
     proc: Option<Proc>,
+    /// With a secured front: tansu's own (plain) port and what the front requires.
+    front: Option<(u16, KafkaFront)>,
+    front_proc: Option<Proc>,
+}
+
+/// What the test broker's front (tests/python/kafka_front.py) requires of clients.
+#[derive(Debug, Clone)]
+pub struct KafkaFront {
+    /// TLS with this certificate.
+    pub cert: tls::ServerCert,
+    /// SASL/SCRAM-SHA-256 as this user and password.
+    pub user: (String, String),
 }
 
 impl Broker {
@@ -255,6 +269,23 @@ impl Broker {
             port: free_port(),
             dir: dir.to_path_buf(),
             proc: None,
+            front: None,
+            front_proc: None,
+        };
+        b.restart().await?;
+        Ok(b)
+    }
+
+    /// Starts a broker that clients reach only over TLS and SASL/SCRAM-SHA-256 (`front`):
+    /// tansu listens on a port of its own and advertises the port of a front that requires
+    /// both (tests/python/kafka_front.py; tansu 0.6 can do neither for librdkafka).
+    pub async fn start_secured(dir: &Path, front: KafkaFront) -> anyhow::Result<Broker> {
+        let mut b = Broker {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            proc: None,
+            front: Some((free_port(), front)),
+            front_proc: None,
         };
         b.restart().await?;
         Ok(b)
@@ -267,7 +298,10 @@ impl Broker {
 
     /// Kills the broker (its storage stays).
     pub fn stop(&mut self) {
-        if let Some(mut p) = self.proc.take() {
+        for p in [self.proc.take(), self.front_proc.take()]
+            .iter_mut()
+            .flatten()
+        {
             p.kill();
         }
     }
@@ -276,20 +310,35 @@ impl Broker {
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let listen = match &self.front {
+            Some((own, front)) => {
+                let mut cmd = Command::new(python());
+                cmd.arg(repo_root().join("tests/python/kafka_front.py"))
+                    .args(["--listen", &self.port.to_string(), "--to", &own.to_string()])
+                    .arg("--cert")
+                    .arg(&front.cert.cert)
+                    .arg("--key")
+                    .arg(&front.cert.key)
+                    .args(["--user", &front.user.0, "--password", &front.user.1]);
+                self.front_proc = Some(Proc::spawn("kafka-front", cmd, &self.dir)?);
+                format!("tcp://127.0.0.1:{own}")
+            }
+            None => url.clone(),
+        };
         let mut cmd = Command::new(tansu_bin());
         cmd.args([
             "broker",
             "--listener-url",
-            &url,
+            &listen,
             "--advertised-listener-url",
             &url,
         ])
         .arg("--storage-engine")
         .arg(format!("sqlite:///{}", self.dir.join("tansu.db").display()));
         self.proc = Some(Proc::spawn("tansu", cmd, &self.dir)?);
-        let port = self.port;
+        let ports = [Some(self.port), self.front.as_ref().map(|t| t.0)];
         wait_for("tansu to listen", Duration::from_secs(30), || async move {
-            port_open(port).then_some(())
+            ports.iter().flatten().all(|p| port_open(*p)).then_some(())
         })
         .await
     }
@@ -301,6 +350,8 @@ pub struct ClickHouse {
     pub port: u16,
     dir: PathBuf,
     proc: Option<Proc>,
+    /// Served over HTTPS with this certificate, trusted by this client.
+    tls: Option<(tls::ServerCert, reqwest::Client)>,
 }
 
 impl ClickHouse {
@@ -310,6 +361,19 @@ impl ClickHouse {
             port: free_port(),
             dir: dir.to_path_buf(),
             proc: None,
+            tls: None,
+        };
+        ch.restart().await?;
+        Ok(ch)
+    }
+
+    /// Starts the endpoint serving HTTPS with a certificate `ca` signs.
+    pub async fn start_tls(dir: &Path, ca: &tls::TestCa) -> anyhow::Result<ClickHouse> {
+        let mut ch = ClickHouse {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            proc: None,
+            tls: Some((ca.issue("clickhouse")?, ca.client(5))),
         };
         ch.restart().await?;
         Ok(ch)
@@ -330,18 +394,24 @@ impl ClickHouse {
             .arg("--path")
             .arg(self.dir.join("clickhouse"))
             .args(["--port", &self.port.to_string()]);
+        if let Some((cert, _)) = &self.tls {
+            cmd.arg("--tls-cert").arg(&cert.cert);
+            cmd.arg("--tls-key").arg(&cert.key);
+        }
         self.proc = Some(Proc::spawn("clickhouse", cmd, &self.dir)?);
-        let url = format!("http://127.0.0.1:{}/ping", self.port);
+        let url = format!("{}/ping", self.url());
+        let client = self.tls.as_ref().map_or_else(|| http(5), |t| t.1.clone());
         wait_for("ClickHouse endpoint /ping", Duration::from_secs(60), || {
-            let url = url.clone();
-            async move { http_ok(&url).await.then_some(()) }
+            let (url, client) = (url.clone(), client.clone());
+            async move { ok(&client, &url).await.then_some(()) }
         })
         .await
     }
 
     /// Base URL.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// A `clickhouse` crate client with its defaults (LZ4, validation).
@@ -349,6 +419,9 @@ impl ClickHouse {
         clickhouse::Client::default().with_url(self.url())
     }
 }
+
+/// The SCRAM user and password of a [`Stack::start_tls`] broker.
+pub const KAFKA_USER: (&str, &str) = ("obs-pipeline", "kafka-secret");
 
 /// Ports of one `obs up`.
 #[derive(Debug, Clone, Copy)]
@@ -387,6 +460,10 @@ pub struct Stack {
     processor: Option<Proc>,
     separate_processor: bool,
     env: Vec<(String, String)>,
+    /// `https` when every listener serves TLS, else `http`.
+    scheme: &'static str,
+    /// A client for the stack's listeners (trusting the test CA under TLS).
+    client: reqwest::Client,
     dir: TempDir,
 }
 
@@ -410,6 +487,20 @@ impl Stack {
         Stack::start_inner(env, false, false).await
     }
 
+    /// Starts everything speaking TLS with certificates `ca` signs: every listener of `obs
+    /// up` (`[tls]`, reloaded every second), ClickHouse over HTTPS and the broker behind a
+    /// front requiring TLS and SASL/SCRAM-SHA-256 ([`KAFKA_USER`]); the stages trust `ca`
+    /// (`[tls] ca_file`, `[kafka] ssl_ca_file`) and log in to Kafka (`[kafka] sasl_*`).
+    pub async fn start_tls(ca: &tls::TestCa, env: &[(&str, &str)]) -> anyhow::Result<Stack> {
+        match Stack::try_start(env, false, false, Some(ca)).await {
+            Ok(stack) => Ok(stack),
+            Err(e) => {
+                eprintln!("stack start failed, retrying once on new ports: {e:#}");
+                Stack::try_start(env, false, false, Some(ca)).await
+            }
+        }
+    }
+
     /// Starts everything with the sink as its own process (`obs sink`), so tests can kill it.
     pub async fn start_with_separate_sink(env: &[(&str, &str)]) -> anyhow::Result<Stack> {
         Stack::start_inner(env, true, false).await
@@ -428,11 +519,11 @@ impl Stack {
     ) -> anyhow::Result<Stack> {
         // A port found free can be taken by a parallel test before our process binds it:
         // one more try on fresh ports, saying why.
-        match Stack::try_start(extra, separate_sink, separate_processor).await {
+        match Stack::try_start(extra, separate_sink, separate_processor, None).await {
             Ok(stack) => Ok(stack),
             Err(e) => {
                 eprintln!("stack start failed, retrying once on new ports: {e:#}");
-                Stack::try_start(extra, separate_sink, separate_processor).await
+                Stack::try_start(extra, separate_sink, separate_processor, None).await
             }
         }
     }
@@ -441,10 +532,40 @@ impl Stack {
         extra: &[(&str, &str)],
         separate_sink: bool,
         separate_processor: bool,
+        ca: Option<&tls::TestCa>,
     ) -> anyhow::Result<Stack> {
         let dir = tempfile::Builder::new().prefix("obs-e2e-").tempdir()?;
-        let (broker, clickhouse) =
-            tokio::try_join!(Broker::start(dir.path()), ClickHouse::start(dir.path()))?;
+        let (broker, clickhouse, scheme, client, mut tls_env) = match ca {
+            None => {
+                let (b, c) =
+                    tokio::try_join!(Broker::start(dir.path()), ClickHouse::start(dir.path()))?;
+                (b, c, "http", http(5), Vec::new())
+            }
+            Some(ca) => {
+                let (obs, kafka) = (ca.issue("obs")?, ca.issue("kafka")?);
+                let front = KafkaFront {
+                    cert: kafka,
+                    user: (KAFKA_USER.0.into(), KAFKA_USER.1.into()),
+                };
+                let (b, c) = tokio::try_join!(
+                    Broker::start_secured(dir.path(), front),
+                    ClickHouse::start_tls(dir.path(), ca)
+                )?;
+                let ca_file = ca.ca_file().display().to_string();
+                let env: Vec<(String, String)> = vec![
+                    ("OBS_TLS__CERT_FILE".into(), obs.cert.display().to_string()),
+                    ("OBS_TLS__KEY_FILE".into(), obs.key.display().to_string()),
+                    ("OBS_TLS__CA_FILE".into(), ca_file.clone()),
+                    ("OBS_TLS__RELOAD_SECS".into(), "1".into()),
+                    ("OBS_KAFKA__SECURITY_PROTOCOL".into(), "sasl_ssl".into()),
+                    ("OBS_KAFKA__SSL_CA_FILE".into(), ca_file),
+                    ("OBS_KAFKA__SASL_MECHANISM".into(), "SCRAM-SHA-256".into()),
+                    ("OBS_KAFKA__SASL_USERNAME".into(), KAFKA_USER.0.into()),
+                    ("OBS_KAFKA__SASL_PASSWORD".into(), KAFKA_USER.1.into()),
+                ];
+                (b, c, "https", ca.client(5), env)
+            }
+        };
         let ports = ObsPorts {
             registry: free_port(),
             collector: free_port(),
@@ -460,7 +581,7 @@ impl Stack {
             ("OBS_KAFKA__BROKERS".into(), broker.bootstrap()),
             (
                 "OBS_REGISTRY__URL".into(),
-                format!("http://127.0.0.1:{}", ports.registry),
+                format!("{scheme}://127.0.0.1:{}", ports.registry),
             ),
             (
                 "OBS_REGISTRY__LISTEN".into(),
@@ -502,9 +623,10 @@ impl Stack {
             ),
             (
                 "OBS_QUERY__RULES_URL".into(),
-                format!("http://127.0.0.1:{}", ports.processor),
+                format!("{scheme}://127.0.0.1:{}", ports.processor),
             ),
         ];
+        env.append(&mut tls_env);
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let obs = spawn_obs(&env, separate_sink, separate_processor, dir.path())?;
         let mut stack = Stack {
@@ -518,6 +640,8 @@ impl Stack {
             processor: None,
             separate_processor,
             env,
+            scheme,
+            client,
             dir,
         };
         stack.wait_obs_ready().await?;
@@ -589,10 +713,10 @@ impl Stack {
     }
 
     async fn wait_ready(&self, port: u16) -> anyhow::Result<()> {
-        let url = format!("http://127.0.0.1:{port}/readyz");
+        let url = format!("{}://127.0.0.1:{port}/readyz", self.scheme);
         let ready = wait_for("obs to be ready", Duration::from_secs(60), || {
-            let url = url.clone();
-            async move { http_ok(&url).await.then_some(()) }
+            let (url, client) = (url.clone(), self.client.clone());
+            async move { ok(&client, &url).await.then_some(()) }
         })
         .await;
         if let Err(e) = ready {
@@ -677,7 +801,10 @@ impl Stack {
 
     /// The collector's OTLP/HTTP logs URL.
     pub fn otlp_logs_url(&self) -> String {
-        format!("http://127.0.0.1:{}/v1/logs", self.ports.otlp_http)
+        format!(
+            "{}://127.0.0.1:{}/v1/logs",
+            self.scheme, self.ports.otlp_http
+        )
     }
 
     /// Posts OTLP/JSON log records (`logRecords` entries) of one service and scope to the
@@ -701,9 +828,24 @@ impl Stack {
         assert!(r.status().is_success(), "OTLP logs refused: {}", r.status());
     }
 
+    /// The base URL of the listener on `port` (`https://` under TLS).
+    pub fn url_of(&self, port: u16) -> String {
+        format!("{}://127.0.0.1:{port}", self.scheme)
+    }
+
+    /// The `OBS_*` settings `obs up` runs with.
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
+    }
+
+    /// A client for the stack's listeners (trusting the test CA under TLS).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
     /// The collector's main listener, e.g. `http://127.0.0.1:8080`.
     pub fn collector_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.ports.collector)
+        format!("{}://127.0.0.1:{}", self.scheme, self.ports.collector)
     }
 
     /// The stack's scratch directory (logs, data), removed when the stack is dropped.
@@ -806,8 +948,8 @@ impl Stack {
     /// coming. (A table can have several sinks: `otel_traces` from `obs.spans` and from
     /// `obs.spans.sampled`.)
     pub async fn wait_sink_caught_up(&self, table: &str) -> anyhow::Result<()> {
+        use rdkafka::ClientConfig;
         use rdkafka::consumer::{BaseConsumer, Consumer};
-        use rdkafka::{ClientConfig, Offset, TopicPartitionList};
         // Each sink of the table names its topic and group in its lag metric.
         let label = format!("table=\"{table}\"");
         let value = |line: &str, name: &str| -> Option<String> {
@@ -859,21 +1001,12 @@ impl Stack {
                 &format!("{group} to commit up to {topic}'s end offsets {high:?}"),
                 Duration::from_secs(60),
                 || {
-                    let mut tpl = TopicPartitionList::new();
-                    for p in 0..partitions {
-                        tpl.add_partition(&topic, p);
-                    }
-                    let done = client
-                        .committed_offsets(tpl, timeout)
+                    let all: Vec<i32> = (0..partitions).collect();
+                    let done = obs_runtime::kafka::committed(&client, &topic, &all, timeout)
                         .ok()
                         .is_some_and(|c| {
-                            (0..partitions).all(|p| {
-                                let at = match c.find_partition(&topic, p).map(|e| e.offset()) {
-                                    Some(Offset::Offset(o)) => o,
-                                    _ => 0,
-                                };
-                                at >= high[p as usize]
-                            })
+                            all.iter()
+                                .all(|p| c.get(p).copied().unwrap_or(0) >= high[*p as usize])
                         });
                     async move { done.then_some(()) }
                 },
@@ -885,7 +1018,7 @@ impl Stack {
 
     /// The query API's base URL.
     pub fn query_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.ports.query)
+        format!("{}://127.0.0.1:{}", self.scheme, self.ports.query)
     }
 
     /// A client for the pipeline's database.

@@ -23,7 +23,11 @@ async fn forward(
     };
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
     let mut req = CLIENT
-        .get_or_init(reqwest::Client::new)
+        .get_or_init(|| {
+            obs_runtime::tls::http_client()
+                .build()
+                .expect("an HTTP client with the CA roots trust() validated")
+        })
         .get(&url)
         .timeout(std::time::Duration::from_secs(10));
     // The caller's tenant and credential go along: the processor's listener checks them too.

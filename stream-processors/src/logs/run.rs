@@ -69,7 +69,10 @@ pub fn load(path: &str, key: &str) -> anyhow::Result<Vec<Pipeline>> {
 /// Where input partition `p` of each input resumes: after the offsets the last
 /// `obs.logs` message of partition `p` names, where it names them (`None`: the group's
 /// committed offset).
-fn resume_offsets(brokers: &str, p: i32) -> anyhow::Result<[Option<i64>; 2]> {
+fn resume_offsets(
+    brokers: &obs_runtime::config::KafkaConfig,
+    p: i32,
+) -> anyhow::Result<[Option<i64>; 2]> {
     let consumer = state::reader(brokers)?;
     let topic = Topic::Logs.name();
     let (low, high) = consumer
@@ -245,7 +248,7 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
     // Per owned partition, the last offset of each input reflected in obs.logs.
     let mut last: HashMap<i32, [Option<i64>; 2]> = HashMap::new();
     for &p in &owned {
-        let brokers = cfg.kafka.brokers.clone();
+        let brokers = cfg.kafka.clone();
         let from = tokio::task::spawn_blocking(move || resume_offsets(&brokers, p)).await??;
         for (i, (input, _)) in INPUTS.iter().enumerate() {
             let offset = match from[i] {

@@ -103,7 +103,7 @@ async fn restore(
     counts: &HashMap<Topic, i32>,
     settings: &Arc<Settings>,
 ) -> anyhow::Result<BTreeMap<i32, Partition>> {
-    let brokers = cfg.kafka.brokers.clone();
+    let brokers = cfg.kafka.clone();
     let state_n = counts[&Topic::ProcessorState];
     let wanted = owned.to_vec();
     let mut cps = tokio::task::spawn_blocking(move || {

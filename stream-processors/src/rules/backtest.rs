@@ -19,7 +19,6 @@ use obs_promql::Labels;
 use obs_runtime::{Config, kafka};
 use obs_schemas::Topic;
 use obs_schemas::records::MetricBatch;
-use obs_schemas::wire::Codec;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -176,7 +175,7 @@ pub async fn run(cfg: &Config, opts: &Options) -> anyhow::Result<Report> {
         }
     }
     consumer.assign(&assign)?;
-    let codec = Codec::with_token(&cfg.registry.url, &cfg.auth.client_token);
+    let codec = obs_runtime::registry::codec(cfg);
     let mut newest: BTreeMap<i32, i64> = BTreeMap::new();
     let mut messages: u64 = 0;
     let mut evaluations: u64 = 0;

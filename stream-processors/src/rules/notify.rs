@@ -57,7 +57,7 @@ impl Notifier {
                 .iter()
                 .map(|u| u.trim_end_matches('/').to_string())
                 .collect(),
-            client: reqwest::Client::builder()
+            client: obs_runtime::tls::http_client()
                 .timeout(Duration::from_secs(10))
                 .build()
                 .expect("HTTP client"),

@@ -13,7 +13,6 @@ use anyhow::Context;
 use datafusion::arrow::record_batch::RecordBatch;
 use obs_runtime::Config;
 use obs_schemas::Topic;
-use obs_schemas::wire::Codec;
 
 use super::tables::Rows;
 use crate::state;
@@ -55,7 +54,7 @@ pub async fn run(cfg: &Config, q: &TopicQuery) -> anyhow::Result<TopicAnswer> {
     // Plan first: a statement that cannot run is refused before the topic is read.
     super::plan(rows.to_batch()?, &q.sql).await?;
 
-    let brokers = cfg.kafka.brokers.clone();
+    let brokers = cfg.kafka.clone();
     let topic = q.topic.name();
     let from_ms = q.from_ns / 1_000_000 - q.slack.as_millis() as i64;
     let payloads = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Vec<u8>>> {
@@ -74,7 +73,7 @@ pub async fn run(cfg: &Config, q: &TopicQuery) -> anyhow::Result<TopicAnswer> {
     })
     .await
     .context("reading task")??;
-    let codec = Codec::with_token(&cfg.registry.url, &cfg.auth.client_token);
+    let codec = obs_runtime::registry::codec(cfg);
     let mut outside = 0;
     for p in &payloads {
         outside += rows.add_message(&codec, p, (q.from_ns, q.to_ns)).await?;

@@ -180,7 +180,7 @@ async fn restore(
     q: &Query,
     state_partitions: i32,
 ) -> anyhow::Result<Option<Checkpoint>> {
-    let brokers = cfg.kafka.brokers.clone();
+    let brokers = cfg.kafka.clone();
     let name = component.to_string();
     let mut cps = tokio::task::spawn_blocking(move || {
         state::load_latest(

@@ -79,7 +79,7 @@ pub fn key(partition: i32) -> Vec<u8> {
 
 /// The latest checkpoint of each of `partitions` (those with none are absent).
 pub fn load_latest(
-    brokers: &str,
+    brokers: &obs_runtime::config::KafkaConfig,
     partitions: &[i32],
     state_partitions: i32,
 ) -> anyhow::Result<HashMap<i32, Checkpoint>> {

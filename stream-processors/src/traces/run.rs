@@ -144,7 +144,7 @@ async fn restore(
     codec: &Codec,
     settings: &Arc<Settings>,
 ) -> anyhow::Result<BTreeMap<i32, Partition>> {
-    let brokers = cfg.kafka.brokers.clone();
+    let brokers = cfg.kafka.clone();
     let (state_n, sampled_n) = (counts[&Topic::ProcessorState], counts[&Topic::SpansSampled]);
     let wanted = owned.to_vec();
     // Blocking reads: the checkpoints, the kept spans after them, the ends of the topics.
