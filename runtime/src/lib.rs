@@ -10,6 +10,7 @@ pub mod config;
 pub mod json_lines;
 pub mod kafka;
 pub mod labels;
+pub mod metric_help;
 pub mod ops;
 pub mod publish;
 pub mod registry;

@@ -322,7 +322,7 @@ impl Processor {
         else {
             return;
         };
-        metrics::gauge!("obs_processor_watermark_ms").set(watermark as f64);
+        metrics::gauge!("obs_processor_watermark_seconds").set(watermark as f64 / 1000.0);
         let policy = self.notify.then(|| NotifyPolicy {
             resend_delay_ms: self.resend_delay_ms,
             not_before_ms: crate::processor::wall_ms() - self.notify_max_age_ms,

@@ -444,7 +444,8 @@ impl Traces {
             metrics::gauge!("obs_traces_open_bytes", "partition" => label.clone())
                 .set(bytes as f64);
             if let Some(t) = part.time_ms() {
-                metrics::gauge!("obs_traces_partition_time_ms", "partition" => label).set(t as f64);
+                metrics::gauge!("obs_traces_partition_time_seconds", "partition" => label)
+                    .set(t as f64 / 1000.0);
             }
             messages.push((p % self.state_partitions, checkpoint::key(p), cp.to_bytes()));
         }
