@@ -277,6 +277,8 @@ impl TlsListener {
                         }
                     },
                 };
+                // TLS records are small writes: no Nagle delay on them.
+                let _ = stream.set_nodelay(true);
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
