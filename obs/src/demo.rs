@@ -1,7 +1,8 @@
 //! `obs demo`: a short burst of realistic logs over OTLP/HTTP and the last ten minutes of
 //! request counters by remote write, so a new stack has data; with `--live` the counters
-//! go on every 5 s. The example rules in `config/rules/demo.rules.yml` fire on them:
-//! checkout fails 12% of its requests.
+//! go on every 5 s, with traces through frontend → checkout → payments and the logs of
+//! their spans (see [`crate::demo_traces`]). The example rules in
+//! `config/rules/demo.rules.yml` fire on them: checkout fails 12% of its requests.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -11,13 +12,19 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
-fn kv(key: &str, value: &str) -> KeyValue {
+/// A string attribute.
+pub(crate) fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
+        value: Some(string(value)),
         ..Default::default()
+    }
+}
+
+/// A string value.
+pub(crate) fn string(value: &str) -> AnyValue {
+    AnyValue {
+        value: Some(any_value::Value::StringValue(value.into())),
     }
 }
 
@@ -41,9 +48,7 @@ pub async fn run(base: &str, records: usize, run_id: Option<&str>) -> anyhow::Re
             time_unix_nano: now - (records - i) as u64 * 10_000_000,
             severity_text: sev.into(),
             severity_number: num,
-            body: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(format!("{msg} (demo #{i})"))),
-            }),
+            body: Some(string(&format!("{msg} (demo #{i})"))),
             attributes: [
                 kv("demo.seq", &i.to_string()),
                 kv("http.route", "/api/orders"),
@@ -157,9 +162,14 @@ async fn send_counters(base: &str, times: &[i64]) -> anyhow::Result<()> {
 /// collector's reason.
 async fn post(url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> anyhow::Result<()> {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let content_type = if body.first() == Some(&b'{') {
+        "application/json"
+    } else {
+        "application/x-protobuf"
+    };
     let mut req =
         crate::query_api::authorized(CLIENT.get_or_init(crate::query_api::client).post(url))
-            .header("Content-Type", "application/x-protobuf");
+            .header("Content-Type", content_type);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -198,13 +208,30 @@ async fn metrics(base: &str, now_ms: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The request counters every 5 s at the current time, until a shutdown is asked for.
+/// The request counters, a round of traces and their logs every 5 s at the current time,
+/// after one deploy event, until a shutdown is asked for.
 pub async fn live(base: &str) -> anyhow::Result<()> {
-    println!("sending demo_requests_total every 5 s until stopped");
+    let base = base.trim_end_matches('/');
+    println!("sending demo_requests_total, traces and their logs every 5 s until stopped");
+    let event = crate::demo_traces::deploy_event().to_string().into_bytes();
+    if let Err(e) = post(&format!("{base}/api/v1/events"), &[], event).await {
+        tracing::warn!(error = %e, "demo deploy event not sent");
+    }
+    let mut round = 0;
     loop {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
-        if let Err(e) = send_counters(base, &[now]).await {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
+        if let Err(e) = send_counters(base, &[now.as_millis() as i64]).await {
             tracing::warn!(error = %e, "demo counters not sent; trying again in 5 s");
+        }
+        let (traces, logs) = crate::demo_traces::round(now.as_nanos() as u64, round);
+        round += 1;
+        for (path, body) in [
+            ("v1/traces", traces.encode_to_vec()),
+            ("v1/logs", logs.encode_to_vec()),
+        ] {
+            if let Err(e) = post(&format!("{base}/{path}"), &[], body).await {
+                tracing::warn!(error = %e, "demo {path} not sent; trying again in 5 s");
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}

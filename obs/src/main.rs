@@ -4,6 +4,7 @@
 mod backtest;
 mod bench;
 mod demo;
+mod demo_traces;
 mod errors;
 mod explain;
 mod query_api;

@@ -1,7 +1,9 @@
 //! The README's commands, as a new user runs them: `scripts/stack up`, `scripts/stack
 //! down`, `scripts/stack up` again on the same state directory. The second `up` must store
 //! its own demo records (it checks them by run id and fails otherwise), and afterwards both
-//! runs' 200 demo records are in ClickHouse, each once. Uses the stack's fixed loopback
+//! runs' 200 demo records are in ClickHouse, each once, and the stack scrapes itself
+//! (`sum by (job) (up)` answers 1 for `obs` and `alertmanager`), and the live demo's traces,
+//! trace-linked logs, span metrics, service graph and deploy event arrive. Uses the stack's fixed loopback
 //! ports (9092, 8123, 8080, ...), which no other test uses.
 
 use std::process::Command;
@@ -55,7 +57,7 @@ fn stack_up_down_up_stores_the_second_runs_demo_records() {
             "sql",
             "SELECT uniqExact(LogAttributes['demo.run']) AS runs, count() AS n, \
              uniqExact(LogAttributes['demo.run'], LogAttributes['demo.seq']) AS distinct_records \
-             FROM otel_logs WHERE ScopeName = 'obs-demo'",
+             FROM otel_logs WHERE ScopeName = 'obs-demo' AND mapContains(LogAttributes, 'demo.run')",
             "--format",
             "csv",
         ])
@@ -67,5 +69,109 @@ fn stack_up_down_up_stores_the_second_runs_demo_records() {
         Some("2,400,400"),
         "two runs of 200 demo records, each once: {text}"
     );
+    // The stack scrapes itself: the README's `sum by (job) (up)` answers for both jobs.
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "http://127.0.0.1:8090/api/v1/query",
+            "--data-urlencode",
+        ])
+        .arg("query=sum by (job) (up)")
+        .output()
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut jobs: Vec<(String, String)> = answer["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["metric"]["job"].as_str().unwrap().to_string(),
+                r["value"][1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    jobs.sort();
+    assert_eq!(
+        jobs,
+        [
+            ("alertmanager".to_string(), "1".to_string()),
+            ("obs".to_string(), "1".to_string())
+        ],
+        "{answer}"
+    );
+    // The live demo sends all four signals: traces through three services with errors,
+    // logs carrying their trace ids, RED and service-graph metrics derived from the spans,
+    // and a deploy event.
+    wait_until(
+        "the live demo's traces, linked logs and deploy event",
+        || {
+            let row = sql("SELECT \
+               ifNull((SELECT uniqExact(ServiceName) FROM otel_traces WHERE ScopeName = 'obs-demo'), 0), \
+               ifNull((SELECT countIf(StatusCode = 'Error') FROM otel_traces WHERE ScopeName = 'obs-demo'), 0) > 0, \
+               ifNull((SELECT count() FROM otel_logs WHERE ScopeName = 'obs-demo' AND TraceId IN \
+                 (SELECT TraceId FROM otel_traces WHERE ScopeName = 'obs-demo')), 0) > 0, \
+               ifNull((SELECT count() FROM obs_events WHERE Type = 'deploy' AND Source = 'obs-demo'), 0) > 0");
+            row == "3,1,1,1"
+        },
+    );
+    wait_until(
+        "RED metrics and the service graph from the demo's spans",
+        || {
+            let calls = promql(
+                r#"sum by (service) (traces_spanmetrics_calls_total{service=~"frontend|checkout|payments"})"#,
+            );
+            let edges = promql(r#"sum by (client, server) (traces_service_graph_request_total)"#);
+            calls.len() == 3
+                && edges
+                    .iter()
+                    .any(|m| m["client"] == "frontend" && m["server"] == "checkout")
+                && edges
+                    .iter()
+                    .any(|m| m["client"] == "checkout" && m["server"] == "payments")
+        },
+    );
     ok("restart", &stack(&["restart"], state.path()));
+}
+
+/// `obs sql` against the stack's ClickHouse: the CSV answer's last line.
+fn sql(query: &str) -> String {
+    let out = Command::new(obs_e2e::obs_bin())
+        .args(["sql", query, "--format", "csv"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The label sets of a PromQL instant query's answer from the stack's query API.
+fn promql(query: &str) -> Vec<serde_json::Value> {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "http://127.0.0.1:8090/api/v1/query",
+            "--data-urlencode",
+        ])
+        .arg(format!("query={query}"))
+        .output()
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    answer["data"]["result"]
+        .as_array()
+        .map(|r| r.iter().map(|s| s["metric"].clone()).collect())
+        .unwrap_or_default()
+}
+
+/// Polls `check` every second for two minutes, failing with `what`.
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..120 {
+        if check() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    panic!("timed out after 2 minutes waiting for {what}");
 }
