@@ -158,18 +158,18 @@ async fn send_counters(base: &str, times: &[i64]) -> anyhow::Result<()> {
     post(&url, &headers, body).await
 }
 
-/// POSTs a protobuf body to the collector; an answer other than 2xx is an error with the
-/// collector's reason.
+/// POSTs a body (protobuf unless `headers` name a `Content-Type`) to the collector; an
+/// answer other than 2xx is an error with the collector's reason.
 async fn post(url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> anyhow::Result<()> {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    let content_type = if body.first() == Some(&b'{') {
-        "application/json"
-    } else {
-        "application/x-protobuf"
-    };
     let mut req =
-        crate::query_api::authorized(CLIENT.get_or_init(crate::query_api::client).post(url))
-            .header("Content-Type", content_type);
+        crate::query_api::authorized(CLIENT.get_or_init(crate::query_api::client).post(url));
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
+        req = req.header("Content-Type", "application/x-protobuf");
+    }
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -214,7 +214,8 @@ pub async fn live(base: &str) -> anyhow::Result<()> {
     let base = base.trim_end_matches('/');
     println!("sending demo_requests_total, traces and their logs every 5 s until stopped");
     let event = crate::demo_traces::deploy_event().to_string().into_bytes();
-    if let Err(e) = post(&format!("{base}/api/v1/events"), &[], event).await {
+    let json = [("Content-Type", "application/json")];
+    if let Err(e) = post(&format!("{base}/api/v1/events"), &json, event).await {
         tracing::warn!(error = %e, "demo deploy event not sent");
     }
     let mut round = 0;

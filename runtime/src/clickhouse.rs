@@ -9,11 +9,11 @@ use crate::config::ClickHouseConfig;
 /// An `https://` URL is verified against the system roots and `[tls] ca_file` (see
 /// [`crate::tls::trust`]).
 pub fn server_client(cfg: &ClickHouseConfig) -> clickhouse::Client {
-    let base = if cfg.url.starts_with("https://") && crate::tls::has_extra_roots() {
+    let base = if cfg.url.starts_with("https://") {
         match https_client() {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!("ClickHouse TLS client with [tls] ca_file: {e:#}");
+                tracing::error!("ClickHouse TLS client: {e:#}");
                 clickhouse::Client::default()
             }
         }
@@ -43,7 +43,7 @@ fn https_client() -> anyhow::Result<clickhouse::Client> {
     http.set_keepalive(Some(std::time::Duration::from_secs(60)));
     http.enforce_http(false);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(crate::tls::client_config()?)
+        .with_tls_config((*crate::tls::client_config()?).clone())
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);

@@ -362,12 +362,6 @@ pub fn trust(cfg: &TlsConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether `[tls] ca_file` added a CA (so a client must be built with [`client_config`]
-/// rather than with its crate's built-in roots).
-pub fn has_extra_roots() -> bool {
-    TRUST.get().is_some_and(|t| !t.ders.is_empty())
-}
-
 /// An HTTP client builder trusting the system roots and `[tls] ca_file`: every client of
 /// another service (registry, rules API, Alertmanager, query API) starts here.
 pub fn http_client() -> reqwest::ClientBuilder {
@@ -380,8 +374,18 @@ pub fn http_client() -> reqwest::ClientBuilder {
 }
 
 /// A rustls client configuration trusting the system roots and `[tls] ca_file`, for
-/// clients that take one directly (ClickHouse).
-pub fn client_config() -> anyhow::Result<rustls::ClientConfig> {
+/// clients that take one directly (ClickHouse); built once (reading the system roots is
+/// file I/O) and shared.
+pub fn client_config() -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    if let Some(c) = CONFIG.get() {
+        return Ok(c.clone());
+    }
+    let c = Arc::new(build_client_config()?);
+    Ok(CONFIG.get_or_init(|| c).clone())
+}
+
+fn build_client_config() -> anyhow::Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
     for c in TRUST.get().map(|t| t.ders.as_slice()).unwrap_or_default() {

@@ -139,6 +139,12 @@ where
     }
 }
 
+/// What `[auth]` stores of a secret: its SHA-256, hex (computed here, not by obs).
+pub fn hash_secret(secret: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+}
+
 /// An HTTP client whose requests fail after `secs` instead of hanging a test.
 pub fn http(secs: u64) -> reqwest::Client {
     reqwest::Client::builder()

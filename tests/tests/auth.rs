@@ -10,19 +10,13 @@ use std::time::Duration;
 
 use base64::Engine;
 use obs_e2e::prometheus::Prometheus;
-use obs_e2e::{Stack, http, remote_write, run_python_sender, wait_for};
+use obs_e2e::{Stack, hash_secret, http, remote_write, run_python_sender, wait_for};
 use serde_json::{Value, json};
-use sha2::Digest;
 
 const INTERNAL: &str = "internal-token";
 const ACME_WRITER: &str = "acme-writer-token";
 const UMBRELLA: &str = "umbrella-token";
 const ACME_USER: (&str, &str) = ("acme", "acme-password");
-
-/// What `[auth]` stores of a secret: its SHA-256, hex (computed here, not by obs).
-fn hash_secret(secret: &str) -> String {
-    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
-}
 
 /// The `[auth]` section: obs's own client, a write-only acme token, a read-only acme user
 /// and an umbrella token that reads and writes.

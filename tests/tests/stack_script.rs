@@ -165,13 +165,20 @@ fn promql(query: &str) -> Vec<serde_json::Value> {
         .unwrap_or_default()
 }
 
-/// Polls `check` every second for two minutes, failing with `what`.
+/// Polls `check` (with the suite's [`obs_e2e::wait_for`]) for two minutes, failing with
+/// `what`.
 fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..120 {
-        if check() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_secs(1));
-    }
-    panic!("timed out after 2 minutes waiting for {what}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(obs_e2e::wait_for(
+        what,
+        std::time::Duration::from_secs(120),
+        || {
+            let done = check();
+            async move { done.then_some(()) }
+        },
+    ))
+    .unwrap();
 }

@@ -11,18 +11,16 @@ use std::time::Duration;
 
 use obs_e2e::prometheus::Prometheus;
 use obs_e2e::tls::TestCa;
-use obs_e2e::{KAFKA_USER, Stack, run_python_sender, wait_for};
+use obs_e2e::{KAFKA_USER, Stack, hash_secret, run_python_sender, wait_for};
 use obs_runtime::config::KafkaConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::Value;
-use sha2::Digest;
 
 const INTERNAL: &str = "internal-token";
 const ACME: &str = "acme-token";
 
 /// `[auth]`: obs's own client and an acme credential that writes and reads.
 fn config() -> String {
-    let hash = |s: &str| hex::encode(sha2::Sha256::digest(s.as_bytes()));
     format!(
         r#"
 [auth]
@@ -41,8 +39,8 @@ token_sha256 = "{}"
 tenants = ["acme"]
 access = ["read", "write"]
 "#,
-        hash(INTERNAL),
-        hash(ACME)
+        hash_secret(INTERNAL),
+        hash_secret(ACME)
     )
 }
 
