@@ -91,6 +91,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Messages sent to obs.dlq because they could not be stored, by table.",
     ),
     (
+        "obs_sink_rows_restored_total",
+        Counter,
+        "Rows ClickHouse acknowledged without storing (a deduplication token a crash left behind) that the sink stored again, by table.",
+    ),
+    (
         "obs_sink_undecodable_skipped_total",
         Counter,
         "Undecodable messages a second sink of a topic skipped (the topic's main sink sends them to obs.dlq), by table.",

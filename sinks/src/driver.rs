@@ -9,6 +9,13 @@
 //! between insert and commit is the same batch with the same token, and ClickHouse stores it
 //! once. A partition whose Kafka committed offset is behind the newest recorded batch (a
 //! commit lost or given up on) resumes at that batch rather than re-reading the partition.
+//!
+//! The token alone is not enough: ClickHouse (26.9) writes a token to its deduplication log
+//! before it commits the part, so a ClickHouse crash in between leaves the token without the
+//! rows, and the retry is acknowledged without storing anything. So when an attempt got no
+//! answer, and for every batch re-formed after a crash, the acknowledged batch is read back
+//! (through the table's record-time column, compared by content) and missing rows are
+//! stored again under a new token (`obs_sink_rows_restored_total`).
 //! Otherwise a batch is flushed at `sink.batch_max_rows` rows or when its first message
 //! is `sink.batch_max_wait_ms` old.
 //!
@@ -38,6 +45,7 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
+use crate::stored;
 use crate::table::TableSink;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -79,6 +87,39 @@ struct Batch<R> {
     started: Instant,
     /// Where the batch must end, from an intent written before a crash.
     end: Option<i64>,
+}
+
+/// The rows an insert carries.
+pub(crate) enum Rows<'a, R> {
+    /// All of them.
+    All(&'a [R]),
+    /// Those at the given positions.
+    Some(&'a [R], &'a [usize]),
+}
+
+// Not derived: a derive would ask `R: Copy`, but only references are copied.
+impl<R> Clone for Rows<'_, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R> Copy for Rows<'_, R> {}
+
+/// How an insert that ClickHouse finally acknowledged went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Acknowledged, with no attempt before it whose fate is unknown.
+    Stored,
+    /// Acknowledged after an attempt that got no answer (the connection failed): that
+    /// attempt may have logged the token without storing the rows.
+    AfterUnansweredAttempt,
+}
+
+fn unix_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }
 
 #[derive(Debug, Row, Serialize, Deserialize)]
@@ -472,15 +513,21 @@ impl<T: TableSink> SinkDriver<T> {
             }
             let token = dedup_token(T::TOPIC, partition, batch.first, batch.last);
             let started = Instant::now();
-            if let Err(rejected) = self.insert_retrying(&batch.rows, &token).await {
-                tracing::warn!(
-                    partition,
-                    first = batch.first,
-                    last = batch.last,
-                    error = %rejected,
-                    "ClickHouse rejected the batch's data; isolating the rows it refuses"
-                );
-                self.isolate(partition, &batch).await;
+            match self.insert_retrying(Rows::All(&batch.rows), &token).await {
+                Ok(Outcome::Stored) if batch.end.is_none() => {}
+                // Re-formed after a crash, or sent again after an answer that never came:
+                // an earlier attempt may have left the token without the rows.
+                Ok(_) => self.store_missing(&batch.rows, &token).await,
+                Err(rejected) => {
+                    tracing::warn!(
+                        partition,
+                        first = batch.first,
+                        last = batch.last,
+                        error = %rejected,
+                        "ClickHouse rejected the batch's data; isolating the rows it refuses"
+                    );
+                    self.isolate(partition, &batch).await;
+                }
             }
             #[cfg(feature = "failpoints")]
             crash_after_insert();
@@ -497,14 +544,22 @@ impl<T: TableSink> SinkDriver<T> {
 
     /// Inserts, retrying every failure that can pass; `Err` when ClickHouse refuses the
     /// data itself (retrying would fail forever).
-    async fn insert_retrying(&self, rows: &[T::Row], token: &str) -> Result<(), String> {
+    async fn insert_retrying(
+        &self,
+        rows: Rows<'_, T::Row>,
+        token: &str,
+    ) -> Result<Outcome, String> {
         let mut backoff = Duration::from_millis(200);
         let mut attempt = 0u32;
+        let mut outcome = Outcome::Stored;
         loop {
-            match self.insert(rows, token).await {
-                Ok(()) => return Ok(()),
+            match insert_rows(&self.client, T::TABLE, rows, token).await {
+                Ok(()) => return Ok(outcome),
                 Err(e) if rejects_data(&e) => return Err(e.to_string()),
                 Err(e) => {
+                    if !matches!(e, clickhouse::error::Error::BadResponse(_)) {
+                        outcome = Outcome::AfterUnansweredAttempt;
+                    }
                     attempt += 1;
                     tracing::warn!(attempt, error = %e, table = T::TABLE, "insert failed; retrying in {backoff:?}");
                     tokio::time::sleep(backoff).await;
@@ -526,28 +581,84 @@ impl<T: TableSink> SinkDriver<T> {
                 .map_or(batch.rows.len(), |&(_, next)| next);
             let rows = &batch.rows[start..end];
             let token = dedup_token(T::TOPIC, partition, offset, offset);
-            if self.insert_retrying(rows, &token).await.is_ok() {
-                continue;
+            match self.insert_retrying(Rows::All(rows), &token).await {
+                Ok(Outcome::Stored) => continue,
+                Ok(Outcome::AfterUnansweredAttempt) => {
+                    self.store_missing(rows, &token).await;
+                    continue;
+                }
+                Err(_) => {}
             }
             for (i, row) in rows.iter().enumerate() {
                 let row_token = format!("{token}#{i}");
-                if let Err(reason) = self
-                    .insert_retrying(std::slice::from_ref(row), &row_token)
+                match self
+                    .insert_retrying(Rows::All(std::slice::from_ref(row)), &row_token)
                     .await
                 {
-                    let value = serde_json::to_vec(row).ok();
-                    let error = format!(
-                        "ClickHouse refused row {i} of the message (the row is the value, as JSON): {reason}"
-                    );
-                    self.dead_letter(partition, offset, None, value, &error)
-                        .await;
+                    Ok(Outcome::Stored) => {}
+                    Ok(Outcome::AfterUnansweredAttempt) => {
+                        self.store_missing(std::slice::from_ref(row), &row_token)
+                            .await;
+                    }
+                    Err(reason) => {
+                        let value = serde_json::to_vec(row).ok();
+                        let error = format!(
+                            "ClickHouse refused row {i} of the message (the row is the value, as JSON): {reason}"
+                        );
+                        self.dead_letter(partition, offset, None, value, &error)
+                            .await;
+                    }
                 }
             }
         }
     }
 
-    async fn insert(&self, rows: &[T::Row], token: &str) -> clickhouse::error::Result<()> {
-        insert_rows::<T::Row>(&self.client, T::TABLE, rows, token).await
+    /// Reads back what ClickHouse holds of `rows` and stores the missing ones again, under
+    /// a token of their own, until nothing is missing. Needed because ClickHouse (26.9)
+    /// records an insert's token in its deduplication log before it commits the part: a
+    /// crash in between leaves the token without the rows, and a retry carrying it is
+    /// acknowledged and stores nothing.
+    async fn store_missing(&self, rows: &[T::Row], token: &str) {
+        let mut backoff = Duration::from_millis(200);
+        for round in 1u32.. {
+            let missing = match stored::missing::<T>(&self.client, T::TABLE, rows).await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, table = T::TABLE, "reading back a batch failed; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            };
+            if missing.is_empty() {
+                return;
+            }
+            tracing::warn!(
+                table = T::TABLE,
+                token,
+                missing = missing.len(),
+                rows = rows.len(),
+                "ClickHouse acknowledged rows it does not hold (its deduplication log kept the \
+                 token of an insert a crash cut short); storing them again"
+            );
+            metrics::counter!("obs_sink_rows_restored_total", "table" => T::TABLE)
+                .increment(missing.len() as u64);
+            // A token never used before: the old one is what ClickHouse wrongly remembers.
+            let again = format!("{token}#restored-{round}-{}", unix_nanos());
+            match self
+                .insert_retrying(Rows::Some(rows, &missing), &again)
+                .await
+            {
+                Ok(Outcome::Stored) => return,
+                Ok(Outcome::AfterUnansweredAttempt) => {} // read back again
+                Err(e) => {
+                    // The same rows were accepted before the crash; a refusal now is
+                    // ClickHouse's verdict on the data: logged, not looped on.
+                    tracing::error!(table = T::TABLE, error = %e, "ClickHouse refused rows it had accepted");
+                    return;
+                }
+            }
+        }
     }
 
     /// Commits `next` for the partition (synchronously: the batch is durable now).
@@ -580,7 +691,7 @@ impl<T: TableSink> SinkDriver<T> {
 pub(crate) async fn insert_rows<R>(
     client: &clickhouse::Client,
     table: &str,
-    rows: &[R],
+    rows: Rows<'_, R>,
     token: &str,
 ) -> clickhouse::error::Result<()>
 where
@@ -590,8 +701,17 @@ where
         .insert::<R>(table)
         .await?
         .with_setting("insert_deduplication_token", token);
-    for row in rows {
-        insert.write(row).await?;
+    match rows {
+        Rows::All(all) => {
+            for row in all {
+                insert.write(row).await?;
+            }
+        }
+        Rows::Some(all, positions) => {
+            for &i in positions {
+                insert.write(&all[i]).await?;
+            }
+        }
     }
     insert.end().await
 }

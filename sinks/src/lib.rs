@@ -37,6 +37,7 @@ pub mod raw_logs;
 pub mod replay;
 pub mod rollups;
 pub mod sql_outputs;
+pub mod stored;
 pub mod table;
 pub mod traces;
 

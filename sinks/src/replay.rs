@@ -21,7 +21,7 @@
 //! inserts. `obs_replay_log` keeps a row per stored chunk (target, partition, offsets,
 //! range): the history of what replays did.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,13 +37,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::alerts::ObsAlerts;
 use crate::derived_traces::{SampledTraces, ServiceGraphEdges, TraceSummaries};
-use crate::driver::insert_rows;
+use crate::driver::{Rows, insert_rows};
 use crate::events::ObsEvents;
 use crate::logs::OtelLogs;
 use crate::metrics::{MetricMetadataTable, MetricSamples, MetricSeriesTable};
 use crate::raw_logs::RawLogs;
 use crate::rollups::MetricRollups;
-use crate::table::{TableSink, TimeColumn};
+use crate::stored::{fingerprint, missing};
+use crate::table::TableSink;
 use crate::traces::OtelTraces;
 
 /// Messages per chunk: chunks start at multiples of this offset, so reruns line up.
@@ -315,34 +316,6 @@ fn committed_offsets(
         .with_context(|| format!("reading the committed offsets of {group}"))
 }
 
-/// A row's content, for comparing a chunk with what the target holds.
-fn fingerprint<R: Serialize>(row: &R) -> u128 {
-    xxhash_rust::xxh3::xxh3_128(&serde_json::to_vec(row).expect("rows serialise"))
-}
-
-/// How many times the target holds each row content of the record-time span `[lo, hi]`
-/// (ns).
-async fn stored_rows<T: TableSink>(
-    client: &clickhouse::Client,
-    table: &str,
-    time: TimeColumn,
-    (lo, hi): (i64, i64),
-) -> anyhow::Result<HashMap<u128, u32>> {
-    let mut cursor = client
-        .query(&format!(
-            "SELECT ?fields FROM {table} WHERE {}",
-            time.between_sql()
-        ))
-        .bind(lo)
-        .bind(hi)
-        .fetch::<T::Row>()?;
-    let mut held = HashMap::new();
-    while let Some(row) = cursor.next().await? {
-        *held.entry(fingerprint(&row)).or_insert(0) += 1;
-    }
-    Ok(held)
-}
-
 async fn decode<T: TableSink>(codec: &Codec, payload: &[u8]) -> anyhow::Result<Option<T::Message>> {
     if let Some(decoded) = T::decode_raw(payload) {
         return Ok(decoded.ok());
@@ -378,23 +351,18 @@ async fn flush<T: TableSink>(
         Some((db, table)) => (client.clone().with_database(db), table),
         None => (client.clone(), target),
     };
-    let times = chunk.rows.iter().filter_map(T::row_time_ns);
-    if let (Some(time), Some(lo), Some(hi)) = (T::TIME_COLUMN, times.clone().min(), times.max()) {
-        let mut held = stored_rows::<T>(&db_client, table, time, (lo, hi))
-            .await
-            .with_context(|| format!("reading {target}'s rows of the chunk's time span"))?;
-        let before = chunk.rows.len();
-        chunk
-            .rows
-            .retain(|row| match held.get_mut(&fingerprint(row)) {
-                Some(n) if *n > 0 => {
-                    *n -= 1;
-                    false
-                }
-                _ => true,
-            });
-        summary.already_stored += (before - chunk.rows.len()) as u64;
-    }
+    let missing = missing::<T>(&db_client, table, &chunk.rows)
+        .await
+        .with_context(|| format!("reading {target}'s rows of the chunk's time span"))?;
+    let before = chunk.rows.len();
+    chunk.rows = chunk
+        .rows
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| missing.binary_search(i).is_ok())
+        .map(|(_, row)| row)
+        .collect();
+    summary.already_stored += (before - chunk.rows.len()) as u64;
     if !chunk.rows.is_empty() {
         let content = chunk
             .rows
@@ -404,7 +372,7 @@ async fn flush<T: TableSink>(
             "replay:{target}/{topic}/{partition}:{}-{}@{}-{}:{content:032x}",
             chunk.first, chunk.last, opts.from_ns, opts.to_ns
         );
-        insert_rows::<T::Row>(&db_client, table, &chunk.rows, &token)
+        insert_rows(&db_client, table, Rows::All(&chunk.rows), &token)
             .await
             .with_context(|| format!("inserting into {target}"))?;
         summary.stored += chunk.rows.len() as u64;

@@ -482,6 +482,22 @@ pub enum Stop {
     Kill,
 }
 
+impl Drop for Stack {
+    /// A failed test keeps its stack's directory (logs, broker and ClickHouse data) for a
+    /// post-mortem and says where it is.
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Ok(empty) = tempfile::tempdir()
+        {
+            let kept = std::mem::replace(&mut self.dir, empty).keep();
+            eprintln!(
+                "the failed test's stack directory is kept: {}",
+                kept.display()
+            );
+        }
+    }
+}
+
 impl Stack {
     /// Starts everything with default settings.
     pub async fn start() -> anyhow::Result<Stack> {
