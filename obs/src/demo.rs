@@ -116,9 +116,14 @@ fn demo_counters(t_ms: i64) -> Vec<(&'static str, &'static str, f64)> {
         .collect()
 }
 
-/// Sends the counters at each of `times` (ms) by remote write to `base`/api/v1/write.
-async fn send_counters(base: &str, times: &[i64]) -> anyhow::Result<()> {
-    use obs_producers::remote_write::proto::{Label, Sample, TimeSeries, WriteRequest};
+/// Sends the counters at each of `times` (ms) by remote write to `base`/api/v1/write, with
+/// `exemplars` (code, trace id, span id) on checkout's series at the last time.
+async fn send_counters(
+    base: &str,
+    times: &[i64],
+    exemplars: &[(&str, String, String)],
+) -> anyhow::Result<()> {
+    use obs_producers::remote_write::proto::{Exemplar, Label, Sample, TimeSeries, WriteRequest};
     let label = |name: &str, value: &str| Label {
         name: name.into(),
         value: value.into(),
@@ -140,6 +145,19 @@ async fn send_counters(base: &str, times: &[i64]) -> anyhow::Result<()> {
             s.samples.push(Sample {
                 value: v,
                 timestamp: t,
+            });
+        }
+    }
+    let last = times.last().copied().unwrap_or_default();
+    for (s, (svc, code, _)) in series.iter_mut().zip(demo_counters(last)) {
+        for (_, trace, span) in exemplars
+            .iter()
+            .filter(|(c, _, _)| svc == "checkout" && *c == code)
+        {
+            s.exemplars.push(Exemplar {
+                labels: vec![label("trace_id", trace), label("span_id", span)],
+                value: 1.0,
+                timestamp: last,
             });
         }
     }
@@ -191,7 +209,7 @@ async fn post(url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> anyhow::Res
 async fn metrics(base: &str, now_ms: i64) -> anyhow::Result<()> {
     let start = (now_ms - 600_000) / 15_000 * 15_000;
     let times: Vec<i64> = (0..=40).map(|i| start + i * 15_000).collect();
-    if let Err(e) = send_counters(base, &times).await {
+    if let Err(e) = send_counters(base, &times, &[]).await {
         // A collector that already has newer samples of these series refuses older ones.
         if e.to_string().contains("out of order") {
             println!(
@@ -221,11 +239,12 @@ pub async fn live(base: &str) -> anyhow::Result<()> {
     let mut round = 0;
     loop {
         let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
-        if let Err(e) = send_counters(base, &[now.as_millis() as i64]).await {
-            tracing::warn!(error = %e, "demo counters not sent; trying again in 5 s");
-        }
         let (traces, logs) = crate::demo_traces::round(now.as_nanos() as u64, round);
         round += 1;
+        let exemplars = crate::demo_traces::checkout_exemplars(&traces);
+        if let Err(e) = send_counters(base, &[now.as_millis() as i64], &exemplars).await {
+            tracing::warn!(error = %e, "demo counters not sent; trying again in 5 s");
+        }
         for (path, body) in [
             ("v1/traces", traces.encode_to_vec()),
             ("v1/logs", logs.encode_to_vec()),

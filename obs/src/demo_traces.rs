@@ -258,6 +258,43 @@ pub fn deploy_event() -> serde_json::Value {
     })
 }
 
+/// For `demo_requests_total{service="checkout"}`'s exemplars: per response code (`200`,
+/// `500`) the trace and span ids (hex) of one checkout server span of the round with that
+/// outcome.
+pub fn checkout_exemplars(
+    traces: &ExportTraceServiceRequest,
+) -> Vec<(&'static str, String, String)> {
+    let mut by_code: Vec<(&'static str, String, String)> = Vec::new();
+    for rs in &traces.resource_spans {
+        let checkout = rs.resource.as_ref().is_some_and(|r| {
+            r.attributes.iter().any(|kv| {
+                kv.key == "service.name" && kv.value.as_ref() == Some(&string("checkout"))
+            })
+        });
+        if !checkout {
+            continue;
+        }
+        for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
+            if span.kind != SpanKind::Server as i32 {
+                continue;
+            }
+            let failed = span
+                .status
+                .as_ref()
+                .is_some_and(|s| s.code == StatusCode::Error as i32);
+            let code = if failed { "500" } else { "200" };
+            if !by_code.iter().any(|(c, _, _)| *c == code) {
+                by_code.push((code, hex(&span.trace_id), hex(&span.span_id)));
+            }
+        }
+    }
+    by_code
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,6 +335,17 @@ mod tests {
                 .count(),
             2
         );
+        // Checkout's exemplars: a successful and the failed request's server spans.
+        let exemplars = checkout_exemplars(&traces);
+        assert_eq!(exemplars.len(), 2, "{exemplars:?}");
+        for (code, trace, span) in &exemplars {
+            let s = spans
+                .iter()
+                .find(|s| hex(&s.span_id) == *span && hex(&s.trace_id) == *trace)
+                .expect("the exemplar's span is in the round");
+            let failed = s.status.as_ref().unwrap().code == StatusCode::Error as i32;
+            assert_eq!(*code == "500", failed);
+        }
         // Ids are distinct within a round and across rounds.
         let (next, _) = round(1_800_000_000_000_000_000 + 5_000_000_000, 1);
         let mut ids: Vec<Vec<u8>> = spans.iter().map(|s| s.span_id.clone()).collect();

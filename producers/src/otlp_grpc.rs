@@ -73,16 +73,6 @@ impl Otlp {
         })?;
         crate::server::tenant(&headers, &self.0.cfg.default_tenant).map_err(status)
     }
-
-    fn counted(
-        &self,
-        signal: &'static str,
-        r: Result<usize, CollectorError>,
-    ) -> Result<(), Status> {
-        let n = r.map_err(status)?;
-        metrics::counter!("obs_collector_records_total", "signal" => signal).increment(n as u64);
-        Ok(())
-    }
 }
 
 #[tonic::async_trait]
@@ -93,7 +83,7 @@ impl LogsService for Otlp {
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
         let tenant = self.tenant(&req)?;
         let r = publish_otlp_logs(&self.0, req.into_inner(), &tenant).await;
-        self.counted("logs", r)?;
+        r.map_err(status)?;
         Ok(Response::new(ExportLogsServiceResponse::default()))
     }
 }
@@ -106,7 +96,7 @@ impl TraceService for Otlp {
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let tenant = self.tenant(&req)?;
         let r = publish_otlp_traces(&self.0, req.into_inner(), &tenant).await;
-        self.counted("traces", r)?;
+        r.map_err(status)?;
         Ok(Response::new(ExportTraceServiceResponse::default()))
     }
 }
@@ -119,7 +109,7 @@ impl MetricsService for Otlp {
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         let tenant = self.tenant(&req)?;
         let r = publish_otlp_metrics(&self.0, req.into_inner(), &tenant).await;
-        self.counted("metrics", r)?;
+        r.map_err(status)?;
         Ok(Response::new(ExportMetricsServiceResponse::default()))
     }
 }

@@ -22,7 +22,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         "obs_collector_records_total",
         Counter,
-        "Records accepted by the collectors and acknowledged by Kafka, by signal.",
+        "Records (samples for metrics) accepted by the collectors, scrapes included, and acknowledged by Kafka, by signal and tenant.",
     ),
     (
         "obs_collector_rejected_total",

@@ -67,6 +67,30 @@ pub struct Publisher {
     logs_topic: Topic,
 }
 
+/// What one collector call publishes, per tenant, counted in `obs_collector_records_total`
+/// once the broker has acknowledged it (samples for metrics, records otherwise).
+struct Accepted {
+    signal: &'static str,
+    per_tenant: BTreeMap<String, u64>,
+}
+
+impl Accepted {
+    fn count<'a>(signal: &'static str, items: impl Iterator<Item = (&'a str, u64)>) -> Self {
+        let mut per_tenant = BTreeMap::new();
+        for (tenant, n) in items {
+            *per_tenant.entry(tenant.to_string()).or_insert(0) += n;
+        }
+        Accepted { signal, per_tenant }
+    }
+
+    fn record(self) {
+        for (tenant, n) in self.per_tenant {
+            metrics::counter!("obs_collector_records_total", "signal" => self.signal, "tenant" => tenant)
+                .increment(n);
+        }
+    }
+}
+
 /// The partition a key hash falls in (the same hash always lands in the same partition).
 pub fn partition_of(hash: i64, partitions: i32) -> i32 {
     (hash as u64 % partitions.max(1) as u64) as i32
@@ -103,6 +127,7 @@ impl Publisher {
     /// Publishes log records, partitioned by stream (tenant, service, resource attributes),
     /// to `obs.logs` (or `obs.logs.ingest`, see [`Publisher::with_logs_topic`]).
     pub async fn logs(&self, records: Vec<LogRecord>) -> Result<(), PublishError> {
+        let accepted = Accepted::count("logs", records.iter().map(|r| (r.tenant.as_str(), 1)));
         let n = self.partitions(self.logs_topic);
         let mut groups: BTreeMap<i32, Vec<LogRecord>> = BTreeMap::new();
         for r in records {
@@ -123,12 +148,15 @@ impl Publisher {
                     .map(move |records| (p, LogBatch { records }))
             })
             .collect();
-        self.send(self.logs_topic, messages).await
+        self.send(self.logs_topic, messages).await?;
+        accepted.record();
+        Ok(())
     }
 
     /// Publishes spans partitioned by trace id, so all spans of a trace meet in one
     /// partition.
     pub async fn spans(&self, spans: Vec<Span>) -> Result<(), PublishError> {
+        let accepted = Accepted::count("traces", spans.iter().map(|s| (s.tenant.as_str(), 1)));
         let n = self.partitions(Topic::Spans);
         let mut groups: BTreeMap<i32, Vec<Span>> = BTreeMap::new();
         for s in spans {
@@ -143,11 +171,14 @@ impl Publisher {
                     .map(move |spans| (p, SpanBatch { spans }))
             })
             .collect();
-        self.send(Topic::Spans, messages).await
+        self.send(Topic::Spans, messages).await?;
+        accepted.record();
+        Ok(())
     }
 
     /// Publishes events partitioned by source.
     pub async fn events(&self, events: Vec<Event>) -> Result<(), PublishError> {
+        let accepted = Accepted::count("events", events.iter().map(|e| (e.tenant.as_str(), 1)));
         let n = self.partitions(Topic::Events);
         let mut groups: BTreeMap<i32, Vec<Event>> = BTreeMap::new();
         for e in events {
@@ -162,7 +193,9 @@ impl Publisher {
                     .map(move |events| (p, EventBatch { events }))
             })
             .collect();
-        self.send(Topic::Events, messages).await
+        self.send(Topic::Events, messages).await?;
+        accepted.record();
+        Ok(())
     }
 
     /// Publishes metric series partitioned by series fingerprint (a message carries series
@@ -172,6 +205,12 @@ impl Publisher {
         series: Vec<MetricSeries>,
         metadata: Vec<MetricMetadata>,
     ) -> Result<(), PublishError> {
+        let accepted = Accepted::count(
+            "metrics",
+            series
+                .iter()
+                .map(|s| (s.tenant.as_str(), s.timestamps_ms.len() as u64)),
+        );
         let n = self.partitions(Topic::Metrics);
         let mut groups: BTreeMap<i32, MetricBatch> = BTreeMap::new();
         for s in series {
@@ -206,7 +245,9 @@ impl Publisher {
                 messages.push((p, current));
             }
         }
-        self.send(Topic::Metrics, messages).await
+        self.send(Topic::Metrics, messages).await?;
+        accepted.record();
+        Ok(())
     }
 
     /// Encodes and sends `(partition, value)` messages; Ok only when every one is

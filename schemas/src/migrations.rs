@@ -82,6 +82,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "metrics_rollups",
         sql: include_str!("../migrations/0012_metrics_rollups.sql"),
     },
+    Migration {
+        version: 13,
+        name: "metrics_exemplars",
+        sql: include_str!("../migrations/0013_metrics_exemplars.sql"),
+    },
 ];
 
 /// Retention per table family, in days (TTL clauses of the DDL).

@@ -51,6 +51,7 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
     let samples = driver::SinkDriver::<metrics::MetricSamples>::new(&cfg, &ready)?;
     let series = driver::SinkDriver::<metrics::MetricSeriesTable>::new(&cfg, &ready)?;
     let metadata = driver::SinkDriver::<metrics::MetricMetadataTable>::new(&cfg, &ready)?;
+    let exemplars = driver::SinkDriver::<metrics::MetricExemplars>::new(&cfg, &ready)?;
     let events = driver::SinkDriver::<events::ObsEvents>::new(&cfg, &ready)?;
     // With log pipelines, the log processor reads obs.logs.raw and writes obs.logs.
     let raw_lines = async {
@@ -92,6 +93,7 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
         samples.run(),
         series.run(),
         metadata.run(),
+        exemplars.run(),
         events.run(),
         raw_lines,
         alerts.run(),

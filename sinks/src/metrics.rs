@@ -1,4 +1,5 @@
-//! `obs.metrics` → `metrics_samples`, `metrics_series` and `metrics_metadata`.
+//! `obs.metrics` → `metrics_samples`, `metrics_series`, `metrics_metadata` and
+//! `metrics_exemplars`.
 //!
 //! Each table has its own consumer group, so each is exactly-once on its own terms:
 //! samples by deduplicated batches; series and metadata by being replacing tables, where
@@ -57,6 +58,74 @@ impl TableSink for MetricSamples {
     }
 
     fn row_time_ns(row: &SampleRow) -> Option<i64> {
+        Some(row.timestamp_ms.saturating_mul(1_000_000))
+    }
+}
+
+/// The `metrics_exemplars` sink.
+#[derive(Default)]
+pub struct MetricExemplars;
+
+/// One exemplar of a series.
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ExemplarRow {
+    /// Tenant.
+    pub tenant: String,
+    /// `__name__` of the series.
+    pub metric_name: String,
+    /// Series fingerprint (joins `metrics_series`).
+    pub fingerprint: i64,
+    /// ms since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// The observed value.
+    pub value: f64,
+    /// The exemplar's labels.
+    pub labels: Vec<(String, String)>,
+    /// The trace it points to (from its labels), or empty.
+    pub trace_id: String,
+    /// The span it points to (from its labels), or empty.
+    pub span_id: String,
+}
+
+/// Exemplar label names that carry a trace id, and span id, as instrumentations write them.
+const TRACE_ID_LABELS: [&str; 4] = ["trace_id", "traceID", "trace.id", "traceId"];
+const SPAN_ID_LABELS: [&str; 4] = ["span_id", "spanID", "span.id", "spanId"];
+
+impl TableSink for MetricExemplars {
+    type Message = MetricBatch;
+    type Row = ExemplarRow;
+    const TOPIC: Topic = Topic::Metrics;
+    const TABLE: &'static str = "metrics_exemplars";
+    const TIME_COLUMN: Option<TimeColumn> = Some(TimeColumn::Millis("TimestampMs"));
+    // `metrics_samples` sends the topic's undecodable messages to the DLQ.
+    const DEAD_LETTERS_UNDECODABLE: bool = false;
+
+    fn rows(&mut self, message: MetricBatch, out: &mut Vec<ExemplarRow>) {
+        for s in message.series {
+            for e in s.exemplars {
+                let find = |names: &[&str]| {
+                    names
+                        .iter()
+                        .find_map(|n| e.labels.get(*n))
+                        .cloned()
+                        .unwrap_or_default()
+                };
+                out.push(ExemplarRow {
+                    tenant: s.tenant.clone(),
+                    metric_name: s.name.clone(),
+                    fingerprint: s.fingerprint,
+                    timestamp_ms: e.timestamp_ms,
+                    value: e.value,
+                    trace_id: find(&TRACE_ID_LABELS),
+                    span_id: find(&SPAN_ID_LABELS),
+                    labels: pairs(e.labels),
+                });
+            }
+        }
+    }
+
+    fn row_time_ns(row: &ExemplarRow) -> Option<i64> {
         Some(row.timestamp_ms.saturating_mul(1_000_000))
     }
 }

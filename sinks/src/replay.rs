@@ -40,7 +40,7 @@ use crate::derived_traces::{SampledTraces, ServiceGraphEdges, TraceSummaries};
 use crate::driver::{Rows, insert_rows};
 use crate::events::ObsEvents;
 use crate::logs::OtelLogs;
-use crate::metrics::{MetricMetadataTable, MetricSamples, MetricSeriesTable};
+use crate::metrics::{MetricExemplars, MetricMetadataTable, MetricSamples, MetricSeriesTable};
 use crate::raw_logs::RawLogs;
 use crate::rollups::MetricRollups;
 use crate::stored::{fingerprint, missing};
@@ -112,13 +112,14 @@ pub async fn replay(cfg: &Config, opts: &ReplayOptions) -> anyhow::Result<Vec<Ta
         Topic::Metrics => {
             if opts.into.is_some() {
                 bail!(
-                    "obs.metrics feeds three tables (metrics_samples, metrics_series, metrics_metadata): use --database to replay into fresh ones"
+                    "obs.metrics feeds four tables (metrics_samples, metrics_series, metrics_metadata, metrics_exemplars): use --database to replay into fresh ones"
                 );
             }
             vec![
                 replay_table::<MetricSeriesTable>(cfg, opts).await?,
                 replay_table::<MetricMetadataTable>(cfg, opts).await?,
                 replay_table::<MetricSamples>(cfg, opts).await?,
+                replay_table::<MetricExemplars>(cfg, opts).await?,
             ]
         }
         other => bail!("{other} has no sink table to replay into"),

@@ -17,6 +17,7 @@ use anyhow::{Context, bail};
 use tempfile::TempDir;
 
 pub mod alertmanager;
+pub mod dashboards;
 pub mod load;
 pub mod prometheus;
 pub mod promql_demo;

@@ -3,7 +3,8 @@
 //! its own demo records (it checks them by run id and fails otherwise), and afterwards both
 //! runs' 200 demo records are in ClickHouse, each once, and the stack scrapes itself
 //! (`sum by (job) (up)` answers 1 for `obs` and `alertmanager`), and the live demo's traces,
-//! trace-linked logs, span metrics, service graph and deploy event arrive. Uses the stack's fixed loopback
+//! trace-linked logs, span metrics, service graph and deploy event arrive, and every panel
+//! of every Grafana dashboard shows data. Uses the stack's fixed loopback
 //! ports (9092, 8123, 8080, ...), which no other test uses.
 
 use std::process::Command;
@@ -131,7 +132,88 @@ fn stack_up_down_up_stores_the_second_runs_demo_records() {
                     .any(|m| m["client"] == "checkout" && m["server"] == "payments")
         },
     );
+    // Every panel of every Grafana dashboard answers with data, run as Grafana runs it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(every_panel_shows_data());
     ok("restart", &stack(&["restart"], state.path()));
+}
+
+/// Runs each dashboard's panel queries against the stack until all of them return data
+/// (some derived series, such as the SLO burn rates, need a few rule evaluations), then
+/// checks that a broken query and a query without data are reported.
+async fn every_panel_shows_data() {
+    use obs_e2e::dashboards::{self, Endpoints, PanelQuery};
+    let at = Endpoints {
+        query_api: "http://127.0.0.1:8090".into(),
+        clickhouse: "http://127.0.0.1:8123".into(),
+        database: "obs".into(),
+    };
+    let client = reqwest::Client::new();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    let queries = |now: i64| -> Vec<PanelQuery> {
+        dashboards::dashboard_files()
+            .iter()
+            .flat_map(|f| dashboards::panel_queries(f, now).unwrap())
+            .collect()
+    };
+    assert!(queries(now()).len() >= 20, "{:?}", queries(now()));
+    let started = std::time::Instant::now();
+    let deadline = started + std::time::Duration::from_secs(180);
+    loop {
+        let t = now();
+        let mut failures = Vec::new();
+        for q in queries(t) {
+            if let Err(e) = dashboards::run(&client, &at, &q, t).await {
+                failures.push(format!(
+                    "{} / {}: {e:#}\n  {}",
+                    q.dashboard, q.panel, q.query
+                ));
+            }
+        }
+        if failures.is_empty() {
+            eprintln!(
+                "every dashboard panel showed data after {:?}",
+                started.elapsed()
+            );
+            break;
+        }
+        eprintln!(
+            "{:?}: {} panel queries without data yet: {failures:?}",
+            started.elapsed(),
+            failures.len()
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dashboard panels without data after 180 s:\n{}",
+            failures.join("\n")
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    }
+    // The check fails a panel whose query is broken or finds nothing.
+    let t = now();
+    let mut panel = queries(t).remove(0);
+    let good = panel.query.clone();
+    panel.query = format!("{good})");
+    let broken = dashboards::run(&client, &at, &panel, t).await;
+    assert!(broken.is_err(), "{good}) answered {broken:?}");
+    let mut panel = queries(t)
+        .into_iter()
+        .find(|q| q.datasource == "obs-prometheus")
+        .unwrap();
+    panel.query = "sum(rate(no_such_metric_total[1m]))".into();
+    let empty = dashboards::run(&client, &at, &panel, t).await;
+    assert!(
+        empty.as_ref().is_err_and(|e| e.to_string() == "no data"),
+        "{empty:?}"
+    );
 }
 
 /// `obs sql` against the stack's ClickHouse: the CSV answer's last line.

@@ -2,6 +2,7 @@
 //! [`obs_promql`] over [`super::store`], answered in Prometheus's JSON shapes (`vector`, `matrix`, `scalar`,
 //! `string`), errors as `bad_data` (400), `execution` (422) or `unavailable` (503).
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use axum::body::Bytes;
@@ -331,14 +332,115 @@ pub async fn explain(
     }
 }
 
-/// `GET|POST /api/v1/query_exemplars`: exemplars reach the metrics topic but no table stores
-/// them yet, so every query has none (Grafana asks in Explore; an error would hide the
-/// graph).
-pub async fn exemplars(RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+/// `GET|POST /api/v1/query_exemplars`: as Prometheus answers it, the exemplars in
+/// `[start, end]` of every series a selector of the query matches, per series, from
+/// `metrics_exemplars`.
+pub async fn exemplars(
+    State(state): State<ApiState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let p = Params::read(q.as_deref(), &headers, &body);
-    match p.get("query").map(promql::parse) {
-        None => bad_data("invalid parameter \"query\": missing"),
-        Some(Err(e)) => bad_data(e),
-        Some(Ok(_)) => ok(json!([])),
+    let expr = match p.get("query").map(promql::parse) {
+        None => return bad_data("invalid parameter \"query\": missing"),
+        Some(Err(e)) => return bad_data(e),
+        Some(Ok(e)) => e,
+    };
+    let tenant = match tenant(&headers) {
+        Ok(t) => t,
+        Err(e) => return bad_data(e),
+    };
+    let (start, end) = match (p.time_ms("start"), p.time_ms("end")) {
+        (Ok(s), Ok(e)) => (s.unwrap_or(0), e.unwrap_or(i64::MAX)),
+        (Err(e), _) | (_, Err(e)) => return bad_data(e),
+    };
+    if end < start {
+        return bad_data("end timestamp must not be before start timestamp");
+    }
+    let mut selectors = Selectors(Vec::new());
+    let _ = promql_parser::util::walk_expr(&mut selectors, &expr);
+    // Per series (its labels), its exemplars; a series two selectors match is listed once.
+    let mut found: BTreeMap<BTreeMap<String, String>, BTreeMap<(i64, u64), serde_json::Value>> =
+        BTreeMap::new();
+    for vs in &selectors.0 {
+        let statement = match store::exemplars_statement(vs, &tenant, start, end) {
+            Ok(s) => s,
+            Err(e) => return bad_data(e),
+        };
+        let mut query = state.client.query(&statement.sql);
+        for b in &statement.binds {
+            query = query.bind(b.as_str());
+        }
+        let rows = match query.fetch_all::<ExemplarSeries>().await {
+            Ok(rows) => rows,
+            Err(e) => return eval_error(EvalError::Storage(e.to_string())),
+        };
+        for row in rows {
+            let mut labels: BTreeMap<String, String> = row.labels.into_iter().collect();
+            labels.insert("__name__".into(), row.name);
+            let series = found.entry(labels).or_default();
+            for (ms, value, exemplar_labels) in row.exemplars {
+                let exemplar_labels: BTreeMap<String, String> =
+                    exemplar_labels.into_iter().collect();
+                series.insert(
+                    (ms, value.to_bits()),
+                    json!({
+                        "labels": exemplar_labels,
+                        "value": format_value(value),
+                        "timestamp": seconds(ms),
+                    }),
+                );
+            }
+        }
+    }
+    ok(serde_json::Value::Array(
+        found
+            .into_iter()
+            .map(|(labels, exemplars)| {
+                json!({"seriesLabels": labels, "exemplars": exemplars.into_values().collect::<Vec<_>>()})
+            })
+            .collect(),
+    ))
+}
+
+/// A time in seconds as Prometheus writes it in JSON (`model.Time`): a whole number when
+/// it is one, else with its milliseconds.
+fn seconds(ms: i64) -> serde_json::Value {
+    if ms % 1000 == 0 {
+        json!(ms / 1000)
+    } else {
+        json!(ms as f64 / 1000.0)
+    }
+}
+
+/// A series and its exemplars, as `exemplars_statement` reads them.
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct ExemplarSeries {
+    #[allow(dead_code)]
+    fp: i64,
+    name: String,
+    labels: Vec<(String, String)>,
+    exemplars: Vec<StoredExemplar>,
+}
+
+/// One stored exemplar: ms, value, its labels.
+type StoredExemplar = (i64, f64, Vec<(String, String)>);
+
+/// The vector selectors of a query (those of range selectors too), as Prometheus's
+/// `parser.ExtractSelectors` finds them.
+struct Selectors(Vec<promql_parser::parser::VectorSelector>);
+
+impl promql_parser::util::ExprVisitor for Selectors {
+    type Error = std::convert::Infallible;
+
+    fn pre_visit(&mut self, expr: &promql_parser::parser::Expr) -> Result<bool, Self::Error> {
+        use promql_parser::parser::Expr;
+        match expr {
+            Expr::VectorSelector(vs) => self.0.push(vs.clone()),
+            Expr::MatrixSelector(ms) => self.0.push(ms.vs.clone()),
+            _ => {}
+        }
+        Ok(true)
     }
 }

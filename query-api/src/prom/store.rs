@@ -131,17 +131,55 @@ pub fn windows_statement(
     from_ms: i64,
     to_ms: i64,
 ) -> Result<Statement, String> {
+    per_series_statement(
+        vs,
+        tenant,
+        "metrics_rollups",
+        "windows",
+        "WindowStartMs, Count, Sum, Min, Max, FirstTimestampMs, First, LastTimestampMs, Last, Increase",
+        &format!(
+            "ResolutionMs = {res} AND WindowStartMs >= {from_ms} AND WindowStartMs <= {to_ms}"
+        ),
+    )
+}
+
+/// The statement for the exemplars of a selector's series in `[from_ms, to_ms]`: per
+/// series its name, labels and `(ms, value, exemplar labels)` in time order.
+pub fn exemplars_statement(
+    vs: &VectorSelector,
+    tenant: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Statement, String> {
+    per_series_statement(
+        vs,
+        tenant,
+        "metrics_exemplars",
+        "exemplars",
+        "TimestampMs, Value, Labels",
+        &format!("TimestampMs >= {from_ms} AND TimestampMs <= {to_ms}"),
+    )
+}
+
+/// Per series a selector matches: `fp`, `name`, `labels` and, as `alias`, the tuples of
+/// `columns` of its rows in `table` that meet `conditions`, ordered by the first column.
+fn per_series_statement(
+    vs: &VectorSelector,
+    tenant: &str,
+    table: &str,
+    alias: &str,
+    columns: &str,
+    conditions: &str,
+) -> Result<Statement, String> {
     let p = selector_parts(vs)?;
     let (filter, join) = series_filter_and_join(&p.filter);
     let name = p.name;
     let t = || vec![tenant.to_string()];
     Ok(Statement {
         sql: format!(
-            "SELECT d.fp AS fp, s.name AS name, s.labels AS labels, d.windows AS windows \
-             FROM (SELECT Fingerprint AS fp, arraySort(w -> w.1, groupArray((WindowStartMs, Count, Sum, Min, Max, \
-             FirstTimestampMs, First, LastTimestampMs, Last, Increase))) AS windows \
-             FROM metrics_rollups WHERE Tenant = ? AND ResolutionMs = {res} AND {name}WindowStartMs >= {from_ms} \
-             AND WindowStartMs <= {to_ms} AND {filter} GROUP BY Fingerprint) AS d {join}"
+            "SELECT d.fp AS fp, s.name AS name, s.labels AS labels, d.{alias} AS {alias} \
+             FROM (SELECT Fingerprint AS fp, arraySort(r -> r.1, groupArray(({columns}))) AS {alias} \
+             FROM {table} WHERE Tenant = ? AND {name}{conditions} AND {filter} GROUP BY Fingerprint) AS d {join}"
         ),
         binds: [t(), p.name_binds, t(), p.binds.clone(), t(), p.binds].concat(),
     })
@@ -495,10 +533,22 @@ mod tests {
         assert_eq!(cut.sql.matches('?').count(), cut.binds.len());
         let windows = windows_statement(&vs, "t", 60_000, 0, 120_000).unwrap();
         assert!(
-            windows
-                .sql
-                .contains("FROM metrics_rollups WHERE Tenant = ? AND ResolutionMs = 60000")
+            windows.sql.contains(
+                "FROM metrics_rollups WHERE Tenant = ? AND MetricName = ? AND ResolutionMs = 60000"
+            ),
+            "{}",
+            windows.sql
         );
         assert_eq!(windows.sql.matches('?').count(), windows.binds.len());
+        let exemplars = exemplars_statement(&vs, "t", 0, 120_000).unwrap();
+        assert!(
+            exemplars.sql.contains(
+                "FROM metrics_exemplars WHERE Tenant = ? AND MetricName = ? AND TimestampMs >= 0 AND TimestampMs <= 120000"
+            ),
+            "{}",
+            exemplars.sql
+        );
+        assert!(!exemplars.sql.contains("a'b") && exemplars.binds.iter().any(|b| b == "a'b"));
+        assert_eq!(exemplars.sql.matches('?').count(), exemplars.binds.len());
     }
 }
