@@ -248,6 +248,7 @@ async fn migrations_are_idempotent_and_give_the_otel_shapes() {
     assert_eq!(
         tables,
         [
+            "metrics_exemplars",
             "metrics_metadata",
             "metrics_rollups",
             "metrics_samples",
