@@ -15,6 +15,7 @@ pub mod logql;
 pub mod prom;
 pub mod server;
 pub mod sql;
+pub mod status;
 pub mod tenant;
 pub mod traces;
 

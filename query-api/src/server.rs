@@ -28,6 +28,11 @@ pub struct ApiState {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/api/v1/sql", get(sql::get).post(sql::post))
+        .route("/status", get(crate::status::page))
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/status") }),
+        )
         .merge(crate::prom::routes())
         .merge(crate::logql::routes())
         .merge(crate::traces::routes())

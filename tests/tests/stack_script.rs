@@ -3,8 +3,9 @@
 //! its own demo records (it checks them by run id and fails otherwise), and afterwards both
 //! runs' 200 demo records are in ClickHouse, each once, and the stack scrapes itself
 //! (`sum by (job) (up)` answers 1 for `obs` and `alertmanager`), and the live demo's traces,
-//! trace-linked logs, span metrics, service graph and deploy event arrive, and every panel
-//! of every Grafana dashboard shows data. Uses the stack's fixed loopback
+//! trace-linked logs, span metrics, service graph and deploy event arrive, every panel
+//! of every Grafana dashboard shows data, and the status page shows live numbers in
+//! headless Chromium. Uses the stack's fixed loopback
 //! ports (9092, 8123, 8080, ...), which no other test uses.
 
 use std::process::Command;
@@ -138,7 +139,63 @@ fn stack_up_down_up_stores_the_second_runs_demo_records() {
         .build()
         .unwrap();
     rt.block_on(every_panel_shows_data());
+    the_status_page_shows_live_numbers_in_a_browser();
     ok("restart", &stack(&["restart"], state.path()));
+}
+
+/// Debian's headless Chromium opens the query API's status page: it shows both scrape
+/// targets up and logs coming in. With `OBS_STATUS_SCREENSHOT=<png>` it also saves a
+/// screenshot (the README's, docs/status.png).
+fn the_status_page_shows_live_numbers_in_a_browser() {
+    let url = "http://127.0.0.1:8090/status";
+    let chromium = |extra: &[&str]| {
+        Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+            ])
+            .args(extra)
+            .arg(url)
+            .output()
+            .expect("chromium runs (scripts/stack test installs Debian's chromium)")
+    };
+    let mut dom = String::new();
+    wait_until("the status page to show logs coming in", || {
+        let out = chromium(&["--dump-dom"]);
+        dom = String::from_utf8_lossy(&out.stdout).into_owned();
+        cell(&dom, "Records accepted, by signal", "logs").is_some_and(|v| v > 0.0)
+    });
+    assert!(dom.contains("<h1>obs status</h1>"), "{dom}");
+    assert_eq!(cell(&dom, "Scrape targets up", "obs"), Some(1.0), "{dom}");
+    assert_eq!(
+        cell(&dom, "Scrape targets up", "alertmanager"),
+        Some(1.0),
+        "{dom}"
+    );
+    assert!(
+        cell(&dom, "Rows stored, by table", "otel_logs").is_some_and(|v| v > 0.0),
+        "{dom}"
+    );
+    if let Ok(png) = std::env::var("OBS_STATUS_SCREENSHOT") {
+        let out = chromium(&[&format!("--screenshot={png}"), "--window-size=1000,1500"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The number in the row `row` of the table under the heading `section` of the page.
+fn cell(dom: &str, section: &str, row: &str) -> Option<f64> {
+    let table = &dom[dom.find(&format!("<h2>{section}</h2>"))?..];
+    let table = &table[..table.find("</table>")?];
+    let at = table.find(&format!("<td>{row}</td>"))?;
+    let rest = &table[at..];
+    let value = &rest[rest.find("data-value=\"")? + 12..];
+    value[..value.find('"')?].parse().ok()
 }
 
 /// Runs each dashboard's panel queries against the stack until all of them return data
