@@ -91,14 +91,7 @@ pub async fn page(State(state): State<ApiState>, headers: HeaderMap) -> Response
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    let limits = Limits {
-        promql: obs_promql::Limits {
-            lookback_ms: state.cfg.promql_lookback_secs as i64 * 1000,
-            max_points: state.cfg.promql_max_points,
-        },
-        max_samples: state.cfg.promql_max_samples,
-        rollup_resolutions: Vec::new(),
-    };
+    let limits = crate::prom::limits_with(&state, Vec::new());
     let mut body = String::new();
     for section in SECTIONS {
         let rows = rows(&state, &tenant, section, now, &limits).await;

@@ -223,37 +223,40 @@ async fn every_panel_shows_data() {
     };
     assert!(queries(now()).len() >= 20, "{:?}", queries(now()));
     let started = std::time::Instant::now();
-    let deadline = started + std::time::Duration::from_secs(180);
-    loop {
-        let t = now();
-        let mut failures = Vec::new();
-        for q in queries(t) {
-            if let Err(e) = dashboards::run(&client, &at, &q, t).await {
-                failures.push(format!(
-                    "{} / {}: {e:#}\n  {}",
-                    q.dashboard, q.panel, q.query
-                ));
+    let last = std::sync::Mutex::new(Vec::new());
+    let shown = obs_e2e::wait_for(
+        "every dashboard panel to show data",
+        std::time::Duration::from_secs(180),
+        || {
+            let (client, at, last) = (client.clone(), at.clone(), &last);
+            async move {
+                let t = now();
+                let mut failures = Vec::new();
+                for q in queries(t) {
+                    if let Err(e) = dashboards::run(&client, &at, &q, t).await {
+                        failures.push(format!(
+                            "{} / {}: {e:#}\n  {}",
+                            q.dashboard, q.panel, q.query
+                        ));
+                    }
+                }
+                let done = failures.is_empty();
+                *last.lock().unwrap() = failures;
+                done.then_some(())
             }
-        }
-        if failures.is_empty() {
-            eprintln!(
-                "every dashboard panel showed data after {:?}",
-                started.elapsed()
-            );
-            break;
-        }
-        eprintln!(
-            "{:?}: {} panel queries without data yet: {failures:?}",
-            started.elapsed(),
-            failures.len()
+        },
+    )
+    .await;
+    if let Err(e) = shown {
+        panic!(
+            "{e}; panels without data:\n{}",
+            last.lock().unwrap().join("\n")
         );
-        assert!(
-            std::time::Instant::now() < deadline,
-            "dashboard panels without data after 180 s:\n{}",
-            failures.join("\n")
-        );
-        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     }
+    eprintln!(
+        "every dashboard panel showed data after {:?}",
+        started.elapsed()
+    );
     // The check fails a panel whose query is broken or finds nothing.
     let t = now();
     let mut panel = queries(t).remove(0);

@@ -12,6 +12,7 @@
 mod api;
 pub(crate) mod params;
 mod query;
+pub(crate) use query::limits_with;
 mod rules;
 pub mod selector;
 pub mod store;

@@ -24,14 +24,22 @@ fn limits(state: &ApiState, p: &Params) -> Result<Limits, String> {
     let asked = p
         .get("max_source_resolution")
         .unwrap_or(&state.cfg.max_source_resolution);
-    Ok(Limits {
+    Ok(limits_with(
+        state,
+        source_resolutions(asked, &state.rollup_resolutions_ms)?,
+    ))
+}
+
+/// The configured PromQL limits, reading rollups of `rollup_resolutions` (ms).
+pub(crate) fn limits_with(state: &ApiState, rollup_resolutions: Vec<i64>) -> Limits {
+    Limits {
         promql: promql::Limits {
             lookback_ms: state.cfg.promql_lookback_secs as i64 * 1000,
             max_points: state.cfg.promql_max_points,
         },
         max_samples: state.cfg.promql_max_samples,
-        rollup_resolutions: source_resolutions(asked, &state.rollup_resolutions_ms)?,
-    })
+        rollup_resolutions,
+    }
 }
 
 /// The rollup resolutions `max_source_resolution` allows among those the rollup processor
