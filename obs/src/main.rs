@@ -70,7 +70,12 @@ enum Command {
     Registry,
     /// Create the ClickHouse database and apply pending migrations (idempotent), and the
     /// table of each [sql] query.
-    Migrate,
+    Migrate {
+        /// Print the statements a migration of an empty database runs (for one server, or
+        /// for [clickhouse] cluster) instead of running them; connects to nothing.
+        #[arg(long)]
+        print: bool,
+    },
     /// Run the stream processors: the rule processor evaluates the Prometheus rule files of
     /// [processor] rule_files on obs.metrics in event time (recorded series and ALERTS back
     /// to obs.metrics, alert transitions to obs.alerts, alerts to [processor]
@@ -447,7 +452,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Query => obs_query_api::run(cfg, ops::Readiness::default()).await,
         Command::Registry => registry(cfg, shutdown::wait()).await,
-        Command::Migrate => migrate(&cfg).await,
+        Command::Migrate { print: false } => migrate(&cfg).await,
+        Command::Migrate { print: true } => {
+            let cluster = cfg.clickhouse.cluster_layout()?;
+            let plan =
+                migrations::plan(&cfg.clickhouse.database, &cfg.retention, cluster.as_ref())?;
+            for stmt in plan {
+                println!("{stmt};\n");
+            }
+            Ok(())
+        }
         Command::Replay {
             topic,
             from,
@@ -762,7 +776,14 @@ async fn migrate(cfg: &Config) -> anyhow::Result<()> {
     let client = ch::server_client(&cfg.clickhouse);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        match migrations::migrate(&client, &cfg.clickhouse.database, &cfg.retention).await {
+        let cluster = cfg.clickhouse.cluster_layout()?;
+        let applied = migrations::migrate(
+            &client,
+            &cfg.clickhouse.database,
+            &cfg.retention,
+            cluster.as_ref(),
+        );
+        match applied.await {
             Ok(report) => {
                 tracing::info!(applied = ?report.applied, already = ?report.already, database = %cfg.clickhouse.database, "migrations done");
                 return sql_tables(cfg).await;
@@ -837,9 +858,11 @@ async fn topics(cfg: &Config) -> anyhow::Result<()> {
 /// output (the sink makes a missing one from the output's schema too).
 async fn sql_tables(cfg: &Config) -> anyhow::Result<()> {
     let client = ch::client(&cfg.clickhouse);
+    let cluster = cfg.clickhouse.cluster_layout()?;
     for def in obs_runtime::sql_queries::load(&cfg.sql.queries_file)? {
         let q = obs_stream_processors::sql::query::Query::plan(def).await?;
-        obs_schemas::sql_output::ensure_table(&client, q.name(), &q.columns, cfg.sql.ttl_days)
+        let ttl = cfg.sql.ttl_days;
+        obs_schemas::sql_output::ensure_table(&client, q.name(), &q.columns, ttl, cluster.as_ref())
             .await?;
         tracing::info!(query = q.name(), table = %obs_schemas::sql_output::table_name(q.name()), "SQL output table ready");
     }

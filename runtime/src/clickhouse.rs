@@ -24,6 +24,14 @@ pub fn server_client(cfg: &ClickHouseConfig) -> clickhouse::Client {
     if !cfg.password.is_empty() {
         c = c.with_password(&cfg.password);
     }
+    if !cfg.cluster.is_empty() {
+        // An insert through a Distributed table is acknowledged once every shard holds its
+        // block (a sink's read-back must see it), and `IN (SELECT …)` over distributed
+        // tables runs the subquery once, cluster-wide (ClickHouse refuses it by default).
+        c = c
+            .with_setting("distributed_foreground_insert", "1")
+            .with_setting("distributed_product_mode", "global");
+    }
     c
 }
 

@@ -128,6 +128,21 @@ pub struct ClickHouseConfig {
     pub user: String,
     /// Password.
     pub password: String,
+    /// A cluster of the servers' `remote_servers` to create the tables on (`ON CLUSTER`,
+    /// `Replicated*MergeTree` per shard under `Distributed` tables, each server defining the
+    /// `{shard}` and `{replica}` macros); empty: one server. `obs migrate --print` shows the
+    /// DDL.
+    pub cluster: String,
+}
+
+impl ClickHouseConfig {
+    /// The cluster layout of `cluster`, `None` for one server.
+    pub fn cluster_layout(&self) -> anyhow::Result<Option<obs_schemas::cluster::Cluster>> {
+        if self.cluster.is_empty() {
+            return Ok(None);
+        }
+        obs_schemas::cluster::Cluster::new(&self.cluster, &self.database).map(Some)
+    }
 }
 
 impl Default for ClickHouseConfig {
@@ -137,6 +152,7 @@ impl Default for ClickHouseConfig {
             database: "obs".into(),
             user: "default".into(),
             password: String::new(),
+            cluster: String::new(),
         }
     }
 }

@@ -5,9 +5,11 @@
 //! * [`wire`]: Confluent wire format (magic byte, schema id, Avro datum) through a registry.
 //! * [`registry`]: a schema registry speaking Confluent's REST API.
 //! * [`migrations`]: versioned, idempotent ClickHouse DDL.
+//! * [`cluster`]: that DDL for a ClickHouse cluster (replicated, sharded, distributed).
 //! * [`sql_output`]: the records and tables of streaming SQL queries, shaped by their output.
 //! * [`fingerprint`]: the stable series/stream hash used for Kafka keys and table keys.
 
+pub mod cluster;
 pub mod fingerprint;
 pub mod migrations;
 pub mod records;

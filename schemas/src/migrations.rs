@@ -6,6 +6,8 @@
 //! applied versions are recorded in `obs_schema_migrations`, so running the migrations
 //! again (or after a crash half-way) is always safe.
 
+use crate::cluster::Cluster;
+use anyhow::Context;
 use clickhouse::Client;
 use serde::Deserialize;
 
@@ -155,6 +157,27 @@ impl Migration {
     }
 }
 
+impl Migration {
+    /// The migration's statements for one server (`None`) or a cluster.
+    pub fn statements_on(
+        &self,
+        retention: &Retention,
+        cluster: Option<&Cluster>,
+    ) -> anyhow::Result<Vec<String>> {
+        let statements = self.statements(retention);
+        let Some(c) = cluster else {
+            return Ok(statements);
+        };
+        let mut out = vec![];
+        for s in statements {
+            out.extend(c.rewrite(&s).with_context(|| {
+                format!("migration {} ({}) on a cluster", self.version, self.name)
+            })?);
+        }
+        Ok(out)
+    }
+}
+
 /// What a run did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationReport {
@@ -184,26 +207,58 @@ pub fn check_identifier(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates `database` if needed and applies every pending migration in order.
+/// The table recording which versions are applied.
+const APPLIED_TABLE: &str = "CREATE TABLE IF NOT EXISTS obs_schema_migrations (version UInt32, name String, \
+     applied_at DateTime64(3) DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY version";
+
+/// What `migrate` runs before the migrations: the database (sent without a database set)
+/// and the table of applied versions.
+pub fn bootstrap_statements(
+    database: &str,
+    cluster: Option<&Cluster>,
+) -> anyhow::Result<(String, Vec<String>)> {
+    check_identifier(database)?;
+    Ok(match cluster {
+        None => (
+            format!("CREATE DATABASE IF NOT EXISTS {database}"),
+            vec![APPLIED_TABLE.to_string()],
+        ),
+        Some(c) => (c.create_database(), c.rewrite(APPLIED_TABLE)?),
+    })
+}
+
+/// Every statement `migrate` would run on an empty database, in order (`obs migrate
+/// --print`), so the DDL of a cluster can be reviewed before it is applied.
+pub fn plan(
+    database: &str,
+    retention: &Retention,
+    cluster: Option<&Cluster>,
+) -> anyhow::Result<Vec<String>> {
+    let (create, applied) = bootstrap_statements(database, cluster)?;
+    let mut out = vec![create];
+    out.extend(applied);
+    for m in MIGRATIONS {
+        out.extend(m.statements_on(retention, cluster)?);
+    }
+    Ok(out)
+}
+
+/// Creates `database` if needed and applies every pending migration in order, on one
+/// server or, with `cluster`, on every node of a cluster (see [`crate::cluster`]).
 ///
 /// `client` must not have a database set (it may not exist yet).
 pub async fn migrate(
     client: &Client,
     database: &str,
     retention: &Retention,
+    cluster: Option<&Cluster>,
 ) -> anyhow::Result<MigrationReport> {
-    check_identifier(database)?;
-    client
-        .query(&format!("CREATE DATABASE IF NOT EXISTS {database}"))
-        .execute()
-        .await?;
+    let (create, applied) = bootstrap_statements(database, cluster)?;
+    client.query(&create).execute().await?;
     let db = client.clone().with_database(database);
-    db.query(
-        "CREATE TABLE IF NOT EXISTS obs_schema_migrations (version UInt32, name String, \
-         applied_at DateTime64(3) DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY version",
-    )
-    .execute()
-    .await?;
+    for stmt in applied {
+        db.query(&stmt).execute().await?;
+    }
     let done: Vec<u32> = db
         .query("SELECT DISTINCT version FROM obs_schema_migrations ORDER BY version")
         .fetch_all::<AppliedRow>()
@@ -220,7 +275,7 @@ pub async fn migrate(
             report.already.push(m.version);
             continue;
         }
-        for stmt in m.statements(retention) {
+        for stmt in m.statements_on(retention, cluster)? {
             db.query(&stmt).execute().await.map_err(|e| {
                 anyhow::anyhow!(
                     "migration {} ({}) failed: {e}\nstatement: {stmt}",

@@ -190,20 +190,29 @@ pub fn table_statement(query: &str, columns: &[Column], ttl_days: u32) -> String
 }
 
 /// Creates `sql_<query>` for `columns` if it is missing (`client` on the pipeline's
-/// database) and checks that an existing one has exactly those columns: one made for
-/// another version of the query's output is an error saying what to do.
+/// database; on every node of `cluster` if set) and checks that an existing one has exactly
+/// those columns: one made for another version of the query's output is an error saying
+/// what to do.
 pub async fn ensure_table(
     client: &clickhouse::Client,
     query: &str,
     columns: &[Column],
     ttl_days: u32,
+    cluster: Option<&crate::cluster::Cluster>,
 ) -> anyhow::Result<()> {
     let table = table_name(query);
-    client
-        .query(&table_statement(query, columns, ttl_days))
-        .execute()
-        .await
-        .with_context(|| format!("creating table {table}"))?;
+    let create = table_statement(query, columns, ttl_days);
+    let statements = match cluster {
+        None => vec![create],
+        Some(c) => c.rewrite(&create)?,
+    };
+    for stmt in statements {
+        client
+            .query(&stmt)
+            .execute()
+            .await
+            .with_context(|| format!("creating table {table}"))?;
+    }
     let have: Vec<(String, String)> = client
         .query(
             "SELECT name, type FROM system.columns \

@@ -633,16 +633,27 @@ impl<T: TableSink> SinkDriver<T> {
             if missing.is_empty() {
                 return;
             }
-            tracing::warn!(
-                table = T::TABLE,
-                token,
-                missing = missing.len(),
-                rows = rows.len(),
-                "ClickHouse acknowledged rows it does not hold (its deduplication log kept the \
+            if T::TIME_COLUMN.is_none() {
+                // A replacing table cannot be read back by record time: its batch is simply
+                // written again under a new token (a row twice is one row after merges).
+                tracing::debug!(
+                    table = T::TABLE,
+                    token,
+                    rows = rows.len(),
+                    "writing an uncertain batch of a replacing table again"
+                );
+            } else {
+                tracing::warn!(
+                    table = T::TABLE,
+                    token,
+                    missing = missing.len(),
+                    rows = rows.len(),
+                    "ClickHouse acknowledged rows it does not hold (its deduplication log kept the \
                  token of an insert a crash cut short); storing them again"
-            );
-            metrics::counter!("obs_sink_rows_restored_total", "table" => T::TABLE)
-                .increment(missing.len() as u64);
+                );
+                metrics::counter!("obs_sink_rows_restored_total", "table" => T::TABLE)
+                    .increment(missing.len() as u64);
+            }
             // A token never used before: the old one is what ClickHouse wrongly remembers.
             let again = format!("{token}#restored-{round}-{}", unix_nanos());
             match self

@@ -133,6 +133,9 @@ impl TableSink for MetricExemplars {
 /// A series is written again once its newest sample is this much newer than the one of
 /// its last written row (keeps `LastSeenMs`, and so the series TTL, fresh).
 const SERIES_REFRESH_MS: i64 = 10 * 60 * 1000;
+/// The kind of a series whose family's metadata its collector has not seen.
+const UNKNOWN_KIND: &str = "unknown";
+
 /// Past this many remembered series the memory is cleared (they are then written again).
 const SERIES_MEMORY: usize = 2_000_000;
 
@@ -174,19 +177,27 @@ impl TableSink for MetricSeriesTable {
         }
         for s in message.series {
             let last = s.timestamps_ms.iter().copied().max().unwrap_or(0);
-            if let Some((written, kind)) = self.written.get(&s.fingerprint)
-                && *kind == s.kind
+            let written = self.written.get(&s.fingerprint);
+            // A collector that has not seen the family's metadata says "unknown": behind a
+            // load balancer only one collector gets each metadata request, so "unknown"
+            // never replaces a kind another collector knew (nor counts as a change).
+            let kind = match written {
+                Some((_, known)) if s.kind == UNKNOWN_KIND => known.clone(),
+                _ => s.kind,
+            };
+            if let Some((written, written_kind)) = written
+                && *written_kind == kind
                 && last < written + SERIES_REFRESH_MS
             {
                 continue;
             }
-            self.written.insert(s.fingerprint, (last, s.kind.clone()));
+            self.written.insert(s.fingerprint, (last, kind.clone()));
             out.push(SeriesRow {
                 tenant: s.tenant,
                 metric_name: s.name,
                 fingerprint: s.fingerprint,
                 labels: pairs(s.labels),
-                kind: s.kind,
+                kind,
                 last_seen_ms: last,
             });
         }
@@ -283,5 +294,25 @@ mod tests {
         b.series[0].kind = "counter".into();
         t.rows(b, &mut out);
         assert_eq!(out.len(), 3);
+    }
+
+    #[test]
+    fn a_collector_without_the_metadata_does_not_unset_a_known_kind() {
+        let mut t = MetricSeriesTable::default();
+        let mut out = vec![];
+        let with = |kind: &str, ts: i64| {
+            let mut b = batch(7, &[ts]);
+            b.series[0].kind = kind.into();
+            b
+        };
+        t.rows(with("counter", 1_000), &mut out);
+        // Another collector, which got no metadata request, says "unknown".
+        t.rows(with(UNKNOWN_KIND, 2_000), &mut out);
+        assert_eq!(out.len(), 1, "not a change");
+        t.rows(with(UNKNOWN_KIND, 2_000 + SERIES_REFRESH_MS), &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].kind, "counter", "the refresh keeps the known kind");
+        t.rows(with("gauge", 3_000 + SERIES_REFRESH_MS), &mut out);
+        assert_eq!(out[2].kind, "gauge", "a real change is written");
     }
 }

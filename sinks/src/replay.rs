@@ -169,7 +169,24 @@ async fn replay_table<T: TableSink>(
     if !valid_name(&target) {
         bail!("invalid target table {target:?}: use [database.]table with letters, digits and _");
     }
-    if target != T::TABLE {
+    if target != T::TABLE && !cfg.clickhouse.cluster.is_empty() {
+        // `CREATE TABLE … AS` a distributed table would make a Distributed table over the
+        // live tables' shards (or a plain table on one node): neither is a replay target.
+        let exists: u8 = client
+            .query(&format!("EXISTS TABLE {target}"))
+            .fetch_one()
+            .await
+            .with_context(|| format!("checking that {target} exists"))?;
+        if exists == 0 {
+            bail!(
+                "replay target {target} does not exist: on a cluster ([clickhouse] cluster = {:?}) \
+                 create it first on every node, as `obs migrate --print` shows for {} (its _local \
+                 table and a Distributed table over it)",
+                cfg.clickhouse.cluster,
+                T::TABLE
+            );
+        }
+    } else if target != T::TABLE {
         if let Some((db, _)) = target.split_once('.') {
             client
                 .query(&format!("CREATE DATABASE IF NOT EXISTS {db}"))

@@ -47,6 +47,7 @@ struct Sink {
     dlq: SharedProducer,
     client: clickhouse::Client,
     ttl_days: u32,
+    cluster: Option<obs_schemas::cluster::Cluster>,
     /// Schema ids whose table was made and checked.
     checked: HashSet<u32>,
 }
@@ -75,6 +76,7 @@ async fn run_one(cfg: Config, query: String) -> anyhow::Result<()> {
         dlq: SharedProducer::new(&cfg.kafka)?,
         client: ch::client(&cfg.clickhouse),
         ttl_days: cfg.sql.ttl_days,
+        cluster: cfg.clickhouse.cluster_layout()?,
         checked: HashSet::new(),
     };
     let max_wait = Duration::from_millis(cfg.sink.batch_max_wait_ms);
@@ -194,7 +196,8 @@ impl Sink {
     /// that an existing one has its columns.
     async fn make_table(&self, schema: &str) -> Result<(), String> {
         let columns = sql_output::columns_from_avro(schema).map_err(|e| format!("{e:#}"))?;
-        sql_output::ensure_table(&self.client, &self.query, &columns, self.ttl_days)
+        let cluster = self.cluster.as_ref();
+        sql_output::ensure_table(&self.client, &self.query, &columns, self.ttl_days, cluster)
             .await
             .map_err(|e| format!("{e:#}"))
     }

@@ -357,6 +357,8 @@ pub struct ClickHouse {
     pub port: u16,
     dir: PathBuf,
     proc: Option<Proc>,
+    /// A server configuration file (clusters, macros) the engine starts with.
+    config_file: Option<PathBuf>,
     /// Served over HTTPS with this certificate, trusted by this client.
     tls: Option<(tls::ServerCert, reqwest::Client)>,
 }
@@ -368,6 +370,23 @@ impl ClickHouse {
             port: free_port(),
             dir: dir.to_path_buf(),
             proc: None,
+            config_file: None,
+            tls: None,
+        };
+        ch.restart().await?;
+        Ok(ch)
+    }
+
+    /// Starts the endpoint with a ClickHouse server configuration (`config_xml`, e.g.
+    /// `remote_servers` and `macros`) written into `dir`.
+    pub async fn start_configured(dir: &Path, config_xml: &str) -> anyhow::Result<ClickHouse> {
+        let config_file = dir.join("clickhouse-config.xml");
+        std::fs::write(&config_file, config_xml)?;
+        let mut ch = ClickHouse {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            proc: None,
+            config_file: Some(config_file),
             tls: None,
         };
         ch.restart().await?;
@@ -380,6 +399,7 @@ impl ClickHouse {
             port: free_port(),
             dir: dir.to_path_buf(),
             proc: None,
+            config_file: None,
             tls: Some((ca.issue("clickhouse")?, ca.client(5))),
         };
         ch.restart().await?;
@@ -401,6 +421,9 @@ impl ClickHouse {
             .arg("--path")
             .arg(self.dir.join("clickhouse"))
             .args(["--port", &self.port.to_string()]);
+        if let Some(config) = &self.config_file {
+            cmd.arg("--config-file").arg(config);
+        }
         if let Some((cert, _)) = &self.tls {
             cmd.arg("--tls-cert").arg(&cert.cert);
             cmd.arg("--tls-key").arg(&cert.key);
@@ -515,11 +538,11 @@ impl Stack {
     /// front requiring TLS and SASL/SCRAM-SHA-256 ([`KAFKA_USER`]); the stages trust `ca`
     /// (`[tls] ca_file`, `[kafka] ssl_ca_file`) and log in to Kafka (`[kafka] sasl_*`).
     pub async fn start_tls(ca: &tls::TestCa, env: &[(&str, &str)]) -> anyhow::Result<Stack> {
-        match Stack::try_start(env, false, false, Some(ca)).await {
+        match Stack::try_start(env, false, false, true, Some(ca)).await {
             Ok(stack) => Ok(stack),
             Err(e) => {
                 eprintln!("stack start failed, retrying once on new ports: {e:#}");
-                Stack::try_start(env, false, false, Some(ca)).await
+                Stack::try_start(env, false, false, true, Some(ca)).await
             }
         }
     }
@@ -535,6 +558,49 @@ impl Stack {
         Stack::start_inner(env, false, true).await
     }
 
+    /// Starts the broker, ClickHouse and `obs up` without sink and processor: the test
+    /// starts those itself ([`Stack::spawn_member`]), as many instances as it wants.
+    pub async fn start_without_sink_and_processor(env: &[(&str, &str)]) -> anyhow::Result<Stack> {
+        match Stack::try_start(env, true, true, false, None).await {
+            Ok(stack) => Ok(stack),
+            Err(e) => {
+                eprintln!("stack start failed, retrying once on new ports: {e:#}");
+                Stack::try_start(env, true, true, false, None).await
+            }
+        }
+    }
+
+    /// Starts one more pipeline process, `obs <command>`, with the stack's settings plus
+    /// `extra` (a second collector on other ports, sink instance 2 of 3, ...), and waits
+    /// until `/readyz` on `ready_port` answers.
+    pub async fn spawn_member(
+        &self,
+        name: &str,
+        command: &str,
+        extra: &[(String, String)],
+        ready_port: u16,
+    ) -> anyhow::Result<Proc> {
+        let mut cmd = Command::new(obs_bin());
+        cmd.arg(command)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(extra.iter().map(|(k, v)| (k, v)));
+        let proc = Proc::spawn(name, cmd, self.dir.path())?;
+        let url = format!("{}://127.0.0.1:{ready_port}/readyz", self.scheme);
+        let ready = wait_for(
+            &format!("{name} to be ready"),
+            Duration::from_secs(60),
+            || {
+                let (url, client) = (url.clone(), self.client.clone());
+                async move { ok(&client, &url).await.then_some(()) }
+            },
+        )
+        .await;
+        if let Err(e) = ready {
+            bail!("{e}\n{}", proc.log_tail());
+        }
+        Ok(proc)
+    }
+
     async fn start_inner(
         extra: &[(&str, &str)],
         separate_sink: bool,
@@ -542,11 +608,11 @@ impl Stack {
     ) -> anyhow::Result<Stack> {
         // A port found free can be taken by a parallel test before our process binds it:
         // one more try on fresh ports, saying why.
-        match Stack::try_start(extra, separate_sink, separate_processor, None).await {
+        match Stack::try_start(extra, separate_sink, separate_processor, true, None).await {
             Ok(stack) => Ok(stack),
             Err(e) => {
                 eprintln!("stack start failed, retrying once on new ports: {e:#}");
-                Stack::try_start(extra, separate_sink, separate_processor, None).await
+                Stack::try_start(extra, separate_sink, separate_processor, true, None).await
             }
         }
     }
@@ -555,6 +621,7 @@ impl Stack {
         extra: &[(&str, &str)],
         separate_sink: bool,
         separate_processor: bool,
+        start_separate: bool,
         ca: Option<&tls::TestCa>,
     ) -> anyhow::Result<Stack> {
         let dir = tempfile::Builder::new().prefix("obs-e2e-").tempdir()?;
@@ -668,10 +735,10 @@ impl Stack {
             dir,
         };
         stack.wait_obs_ready().await?;
-        if separate_sink {
+        if separate_sink && start_separate {
             stack.start_sink().await?;
         }
-        if separate_processor {
+        if separate_processor && start_separate {
             stack.start_processor().await?;
         }
         Ok(stack)
@@ -971,8 +1038,6 @@ impl Stack {
     /// coming. (A table can have several sinks: `otel_traces` from `obs.spans` and from
     /// `obs.spans.sampled`.)
     pub async fn wait_sink_caught_up(&self, table: &str) -> anyhow::Result<()> {
-        use rdkafka::ClientConfig;
-        use rdkafka::consumer::{BaseConsumer, Consumer};
         // Each sink of the table names its topic and group in its lag metric.
         let label = format!("table=\"{table}\"");
         let value = |line: &str, name: &str| -> Option<String> {
@@ -997,6 +1062,18 @@ impl Stack {
             },
         )
         .await?;
+        self.wait_groups_caught_up(&sinks).await
+    }
+
+    /// Waits until each `(topic, group)` has committed, on every partition of the topic, at
+    /// least the partition's high watermark as read now: the group's lag as of this call is
+    /// 0 (messages produced later do not count).
+    pub async fn wait_groups_caught_up(
+        &self,
+        groups: &std::collections::BTreeSet<(String, String)>,
+    ) -> anyhow::Result<()> {
+        use rdkafka::ClientConfig;
+        use rdkafka::consumer::{BaseConsumer, Consumer};
         let brokers = self
             .env
             .iter()
@@ -1004,28 +1081,28 @@ impl Stack {
             .map(|(_, v)| v.clone())
             .context("no broker address")?;
         let timeout = Duration::from_secs(10);
-        for (topic, group) in sinks {
+        for (topic, group) in groups {
             let client: BaseConsumer = ClientConfig::new()
                 .set("bootstrap.servers", &brokers)
-                .set("group.id", &group)
+                .set("group.id", group)
                 .set("enable.auto.commit", "false")
                 .create()?;
             let partitions = client
-                .fetch_metadata(Some(&topic), timeout)?
+                .fetch_metadata(Some(topic), timeout)?
                 .topics()
                 .first()
                 .map(|t| t.partitions().len() as i32)
                 .context("no such topic")?;
             let mut high = Vec::new();
             for p in 0..partitions {
-                high.push(client.fetch_watermarks(&topic, p, timeout)?.1);
+                high.push(client.fetch_watermarks(topic, p, timeout)?.1);
             }
             wait_for(
                 &format!("{group} to commit up to {topic}'s end offsets {high:?}"),
                 Duration::from_secs(60),
                 || {
                     let all: Vec<i32> = (0..partitions).collect();
-                    let done = obs_runtime::kafka::committed(&client, &topic, &all, timeout)
+                    let done = obs_runtime::kafka::committed(&client, topic, &all, timeout)
                         .ok()
                         .is_some_and(|c| {
                             all.iter()

@@ -144,6 +144,15 @@ pub fn metrics_request(run: &str, base_ms: i64, n: u64) -> Vec<u8> {
     remote_write::body(&series)
 }
 
+/// Where one collector listens: its OTLP/HTTP base URL and its main listener's base URL.
+#[derive(Debug, Clone)]
+pub struct Collector {
+    /// OTLP/HTTP listener, without a path (`http://127.0.0.1:4318`).
+    pub otlp_http: String,
+    /// Main listener (remote write), without a path.
+    pub main: String,
+}
+
 /// Which requests of each kind were acknowledged, and how many were tried.
 #[derive(Debug, Default, Clone)]
 pub struct Sent {
@@ -184,12 +193,20 @@ pub struct Load {
 impl Load {
     /// Starts sending to the stack's collector, one request of each kind every `pace`.
     pub fn start(stack: &Stack, pace: Duration) -> Load {
+        let target = Collector {
+            otlp_http: stack.otlp_logs_url().replace("/v1/logs", ""),
+            main: stack.collector_url(),
+        };
+        Load::start_to(vec![target], pace)
+    }
+
+    /// Starts sending to several collectors in turn, as a round-robin load balancer does:
+    /// round `n`'s requests go to `collectors[n % len]`. A request a collector does not
+    /// answer is not sent again elsewhere (it may or may not be stored).
+    pub fn start_to(collectors: Vec<Collector>, pace: Duration) -> Load {
         let run_no = now_ns();
         let run = format!("load-{run_no}");
         let base_ms = (run_no / 1_000_000) as i64;
-        let logs_url = stack.otlp_logs_url();
-        let spans_url = logs_url.replace("/v1/logs", "/v1/traces");
-        let rw_url = format!("{}/api/v1/write", stack.collector_url());
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(Mutex::new(Sent::default()));
         let task = {
@@ -198,6 +215,10 @@ impl Load {
                 let client = http(30);
                 let mut n = 0u64;
                 while !stop.load(Ordering::SeqCst) {
+                    let target = &collectors[(n % collectors.len() as u64) as usize];
+                    let logs_url = format!("{}/v1/logs", target.otlp_http);
+                    let spans_url = format!("{}/v1/traces", target.otlp_http);
+                    let rw_url = format!("{}/api/v1/write", target.main);
                     let kinds = [
                         (&logs_url, logs_request(&run, n), None, 200u16),
                         (&spans_url, spans_request(run_no, n), None, 200),

@@ -189,14 +189,14 @@ async fn migrations_are_idempotent_and_give_the_otel_shapes() {
     let ch = ClickHouse::start(dir.path()).await.unwrap();
     let client = ch.client();
     let all: Vec<u32> = MIGRATIONS.iter().map(|m| m.version).collect();
-    let first = migrate(&client, "obs_test", &Retention::default())
+    let first = migrate(&client, "obs_test", &Retention::default(), None)
         .await
         .unwrap();
     assert_eq!(
         (first.applied.clone(), first.already.clone()),
         (all.clone(), vec![])
     );
-    let second = migrate(&client, "obs_test", &Retention::default())
+    let second = migrate(&client, "obs_test", &Retention::default(), None)
         .await
         .unwrap();
     assert_eq!((second.applied, second.already), (vec![], all));

@@ -210,12 +210,13 @@ def error_from(exc):
 class Engine:
     """The one chDB engine of this process, handing out per-request connections."""
 
-    def __init__(self, path):
-        self.path = path
+    def __init__(self, path, config_file=None):
         self.staging = os.path.join(os.path.abspath(path), "_insert_staging")
         os.makedirs(self.staging, exist_ok=True)
+        # A server configuration (clusters, macros) goes in the connection string.
+        self.path = f"file:{path}?config-file={config_file}" if config_file else path
         # Holding one connection open keeps the engine alive between requests.
-        self.anchor = chdb.connect(path)
+        self.anchor = chdb.connect(self.path)
 
     def run(self, params, body):
         """Execute one HTTP request; returns (bytes, format, summary)."""
@@ -447,10 +448,11 @@ def main():
     parser.add_argument("--port", type=int, default=8123)
     parser.add_argument("--tls-cert", help="PEM certificate chain: serve HTTPS (with --tls-key)")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    parser.add_argument("--config-file", help="ClickHouse server configuration XML (remote_servers, macros)")
     args = parser.parse_args()
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
-    Handler.engine = Engine(args.path)
+    Handler.engine = Engine(args.path, args.config_file)
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True
     scheme = "http"
