@@ -155,9 +155,7 @@ impl Migration {
         }
         out
     }
-}
 
-impl Migration {
     /// The migration's statements for one server (`None`) or a cluster.
     pub fn statements_on(
         &self,
