@@ -774,9 +774,9 @@ fn ready_now() -> ops::Readiness {
 /// Applies migrations, waiting up to a minute for ClickHouse to come up.
 async fn migrate(cfg: &Config) -> anyhow::Result<()> {
     let client = ch::server_client(&cfg.clickhouse);
+    let cluster = cfg.clickhouse.cluster_layout()?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let cluster = cfg.clickhouse.cluster_layout()?;
         let applied = migrations::migrate(
             &client,
             &cfg.clickhouse.database,

@@ -1040,23 +1040,14 @@ impl Stack {
     pub async fn wait_sink_caught_up(&self, table: &str) -> anyhow::Result<()> {
         // Each sink of the table names its topic and group in its lag metric.
         let label = format!("table=\"{table}\"");
-        let value = |line: &str, name: &str| -> Option<String> {
-            let key = format!("{name}=\"");
-            let rest = &line[line.find(&key)? + key.len()..];
-            Some(rest[..rest.find('"')?].to_string())
-        };
-        let sinks: std::collections::BTreeSet<(String, String)> = wait_for(
+        let sinks = wait_for(
             &format!("the {table} sink's lag metric"),
             Duration::from_secs(60),
             || {
                 let label = label.clone();
                 async move {
                     let text = self.sink_metrics().await.ok()?;
-                    let found: std::collections::BTreeSet<(String, String)> = text
-                        .lines()
-                        .filter(|l| l.starts_with("obs_sink_consumer_lag{") && l.contains(&label))
-                        .filter_map(|l| Some((value(l, "topic")?, value(l, "group")?)))
-                        .collect();
+                    let found = lag_groups(&text, &label);
                     (!found.is_empty()).then_some(found)
                 }
             },
@@ -1114,6 +1105,19 @@ impl Stack {
             .await?;
         }
         Ok(())
+    }
+
+    /// The query API's answer to an instant PromQL query, `None` if it does not answer.
+    pub async fn instant_query(&self, q: &str) -> Option<serde_json::Value> {
+        http(30)
+            .get(format!("{}/api/v1/query", self.query_url()))
+            .query(&[("query", q)])
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()
     }
 
     /// The query API's base URL.
@@ -1184,6 +1188,21 @@ fn spawn_obs(
         cmd.arg("--no-processor");
     }
     Proc::spawn("obs", cmd, dir)
+}
+
+/// The `(topic, group)` pairs a sink's `/metrics` text names in its
+/// `obs_sink_consumer_lag` lines containing `filter` (e.g. `table="otel_logs"`; empty: all).
+pub fn lag_groups(metrics: &str, filter: &str) -> std::collections::BTreeSet<(String, String)> {
+    let value = |line: &str, name: &str| -> Option<String> {
+        let key = format!("{name}=\"");
+        let rest = &line[line.find(&key)? + key.len()..];
+        Some(rest[..rest.find('"')?].to_string())
+    };
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("obs_sink_consumer_lag{") && l.contains(filter))
+        .filter_map(|l| Some((value(l, "topic")?, value(l, "group")?)))
+        .collect()
 }
 
 /// How many log lines a failing test prints per process (`OBS_E2E_LOG_LINES`, default 30).

@@ -458,3 +458,11 @@ pub async fn time_to_queryable(stack: &Stack, limit: Duration) -> Result<Duratio
     .map_err(|e| e.to_string())?;
     Ok(started.elapsed())
 }
+
+/// `sum(traces_spanmetrics_calls_total{service="load-svc"})` through the query API: the
+/// spans of the load the trace processors have counted, `None` without a value yet.
+pub async fn spans_counted(stack: &Stack) -> Option<f64> {
+    let q = "sum(traces_spanmetrics_calls_total{service=\"load-svc\"})";
+    let body = stack.instant_query(q).await?;
+    body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}

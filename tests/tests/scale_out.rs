@@ -9,9 +9,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use obs_e2e::load::{Collector, Load, verify_exactly_once};
-use obs_e2e::{Proc, Stack, free_port, http, wait_for};
-use serde_json::Value;
+use obs_e2e::load::{Collector, Load, spans_counted, verify_exactly_once};
+use obs_e2e::{Proc, Stack, free_port, http, lag_groups, wait_for};
 
 const SINKS: usize = 3;
 const PROCESSORS: usize = 2;
@@ -116,39 +115,10 @@ impl Members {
                 .text()
                 .await
                 .unwrap();
-            let label = |line: &str, name: &str| -> Option<String> {
-                let key = format!("{name}=\"");
-                let rest = &line[line.find(&key)? + key.len()..];
-                Some(rest[..rest.find('"')?].to_string())
-            };
-            out.extend(
-                text.lines()
-                    .filter(|l| l.starts_with("obs_sink_consumer_lag{"))
-                    .filter_map(|l| Some((label(l, "topic")?, label(l, "group")?))),
-            );
+            out.extend(lag_groups(&text, ""));
         }
         out
     }
-}
-
-/// An instant query's answer from the query API.
-async fn instant(stack: &Stack, q: &str) -> Option<Value> {
-    http(30)
-        .get(format!("{}/api/v1/query", stack.query_url()))
-        .query(&[("query", q)])
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
-}
-
-async fn scalar(stack: &Stack, q: &str) -> Option<f64> {
-    instant(stack, q).await?["data"]["result"][0]["value"][1]
-        .as_str()?
-        .parse()
-        .ok()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -235,11 +205,10 @@ async fn two_collectors_three_sinks_two_processors_lose_and_repeat_nothing() {
         .await
         .unwrap();
     assert!(stored >= spans && stored % 4 == 0, "{stored} spans stored");
-    let q = "sum(traces_spanmetrics_calls_total{service=\"load-svc\"})";
     let counted = wait_for(
         "every stored span counted",
         Duration::from_secs(120),
-        || async { scalar(&stack, q).await.filter(|&n| n >= stored as f64) },
+        || async { spans_counted(&stack).await.filter(|&n| n >= stored as f64) },
     )
     .await
     .unwrap_or_else(|e| panic!("{e:#}\n{}", members.logs()));

@@ -6,30 +6,8 @@
 
 use std::time::Duration;
 
-use obs_e2e::load::{Load, SPANS};
-use obs_e2e::{Stack, http, wait_for};
-use serde_json::Value;
-
-/// `sum(traces_spanmetrics_calls_total{service="load-svc"})` now, if there is a value.
-async fn counted(stack: &Stack) -> Option<f64> {
-    let q = "sum(traces_spanmetrics_calls_total{service=\"load-svc\"})";
-    let body = instant_query(stack, q).await?;
-    body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-}
-
-/// The query API's answer to an instant PromQL query.
-async fn instant_query(stack: &Stack, q: &str) -> Option<Value> {
-    let url = format!("{}/api/v1/query", stack.query_url());
-    http(30)
-        .get(&url)
-        .query(&[("query", q)])
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
-}
+use obs_e2e::load::{Load, SPANS, spans_counted};
+use obs_e2e::{Stack, wait_for};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_neither_loses_nor_repeats_span_metrics_or_summaries() {
@@ -50,7 +28,7 @@ async fn sigkill_neither_loses_nor_repeats_span_metrics_or_summaries() {
         last = wait_for(
             "the span metrics to grow",
             Duration::from_secs(60),
-            || async { counted(&stack).await.filter(|&n| n > last) },
+            || async { spans_counted(&stack).await.filter(|&n| n > last) },
         )
         .await
         .unwrap_or_else(|e| panic!("{e:#}\n{}", stack.processor_log()));
@@ -80,7 +58,7 @@ async fn sigkill_neither_loses_nor_repeats_span_metrics_or_summaries() {
     wait_for(
         "every acknowledged span counted",
         Duration::from_secs(90),
-        || async { counted(&stack).await.filter(|&n| n >= spans) },
+        || async { spans_counted(&stack).await.filter(|&n| n >= spans) },
     )
     .await
     .unwrap_or_else(|e| panic!("{e:#}\n{}", stack.processor_log()));
@@ -105,7 +83,7 @@ async fn sigkill_neither_loses_nor_repeats_span_metrics_or_summaries() {
         "one summary per trace, each with its 4 spans"
     );
     assert_eq!(
-        counted(&stack).await,
+        spans_counted(&stack).await,
         Some(spans),
         "every span counted exactly once"
     );
@@ -143,7 +121,7 @@ async fn sigkill_neither_loses_nor_repeats_span_metrics_or_summaries() {
 
 /// An instant query's values by one label, ordered by it.
 async fn query_values(stack: &Stack, q: &str, label: &str) -> Option<Vec<(String, u64)>> {
-    let body = instant_query(stack, q).await?;
+    let body = stack.instant_query(q).await?;
     let mut rows: Vec<(String, u64)> = body["data"]["result"]
         .as_array()?
         .iter()
