@@ -229,8 +229,9 @@ pub async fn run(
     Ok(found)
 }
 
-/// For a panel that shows exemplars, the hop Grafana offers: the query's exemplars, the
-/// trace the newest one names (Tempo's trace-by-id), and that trace's logs.
+/// For a panel that shows exemplars, the hops Grafana offers: the query's exemplars, the
+/// trace the newest one names (trace by id), and that trace's logs through the Tempo
+/// datasource's trace-to-logs query.
 async fn exemplar_trace_and_logs(
     client: &reqwest::Client,
     at: &Endpoints,
@@ -249,15 +250,19 @@ async fn exemplar_trace_and_logs(
         .await?
         .json()
         .await?;
-    let newest = answer["data"]
+    let (newest, span) = answer["data"]
         .as_array()
         .into_iter()
         .flatten()
         .flat_map(|s| s["exemplars"].as_array().into_iter().flatten())
-        .filter_map(|e| Some((e["timestamp"].as_f64()?, e["labels"]["trace_id"].as_str()?)))
+        .filter_map(|e| {
+            let labels = &e["labels"];
+            let ids = (labels["trace_id"].as_str()?, labels["span_id"].as_str()?);
+            Some((e["timestamp"].as_f64()?, ids))
+        })
         .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, trace)| trace.to_string())
-        .with_context(|| format!("no exemplar with a trace_id: {answer}"))?;
+        .map(|(_, (trace, span))| (trace.to_string(), span.to_string()))
+        .with_context(|| format!("no exemplar with a trace_id and span_id: {answer}"))?;
     if !newest.chars().all(|c| c.is_ascii_hexdigit()) {
         bail!("exemplar trace id {newest:?} is not hex");
     }
@@ -268,24 +273,157 @@ async fn exemplar_trace_and_logs(
     if !trace.status().is_success() {
         bail!("exemplar trace {newest}: HTTP {}", trace.status());
     }
-    let sql = format!("SELECT count() AS n FROM otel_logs WHERE TraceId = '{newest}' FORMAT JSON");
-    let logs: Value = client
-        .post(&at.clickhouse)
-        .query(&[("database", at.database.as_str())])
-        .body(sql)
-        .send()
-        .await?
-        .json()
-        .await?;
-    let n = logs["data"][0]["n"]
-        .as_str()
-        .and_then(|n| n.parse::<u64>().ok())
-        .or(logs["data"][0]["n"].as_u64())
-        .unwrap_or(0);
-    if n == 0 {
-        bail!("no logs of exemplar trace {newest}");
+    let trace: Value = trace.json().await?;
+    let link = TraceToLogs::provisioned("obs-tempo")?;
+    let found = link.logs(client, at, &trace, &span).await?;
+    if found == 0 {
+        bail!(
+            "no logs of exemplar trace {newest} through the Tempo datasource's trace-to-logs query"
+        );
     }
     Ok(())
+}
+
+/// A trace datasource's "Logs for this span" link (`tracesToLogsV2` in
+/// `config/grafana/datasources.yml`), expanded and run as Grafana does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceToLogs {
+    /// The LogQL template (`${__tags}`, `${__trace.traceId}`, `${__span.spanId}`).
+    pub query: String,
+    /// Span or resource attribute → stream label, for `${__tags}`.
+    pub tags: Vec<(String, String)>,
+    /// Seconds added to the span's start (negative: earlier).
+    pub start_shift: i64,
+    /// Seconds added to the span's end.
+    pub end_shift: i64,
+}
+
+impl TraceToLogs {
+    /// The link the datasource `uid` provisions.
+    pub fn provisioned(uid: &str) -> anyhow::Result<TraceToLogs> {
+        let path = crate::repo_root().join("config/grafana/datasources.yml");
+        // Provisioning files escape `$` as `$$`.
+        let text = std::fs::read_to_string(&path)?.replace("$$", "$");
+        let file: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)?;
+        let source = file["datasources"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .find(|d| d["uid"].as_str() == Some(uid))
+            .with_context(|| format!("no datasource {uid} in {}", path.display()))?;
+        let link = &source["jsonData"]["tracesToLogsV2"];
+        if link["customQuery"].as_bool() != Some(true) {
+            bail!("{uid}: tracesToLogsV2 has no custom query");
+        }
+        let shift = |key: &str| -> anyhow::Result<i64> {
+            let text = link[key].as_str().unwrap_or("0s").trim_start_matches('+');
+            let (negative, text) = match text.strip_prefix('-') {
+                Some(rest) => (true, rest),
+                None => (false, text),
+            };
+            let secs = match text.strip_suffix('m') {
+                Some(m) => m.parse::<i64>()? * 60,
+                None => text.trim_end_matches('s').parse::<i64>()?,
+            };
+            Ok(if negative { -secs } else { secs })
+        };
+        Ok(TraceToLogs {
+            query: link["query"]
+                .as_str()
+                .with_context(|| format!("{uid}: tracesToLogsV2 has no query"))?
+                .to_string(),
+            tags: link["tags"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| Some((t["key"].as_str()?.into(), t["value"].as_str()?.into())))
+                .collect(),
+            start_shift: shift("spanStartTimeShift")?,
+            end_shift: shift("spanEndTimeShift")?,
+        })
+    }
+
+    /// The LogQL Grafana sends for a span with these attributes.
+    pub fn expand(&self, attributes: &[(String, String)], trace: &str, span: &str) -> String {
+        let tags: Vec<String> = self
+            .tags
+            .iter()
+            .filter_map(|(key, label)| {
+                let (_, value) = attributes.iter().find(|(k, _)| k == key)?;
+                Some(format!("{label}=\"{value}\""))
+            })
+            .collect();
+        self.query
+            .replace("${__tags}", &tags.join(", "))
+            .replace("${__trace.traceId}", trace)
+            .replace("${__span.spanId}", span)
+    }
+
+    /// Runs the link for the span `span_id` of a Jaeger-JSON trace; how many log lines it
+    /// found, each checked to carry the trace's id.
+    pub async fn logs(
+        &self,
+        client: &reqwest::Client,
+        at: &Endpoints,
+        trace: &Value,
+        span_id: &str,
+    ) -> anyhow::Result<usize> {
+        let data = &trace["data"][0];
+        let trace_id = data["traceID"].as_str().context("trace without traceID")?;
+        let span = data["spans"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["spanID"].as_str() == Some(span_id))
+            .with_context(|| format!("no span {span_id} in trace {trace_id}"))?;
+        let process = &data["processes"][span["processID"].as_str().unwrap_or_default()];
+        let mut attributes = vec![(
+            "service.name".to_string(),
+            process["serviceName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        )];
+        for tag in process["tags"].as_array().into_iter().flatten() {
+            if let (Some(k), Some(v)) = (tag["key"].as_str(), tag["value"].as_str()) {
+                attributes.push((k.into(), v.into()));
+            }
+        }
+        let start_us = span["startTime"]
+            .as_i64()
+            .context("span without startTime")?;
+        let end_us = start_us + span["duration"].as_i64().unwrap_or(0);
+        let query = self.expand(&attributes, trace_id, span_id);
+        let answer: Value = client
+            .post(format!("{}/loki/api/v1/query_range", at.query_api))
+            .form(&[
+                ("query", query.clone()),
+                (
+                    "start",
+                    ((start_us / 1_000_000 + self.start_shift) * 1_000_000_000).to_string(),
+                ),
+                (
+                    "end",
+                    ((end_us / 1_000_000 + 1 + self.end_shift) * 1_000_000_000).to_string(),
+                ),
+                ("limit", "100".into()),
+            ])
+            .send()
+            .await?
+            .json()
+            .await?;
+        let streams = answer["data"]["result"]
+            .as_array()
+            .with_context(|| format!("{query}: {answer}"))?;
+        let mut lines = 0;
+        for stream in streams {
+            if stream["stream"]["trace_id"].as_str() != Some(trace_id) {
+                bail!("{query}: a stream of another trace: {stream}");
+            }
+            lines += stream["values"].as_array().map_or(0, Vec::len);
+        }
+        Ok(lines)
+    }
 }
 
 #[cfg(test)]
@@ -311,5 +449,24 @@ mod tests {
             ),
             "SELECT toStartOfInterval(Timestamp, INTERVAL 15 second) WHERE Timestamp >= toDateTime(100) AND Timestamp <= toDateTime(1000) AND a"
         );
+    }
+
+    #[test]
+    fn the_tempo_trace_to_logs_link_expands_as_grafana_does() {
+        let link = TraceToLogs::provisioned("obs-tempo").unwrap();
+        assert_eq!((link.start_shift, link.end_shift), (-300, 300));
+        let attributes = [
+            ("service.name".to_string(), "checkout".to_string()),
+            ("service.version".to_string(), "1.4.2".to_string()),
+        ];
+        assert_eq!(
+            link.expand(
+                &attributes,
+                "0af7651916cd43dd8448eb211c80319c",
+                "b7ad6b7169203331"
+            ),
+            r#"{service_name="checkout"} | trace_id="0af7651916cd43dd8448eb211c80319c""#
+        );
+        assert_eq!(TraceToLogs::provisioned("obs-jaeger").unwrap(), link);
     }
 }

@@ -12,6 +12,12 @@ use super::pipeline::pushed_down;
 pub const STREAM_LABELS: &str =
     "mapApply((k, v) -> (replaceRegexpAll(k, '[^a-zA-Z0-9_]', '_'), v), ResourceAttributes)";
 
+/// A record's structured metadata: its attributes, and its trace and span ids as
+/// `trace_id` and `span_id` (Loki 3's names for OTLP logs), so `{…} | trace_id="…"` finds
+/// a trace's logs, as Grafana's trace-to-logs link asks. An attribute of the same name wins
+/// (a Loki push's own `trace_id`); empty ids are dropped with other empty values.
+pub const METADATA: &str = "mapUpdate(map('trace_id', TraceId, 'span_id', SpanId), LogAttributes)";
+
 /// A value bound to a `?`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Bind {
@@ -115,7 +121,7 @@ pub fn entries(tenant: &str, selector: &[Matcher], stages: &[Stage], fetch: Fetc
     let mut f = filter(tenant, selector, stages, fetch.range);
     let order = if fetch.backward { "DESC" } else { "ASC" };
     f.sql = format!(
-        "SELECT toUnixTimestamp64Nano(Timestamp) AS ts, Body AS line, {STREAM_LABELS} AS labels, LogAttributes AS metadata FROM otel_logs WHERE {} ORDER BY Timestamp {order} LIMIT ?",
+        "SELECT toUnixTimestamp64Nano(Timestamp) AS ts, Body AS line, {STREAM_LABELS} AS labels, {METADATA} AS metadata FROM otel_logs WHERE {} ORDER BY Timestamp {order} LIMIT ?",
         f.sql
     );
     f.binds
@@ -136,7 +142,7 @@ pub fn buckets(
 ) -> Select {
     let mut f = filter(tenant, selector, stages, Range::Metric { after, until });
     f.sql = format!(
-        "SELECT {STREAM_LABELS} AS labels, LogAttributes AS metadata, intDiv(toUnixTimestamp64Nano(Timestamp) - toInt64(?) + toInt64(?), toInt64(?)) AS bucket, count() AS entries, sum(length(Body)) AS bytes FROM otel_logs WHERE {} GROUP BY labels, metadata, bucket LIMIT ?",
+        "SELECT {STREAM_LABELS} AS labels, {METADATA} AS metadata, intDiv(toUnixTimestamp64Nano(Timestamp) - toInt64(?) + toInt64(?), toInt64(?)) AS bucket, count() AS entries, sum(length(Body)) AS bytes FROM otel_logs WHERE {} GROUP BY labels, metadata, bucket LIMIT ?",
         f.sql
     );
     let mut binds = vec![Bind::Int(after), Bind::Int(width - 1), Bind::Int(width)];
@@ -184,8 +190,9 @@ mod tests {
         );
         assert_eq!(
             s.sql,
-            "SELECT toUnixTimestamp64Nano(Timestamp) AS ts, Body AS line, {L} AS labels, LogAttributes AS metadata FROM otel_logs WHERE Tenant = ? AND TimestampTime >= toDateTime(?) AND TimestampTime <= toDateTime(?) AND Timestamp >= fromUnixTimestamp64Nano(toInt64(?)) AND Timestamp < fromUnixTimestamp64Nano(toInt64(?)) AND {L}[?] = ? AND match({L}[?], ?) AND position(Body, ?) > 0 AND position(Body, ?) = 0 ORDER BY Timestamp DESC LIMIT ?"
+            "SELECT toUnixTimestamp64Nano(Timestamp) AS ts, Body AS line, {L} AS labels, {M} AS metadata FROM otel_logs WHERE Tenant = ? AND TimestampTime >= toDateTime(?) AND TimestampTime <= toDateTime(?) AND Timestamp >= fromUnixTimestamp64Nano(toInt64(?)) AND Timestamp < fromUnixTimestamp64Nano(toInt64(?)) AND {L}[?] = ? AND match({L}[?], ?) AND position(Body, ?) > 0 AND position(Body, ?) = 0 ORDER BY Timestamp DESC LIMIT ?"
                 .replace("{L}", STREAM_LABELS)
+                .replace("{M}", METADATA)
         );
         assert_eq!(
             s.binds,
