@@ -145,6 +145,20 @@ enum Command {
         /// Base URL of a Prometheus started with --web.enable-remote-write-receiver.
         #[arg(long)]
         peer_prometheus: Option<String>,
+        /// How many times the whole set runs; the report gives medians and ranges.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Directory for the dated Markdown report (and the JSON the next report compares
+        /// to), e.g. docs/benchmarks; without it the report is only printed.
+        #[arg(long)]
+        report: Option<std::path::PathBuf>,
+        /// The stack's processes, as role=pid pairs separated by commas (e.g.
+        /// obs=123,broker=456,engine=789): CPU seconds and peak memory are reported per role.
+        #[arg(long, default_value = "")]
+        pids: String,
+        /// How the stack was set up (broker, engine, build), written into the report.
+        #[arg(long, default_value = "")]
+        setup: String,
     },
     /// Measure the rule engine on a rule file (ingest and evaluation rate, group evaluation
     /// time, memory) beside a Prometheus evaluating the same file on the same samples.
@@ -478,11 +492,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             seconds,
             concurrency,
             peer_prometheus,
+            runs,
+            report,
+            pids,
+            setup,
         } => {
             let opts = bench::BenchOptions {
                 seconds,
                 concurrency: concurrency.max(1),
                 peer_prometheus,
+                runs: runs.max(1),
+                report,
+                pids: bench::parse_pids(&pids)?,
+                setup,
             };
             bench::run(&cfg, &opts).await
         }

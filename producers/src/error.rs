@@ -33,6 +33,10 @@ pub enum CollectorError {
     /// The broker or registry did not acknowledge in time (503): retry later.
     #[error("the pipeline could not store the records right now ({0}); retry later")]
     Unavailable(String),
+    /// The collector holds its limit of request bytes (`collector.max_inflight_bytes`) and
+    /// no room freed in time (503): retry later.
+    #[error("overloaded: {0}; retry later")]
+    Overloaded(String),
 }
 
 impl CollectorError {
@@ -44,7 +48,9 @@ impl CollectorError {
             | CollectorError::OutOfOrder(_) => StatusCode::BAD_REQUEST,
             CollectorError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             CollectorError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            CollectorError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            CollectorError::Unavailable(_) | CollectorError::Overloaded(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -55,7 +61,7 @@ impl CollectorError {
             | CollectorError::UnsupportedMediaType(_)
             | CollectorError::OutOfOrder(_) => 3, // INVALID_ARGUMENT
             CollectorError::TooLarge { .. } | CollectorError::Limit { .. } => 8, // RESOURCE_EXHAUSTED
-            CollectorError::Unavailable(_) => 14,                                // UNAVAILABLE
+            CollectorError::Unavailable(_) | CollectorError::Overloaded(_) => 14, // UNAVAILABLE
         }
     }
 
@@ -68,6 +74,7 @@ impl CollectorError {
             CollectorError::TooLarge { .. } => "too_large",
             CollectorError::UnsupportedMediaType(_) => "unsupported_media_type",
             CollectorError::Unavailable(_) => "unavailable",
+            CollectorError::Overloaded(_) => "overloaded",
         }
     }
 }

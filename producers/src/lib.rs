@@ -7,6 +7,7 @@
 //! with `Retry-After`, never a silent drop.
 //!
 //! * [`server`]: the listeners, routes and shared state.
+//! * `admission`: the bound on request bytes held at once (503 with `Retry-After` past it).
 //! * `body`: reading, size-limiting and decompressing request bodies.
 //! * `otlp`: decoding and normalising OTLP (logs, traces, metrics).
 //! * `otlp_grpc`: the OTLP/gRPC services (port 4317).
@@ -22,6 +23,7 @@
 //!   acknowledgements), shared with the stream processors.
 //! * `error`: how each failure is answered.
 
+mod admission;
 mod body;
 mod error;
 mod events;

@@ -43,7 +43,9 @@ fn status(e: CollectorError) -> Status {
     metrics::counter!("obs_collector_rejected_total", "reason" => e.reason()).increment(1);
     let message = e.to_string();
     match e {
-        CollectorError::Unavailable(_) => Status::unavailable(message),
+        CollectorError::Unavailable(_) | CollectorError::Overloaded(_) => {
+            Status::unavailable(message)
+        }
         CollectorError::TooLarge { .. } | CollectorError::Limit { .. } => {
             Status::resource_exhausted(message)
         }
@@ -52,6 +54,19 @@ fn status(e: CollectorError) -> Status {
 }
 
 impl Otlp {
+    /// Room in the collector's byte budget for this call's message, held while it is
+    /// published (as the HTTP listeners hold it for a body).
+    async fn admit<T: prost::Message>(
+        &self,
+        req: &Request<T>,
+    ) -> Result<crate::admission::Room, Status> {
+        self.0
+            .admission
+            .admit(req.get_ref().encoded_len())
+            .await
+            .map_err(status)
+    }
+
     /// The tenant from the `x-scope-orgid` metadata, or the default; with auth on, the
     /// `authorization` metadata must allow writing for it (else UNAUTHENTICATED or
     /// PERMISSION_DENIED).
@@ -82,6 +97,7 @@ impl LogsService for Otlp {
         req: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
         let tenant = self.tenant(&req)?;
+        let _room = self.admit(&req).await?;
         let r = publish_otlp_logs(&self.0, req.into_inner(), &tenant).await;
         r.map_err(status)?;
         Ok(Response::new(ExportLogsServiceResponse::default()))
@@ -95,6 +111,7 @@ impl TraceService for Otlp {
         req: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let tenant = self.tenant(&req)?;
+        let _room = self.admit(&req).await?;
         let r = publish_otlp_traces(&self.0, req.into_inner(), &tenant).await;
         r.map_err(status)?;
         Ok(Response::new(ExportTraceServiceResponse::default()))
@@ -108,6 +125,7 @@ impl MetricsService for Otlp {
         req: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         let tenant = self.tenant(&req)?;
+        let _room = self.admit(&req).await?;
         let r = publish_otlp_metrics(&self.0, req.into_inner(), &tenant).await;
         r.map_err(status)?;
         Ok(Response::new(ExportMetricsServiceResponse::default()))

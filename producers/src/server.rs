@@ -26,6 +26,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use prost::Message;
 
+use crate::admission::Admission;
 use crate::body::{self, Format};
 use crate::error::CollectorError;
 use crate::metrics::families::Families;
@@ -44,6 +45,7 @@ pub struct AppState {
     pub(crate) guard: Arc<SeriesGuard>,
     pub(crate) families: Arc<Families>,
     pub(crate) deltas: Arc<otlp::metrics::DeltaTotals>,
+    pub(crate) admission: Admission,
 }
 
 /// The collector's routes (the same on every listener).
@@ -57,6 +59,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/events", post(events))
         .route("/loki/api/v1/push", post(loki_push))
         .route("/api/v2/spans", post(zipkin_spans))
+        .layer(axum::middleware::from_fn_with_state(
+            state.admission.clone(),
+            crate::admission::limit,
+        ))
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
@@ -182,7 +188,10 @@ async fn events(State(state): State<AppState>, headers: HeaderMap, body: Body) -
 fn rejected(e: CollectorError, body: impl FnOnce(&CollectorError) -> Response) -> Response {
     metrics::counter!("obs_collector_rejected_total", "reason" => e.reason()).increment(1);
     let mut resp = body(&e);
-    if matches!(e, CollectorError::Unavailable(_)) {
+    if matches!(
+        e,
+        CollectorError::Unavailable(_) | CollectorError::Overloaded(_)
+    ) {
         resp.headers_mut()
             .insert(RETRY_AFTER, "5".parse().expect("static header"));
     }
@@ -351,6 +360,10 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
         guard: Arc::new(SeriesGuard::new(&cfg.collector)),
         families: Arc::new(Families::default()),
         deltas: Arc::new(otlp::metrics::DeltaTotals::default()),
+        admission: Admission::new(
+            cfg.collector.max_inflight_bytes,
+            cfg.collector.max_body_bytes,
+        ),
     };
     let grpc_state = state.clone();
     let app = router(state).merge(ops::router(ready.clone()));

@@ -171,6 +171,10 @@ pub struct CollectorConfig {
     pub zipkin_listen: String,
     /// Largest accepted request body, after decompression.
     pub max_body_bytes: usize,
+    /// Most request-body bytes all listeners hold at once (as sent, `Content-Length`; a
+    /// chunked body counts as `max_body_bytes`): past it a request waits up to 1 s for room,
+    /// then gets 503 with `Retry-After`. Bounds the collector's memory under overload.
+    pub max_inflight_bytes: usize,
     /// Tenant for requests without `X-Scope-OrgID`.
     pub default_tenant: String,
     /// Most labels a metric series may have, `__name__` included.
@@ -197,6 +201,7 @@ impl Default for CollectorConfig {
             zipkin_listen: "127.0.0.1:9411".into(),
             otlp_grpc_listen: "127.0.0.1:4317".into(),
             max_body_bytes: 16 << 20,
+            max_inflight_bytes: 256 << 20,
             default_tenant: "default".into(),
             max_labels_per_series: 40,
             max_label_name_bytes: 128,

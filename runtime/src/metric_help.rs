@@ -27,7 +27,12 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         "obs_collector_rejected_total",
         Counter,
-        "Requests the collectors refused, by reason (bad input, limits, unavailable broker).",
+        "Requests the collectors refused, by reason (bad input, limits, unavailable broker, overloaded).",
+    ),
+    (
+        "obs_collector_inflight_bytes",
+        Gauge,
+        "Request-body bytes the collector's listeners (HTTP and gRPC) hold now, against max_inflight_bytes.",
     ),
     (
         "obs_collector_active_series",
