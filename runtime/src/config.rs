@@ -219,8 +219,12 @@ impl Default for CollectorConfig {
 pub struct SinkConfig {
     /// Consumer group id prefix; each table's sink appends its name.
     pub group_prefix: String,
-    /// A batch is inserted when it holds this many rows...
+    /// A batch is inserted when it holds this many rows... (ClickHouse wants few, large
+    /// inserts: every insert is a part its merges rewrite; see docs/PERFORMANCE.md)
     pub batch_max_rows: usize,
+    /// ...or this many bytes of Kafka messages (bounds a sink's memory where rows are
+    /// large: logs, spans)...
+    pub batch_max_bytes: usize,
     /// ...or when its first message is this old.
     pub batch_max_wait_ms: u64,
     /// Address serving the sink's /metrics, /healthz, /readyz.
@@ -243,7 +247,8 @@ impl Default for SinkConfig {
     fn default() -> Self {
         SinkConfig {
             group_prefix: "obs-sink".into(),
-            batch_max_rows: 50_000,
+            batch_max_rows: 250_000,
+            batch_max_bytes: 32 << 20,
             batch_max_wait_ms: 1_000,
             listen: "127.0.0.1:8091".into(),
             instance: 0,

@@ -16,8 +16,8 @@
 //! answer, and for every batch re-formed after a crash, the acknowledged batch is read back
 //! (through the table's record-time column, compared by content) and missing rows are
 //! stored again under a new token (`obs_sink_rows_restored_total`).
-//! Otherwise a batch is flushed at `sink.batch_max_rows` rows or when its first message
-//! is `sink.batch_max_wait_ms` old.
+//! Otherwise a batch is flushed at `sink.batch_max_rows` rows, `sink.batch_max_bytes` bytes
+//! of messages, or when its first message is `sink.batch_max_wait_ms` old.
 //!
 //! The insert is retried with backoff for as long as ClickHouse is unavailable; meanwhile
 //! nothing is committed and nothing more is consumed, so Kafka holds the backlog (bounded
@@ -87,6 +87,20 @@ struct Batch<R> {
     started: Instant,
     /// Where the batch must end, from an intent written before a crash.
     end: Option<i64>,
+}
+
+impl<R> Batch<R> {
+    /// Whether to insert it now: at the end an intent recorded, else at a size or age limit.
+    fn due(&self, max_rows: usize, max_bytes: usize, max_wait: Duration) -> bool {
+        match self.end {
+            Some(end) => self.last >= end,
+            None => {
+                self.rows.len() >= max_rows
+                    || self.bytes >= max_bytes
+                    || self.started.elapsed() >= max_wait
+            }
+        }
+    }
 }
 
 /// The rows an insert carries.
@@ -166,6 +180,7 @@ pub struct SinkDriver<T: TableSink> {
     codec: Arc<Codec>,
     client: clickhouse::Client,
     max_rows: usize,
+    max_bytes: usize,
     max_wait: Duration,
     table: std::sync::Mutex<T>,
 }
@@ -221,6 +236,7 @@ impl<T: TableSink> SinkDriver<T> {
             codec: Arc::new(obs_runtime::registry::codec(cfg)),
             client: ch::client(&cfg.clickhouse),
             max_rows: cfg.sink.batch_max_rows.max(1),
+            max_bytes: cfg.sink.batch_max_bytes.max(1),
             max_wait: Duration::from_millis(cfg.sink.batch_max_wait_ms),
             table: std::sync::Mutex::new(T::default()),
         })
@@ -309,10 +325,7 @@ impl<T: TableSink> SinkDriver<T> {
             }
             let due: Vec<i32> = batches
                 .iter()
-                .filter(|(_, b)| match b.end {
-                    Some(end) => b.last >= end,
-                    None => b.rows.len() >= self.max_rows || b.started.elapsed() >= self.max_wait,
-                })
+                .filter(|(_, b)| b.due(self.max_rows, self.max_bytes, self.max_wait))
                 .map(|(&p, _)| p)
                 .collect();
             for p in due {
@@ -771,6 +784,27 @@ mod tests {
         assert!(!rejects_data(&Error::TimedOut));
         assert_eq!(error_code("Code: 62. x"), Some(62));
         assert_eq!(error_code("no code"), None);
+    }
+
+    #[test]
+    fn a_batch_is_due_at_its_rows_bytes_or_age_limit_or_at_its_recorded_end() {
+        let batch = |rows: usize, bytes: usize, end: Option<i64>| Batch {
+            first: 0,
+            last: 9,
+            rows: vec![0u8; rows],
+            bytes,
+            messages: vec![],
+            started: Instant::now(),
+            end,
+        };
+        let hour = Duration::from_secs(3600);
+        assert!(!batch(9, 99, None).due(10, 100, hour));
+        assert!(batch(10, 99, None).due(10, 100, hour));
+        assert!(batch(9, 100, None).due(10, 100, hour));
+        assert!(batch(1, 1, None).due(10, 100, Duration::ZERO));
+        // A batch re-formed from an intent ends exactly where the intent says.
+        assert!(!batch(10, 100, Some(12)).due(10, 100, Duration::ZERO));
+        assert!(batch(1, 1, Some(9)).due(10, 100, hour));
     }
 
     #[test]

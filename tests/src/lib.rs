@@ -1021,6 +1021,16 @@ impl Stack {
             .expect("a JSON answer")
     }
 
+    /// The collector's `/metrics` text.
+    pub async fn collector_metrics(&self) -> anyhow::Result<String> {
+        Ok(http(10)
+            .get(format!("{}/metrics", self.collector_url()))
+            .send()
+            .await?
+            .text()
+            .await?)
+    }
+
     /// The sink's `/metrics` text (of `obs up`, or of the separate sink).
     pub async fn sink_metrics(&self) -> anyhow::Result<String> {
         Ok(http(10)

@@ -441,17 +441,7 @@ async fn malformed_bodies_get_clear_errors_and_write_nothing() {
         .await
         .unwrap();
     assert_eq!(bad, 0);
-    let rejected = obs_e2e::http(30)
-        .get(format!(
-            "http://127.0.0.1:{}/metrics",
-            stack.ports.collector
-        ))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let rejected = stack.collector_metrics().await.unwrap();
     assert!(
         rejected.contains(r#"obs_collector_rejected_total{reason="bad_request"} 5"#),
         "{rejected}"

@@ -28,14 +28,7 @@ fn logs(tag: &str, n: usize) -> Vec<u8> {
 
 /// A metric's value on the collector's `/metrics` page (summed over its series).
 async fn metric(stack: &Stack, name: &str, labels: &str) -> f64 {
-    let page = http(10)
-        .get(format!("{}/metrics", stack.collector_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = stack.collector_metrics().await.unwrap();
     page.lines()
         .filter(|l| l.starts_with(name) && l.contains(labels))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

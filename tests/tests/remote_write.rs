@@ -360,14 +360,7 @@ async fn hostile_remote_write_is_refused_whole_and_the_collector_keeps_serving()
         .await
         .unwrap();
     assert_eq!(names, vec![("storm_metric".to_string(), 41)]);
-    let metrics = http(10)
-        .get(format!("{}/metrics", stack.collector_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = stack.collector_metrics().await.unwrap();
     for reason in [
         "series_limit",
         "out_of_order",

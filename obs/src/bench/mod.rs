@@ -99,6 +99,10 @@ pub async fn run(cfg: &Config, opts: &BenchOptions) -> anyhow::Result<()> {
     }
     set.extend([Workload::Logs, Workload::Spans]);
 
+    // Each remote-write target's sample times go on from run to run: a receiver refuses
+    // samples older than what it already holds (Prometheus answers "out of bounds").
+    let hour_ago = (workloads::now_ns() / 1_000_000) as i64 - 3_600_000;
+    let mut timelines = [hour_ago, hour_ago];
     let mut runs = Vec::new();
     for i in 1..=opts.runs {
         let run = format!("{invocation}-{i}");
@@ -111,9 +115,10 @@ pub async fn run(cfg: &Config, opts: &BenchOptions) -> anyhow::Result<()> {
                 opts.seconds,
                 opts.concurrency
             );
+            let timeline = &mut timelines[usize::from(w == Workload::RemoteWritePeer)];
             figures
                 .workloads
-                .push(one_workload(opts, &client, &collector, &query, &run, w).await?);
+                .push(one_workload(opts, &client, &collector, &query, &run, w, timeline).await?);
         }
         print_run(i, &figures);
         runs.push(figures);
@@ -140,6 +145,7 @@ pub async fn run(cfg: &Config, opts: &BenchOptions) -> anyhow::Result<()> {
 }
 
 /// Sends one workload, then waits until its records are stored; the figures of it.
+/// Remote-write samples start at `timeline`, which is moved past the last one sent.
 async fn one_workload(
     opts: &BenchOptions,
     client: &clickhouse::Client,
@@ -147,8 +153,9 @@ async fn one_workload(
     query: &str,
     run: &str,
     w: Workload,
+    timeline: &mut i64,
 ) -> anyhow::Result<WorkloadFigures> {
-    let start_ms = (workloads::now_ns() / 1_000_000) as i64 - 3_600_000;
+    let start_ms = *timeline;
     let stored_before = match w.table() {
         Some(t) => count(client, t, run).await?,
         None => 0,
@@ -203,6 +210,11 @@ async fn one_workload(
         make,
     )
     .await;
+    if matches!(w, Workload::RemoteWrite | Workload::RemoteWritePeer) {
+        // No sender sent more requests than all of them together.
+        let requests = (m.records / per_request) as i64 + 1;
+        *timeline = start_ms + requests * (workloads::RW_SAMPLES as i64) * workloads::RW_STEP_MS;
+    }
 
     // Until everything acknowledged is stored (the sinks drain after the senders stop).
     let mut stored = None;
@@ -308,6 +320,24 @@ async fn engine_floor(
         .execute()
         .await?;
     Ok((rows, secs))
+}
+
+/// `data.result` of the instant query `promql` on the query API at `query` (a base URL).
+async fn instant_query(
+    client: &reqwest::Client,
+    query: &str,
+    promql: &str,
+) -> Option<serde_json::Value> {
+    let url = format!("{}/api/v1/query", query.trim_end_matches('/'));
+    let mut answer: serde_json::Value = crate::query_api::authorized(client.get(url))
+        .query(&[("query", promql)])
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    Some(answer["data"]["result"].take())
 }
 
 /// One line per workload after each run, so a long benchmark shows progress.

@@ -68,7 +68,7 @@ pub fn start(collector: &str, query: &str, run: &str) -> Probe {
     };
     let poller = {
         let (stop, acked) = (stop.clone(), acked.clone());
-        let (url, run) = (format!("{query}/api/v1/query"), run.to_string());
+        let (query, run) = (query.to_string(), run.to_string());
         tokio::spawn(async move {
             let mut seen = Seen::default();
             let mut stopped_at: Option<Instant> = None;
@@ -79,7 +79,7 @@ pub fn start(collector: &str, query: &str, run: &str) -> Probe {
                         break;
                     }
                 }
-                if let Some(visible) = visible(&client, &url, &run).await {
+                if let Some(visible) = visible(&client, &query, &run).await {
                     let now = Instant::now();
                     let mut acked = acked.lock().await;
                     for seq in visible {
@@ -137,18 +137,11 @@ fn probe_body(run: &str, seq: u64) -> Vec<u8> {
 }
 
 /// The `seq` of every probe of `run` the query API returns now.
-async fn visible(client: &reqwest::Client, url: &str, run: &str) -> Option<Vec<String>> {
-    let query = format!("obs_bench_probe{{run=\"{run}\"}}");
-    let answer: serde_json::Value = crate::query_api::authorized(client.get(url))
-        .query(&[("query", query.as_str())])
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
+async fn visible(client: &reqwest::Client, query: &str, run: &str) -> Option<Vec<String>> {
+    let promql = format!("obs_bench_probe{{run=\"{run}\"}}");
+    let result = super::instant_query(client, query, &promql).await?;
     Some(
-        answer["data"]["result"]
+        result
             .as_array()?
             .iter()
             .filter_map(|s| Some(s["metric"]["seq"].as_str()?.to_string()))

@@ -299,17 +299,9 @@ fn request(run: u64, first: usize, traces: usize, t0_ns: i64) -> Vec<u8> {
 
 async fn counted(client: &reqwest::Client, query: &str) -> Option<f64> {
     let q = "sum(traces_spanmetrics_calls_total{service=~\"bench-svc-.*\"})";
-    let v: serde_json::Value = client
-        .get(format!("{}/api/v1/query", query.trim_end_matches('/')))
-        .query(&[("query", q)])
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
+    let result = super::instant_query(client, query, q).await?;
     Some(
-        v["data"]["result"][0]["value"][1]
+        result[0]["value"][1]
             .as_str()
             .and_then(|s| s.parse().ok())
             .unwrap_or(0.0),

@@ -17,6 +17,12 @@ use prost::Message;
 pub const RW_SERIES: usize = 2000;
 /// Samples per series per request.
 pub const RW_SAMPLES: usize = 50;
+/// Milliseconds between a series' samples: 250 ms, so that every run's samples together
+/// span well under three hours and start an hour ago. A receiver then compacts nothing
+/// in the middle of the benchmark (Prometheus cuts a block from its head once it spans
+/// 3 h, and refuses older samples after that), as in steady operation where that happens
+/// every 2 h of wall time.
+pub const RW_STEP_MS: i64 = 250;
 /// Log records per OTLP request.
 pub const LOGS_PER_REQUEST: usize = 1000;
 /// Spans per OTLP request (100 traces of 10 spans).
@@ -47,9 +53,10 @@ fn label(name: &str, value: String) -> Label {
     }
 }
 
-/// A remote-write request (snappy): sender `s`'s 2000 series, 50 new samples each, 10 s apart.
+/// A remote-write request (snappy): sender `s`'s 2000 series, 50 new samples each,
+/// [`RW_STEP_MS`] apart.
 pub fn remote_write(run: &str, sender: usize, request: usize, start_ms: i64) -> Vec<u8> {
-    let first = start_ms + (request * RW_SAMPLES) as i64 * 10_000;
+    let first = start_ms + (request * RW_SAMPLES) as i64 * RW_STEP_MS;
     let req = WriteRequest {
         timeseries: (0..RW_SERIES)
             .map(|i| TimeSeries {
@@ -63,7 +70,7 @@ pub fn remote_write(run: &str, sender: usize, request: usize, start_ms: i64) -> 
                 samples: (0..RW_SAMPLES)
                     .map(|j| Sample {
                         value: (request * RW_SAMPLES + j) as f64 * 1.5 + i as f64,
-                        timestamp: first + j as i64 * 10_000,
+                        timestamp: first + j as i64 * RW_STEP_MS,
                     })
                     .collect(),
                 ..Default::default()
