@@ -289,25 +289,27 @@ async fn engine_floor(
 ) -> anyhow::Result<(u64, f64)> {
     let scratch = "obs_bench_engine_floor";
     let filter = match table {
-        "metrics_samples" => "MetricName LIKE 'bench_metric_%'".to_string(),
-        "otel_logs" => format!("startsWith(LogAttributes['run'], '{invocation}-')"),
-        _ => format!("startsWith(SpanAttributes['run'], '{invocation}-')"),
+        "metrics_samples" => "MetricName LIKE 'bench_metric_%'",
+        "otel_logs" => "startsWith(LogAttributes['run'], ?)",
+        _ => "startsWith(SpanAttributes['run'], ?)",
     };
-    client
-        .query(&format!("DROP TABLE IF EXISTS {scratch}"))
-        .execute()
-        .await?;
-    client
-        .query(&format!("CREATE TABLE {scratch} AS {table}"))
-        .execute()
-        .await
-        .with_context(|| format!("creating a scratch copy of {table}"))?;
+    let exec = |sql: String| async move {
+        client
+            .query(&sql)
+            .execute()
+            .await
+            .with_context(|| format!("{sql} (the engine's floor of {table})"))
+    };
+    exec(format!("DROP TABLE IF EXISTS {scratch}")).await?;
+    exec(format!("CREATE TABLE {scratch} AS {table}")).await?;
     let started = Instant::now();
-    client
-        .query(&format!(
-            "INSERT INTO {scratch} SELECT * FROM {table} WHERE {filter}"
-        ))
-        .execute()
+    let mut copy = client.query(&format!(
+        "INSERT INTO {scratch} SELECT * FROM {table} WHERE {filter}"
+    ));
+    if table != "metrics_samples" {
+        copy = copy.bind(format!("{invocation}-"));
+    }
+    copy.execute()
         .await
         .with_context(|| format!("the engine's insert of {table}'s rows"))?;
     let secs = started.elapsed().as_secs_f64();
@@ -315,10 +317,7 @@ async fn engine_floor(
         .query(&format!("SELECT count() FROM {scratch}"))
         .fetch_one()
         .await?;
-    client
-        .query(&format!("DROP TABLE {scratch}"))
-        .execute()
-        .await?;
+    exec(format!("DROP TABLE {scratch}")).await?;
     Ok((rows, secs))
 }
 
