@@ -233,6 +233,25 @@ pub fn decode_with<T: DeserializeOwned>(schema: &Schema, bytes: &[u8]) -> Result
         .map_err(|e| WireError::Malformed(e.to_string()))
 }
 
+/// Encodes `value` in wire format under `topic`'s own value schema, naming `schema_id`,
+/// without a registry: for tests and fuzz seeds that need a topic's bytes as the
+/// collectors write them.
+pub fn encode_unregistered<T: Serialize>(
+    topic: Topic,
+    schema_id: u32,
+    value: &T,
+) -> Result<Vec<u8>, WireError> {
+    let text = topic
+        .value_schema()
+        .ok_or_else(|| WireError::Malformed(format!("{} has no Avro schema", topic.name())))?;
+    let schema = Schema::parse_str(text).map_err(|e| WireError::Malformed(e.to_string()))?;
+    DynamicWriter {
+        id: schema_id,
+        schema,
+    }
+    .encode_ser(value)
+}
+
 /// Decodes `bytes` as a value of every topic's record schema (the sinks' decode of Kafka
 /// messages), dropping the results: the Avro fuzz target's entry point.
 pub fn fuzz_decode(bytes: &[u8]) {

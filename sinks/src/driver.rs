@@ -430,6 +430,9 @@ impl<T: TableSink> SinkDriver<T> {
     /// Decodes one message into rows; a message that cannot be decoded goes to the DLQ.
     async fn take(&self, msg: &BorrowedMessage<'_>, rows: &mut Vec<T::Row>) {
         let payload = msg.payload().unwrap_or_default();
+        if !T::may_have_rows(payload) {
+            return;
+        }
         if let Some(decoded) = T::decode_raw(payload) {
             match decoded {
                 Ok(m) => self.table.lock().expect("table lock").rows(m, rows),

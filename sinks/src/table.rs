@@ -40,6 +40,12 @@ pub trait TableSink: Default + Send + Sync + 'static {
     fn decode_raw(_payload: &[u8]) -> Option<Result<Self::Message, String>> {
         None
     }
+    /// A test on the undecoded message that is `false` only when the message cannot give
+    /// a row: such a message is not decoded at all. For a sink that keeps few of a topic's
+    /// messages (exceptions among all logs), this spares the decode of the rest.
+    fn may_have_rows(_payload: &[u8]) -> bool {
+        true
+    }
     /// Appends the rows a message becomes to `out`. The rows of a message must not depend
     /// on state unless a row written again is harmless (a replacing table).
     fn rows(&mut self, message: Self::Message, out: &mut Vec<Self::Row>);

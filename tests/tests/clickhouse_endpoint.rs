@@ -80,6 +80,55 @@ async fn insert_and_select_every_column_type_the_tables_use() {
         .await
         .unwrap();
     assert_eq!(n, 10_000);
+
+    // Plain RowBinary (the crate without schema validation) into the same columns.
+    let plain: Vec<AllTypes> = (20_000..20_100).map(row).collect();
+    let mut insert = client
+        .clone()
+        .with_validation(false)
+        .insert::<AllTypes>("all_types")
+        .await
+        .unwrap();
+    for r in &plain {
+        insert.write(r).await.unwrap();
+    }
+    insert.end().await.unwrap();
+    let back: Vec<AllTypes> = client
+        .query("SELECT ?fields FROM all_types WHERE u32v >= 20000 ORDER BY ts")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(back, plain);
+
+    // A header whose types are not the table's is refused by the engine, naming the column.
+    let mut body = vec![1u8];
+    for text in ["u32v", "UInt64"] {
+        body.push(text.len() as u8);
+        body.extend_from_slice(text.as_bytes());
+    }
+    body.extend_from_slice(&7u64.to_le_bytes());
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "{}/?query=INSERT+INTO+all_types+(u32v)+FORMAT+RowBinaryWithNamesAndTypes",
+            ch.url()
+        ))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+    assert_eq!(resp.headers()["x-clickhouse-exception-code"], "117");
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains("Type of 'u32v' must be UInt32, not UInt64"),
+        "{text}"
+    );
+    let n: u64 = client
+        .query("SELECT count() FROM all_types")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(n, 20_100);
 }
 
 #[tokio::test(flavor = "multi_thread")]

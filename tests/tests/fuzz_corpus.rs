@@ -114,14 +114,7 @@ fn the_corpus_and_the_regressions_pass_every_decoder() {
 /// target (the sinks' decode of Kafka messages).
 fn avro_seeds() -> Vec<(String, Vec<u8>)> {
     fn encode<T: Serialize>(topic: Topic, value: &T) -> Vec<u8> {
-        let schema = apache_avro::Schema::parse_str(topic.value_schema().unwrap()).unwrap();
-        let mut bytes = vec![0, 0, 0, 0, 1];
-        apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
-            .build()
-            .unwrap()
-            .write_ser(&mut bytes, value)
-            .unwrap();
-        bytes
+        obs_schemas::wire::encode_unregistered(topic, 1, value).unwrap()
     }
     let attrs = |pairs: &[(&str, &str)]| {
         pairs

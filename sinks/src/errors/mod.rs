@@ -59,6 +59,16 @@ struct Occurrence<'a> {
     occurrence: String,
 }
 
+/// What every exception's attributes hold: an exception row needs `exception.type` or
+/// `exception.message`, and Avro writes attribute keys as their UTF-8 bytes, so a message
+/// without these bytes has no exception and is not decoded.
+const EXCEPTION_KEY_PREFIX: &[u8] = b"exception.";
+
+/// Whether an encoded batch may hold an exception (see [`EXCEPTION_KEY_PREFIX`]).
+fn may_hold_exception(payload: &[u8]) -> bool {
+    memchr::memmem::find(payload, EXCEPTION_KEY_PREFIX).is_some()
+}
+
 fn row(o: Occurrence<'_>) -> Option<ErrorEventRow> {
     let get = |k: &str| o.attrs.get(k).cloned().unwrap_or_default();
     let (ty, message, stack) = (
@@ -105,6 +115,10 @@ impl TableSink for ErrorsFromSpans {
     const NAME: &'static str = "obs_error_events_spans";
     const DEAD_LETTERS_UNDECODABLE: bool = false;
 
+    fn may_have_rows(payload: &[u8]) -> bool {
+        may_hold_exception(payload)
+    }
+
     fn rows(&mut self, message: SpanBatch, out: &mut Vec<ErrorEventRow>) {
         for s in &message.spans {
             for (i, e) in s.events.iter().enumerate() {
@@ -147,6 +161,10 @@ impl TableSink for ErrorsFromLogs {
     const NAME: &'static str = "obs_error_events_logs";
     const DEAD_LETTERS_UNDECODABLE: bool = false;
 
+    fn may_have_rows(payload: &[u8]) -> bool {
+        may_hold_exception(payload)
+    }
+
     fn rows(&mut self, message: LogBatch, out: &mut Vec<ErrorEventRow>) {
         for r in &message.records {
             let error = r.severity_number >= SEVERITY_ERROR
@@ -177,5 +195,86 @@ impl TableSink for ErrorsFromLogs {
 
     fn row_time_ns(row: &ErrorEventRow) -> Option<i64> {
         Some(row.timestamp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use obs_schemas::records::{LogRecord, Span, SpanEvent};
+
+    /// `value` in Confluent wire format under the topic's schema, as the collectors write it.
+    fn encoded<T: Serialize>(topic: Topic, value: &T) -> Vec<u8> {
+        obs_schemas::wire::encode_unregistered(topic, 1, value).unwrap()
+    }
+
+    fn attrs(pairs: &[(&str, &str)]) -> Attrs {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn error_log(attributes: Attrs) -> LogBatch {
+        LogBatch {
+            records: vec![LogRecord {
+                severity_text: "ERROR".into(),
+                severity_number: 17,
+                body: "payment failed".into(),
+                service: "checkout".into(),
+                attrs: attributes,
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn a_log_message_with_an_exception_is_decoded_and_one_without_is_not() {
+        let with = error_log(attrs(&[("exception.type", "ValueError")]));
+        let without = error_log(attrs(&[("http.method", "GET")]));
+        assert!(ErrorsFromLogs::may_have_rows(&encoded(Topic::Logs, &with)));
+        assert!(!ErrorsFromLogs::may_have_rows(&encoded(
+            Topic::Logs,
+            &without
+        )));
+        // The skipped message had no row to give; the kept one has exactly one.
+        let mut rows = Vec::new();
+        ErrorsFromLogs.rows(without, &mut rows);
+        assert!(rows.is_empty());
+        ErrorsFromLogs.rows(with, &mut rows);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].exception_type, "ValueError");
+    }
+
+    #[test]
+    fn a_span_message_with_an_exception_event_is_decoded_and_one_without_is_not() {
+        let batch = |event_attrs: Attrs| SpanBatch {
+            spans: vec![Span {
+                trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+                span_id: "b7ad6b7169203331".into(),
+                service: "checkout".into(),
+                events: vec![SpanEvent {
+                    timestamp_ns: 1,
+                    name: "exception".into(),
+                    attrs: event_attrs,
+                }],
+                ..Default::default()
+            }],
+        };
+        let with = batch(attrs(&[("exception.message", "timeout after 5s")]));
+        let without = batch(attrs(&[("retry", "1")]));
+        assert!(ErrorsFromSpans::may_have_rows(&encoded(
+            Topic::Spans,
+            &with
+        )));
+        assert!(!ErrorsFromSpans::may_have_rows(&encoded(
+            Topic::Spans,
+            &without
+        )));
+        let mut rows = Vec::new();
+        ErrorsFromSpans.rows(without, &mut rows);
+        assert!(rows.is_empty());
+        ErrorsFromSpans.rows(with, &mut rows);
+        assert_eq!(rows.len(), 1);
     }
 }
