@@ -344,7 +344,7 @@ fn otlp_error(format: Format, e: CollectorError) -> Response {
 /// main and OTLP/HTTP listeners (requests in flight finish before it returns).
 pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
     kafka::ensure_topics(&cfg.kafka).await?;
-    let producer = kafka::SharedProducer::new(&cfg.kafka)?;
+    let producer = kafka::SharedProducer::for_process(&cfg.kafka)?;
     let partitions = kafka::partition_counts(&cfg.kafka).await?;
     let codec = Arc::new(obs_runtime::registry::codec(&cfg));
     let state = AppState {

@@ -232,7 +232,7 @@ impl<T: TableSink> SinkDriver<T> {
         Ok(SinkDriver {
             consumer,
             group,
-            dlq: SharedProducer::new(&cfg.kafka)?,
+            dlq: SharedProducer::for_process(&cfg.kafka)?,
             codec: Arc::new(obs_runtime::registry::codec(cfg)),
             client: ch::client(&cfg.clickhouse),
             max_rows: cfg.sink.batch_max_rows.max(1),

@@ -73,7 +73,7 @@ async fn run_one(cfg: Config, query: String) -> anyhow::Result<()> {
         table: sql_output::table_name(&query),
         query,
         codec: obs_runtime::registry::codec(&cfg),
-        dlq: SharedProducer::new(&cfg.kafka)?,
+        dlq: SharedProducer::for_process(&cfg.kafka)?,
         client: ch::client(&cfg.clickhouse),
         ttl_days: cfg.sql.ttl_days,
         cluster: cfg.clickhouse.cluster_layout()?,

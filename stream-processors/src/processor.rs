@@ -35,7 +35,7 @@ pub async fn connect(cfg: &Config, name: &str, input: Topic) -> anyhow::Result<W
     let counts = kafka::partition_counts(&cfg.kafka).await?;
     let codec = Arc::new(obs_runtime::registry::codec(cfg));
     let publisher = Publisher::new(
-        SharedProducer::new(&cfg.kafka)?,
+        SharedProducer::for_process(&cfg.kafka)?,
         codec.clone(),
         counts.clone(),
     );

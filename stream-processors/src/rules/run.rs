@@ -108,7 +108,11 @@ pub async fn run(cfg: Config, ready: ops::Readiness, view: RulesView) -> anyhow:
     kafka::ensure_topics(&cfg.kafka).await?;
     let counts = kafka::partition_counts(&cfg.kafka).await?;
     let codec = Arc::new(obs_runtime::registry::codec(&cfg));
-    let publisher = Publisher::new(SharedProducer::new(&cfg.kafka)?, codec.clone(), counts);
+    let publisher = Publisher::new(
+        SharedProducer::for_process(&cfg.kafka)?,
+        codec.clone(),
+        counts,
+    );
     let group_id = format!("{}-{}", pc.group_prefix, pc.instance);
     let consumer = kafka::consumer(&cfg.kafka, &group_id)?;
     let topic = Topic::Metrics.name();
