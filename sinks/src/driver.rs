@@ -249,6 +249,9 @@ impl<T: TableSink> SinkDriver<T> {
         let mut batches: BTreeMap<i32, Batch<T::Row>> = BTreeMap::new();
         let mut next_offset: HashMap<i32, i64> = HashMap::new();
         let mut skip_below: HashMap<i32, i64> = HashMap::new();
+        // Per partition, the first offset of the newest batch recorded when reading began
+        // at the current position: a batch starting after it has no intent to look up.
+        let mut recorded_to: HashMap<i32, i64> = HashMap::new();
         loop {
             let wait = batches
                 .values()
@@ -278,13 +281,15 @@ impl<T: TableSink> SinkDriver<T> {
                         // Kafka's committed offset can be older than what is stored (a lost
                         // or failed commit): resume at the newest recorded batch instead of
                         // re-reading the partition.
-                        if let Some(newest) = self.newest_intent(p).await
+                        let newest = self.newest_intent(p).await;
+                        if let Some(newest) = newest
                             && newest > offset
                         {
                             self.seek(p, newest);
                             skip_below.insert(p, newest);
                             continue;
                         }
+                        recorded_to.insert(p, newest.unwrap_or(-1));
                     }
                     if batches
                         .get(&p)
@@ -296,7 +301,11 @@ impl<T: TableSink> SinkDriver<T> {
                     let batch = match batches.entry(p) {
                         Entry::Occupied(o) => o.into_mut(),
                         Entry::Vacant(v) => {
-                            let end = self.intent_end(p, offset).await;
+                            let end = if recorded_to.get(&p).is_none_or(|&r| offset <= r) {
+                                self.intent_end(p, offset).await
+                            } else {
+                                None
+                            };
                             v.insert(Batch {
                                 first: offset,
                                 last: offset,
