@@ -85,18 +85,18 @@ impl SharedProducer {
         static SESSIONS: Mutex<Sessions> = Mutex::new(Vec::new());
         let mut sessions = SESSIONS.lock().expect("producer sessions lock");
         sessions.retain(|(_, weak)| weak.strong_count() > 0);
-        if let Some(current) = sessions
+        let alive = sessions
             .iter()
             .find(|(c, _)| c == cfg)
-            .and_then(|(_, weak)| weak.upgrade())
-        {
-            return Ok(SharedProducer {
-                cfg: cfg.clone(),
-                current,
-            });
-        }
-        let current = Arc::new(RwLock::new((0, producer(cfg)?)));
-        sessions.push((cfg.clone(), Arc::downgrade(&current)));
+            .and_then(|(_, weak)| weak.upgrade());
+        let current = match alive {
+            Some(current) => current,
+            None => {
+                let current = Arc::new(RwLock::new((0, producer(cfg)?)));
+                sessions.push((cfg.clone(), Arc::downgrade(&current)));
+                current
+            }
+        };
         Ok(SharedProducer {
             cfg: cfg.clone(),
             current,

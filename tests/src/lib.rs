@@ -146,6 +146,16 @@ pub fn hash_secret(secret: &str) -> String {
     hex::encode(sha2::Sha256::digest(secret.as_bytes()))
 }
 
+/// The `/metrics` text of the listener at `base` (a stage's ops address).
+async fn metrics_page(base: &str) -> anyhow::Result<String> {
+    Ok(http(10)
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?)
+}
+
 /// An HTTP client whose requests fail after `secs` instead of hanging a test.
 pub fn http(secs: u64) -> reqwest::Client {
     reqwest::Client::builder()
@@ -859,8 +869,9 @@ impl Stack {
     /// A value of the separate processor's `/metrics` (the first line starting with
     /// `name`), 0 when it has no such line, `None` when it does not answer.
     pub async fn processor_metric(&self, name: &str) -> Option<f64> {
-        let url = format!("http://127.0.0.1:{}/metrics", self.ports.processor);
-        let text = http(10).get(&url).send().await.ok()?.text().await.ok()?;
+        let text = metrics_page(&format!("http://127.0.0.1:{}", self.ports.processor))
+            .await
+            .ok()?;
         Some(
             text.lines()
                 .find(|l| l.starts_with(name))
@@ -1023,22 +1034,12 @@ impl Stack {
 
     /// The collector's `/metrics` text.
     pub async fn collector_metrics(&self) -> anyhow::Result<String> {
-        Ok(http(10)
-            .get(format!("{}/metrics", self.collector_url()))
-            .send()
-            .await?
-            .text()
-            .await?)
+        metrics_page(&self.collector_url()).await
     }
 
     /// The sink's `/metrics` text (of `obs up`, or of the separate sink).
     pub async fn sink_metrics(&self) -> anyhow::Result<String> {
-        Ok(http(10)
-            .get(format!("http://127.0.0.1:{}/metrics", self.ports.sink))
-            .send()
-            .await?
-            .text()
-            .await?)
+        metrics_page(&format!("http://127.0.0.1:{}", self.ports.sink)).await
     }
 
     /// Waits until the sinks of `table` have stored everything published on their topics
