@@ -375,3 +375,87 @@ async fn an_insert_whose_body_is_cut_off_stores_nothing() {
         .unwrap();
     assert_eq!(rows, [3]);
 }
+
+/// The endpoint reuses connections between requests and caches table descriptions for
+/// inserts; each request must still see exactly its own session (as a new session per
+/// request on clickhouse-server) and the table as it is now.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_share_no_session_state_and_inserts_see_altered_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let ch = ClickHouse::start(dir.path()).await.unwrap();
+    let http = reqwest::Client::new();
+    let run = |query: &'static str, params: &'static str| {
+        let req = http
+            .post(format!("{}/?{params}", ch.url()))
+            .body(query)
+            .send();
+        async move {
+            let resp = req.await.unwrap();
+            let status = resp.status();
+            let summary = resp
+                .headers()
+                .get("x-clickhouse-summary")
+                .map(|v| v.to_str().unwrap().to_string());
+            let text = resp.text().await.unwrap();
+            assert_eq!(status, 200, "{query}: {text}");
+            (text, summary)
+        }
+    };
+    let setting = "SELECT getSetting('max_result_rows'), currentDatabase()";
+    // Several times each, so a pooled connection is the one reused.
+    for _ in 0..3 {
+        assert_eq!(run(setting, "max_result_rows=7").await.0, "7\tdefault\n");
+        assert_eq!(run(setting, "").await.0, "0\tdefault\n");
+        assert_eq!(run(setting, "database=system").await.0, "0\tsystem\n");
+        // A session changed by a statement is not handed to the next request.
+        run("SET max_result_rows = 9", "").await;
+        run("USE system", "").await;
+        assert_eq!(run(setting, "").await.0, "0\tdefault\n");
+        run("CREATE TEMPORARY TABLE tmp (a UInt8)", "").await;
+        assert_eq!(
+            run("SELECT count() FROM system.tables WHERE name = 'tmp'", "")
+                .await
+                .0,
+            "0\n"
+        );
+    }
+    // The engine's own time comes back in the summary, as clickhouse-server's elapsed_ns.
+    let (_, summary) = run("SELECT sum(number) FROM numbers(100000)", "").await;
+    let summary: serde_json::Value = serde_json::from_str(&summary.unwrap()).unwrap();
+    let elapsed: u64 = summary["elapsed_ns"].as_str().unwrap().parse().unwrap();
+    assert!(elapsed > 0, "{summary}");
+
+    // An insert after ALTER TABLE uses the new column list (a stale description of the
+    // table would refuse column b, or write the rows without it).
+    run("CREATE TABLE grow (a UInt32) ENGINE = MergeTree ORDER BY a SETTINGS non_replicated_deduplication_window = 10", "").await;
+    run("INSERT INTO grow FORMAT CSV\n1\n", "").await;
+    run("ALTER TABLE grow ADD COLUMN b String DEFAULT 'none'", "").await;
+    run("INSERT INTO grow FORMAT CSV\n2,\"two\"\n", "").await;
+    // A URL setting reaches the insert (a repeated token is stored once), and an insert's
+    // own SETTINGS clause wins over the URL's.
+    for _ in 0..2 {
+        run(
+            "INSERT INTO grow FORMAT CSV\n3,\"three\"\n",
+            "insert_deduplication_token=x3",
+        )
+        .await;
+    }
+    run(
+        "INSERT INTO grow SETTINGS insert_deduplication_token = 'own' FORMAT CSV\n4,\"four\"\n",
+        "insert_deduplication_token=x3",
+    )
+    .await;
+    assert_eq!(
+        run("SELECT a, b FROM grow ORDER BY a", "").await.0,
+        "1\tnone\n2\ttwo\n3\tthree\n4\tfour\n"
+    );
+    // A setting the engine does not know fails the insert with the engine's code.
+    let resp = http
+        .post(format!("{}/?no_such_setting=1", ch.url()))
+        .body("INSERT INTO grow FORMAT CSV\n5,\"five\"\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+    assert_eq!(resp.headers()["x-clickhouse-exception-code"], "115");
+}

@@ -107,6 +107,23 @@ pub fn vector_selector(vs: &VectorSelector) -> Result<SqlFilter, String> {
     })
 }
 
+/// Whether a selector matches every series of one metric (`name` or `{__name__="name"}`
+/// and no other matcher): a data table's `MetricName` condition then selects exactly its
+/// series, and the list of their fingerprints is not needed.
+pub fn name_only(vs: &VectorSelector) -> bool {
+    let groups = matcher_groups(vs);
+    let [group] = groups.as_slice() else {
+        return false;
+    };
+    let mut names = group
+        .iter()
+        .map(|m| (m.name == "__name__" && matches!(m.op, MatchOp::Equal)).then_some(&m.value));
+    match names.next() {
+        Some(Some(first)) => names.all(|n| n == Some(first)),
+        _ => false,
+    }
+}
+
 /// The one metric name a selector is limited to, when it has one (`MetricName = ?` then
 /// prunes `metrics_samples` by its sort key).
 pub fn single_name(vs: &VectorSelector) -> Option<String> {
@@ -175,5 +192,19 @@ mod tests {
         assert!(parse("rate(x[5m])").is_err());
         assert!(parse(r#"{job=~".*"}"#).is_err());
         assert!(parse("{").is_err());
+    }
+
+    #[test]
+    fn a_bare_metric_name_selects_every_series_of_it() {
+        let vs = |q: &str| match parser::parse(q).unwrap() {
+            Expr::VectorSelector(vs) => vs,
+            e => panic!("{e:?}"),
+        };
+        assert!(name_only(&vs("up")));
+        assert!(name_only(&vs(r#"{__name__="up"}"#)));
+        assert!(!name_only(&vs(r#"up{job="a"}"#)));
+        assert!(!name_only(&vs(r#"{__name__=~"up"}"#)));
+        assert!(!name_only(&vs(r#"{__name__="up", __name__="down"}"#)));
+        assert!(!name_only(&vs(r#"{__name__="up" or __name__="down"}"#)));
     }
 }

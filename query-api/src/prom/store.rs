@@ -92,6 +92,9 @@ struct SelectorParts {
     name: &'static str,
     name_binds: Vec<String>,
     binds: Vec<String>,
+    /// Whether the data table's rows need the series' fingerprints as a filter (not when
+    /// `MetricName = ?` alone selects exactly the selector's series).
+    filter_data: bool,
 }
 
 fn selector_parts(vs: &VectorSelector) -> Result<SelectorParts, String> {
@@ -105,21 +108,33 @@ fn selector_parts(vs: &VectorSelector) -> Result<SelectorParts, String> {
         name,
         name_binds,
         binds,
+        filter_data: !selector::name_only(vs),
     })
 }
 
-/// The filter on a data table's `Fingerprint` for a selector's series, and the join that
-/// names them, with their binds.
-fn series_filter_and_join(sql: &str) -> (String, String) {
-    (
-        format!(
-            "Fingerprint IN (SELECT Fingerprint FROM metrics_series WHERE Tenant = ? AND {sql})"
-        ),
-        format!(
+impl SelectorParts {
+    /// The condition on a data table's `Fingerprint` for the selector's series (` AND
+    /// Fingerprint IN (...)`, or nothing when the metric name selects them), the join that
+    /// names them, and the binds of both after the tenant and name of the data table's own.
+    /// Leaving the list out saves the engine a read of `metrics_series` (~2-3 ms a statement).
+    fn series_filter_and_join(&self, tenant: &str) -> (String, String, Vec<String>) {
+        let sql = &self.filter;
+        let join = format!(
             "INNER JOIN (SELECT Fingerprint AS fp, any(MetricName) AS name, any(Labels) AS labels \
              FROM metrics_series WHERE Tenant = ? AND {sql} GROUP BY Fingerprint) AS s ON d.fp = s.fp"
-        ),
-    )
+        );
+        let with_tenant = || [vec![tenant.to_string()], self.binds.clone()].concat();
+        if !self.filter_data {
+            return (String::new(), join, with_tenant());
+        }
+        (
+            format!(
+                " AND Fingerprint IN (SELECT Fingerprint FROM metrics_series WHERE Tenant = ? AND {sql})"
+            ),
+            join,
+            [with_tenant(), with_tenant()].concat(),
+        )
+    }
 }
 
 /// The statement that reads a selector's rollup windows of `res` ms starting in
@@ -172,16 +187,15 @@ fn per_series_statement(
     conditions: &str,
 ) -> Result<Statement, String> {
     let p = selector_parts(vs)?;
-    let (filter, join) = series_filter_and_join(&p.filter);
+    let (filter, join, binds) = p.series_filter_and_join(tenant);
     let name = p.name;
-    let t = || vec![tenant.to_string()];
     Ok(Statement {
         sql: format!(
             "SELECT d.fp AS fp, s.name AS name, s.labels AS labels, d.{alias} AS {alias} \
              FROM (SELECT Fingerprint AS fp, arraySort(r -> r.1, groupArray(({columns}))) AS {alias} \
-             FROM {table} WHERE Tenant = ? AND {name}{conditions} AND {filter} GROUP BY Fingerprint) AS d {join}"
+             FROM {table} WHERE Tenant = ? AND {name}{conditions}{filter} GROUP BY Fingerprint) AS d {join}"
         ),
-        binds: [t(), p.name_binds, t(), p.binds.clone(), t(), p.binds].concat(),
+        binds: [vec![tenant.to_string()], p.name_binds, binds].concat(),
     })
 }
 
@@ -196,9 +210,8 @@ pub fn samples_statement(
     covered_until: &[(i64, i64)],
 ) -> Result<Statement, String> {
     let p = selector_parts(vs)?;
-    let (filter, join) = series_filter_and_join(&p.filter);
+    let (filter, join, binds) = p.series_filter_and_join(tenant);
     let name = p.name;
-    let t = || vec![tenant.to_string()];
     let after_windows = if covered_until.is_empty() {
         String::new()
     } else {
@@ -220,9 +233,9 @@ pub fn samples_statement(
             "SELECT d.fp AS fp, s.name AS name, s.labels AS labels, d.points AS points \
              FROM (SELECT Fingerprint AS fp, arraySort(groupArray((TimestampMs, Value))) AS points \
              FROM metrics_samples WHERE Tenant = ? AND {name}TimestampMs >= {from_ms} AND TimestampMs <= {to_ms} \
-             AND {filter}{after_windows} GROUP BY Fingerprint) AS d {join}"
+             {filter}{after_windows} GROUP BY Fingerprint) AS d {join}"
         ),
-        binds: [t(), p.name_binds, t(), p.binds.clone(), t(), p.binds].concat(),
+        binds: [vec![tenant.to_string()], p.name_binds, binds].concat(),
     })
 }
 
@@ -550,5 +563,28 @@ mod tests {
         );
         assert!(!exemplars.sql.contains("a'b") && exemplars.binds.iter().any(|b| b == "a'b"));
         assert_eq!(exemplars.sql.matches('?').count(), exemplars.binds.len());
+    }
+
+    #[test]
+    fn fingerprints_filter_the_data_only_when_labels_narrow_the_metric() {
+        for q in ["up", r#"{__name__="up"}"#] {
+            let st = selector_statement(&selector(q), "t", 0, 60_000).unwrap();
+            assert!(!st.sql.contains("Fingerprint IN"), "{q}: {}", st.sql);
+            assert_eq!(st.sql.matches('?').count(), st.binds.len(), "{q}");
+            assert_eq!(st.binds, ["t", "up", "t", "up"], "{q}");
+        }
+        for q in [
+            r#"up{job="a"}"#,
+            r#"{__name__=~"up|down"}"#,
+            r#"up{job="a" or job="b"}"#,
+        ] {
+            let st = selector_statement(&selector(q), "t", 0, 60_000).unwrap();
+            assert!(
+                st.sql.contains(" AND Fingerprint IN (SELECT"),
+                "{q}: {}",
+                st.sql
+            );
+            assert_eq!(st.sql.matches('?').count(), st.binds.len(), "{q}");
+        }
     }
 }
