@@ -359,6 +359,12 @@ pub struct TracesConfig {
     /// Tail-sampling policies: a YAML file in the OpenTelemetry Collector's
     /// `tail_sampling` shape (`policies: [...]`); empty keeps every trace.
     pub sampling_file: String,
+    /// When the kept traces' spans are published to `obs.spans.sampled`: `auto` when
+    /// something reads them (tail-sampling policies, `[sink] traces_from = "sampled"`, or
+    /// an SQL query on that topic; without policies they are every span of `obs.spans`,
+    /// and a copy nobody reads costs an encode, a produce and a broker write per span),
+    /// `always`, or `never`.
+    pub publish_sampled: String,
     /// Decisions remembered per partition so spans arriving after their trace was decided
     /// follow its decision.
     pub decision_cache_size: usize,
@@ -458,6 +464,7 @@ impl Default for TracesConfig {
             servicegraph_buckets: (0..8).map(|i| 0.1 * f64::powi(2.0, i)).collect(),
             peer_attributes: vec!["peer.service".into(), "db.name".into(), "db.system".into()],
             sampling_file: String::new(),
+            publish_sampled: "auto".into(),
             decision_cache_size: 10_000,
             checkpoint_interval_ms: 10_000,
         }
@@ -561,6 +568,14 @@ impl Config {
             matches!(self.sink.traces_from.as_str(), "all" | "sampled"),
             "invalid configuration: [sink] traces_from = {:?}: expected \"all\" or \"sampled\"",
             self.sink.traces_from
+        );
+        anyhow::ensure!(
+            matches!(
+                self.traces.publish_sampled.as_str(),
+                "auto" | "always" | "never"
+            ),
+            "invalid configuration: [traces] publish_sampled = {:?}: expected \"auto\", \"always\" or \"never\"",
+            self.traces.publish_sampled
         );
         Ok(())
     }

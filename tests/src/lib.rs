@@ -1017,6 +1017,26 @@ impl Stack {
         Ok(out)
     }
 
+    /// How many messages `topic` has ever had: the sum of its partitions' end offsets.
+    pub fn messages_on(&self, topic: &str) -> anyhow::Result<i64> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let client: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", self.broker.bootstrap())
+            .create()?;
+        let timeout = Duration::from_secs(10);
+        let partitions = client
+            .fetch_metadata(Some(topic), timeout)?
+            .topics()
+            .first()
+            .map(|t| t.partitions().len() as i32)
+            .context("no such topic")?;
+        let mut total = 0;
+        for p in 0..partitions {
+            total += client.fetch_watermarks(topic, p, timeout)?.1;
+        }
+        Ok(total)
+    }
+
     /// The registry's latest version of `subject` (`{"subject", "version", "id", "schema"}`).
     pub async fn latest_schema(&self, subject: &str) -> serde_json::Value {
         http(30)

@@ -148,6 +148,9 @@ impl World {
         })
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", stack.obs_log()));
+        // Every trace is kept (no tail-sampling policies) and nothing reads the kept
+        // spans: the processor does not copy obs.spans to obs.spans.sampled.
+        assert_eq!(stack.messages_on("obs.spans.sampled").unwrap(), 0);
         World { stack, base, spans }
     }
 

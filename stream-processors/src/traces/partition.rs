@@ -37,6 +37,8 @@ pub struct Settings {
     pub servicegraph: ServiceGraph,
     /// Tail-sampling policies.
     pub policies: Policies,
+    /// Whether kept traces' spans go to `obs.spans.sampled` (`[traces] publish_sampled`).
+    pub publish_sampled: bool,
 }
 
 /// Most event-time intervals written at once when time jumps (the latest are written).
@@ -329,6 +331,9 @@ impl Partition {
     }
 
     fn emit_sampled(&mut self, span: Span, out: &mut Outputs) {
+        if !self.s.publish_sampled {
+            return;
+        }
         if !self.skip_sampled.is_empty()
             && self
                 .skip_sampled
@@ -445,6 +450,7 @@ mod tests {
                 buckets: vec![0.1, 1.0],
                 peer_attributes: vec!["peer.service".into()],
             },
+            publish_sampled: true,
             policies: Policies::parse(
                 "policies: [{name: e, type: status_code, status_code: {status_codes: [ERROR]}}]",
             )

@@ -65,7 +65,25 @@ pub fn settings(cfg: &Config) -> anyhow::Result<Settings> {
             buckets: tc.servicegraph_buckets.clone(),
             peer_attributes: tc.peer_attributes.clone(),
         },
+        publish_sampled: publish_sampled(cfg, !policies.is_empty())?,
         policies,
+    })
+}
+
+/// Whether kept traces' spans are published to `obs.spans.sampled` (`[traces]
+/// publish_sampled`; `auto`: when policies choose them or something of this configuration
+/// reads that topic).
+fn publish_sampled(cfg: &Config, has_policies: bool) -> anyhow::Result<bool> {
+    Ok(match cfg.traces.publish_sampled.as_str() {
+        "always" => true,
+        "never" => false,
+        _ => {
+            let sql_reads_it = !cfg.sql.queries_file.is_empty()
+                && obs_runtime::sql_queries::load(&cfg.sql.queries_file)?
+                    .iter()
+                    .any(|q| q.topic == Topic::SpansSampled.name());
+            has_policies || cfg.sink.traces_from == "sampled" || sql_reads_it
+        }
     })
 }
 
@@ -81,6 +99,11 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
         Some("the trace processor is restoring its partitions".into()),
     );
     let settings = Arc::new(settings(&cfg)?);
+    if !settings.publish_sampled {
+        tracing::info!(
+            "kept traces are not published to obs.spans.sampled: no tail-sampling policies and nothing here reads that topic, so every span is on obs.spans ([traces] publish_sampled = \"always\" publishes them)"
+        );
+    }
     let Wiring {
         counts,
         codec,
@@ -462,5 +485,37 @@ impl Traces {
         }
         self.dirty.clear();
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_spans_are_published_only_where_something_reads_them() {
+        let mut cfg = Config::default();
+        assert!(!publish_sampled(&cfg, false).unwrap());
+        assert!(publish_sampled(&cfg, true).unwrap());
+        cfg.sink.traces_from = "sampled".into();
+        assert!(publish_sampled(&cfg, false).unwrap());
+        cfg.sink.traces_from = "all".into();
+        let dir = tempfile::tempdir().unwrap();
+        let queries = dir.path().join("queries.toml");
+        let query = |topic: &str| {
+            format!(
+                "[[queries]]\nname = \"q\"\ntopic = \"{topic}\"\nwindow_ms = 60000\nsql = \"SELECT count(*) AS n FROM input\"\n"
+            )
+        };
+        std::fs::write(&queries, query("obs.spans")).unwrap();
+        cfg.sql.queries_file = queries.display().to_string();
+        assert!(!publish_sampled(&cfg, false).unwrap());
+        std::fs::write(&queries, query("obs.spans.sampled")).unwrap();
+        assert!(publish_sampled(&cfg, false).unwrap());
+        cfg.traces.publish_sampled = "never".into();
+        assert!(!publish_sampled(&cfg, true).unwrap());
+        cfg.sql.queries_file.clear();
+        cfg.traces.publish_sampled = "always".into();
+        assert!(publish_sampled(&cfg, false).unwrap());
     }
 }
