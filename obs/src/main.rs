@@ -142,6 +142,11 @@ enum Command {
         /// Concurrent senders per workload.
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
+        /// Samples per second of the paced remote-write workload, which measures ingest →
+        /// queryable latency at a rate the pipeline sustains (DESIGN.md §8's 300k); 0
+        /// leaves it out.
+        #[arg(long, default_value_t = 300_000)]
+        paced_rate: u64,
         /// Base URL of a Prometheus started with --web.enable-remote-write-receiver.
         #[arg(long)]
         peer_prometheus: Option<String>,
@@ -491,6 +496,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             seconds,
             concurrency,
+            paced_rate,
             peer_prometheus,
             runs,
             report,
@@ -500,6 +506,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let opts = bench::BenchOptions {
                 seconds,
                 concurrency: concurrency.max(1),
+                paced_rate,
                 peer_prometheus,
                 runs: runs.max(1),
                 report,

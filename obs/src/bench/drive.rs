@@ -44,12 +44,13 @@ pub fn percentile(values: &[Duration], p: f64) -> Duration {
 }
 
 /// Posts bodies from `make(sender, request)` to `url` from `concurrency` senders for
-/// `seconds`; each 2xx counts `per_request` records.
+/// `seconds`; each 2xx counts `per_request` records. With a `pace`, each sender starts a
+/// request every `pace` (the senders spread evenly across it), or at once when behind.
 pub async fn drive<F>(
     url: String,
     headers: &'static [(&'static str, &'static str)],
     per_request: u64,
-    concurrency: usize,
+    (concurrency, pace): (usize, Option<Duration>),
     seconds: u64,
     make: F,
 ) -> Measured
@@ -81,7 +82,16 @@ where
             );
             tokio::spawn(async move {
                 let mut request = 0;
+                let mut next = tokio::time::Instant::now()
+                    + pace.unwrap_or_default() * sender as u32 / concurrency as u32;
                 while !stop.load(Ordering::Relaxed) {
+                    if let Some(pace) = pace {
+                        tokio::time::sleep_until(next).await;
+                        next = (next + pace).max(tokio::time::Instant::now());
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                    }
                     let body = {
                         let make = make.clone();
                         tokio::task::spawn_blocking(move || make(sender, request))

@@ -38,6 +38,8 @@ pub struct BenchOptions {
     pub seconds: u64,
     /// Concurrent senders per workload.
     pub concurrency: usize,
+    /// Samples per second of the paced remote-write workload (0: none).
+    pub paced_rate: u64,
     /// Base URL of a Prometheus with the remote-write receiver enabled, if any.
     pub peer_prometheus: Option<String>,
     /// How many times the whole set runs (the report gives medians).
@@ -62,6 +64,8 @@ const OTLP_HEADERS: &[(&str, &str)] = &[("Content-Type", "application/x-protobuf
 enum Workload {
     RemoteWrite,
     RemoteWritePeer,
+    /// Remote write at `paced_rate` samples/s: ingest → queryable where nothing backs up.
+    RemoteWritePaced,
     Logs,
     Spans,
 }
@@ -71,6 +75,7 @@ impl Workload {
         match self {
             Workload::RemoteWrite => "remote write → obs",
             Workload::RemoteWritePeer => "remote write → Prometheus 2.42",
+            Workload::RemoteWritePaced => "paced remote write → obs",
             Workload::Logs => "OTLP/HTTP logs → obs",
             Workload::Spans => "OTLP/HTTP spans → obs",
         }
@@ -79,7 +84,7 @@ impl Workload {
     /// The table its records end in (none for the peer).
     fn table(self) -> Option<&'static str> {
         match self {
-            Workload::RemoteWrite => Some("metrics_samples"),
+            Workload::RemoteWrite | Workload::RemoteWritePaced => Some("metrics_samples"),
             Workload::RemoteWritePeer => None,
             Workload::Logs => Some("otel_logs"),
             Workload::Spans => Some("otel_traces"),
@@ -96,6 +101,9 @@ pub async fn run(cfg: &Config, opts: &BenchOptions) -> anyhow::Result<()> {
     let mut set = vec![Workload::RemoteWrite];
     if opts.peer_prometheus.is_some() {
         set.push(Workload::RemoteWritePeer);
+    }
+    if opts.paced_rate > 0 {
+        set.push(Workload::RemoteWritePaced);
     }
     set.extend([Workload::Logs, Workload::Spans]);
 
@@ -126,7 +134,9 @@ pub async fn run(cfg: &Config, opts: &BenchOptions) -> anyhow::Result<()> {
 
     let mut stored_bytes = BTreeMap::new();
     let mut floors = BTreeMap::new();
-    for table in set.iter().filter_map(|w| w.table()) {
+    let mut tables: Vec<&str> = set.iter().filter_map(|w| w.table()).collect();
+    tables.dedup();
+    for table in tables {
         stored_bytes.insert(table.to_string(), bytes_per_row(&client, table).await?);
         eprintln!("the engine's own insert of {table}'s benchmark rows...");
         floors.insert(
@@ -166,7 +176,7 @@ async fn one_workload(
         .map(|t| probe::start(collector, query, &format!("{run}-{t}")));
     let started = Instant::now();
     let (url, headers, per_request) = match w {
-        Workload::RemoteWrite => (
+        Workload::RemoteWrite | Workload::RemoteWritePaced => (
             format!("{collector}/api/v1/write"),
             RW_HEADERS,
             (workloads::RW_SERIES * workloads::RW_SAMPLES) as u64,
@@ -195,22 +205,28 @@ async fn one_workload(
     };
     let r = run.to_string();
     let make = move |s: usize, i: usize| match w {
-        Workload::RemoteWrite | Workload::RemoteWritePeer => {
+        Workload::RemoteWrite | Workload::RemoteWritePeer | Workload::RemoteWritePaced => {
             workloads::remote_write(&r, s, i, start_ms)
         }
         Workload::Logs => workloads::otlp_logs(&r, s, i),
         Workload::Spans => workloads::otlp_spans(&r, s, i),
     };
+    // Paced: each sender posts a request every `concurrency * per_request / rate` seconds.
+    let pace = (w == Workload::RemoteWritePaced).then(|| {
+        Duration::from_secs_f64(
+            opts.concurrency as f64 * per_request as f64 / opts.paced_rate.max(1) as f64,
+        )
+    });
     let m = drive::drive(
         url,
         headers,
         per_request,
-        opts.concurrency,
+        (opts.concurrency, pace),
         opts.seconds,
         make,
     )
     .await;
-    if matches!(w, Workload::RemoteWrite | Workload::RemoteWritePeer) {
+    if w != Workload::Logs && w != Workload::Spans {
         // No sender sent more requests than all of them together.
         let requests = (m.records / per_request) as i64 + 1;
         *timeline = start_ms + requests * (workloads::RW_SAMPLES as i64) * workloads::RW_STEP_MS;

@@ -223,13 +223,21 @@ impl Report {
             machine: machine(),
             setup: opts.setup.clone(),
             options: format!(
-                "{} runs; per workload {} s from {} concurrent senders; remote write {} series × {} samples ({} ms apart) per request, OTLP {} logs or {} spans per request",
+                "{} runs; per workload {} s from {} concurrent senders; remote write {} series × {} samples ({} ms apart) per request{}, OTLP {} logs or {} spans per request",
                 opts.runs,
                 opts.seconds,
                 opts.concurrency,
                 super::workloads::RW_SERIES,
                 super::workloads::RW_SAMPLES,
                 super::workloads::RW_STEP_MS,
+                if opts.paced_rate > 0 {
+                    format!(
+                        " (the paced workload: {} samples/s, requests spread evenly)",
+                        rate(opts.paced_rate as f64)
+                    )
+                } else {
+                    String::new()
+                },
                 super::workloads::LOGS_PER_REQUEST,
                 super::workloads::SPANS_PER_REQUEST
             ),
@@ -464,13 +472,35 @@ impl Report {
                 Some(*b <= 1.5),
             );
         }
+        // With a paced workload, the unpaced remote write's probes measure its backlog (the
+        // collector acknowledges faster than the sinks store), not a sustained rate.
+        let paced = self.index("paced remote write");
         let p99 = (0..self.names().len())
+            .filter(|&i| paced.is_none() || Some(i) != rw)
             .filter_map(|i| self.median(i, |w| w.queryable_p99_ms))
             .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))));
         if let Some(p) = p99 {
+            let backlog = match (
+                paced,
+                rw.and_then(|i| self.median(i, |w| w.queryable_p99_ms)),
+            ) {
+                (Some(_), Some(b)) => format!(
+                    "; behind the unpaced remote write's backlog {:.2} s",
+                    b / 1e3
+                ),
+                _ => String::new(),
+            };
             row(
                 "p99 ingest → queryable ≤ 5 s",
-                format!("{:.2} s (worst workload)", p / 1e3),
+                format!(
+                    "{:.2} s (worst workload{}){backlog}",
+                    p / 1e3,
+                    if paced.is_some() {
+                        " at a sustained rate: paced remote write, logs, spans"
+                    } else {
+                        ""
+                    }
+                ),
                 Some(p <= 5000.0),
             );
         }
