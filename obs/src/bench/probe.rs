@@ -1,8 +1,10 @@
 //! Ingest → queryable latency under load: while a workload runs, one probe sample is sent
 //! by remote write every [`EVERY`] (its own series, `obs_bench_probe{run, seq}`), and the
 //! query API is asked every [`POLL`] which probes it returns. A probe's latency runs from
-//! the collector's acknowledgement to the first answer holding it (so it is over by up to
-//! one poll).
+//! the moment its request is sent to the first answer holding it (so it is over by up to
+//! one poll). It includes the collector's own answer time: under load a probe's
+//! acknowledgement can arrive after the sample is already queryable, so timing from the
+//! acknowledgement would miss most of the way.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,9 +31,9 @@ pub struct Probe {
 /// What a probe measured.
 #[derive(Default)]
 pub struct Seen {
-    /// Acknowledgement → visible, per probe seen.
+    /// Sent → visible, per probe seen.
     pub latencies: Vec<Duration>,
-    /// Probes acknowledged and never seen before the probe gave up waiting.
+    /// Probes sent and accepted but never seen before the probe gave up waiting.
     pub unseen: usize,
 }
 
@@ -39,18 +41,20 @@ pub struct Seen {
 /// labels this probe's series apart from every other's.
 pub fn start(collector: &str, query: &str, run: &str) -> Probe {
     let stop = Arc::new(AtomicBool::new(false));
-    let acked: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    // Probes sent and not yet seen, with when they were sent.
+    let pending: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .expect("HTTP client");
     let sender = {
-        let (stop, acked, client) = (stop.clone(), acked.clone(), client.clone());
+        let (stop, pending, client) = (stop.clone(), pending.clone(), client.clone());
         let (url, run) = (format!("{collector}/api/v1/write"), run.to_string());
         tokio::spawn(async move {
             let mut seq = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let body = probe_body(&run, seq);
+                pending.lock().await.insert(seq.to_string(), Instant::now());
                 let sent = crate::query_api::authorized(client.post(&url))
                     .header("Content-Type", "application/x-protobuf")
                     .header("Content-Encoding", "snappy")
@@ -58,8 +62,9 @@ pub fn start(collector: &str, query: &str, run: &str) -> Probe {
                     .body(body)
                     .send()
                     .await;
-                if matches!(&sent, Ok(r) if r.status().is_success()) {
-                    acked.lock().await.insert(seq.to_string(), Instant::now());
+                if !matches!(&sent, Ok(r) if r.status().is_success()) {
+                    // Refused: nothing to wait for.
+                    pending.lock().await.remove(&seq.to_string());
                 }
                 seq += 1;
                 tokio::time::sleep(EVERY).await;
@@ -67,7 +72,7 @@ pub fn start(collector: &str, query: &str, run: &str) -> Probe {
         })
     };
     let poller = {
-        let (stop, acked) = (stop.clone(), acked.clone());
+        let (stop, pending) = (stop.clone(), pending.clone());
         let (query, run) = (query.to_string(), run.to_string());
         tokio::spawn(async move {
             let mut seen = Seen::default();
@@ -75,22 +80,22 @@ pub fn start(collector: &str, query: &str, run: &str) -> Probe {
             loop {
                 if stop.load(Ordering::Relaxed) {
                     let at = *stopped_at.get_or_insert_with(Instant::now);
-                    if acked.lock().await.is_empty() || at.elapsed() > Duration::from_secs(60) {
+                    if pending.lock().await.is_empty() || at.elapsed() > Duration::from_secs(60) {
                         break;
                     }
                 }
                 if let Some(visible) = visible(&client, &query, &run).await {
                     let now = Instant::now();
-                    let mut acked = acked.lock().await;
+                    let mut pending = pending.lock().await;
                     for seq in visible {
-                        if let Some(at) = acked.remove(&seq) {
+                        if let Some(at) = pending.remove(&seq) {
                             seen.latencies.push(now - at);
                         }
                     }
                 }
                 tokio::time::sleep(POLL).await;
             }
-            seen.unseen = acked.lock().await.len();
+            seen.unseen = pending.lock().await.len();
             seen
         })
     };

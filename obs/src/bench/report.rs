@@ -342,7 +342,7 @@ impl Report {
         }
         let _ = writeln!(
             md,
-            "\nIngest → queryable: a probe sample is sent by remote write every {} ms while the workload runs; the time from its acknowledgement until the query API returns it (polled every {} ms). Where the collectors acknowledge faster than the sinks store, Kafka holds the difference and the probes wait behind it: their latency is then the backlog's, not the pipeline's at a rate it sustains.\n",
+            "\nIngest → queryable: a probe sample is sent by remote write every {} ms while the workload runs; the time from sending it until the query API returns it (polled every {} ms; the collector's answer time included). Where the collectors acknowledge faster than the sinks store, Kafka holds the difference and the probes wait behind it: their latency is then the backlog's, not the pipeline's at a rate it sustains.\n",
             super::probe::EVERY.as_millis(),
             super::probe::POLL.as_millis()
         );
