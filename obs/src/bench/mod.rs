@@ -81,6 +81,17 @@ impl Workload {
         }
     }
 
+    /// A short name, unique per workload (labels its probe series apart).
+    fn slug(self) -> &'static str {
+        match self {
+            Workload::RemoteWrite => "rw",
+            Workload::RemoteWritePeer => "rw-peer",
+            Workload::RemoteWritePaced => "rw-paced",
+            Workload::Logs => "logs",
+            Workload::Spans => "spans",
+        }
+    }
+
     /// The table its records end in (none for the peer).
     fn table(self) -> Option<&'static str> {
         match self {
@@ -173,7 +184,7 @@ async fn one_workload(
     let cpu_before = procs::cpu_seconds(&opts.pids);
     let probe = w
         .table()
-        .map(|t| probe::start(collector, query, &format!("{run}-{t}")));
+        .map(|_| probe::start(collector, query, &format!("{run}-{}", w.slug())));
     let started = Instant::now();
     let (url, headers, per_request) = match w {
         Workload::RemoteWrite | Workload::RemoteWritePaced => (
