@@ -19,8 +19,9 @@ Supported request shapes (ClickHouse semantics):
   * several statements in one request are rejected (code 62), as the real
     server does.
 
-Each request gets its own connection to the one engine, so `SET`/`USE` never
-leak between requests.
+Each request runs on a connection whose session has exactly its database and
+settings (kept idle per shape between requests; a statement that changes its
+session, such as SET or USE, closes it), so nothing leaks between requests.
 
 Run: python3 server.py --path DATA_DIR --port 8123
 """
@@ -295,7 +296,8 @@ def error_from(exc):
 
 
 class Engine:
-    """The one chDB engine of this process, handing out per-request connections."""
+    """The one chDB engine of this process, running each request on a connection of its
+    own session shape (pooled, see `run`)."""
 
     def __init__(self, path, config_file=None):
         self.staging = os.path.join(os.path.abspath(path), "_insert_staging")
@@ -476,7 +478,7 @@ class Engine:
             raise error_from(exc) from None
         finally:
             os.unlink(staging)
-        summary = summary_of(res) if res is not None else summary_of(None)
+        summary = summary_of(res)
         summary["read_rows"] = "0"
         return b"", fmt, summary
 
