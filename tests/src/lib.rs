@@ -164,6 +164,21 @@ pub fn http(secs: u64) -> reqwest::Client {
         .expect("HTTP client")
 }
 
+/// The end offset (high watermark) of each partition of `topic`, in partition order.
+fn end_offsets(client: &rdkafka::consumer::BaseConsumer, topic: &str) -> anyhow::Result<Vec<i64>> {
+    use rdkafka::consumer::Consumer;
+    let timeout = Duration::from_secs(10);
+    let partitions = client
+        .fetch_metadata(Some(topic), timeout)?
+        .topics()
+        .first()
+        .map(|t| t.partitions().len() as i32)
+        .context("no such topic")?;
+    (0..partitions)
+        .map(|p| Ok(client.fetch_watermarks(topic, p, timeout)?.1))
+        .collect()
+}
+
 /// Whether `url` answers 2xx through `client`.
 async fn ok(client: &reqwest::Client, url: &str) -> bool {
     client
@@ -1019,22 +1034,10 @@ impl Stack {
 
     /// How many messages `topic` has ever had: the sum of its partitions' end offsets.
     pub fn messages_on(&self, topic: &str) -> anyhow::Result<i64> {
-        use rdkafka::consumer::{BaseConsumer, Consumer};
-        let client: BaseConsumer = rdkafka::ClientConfig::new()
+        let client: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", self.broker.bootstrap())
             .create()?;
-        let timeout = Duration::from_secs(10);
-        let partitions = client
-            .fetch_metadata(Some(topic), timeout)?
-            .topics()
-            .first()
-            .map(|t| t.partitions().len() as i32)
-            .context("no such topic")?;
-        let mut total = 0;
-        for p in 0..partitions {
-            total += client.fetch_watermarks(topic, p, timeout)?.1;
-        }
-        Ok(total)
+        Ok(end_offsets(&client, topic)?.iter().sum())
     }
 
     /// The registry's latest version of `subject` (`{"subject", "version", "id", "schema"}`).
@@ -1095,7 +1098,7 @@ impl Stack {
         groups: &std::collections::BTreeSet<(String, String)>,
     ) -> anyhow::Result<()> {
         use rdkafka::ClientConfig;
-        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::consumer::BaseConsumer;
         let brokers = self
             .env
             .iter()
@@ -1109,16 +1112,8 @@ impl Stack {
                 .set("group.id", group)
                 .set("enable.auto.commit", "false")
                 .create()?;
-            let partitions = client
-                .fetch_metadata(Some(topic), timeout)?
-                .topics()
-                .first()
-                .map(|t| t.partitions().len() as i32)
-                .context("no such topic")?;
-            let mut high = Vec::new();
-            for p in 0..partitions {
-                high.push(client.fetch_watermarks(topic, p, timeout)?.1);
-            }
+            let high = end_offsets(&client, topic)?;
+            let partitions = high.len() as i32;
             wait_for(
                 &format!("{group} to commit up to {topic}'s end offsets {high:?}"),
                 Duration::from_secs(60),
