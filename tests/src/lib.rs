@@ -48,12 +48,38 @@ pub fn rfc3339_ms(ns: i64) -> String {
     chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// A port nothing listens on right now.
+/// Lowest port [`free_port`] hands out.
+const TEST_PORTS_FROM: u32 = 20_000;
+/// How many ports [`free_port`] chooses from: all below Linux's ephemeral range (32768 and
+/// up), which outgoing connections take their local ports from.
+const TEST_PORTS: u32 = 12_000;
+
+/// A port nothing listens on right now. It is below the kernel's ephemeral range: a port
+/// the kernel handed out (binding port 0) could be taken by any outgoing connection while
+/// a test restarts the process listening on it (seen: "Address already in use" when a
+/// SIGKILLed processor came back). Each test process starts at its own pseudo-random
+/// place in the range, so concurrent tests rarely try the same ports.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    static START: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        (std::process::id().wrapping_mul(2_654_435_761) ^ nanos) % TEST_PORTS
+    });
+    for _ in 0..TEST_PORTS {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = (TEST_PORTS_FROM + (start + n) % TEST_PORTS) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!(
+        "no free port in {TEST_PORTS_FROM}..{}",
+        TEST_PORTS_FROM + TEST_PORTS
+    )
 }
 
 /// The Python interpreter with the test dependencies.
