@@ -358,21 +358,22 @@ class Engine:
         # per request and would make every session shape new); a query's are its session's.
         session = () if insert is not None else tuple(sorted(settings))
         key = (database, session, params.get("readonly"))
+        session_free = insert is not None or bool(SESSION_FREE_RE.match(sql))
         conn = self._checkout(key)
-        reusable = False
+        ok = False
         try:
             if insert is not None:
                 out = self._insert(conn, database, settings, *insert)
             else:
                 out = self._query(conn, sql, params.get("default_format") or "TabSeparated", bound)
-            reusable = insert is not None or bool(SESSION_FREE_RE.match(sql))
+            ok = True
             return out
         finally:
-            if insert is None and not SESSION_FREE_RE.match(sql):
+            if not session_free:
                 with self.lock:
                     self.described.clear()
                     self.generation += 1
-            self._checkin(key, conn, reusable)
+            self._checkin(key, conn, ok and session_free)
 
     def _checkout(self, key):
         """A connection whose session has `key`'s database, settings and readonly."""

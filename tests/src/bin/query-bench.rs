@@ -41,10 +41,21 @@ async fn timed(base: &str, q: &str, start: i64, end: i64, step: &str) -> anyhow:
 fn range_query(
     base: &str,
     q: &str,
+    grid: (i64, i64, &str),
+    resolution: &str,
+) -> reqwest::RequestBuilder {
+    range_request(base, "query_range", q, grid, resolution)
+}
+
+/// A GET of `/api/v1/<api>` with a range query's parameters (`query_range`, `explain`).
+fn range_request(
+    base: &str,
+    api: &str,
+    q: &str,
     (start, end, step): (i64, i64, &str),
     resolution: &str,
 ) -> reqwest::RequestBuilder {
-    http(300).get(format!("{base}/api/v1/query_range")).query(&[
+    http(300).get(format!("{base}/api/v1/{api}")).query(&[
         ("query", q),
         ("start", &start.to_string()),
         ("end", &end.to_string()),
@@ -77,20 +88,10 @@ async fn timed_from(
     Ok(t.elapsed())
 }
 
-/// The SQL statements obs runs for a range query, from the query API's explain endpoint.
-async fn explain(
-    base: &str,
-    q: &str,
-    (start, end, step): (i64, i64, &str),
-) -> anyhow::Result<Vec<String>> {
-    let v: serde_json::Value = http(300)
-        .get(format!("{base}/api/v1/explain"))
-        .query(&[
-            ("query", q),
-            ("start", &start.to_string()),
-            ("end", &end.to_string()),
-            ("step", step),
-        ])
+/// The SQL statements obs runs for a range query from raw samples, from the query API's
+/// explain endpoint.
+async fn explain(base: &str, q: &str, grid: (i64, i64, &str)) -> anyhow::Result<Vec<String>> {
+    let v: serde_json::Value = range_request(base, "explain", q, grid, "raw")
         .send()
         .await?
         .error_for_status()?
