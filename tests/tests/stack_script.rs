@@ -116,7 +116,8 @@ fn stack_up_down_up_stores_the_second_runs_demo_records() {
                ifNull((SELECT count() FROM obs_events WHERE Type = 'deploy' AND Source = 'obs-demo'), 0) > 0");
             row == "3,1,1,1"
         },
-    );
+    )
+    .unwrap();
     wait_until(
         "RED metrics and the service graph from the demo's spans",
         || {
@@ -132,7 +133,8 @@ fn stack_up_down_up_stores_the_second_runs_demo_records() {
                     .iter()
                     .any(|m| m["client"] == "checkout" && m["server"] == "payments")
         },
-    );
+    )
+    .unwrap();
     // Every panel of every Grafana dashboard answers with data, run as Grafana runs it.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -165,12 +167,15 @@ fn the_status_page_shows_live_numbers_in_a_browser() {
     // Both numbers are rates over the last minute of 15-s self-scrapes, and that minute
     // may still hold the first run's samples (a counter reset to this run's): they show
     // this run's logs once two of its scrapes saw them accepted and stored.
-    wait_until("the status page to show logs accepted and stored", || {
+    let shown = wait_until("the status page to show logs accepted and stored", || {
         let out = chromium(&["--dump-dom"]);
         dom = String::from_utf8_lossy(&out.stdout).into_owned();
         cell(&dom, "Records accepted, by signal", "logs").is_some_and(|v| v > 0.0)
             && cell(&dom, "Rows stored, by table", "otel_logs").is_some_and(|v| v > 0.0)
     });
+    if let Err(e) = shown {
+        panic!("{e}; the page last shown:\n{dom}");
+    }
     assert!(dom.contains("<h1>obs status</h1>"), "{dom}");
     assert_eq!(cell(&dom, "Scrape targets up", "obs"), Some(1.0), "{dom}");
     assert_eq!(
@@ -307,9 +312,9 @@ fn promql(query: &str) -> Vec<serde_json::Value> {
         .unwrap_or_default()
 }
 
-/// Polls `check` (with the suite's [`obs_e2e::wait_for`]) for two minutes, failing with
+/// Polls `check` (with the suite's [`obs_e2e::wait_for`]) for two minutes; the error names
 /// `what`.
-fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -322,5 +327,4 @@ fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
             async move { done.then_some(()) }
         },
     ))
-    .unwrap();
 }
