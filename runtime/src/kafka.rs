@@ -201,6 +201,20 @@ pub fn assign(
     instance: u32,
     instances: u32,
 ) -> anyhow::Result<Vec<i32>> {
+    let mine = my_partitions(consumer, topic, instance, instances)?;
+    let stored = mine.iter().map(|&p| (p, Offset::Stored)).collect();
+    assign_at(consumer, topic, &stored)?;
+    Ok(mine)
+}
+
+/// The partitions of `topic` that instance `instance` of `instances` reads (see
+/// [`partitions_of`]), from the broker's metadata.
+pub fn my_partitions<C: Consumer>(
+    consumer: &C,
+    topic: &str,
+    instance: u32,
+    instances: u32,
+) -> anyhow::Result<Vec<i32>> {
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .with_context(|| format!("reading the partitions of {topic}"))?;
@@ -210,16 +224,35 @@ pub fn assign(
         .find(|t| t.name() == topic)
         .map_or(0, |t| t.partitions().len() as i32);
     anyhow::ensure!(count > 0, "topic {topic} has no partitions");
-    let mine = partitions_of(instance, instances, count);
+    Ok(partitions_of(instance, instances, count))
+}
+
+/// Assigns `consumer` the partitions of `topic` in `positions`, each starting where its
+/// entry says.
+pub fn assign_at(
+    consumer: &StreamConsumer,
+    topic: &str,
+    positions: &std::collections::BTreeMap<i32, Offset>,
+) -> anyhow::Result<()> {
     let mut tpl = TopicPartitionList::new();
-    for &p in &mine {
-        tpl.add_partition_offset(topic, p, Offset::Stored)
+    for (&p, &offset) in positions {
+        tpl.add_partition_offset(topic, p, offset)
             .with_context(|| format!("assigning {topic}/{p}"))?;
     }
     consumer
         .assign(&tpl)
-        .with_context(|| format!("assigning the partitions of {topic}"))?;
-    Ok(mine)
+        .with_context(|| format!("assigning the partitions of {topic}"))
+}
+
+/// A client that commits offsets for `group` and reads nothing: for a stage whose
+/// messages come from a consumer shared with other groups (the sinks' topic readers).
+pub fn committer(cfg: &KafkaConfig, group: &str) -> anyhow::Result<BaseConsumer> {
+    client_config(cfg)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .create()
+        .with_context(|| format!("creating the offset committer of group {group}"))
 }
 
 /// Creates every pipeline topic that does not exist yet (raw topics with

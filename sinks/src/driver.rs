@@ -1,4 +1,4 @@
-//! The loop every table sink runs: consume → decode → batch per partition → record the
+//! The loop every table sink runs: take its topic's messages → decode → batch per partition → record the
 //! batch's offsets → insert (deduplicated) → commit.
 //!
 //! Exactly-once effect: a batch holds consecutive offsets of one partition and its insert
@@ -20,9 +20,9 @@
 //! of messages, or when its first message is `sink.batch_max_wait_ms` old.
 //!
 //! The insert is retried with backoff for as long as ClickHouse is unavailable; meanwhile
-//! nothing is committed and nothing more is consumed, so Kafka holds the backlog (bounded
-//! memory: librdkafka's prefetch is capped, and the consumer keeps its group membership
-//! through `max.poll.interval.ms`). When ClickHouse refuses the data itself (a parse or type
+//! nothing is committed and nothing more is taken from the topic's reader (see
+//! [`crate::reader`]), so Kafka holds the backlog (bounded memory: the reader's queue per
+//! table and librdkafka's prefetch are capped). When ClickHouse refuses the data itself (a parse or type
 //! error, a violated constraint), the batch is split by message, then by row, and only the
 //! refused rows go to `obs.dlq` with ClickHouse's reason. Messages that cannot be decoded go
 //! to `obs.dlq` too; both count as processed.
@@ -39,12 +39,13 @@ use obs_runtime::{Config, clickhouse as ch, kafka, shutdown};
 use obs_schemas::Topic;
 use obs_schemas::records::DeadLetter;
 use obs_schemas::wire::{Codec, WireError};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
+use crate::reader::{Delivery, Readers};
 use crate::stored;
 use crate::table::TableSink;
 
@@ -174,7 +175,12 @@ pub async fn send_dead_letter(codec: &Codec, dlq: &SharedProducer, letter: &Dead
 
 /// Drives one [`TableSink`].
 pub struct SinkDriver<T: TableSink> {
-    consumer: StreamConsumer,
+    /// The table's messages, from its topic's reader.
+    messages: tokio::sync::mpsc::Receiver<Delivery>,
+    /// Commits the table's offsets in its group.
+    committer: BaseConsumer,
+    /// What the group had committed at start, by partition: the reader may start lower.
+    committed: BTreeMap<i32, i64>,
     group: String,
     dlq: SharedProducer,
     codec: Arc<Codec>,
@@ -208,18 +214,21 @@ where
 }
 
 impl<T: TableSink> SinkDriver<T> {
-    /// Connects the consumer (offsets in group `<group_prefix>-<table>`, this instance's
-    /// partitions assigned), the DLQ producer and the ClickHouse client, and starts the
-    /// progress monitor that reports stalls to `ready`.
-    pub fn new(cfg: &Config, ready: &Readiness) -> anyhow::Result<Self> {
+    /// Registers the table with its topic's reader in `readers` (offsets in group
+    /// `<group_prefix>-<table>`, this instance's partitions), connects the DLQ producer and
+    /// the ClickHouse client, and starts the progress monitor that reports stalls to
+    /// `ready`.
+    pub fn new(cfg: &Config, ready: &Readiness, readers: &mut Readers) -> anyhow::Result<Self> {
         let group = format!("{}-{}", cfg.sink.group_prefix, T::NAME);
-        let consumer = kafka::consumer(&cfg.kafka, &group)?;
-        let partitions = kafka::assign(
-            &consumer,
+        let committer = kafka::committer(&cfg.kafka, &group)?;
+        let partitions = kafka::my_partitions(
+            &committer,
             T::TOPIC.name(),
             cfg.sink.instance,
             cfg.sink.instances,
         )?;
+        let committed = committed_retrying(&committer, T::TOPIC, &partitions, &group)?;
+        let messages = readers.add_table(T::TOPIC, &partitions, committed.clone());
         tracing::info!(table = T::TABLE, topic = %T::TOPIC, ?partitions, "partitions assigned");
         let watch = crate::lag::Watch {
             group: group.clone(),
@@ -230,7 +239,9 @@ impl<T: TableSink> SinkDriver<T> {
         };
         crate::lag::spawn(&cfg.kafka, watch, ready.clone());
         Ok(SinkDriver {
-            consumer,
+            messages,
+            committer,
+            committed,
             group,
             dlq: SharedProducer::for_process(&cfg.kafka)?,
             codec: Arc::new(obs_runtime::registry::codec(cfg)),
@@ -244,11 +255,14 @@ impl<T: TableSink> SinkDriver<T> {
 
     /// Runs until a shutdown is asked for (then inserts and commits the batches it holds,
     /// see [`SinkDriver::drain`]); Kafka and ClickHouse failures are retried.
-    pub async fn run(self) -> anyhow::Result<()> {
+    pub async fn run(mut self) -> anyhow::Result<()> {
         tracing::info!(topic = %T::TOPIC, table = T::TABLE, "sink started");
         let mut batches: BTreeMap<i32, Batch<T::Row>> = BTreeMap::new();
         let mut next_offset: HashMap<i32, i64> = HashMap::new();
-        let mut skip_below: HashMap<i32, i64> = HashMap::new();
+        // The reader may start below what this table stored (another table of the topic
+        // is behind): those messages are skipped.
+        let mut skip_below: HashMap<i32, i64> =
+            std::mem::take(&mut self.committed).into_iter().collect();
         // Per partition, the first offset of the newest batch recorded when reading began
         // at the current position: a batch starting after it has no intent to look up.
         let mut recorded_to: HashMap<i32, i64> = HashMap::new();
@@ -260,17 +274,17 @@ impl<T: TableSink> SinkDriver<T> {
                 .min()
                 .unwrap_or(Duration::from_secs(3600));
             let next = tokio::select! {
-                r = tokio::time::timeout(wait, self.consumer.recv()) => r,
+                r = tokio::time::timeout(wait, self.messages.recv()) => r,
                 _ = shutdown::wait() => {
                     self.drain(batches).await;
                     return Ok(());
                 }
             };
             match next {
-                Ok(Ok(msg)) => {
+                Ok(Some(msg)) => {
                     let (p, offset) = (msg.partition(), msg.offset());
                     if skip_below.get(&p).is_some_and(|&s| offset < s) {
-                        continue; // fetched before the seek below took effect
+                        continue; // stored already
                     }
                     skip_below.remove(&p);
                     if next_offset.get(&p) != Some(&offset) {
@@ -285,7 +299,12 @@ impl<T: TableSink> SinkDriver<T> {
                         if let Some(newest) = newest
                             && newest > offset
                         {
-                            self.seek(p, newest);
+                            tracing::info!(
+                                table = T::TABLE,
+                                partition = p,
+                                offset = newest,
+                                "the committed offset is behind the recorded batches; resuming at the newest one"
+                            );
                             skip_below.insert(p, newest);
                             continue;
                         }
@@ -318,17 +337,19 @@ impl<T: TableSink> SinkDriver<T> {
                         }
                     };
                     let before = batch.rows.len();
-                    self.take(&msg, &mut batch.rows).await;
+                    self.take(&*msg, &mut batch.rows).await;
                     if batch.rows.len() > before {
                         batch.messages.push((offset, before));
                     }
                     batch.last = offset;
-                    batch.bytes += msg.payload_len();
+                    batch.bytes += msg.payload().map_or(0, <[u8]>::len);
                     next_offset.insert(p, offset + 1);
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "Kafka consumer error; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                Ok(None) => {
+                    // The topic's reader stopped: a shutdown, or it failed (which the
+                    // process reports).
+                    self.drain(batches).await;
+                    return Ok(());
                 }
                 Err(_) => {} // a batch is due
             }
@@ -383,31 +404,6 @@ impl<T: TableSink> SinkDriver<T> {
         newest
     }
 
-    /// Moves the consumer of `partition` to `offset` (retried: the partition may still be
-    /// being assigned).
-    fn seek(&self, partition: i32, offset: i64) {
-        tracing::info!(
-            table = T::TABLE,
-            partition,
-            offset,
-            "the committed offset is behind the recorded batches; resuming at the newest one"
-        );
-        for attempt in 1..=20 {
-            match self.consumer.seek(
-                T::TOPIC.name(),
-                partition,
-                Offset::Offset(offset),
-                Duration::from_secs(5),
-            ) {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::warn!(attempt, error = %e, "seek failed; retrying");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        }
-    }
-
     /// The end an earlier run recorded for a batch starting at `first`, if any.
     async fn intent_end(&self, partition: i32, first: i64) -> Option<i64> {
         let end: Option<i64> = retry("reading sink intents", || async {
@@ -437,7 +433,7 @@ impl<T: TableSink> SinkDriver<T> {
     }
 
     /// Decodes one message into rows; a message that cannot be decoded goes to the DLQ.
-    async fn take(&self, msg: &BorrowedMessage<'_>, rows: &mut Vec<T::Row>) {
+    async fn take(&self, msg: &impl Message, rows: &mut Vec<T::Row>) {
         let payload = msg.payload().unwrap_or_default();
         if !T::may_have_rows(payload) {
             return;
@@ -705,7 +701,7 @@ impl<T: TableSink> SinkDriver<T> {
             return;
         }
         for attempt in 1..=10 {
-            match self.consumer.commit(&tpl, CommitMode::Sync) {
+            match self.committer.commit(&tpl, CommitMode::Sync) {
                 Ok(()) => return,
                 Err(e) => {
                     // Rows are stored and the batch is re-formed identically: a failed commit
@@ -720,6 +716,32 @@ impl<T: TableSink> SinkDriver<T> {
             next,
             "giving up committing offsets; the batch will be re-read and deduplicated"
         );
+    }
+}
+
+/// The offsets `group` has committed on `partitions` of `topic`, asked until the broker
+/// answers (it may still be starting).
+fn committed_retrying(
+    committer: &BaseConsumer,
+    topic: Topic,
+    partitions: &[i32],
+    group: &str,
+) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let mut attempt = 0;
+    loop {
+        match kafka::committed(committer, topic.name(), partitions, Duration::from_secs(10)) {
+            Ok(c) => return Ok(c),
+            Err(e) if attempt < 5 => {
+                attempt += 1;
+                tracing::warn!(attempt, error = %e, group, "reading the committed offsets failed; retrying");
+                std::thread::sleep(Duration::from_millis(500 * attempt));
+            }
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "reading the offsets group {group} committed on {topic}: {e}; is the broker up?"
+                ));
+            }
+        }
     }
 }
 

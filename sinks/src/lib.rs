@@ -1,6 +1,7 @@
 //! Sinks: Kafka topics into ClickHouse tables.
 //!
-//! In: wire-format batches from a raw topic (a consumer group per table). Out: rows in the
+//! In: wire-format batches from a raw topic (read once per topic, offsets committed in a
+//! consumer group per table). Out: rows in the
 //! table, inserted through the `clickhouse` crate. Offsets are committed only after
 //! ClickHouse accepted the insert, and each insert carries an
 //! `insert_deduplication_token` naming the offsets it holds, so a retried insert is stored
@@ -23,6 +24,7 @@
 //!   pipelines are configured; else the log processor reads it).
 //! * [`replay`]: `obs replay`, a topic's time range into the tables again.
 //! * [`lag`]: consumer lag and stalls per partition, measured beside the driver.
+//! * [`reader`]: one consumer per topic, handing each message to every table of the topic.
 //! * [`driver`]: the consume → batch → insert → commit loop shared by every table.
 
 pub mod alerts;
@@ -34,6 +36,7 @@ pub mod lag;
 pub mod logs;
 pub mod metrics;
 pub mod raw_logs;
+pub mod reader;
 pub mod replay;
 pub mod rollups;
 pub mod sql_outputs;
@@ -43,48 +46,41 @@ pub mod traces;
 
 use obs_runtime::{Config, kafka, ops};
 
+use driver::SinkDriver;
+use reader::Readers;
+use table::TableSink;
+
 /// Runs every table sink until one fails or a shutdown is asked for; `ready` turns true
 /// once all are started and reports each sink's stalls.
 pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
     kafka::ensure_topics(&cfg.kafka).await?;
-    let logs = driver::SinkDriver::<logs::OtelLogs>::new(&cfg, &ready)?;
-    let samples = driver::SinkDriver::<metrics::MetricSamples>::new(&cfg, &ready)?;
-    let series = driver::SinkDriver::<metrics::MetricSeriesTable>::new(&cfg, &ready)?;
-    let metadata = driver::SinkDriver::<metrics::MetricMetadataTable>::new(&cfg, &ready)?;
-    let exemplars = driver::SinkDriver::<metrics::MetricExemplars>::new(&cfg, &ready)?;
-    let events = driver::SinkDriver::<events::ObsEvents>::new(&cfg, &ready)?;
+    let mut readers = Readers::new(&cfg);
+    let r = &mut readers;
+    let logs = SinkDriver::<logs::OtelLogs>::new(&cfg, &ready, r)?;
+    let samples = SinkDriver::<metrics::MetricSamples>::new(&cfg, &ready, r)?;
+    let series = SinkDriver::<metrics::MetricSeriesTable>::new(&cfg, &ready, r)?;
+    let metadata = SinkDriver::<metrics::MetricMetadataTable>::new(&cfg, &ready, r)?;
+    let exemplars = SinkDriver::<metrics::MetricExemplars>::new(&cfg, &ready, r)?;
+    let events = SinkDriver::<events::ObsEvents>::new(&cfg, &ready, r)?;
     // With log pipelines, the log processor reads obs.logs.raw and writes obs.logs.
-    let raw_lines = async {
-        if cfg.logs.pipelines_file.is_empty() {
-            driver::SinkDriver::<raw_logs::RawLogs>::new(&cfg, &ready)?
-                .run()
-                .await
-        } else {
-            Ok(())
-        }
-    };
-    let alerts = driver::SinkDriver::<alerts::ObsAlerts>::new(&cfg, &ready)?;
-    let summaries = driver::SinkDriver::<derived_traces::TraceSummaries>::new(&cfg, &ready)?;
-    let edges = driver::SinkDriver::<derived_traces::ServiceGraphEdges>::new(&cfg, &ready)?;
-    let rollups = driver::SinkDriver::<rollups::MetricRollups>::new(&cfg, &ready)?;
-    let span_errors = driver::SinkDriver::<errors::ErrorsFromSpans>::new(&cfg, &ready)?;
-    let log_errors = driver::SinkDriver::<errors::ErrorsFromLogs>::new(&cfg, &ready)?;
+    let raw_lines =
+        optional::<raw_logs::RawLogs>(cfg.logs.pipelines_file.is_empty(), &cfg, &ready, r)?;
+    let alerts = SinkDriver::<alerts::ObsAlerts>::new(&cfg, &ready, r)?;
+    let summaries = SinkDriver::<derived_traces::TraceSummaries>::new(&cfg, &ready, r)?;
+    let edges = SinkDriver::<derived_traces::ServiceGraphEdges>::new(&cfg, &ready, r)?;
+    let rollups = SinkDriver::<rollups::MetricRollups>::new(&cfg, &ready, r)?;
+    let span_errors = SinkDriver::<errors::ErrorsFromSpans>::new(&cfg, &ready, r)?;
+    let log_errors = SinkDriver::<errors::ErrorsFromLogs>::new(&cfg, &ready, r)?;
     // otel_traces from every span, or only from the traces tail sampling keeps.
-    let traces = async {
-        if cfg.sink.traces_from == "sampled" {
-            driver::SinkDriver::<derived_traces::SampledTraces>::new(&cfg, &ready)?
-                .run()
-                .await
-        } else {
-            driver::SinkDriver::<traces::OtelTraces>::new(&cfg, &ready)?
-                .run()
-                .await
-        }
-    };
+    let sampled = cfg.sink.traces_from == "sampled";
+    let all_spans = optional::<traces::OtelTraces>(!sampled, &cfg, &ready, r)?;
+    let sampled_spans = optional::<derived_traces::SampledTraces>(sampled, &cfg, &ready, r)?;
     ready.set(true);
     tokio::try_join!(
+        readers.run(),
         logs.run(),
-        traces,
+        all_spans,
+        sampled_spans,
         summaries.run(),
         edges.run(),
         rollups.run(),
@@ -100,4 +96,24 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
         sql_outputs::run(cfg.clone(), ready.clone())
     )
     .map(|_| ())
+}
+
+/// A sink that runs only when `on`: its run, or nothing to do.
+fn optional<T: TableSink>(
+    on: bool,
+    cfg: &Config,
+    ready: &ops::Readiness,
+    readers: &mut Readers,
+) -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>> + use<T>> {
+    let driver = if on {
+        Some(SinkDriver::<T>::new(cfg, ready, readers)?)
+    } else {
+        None
+    };
+    Ok(async move {
+        match driver {
+            Some(d) => d.run().await,
+            None => Ok(()),
+        }
+    })
 }
