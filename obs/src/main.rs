@@ -164,6 +164,10 @@ enum Command {
         /// How the stack was set up (broker, engine, build), written into the report.
         #[arg(long, default_value = "")]
         setup: String,
+        /// Only these workloads, comma-separated: rw, rw-peer, rw-paced, logs, spans (for
+        /// profiling one of them); a partial set is printed, no report is written.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Measure the rule engine on a rule file (ingest and evaluation rate, group evaluation
     /// time, memory) beside a Prometheus evaluating the same file on the same samples.
@@ -502,6 +506,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             report,
             pids,
             setup,
+            only,
         } => {
             let opts = bench::BenchOptions {
                 seconds,
@@ -512,6 +517,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 report,
                 pids: bench::parse_pids(&pids)?,
                 setup,
+                only,
             };
             bench::run(&cfg, &opts).await
         }

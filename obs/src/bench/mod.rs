@@ -50,6 +50,9 @@ pub struct BenchOptions {
     pub pids: Vec<procs::Watched>,
     /// How the stack was set up (broker, engine, build), for the report.
     pub setup: String,
+    /// Only these workloads, by slug (`rw`, `rw-peer`, `rw-paced`, `logs`, `spans`); empty:
+    /// all. A partial set is printed, never written as a report.
+    pub only: Vec<String>,
 }
 
 const RW_HEADERS: &[(&str, &str)] = &[
@@ -60,7 +63,7 @@ const RW_HEADERS: &[(&str, &str)] = &[
 const OTLP_HEADERS: &[(&str, &str)] = &[("Content-Type", "application/x-protobuf")];
 
 /// One kind of load the benchmark sends.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Workload {
     RemoteWrite,
     RemoteWritePeer,
@@ -117,6 +120,7 @@ pub async fn run(cfg: &Config, opts: &BenchOptions) -> anyhow::Result<()> {
         set.push(Workload::RemoteWritePaced);
     }
     set.extend([Workload::Logs, Workload::Spans]);
+    let set = only(set, &opts.only)?;
 
     // Each remote-write target's sample times go on from run to run: a receiver refuses
     // samples older than what it already holds (Prometheus answers "out of bounds").
@@ -158,11 +162,33 @@ pub async fn run(cfg: &Config, opts: &BenchOptions) -> anyhow::Result<()> {
     let rss = procs::peak_rss(&opts.pids);
     let report = report::Report::new(opts, runs, stored_bytes, floors, rss);
     println!("{}", report.markdown());
-    if let Some(dir) = &opts.report {
+    if !opts.only.is_empty() {
+        eprintln!("a partial set of workloads (--only): the report is printed, not written");
+    } else if let Some(dir) = &opts.report {
         let path = report.write(dir)?;
         eprintln!("report written to {}", path.display());
     }
     Ok(())
+}
+
+/// The workloads of `set` named in `slugs` (all of `set` when `slugs` is empty); an error
+/// names a slug that is not one of them.
+fn only(set: Vec<Workload>, slugs: &[String]) -> anyhow::Result<Vec<Workload>> {
+    if let Some(unknown) = slugs
+        .iter()
+        .find(|s| !set.iter().any(|w| w.slug() == s.as_str()))
+    {
+        let known: Vec<&str> = set.iter().map(|w| w.slug()).collect();
+        anyhow::bail!(
+            "--only {unknown}: no such workload in this run; choose from {} (rw-peer needs \
+             --peer-prometheus, rw-paced a --paced-rate above 0)",
+            known.join(", ")
+        );
+    }
+    Ok(set
+        .into_iter()
+        .filter(|w| slugs.is_empty() || slugs.iter().any(|s| s == w.slug()))
+        .collect())
 }
 
 /// Sends one workload, then waits until its records are stored; the figures of it.
@@ -379,6 +405,25 @@ fn print_run(i: usize, run: &RunFigures) {
             w.queryable_p99_ms
                 .map(|p| format!(", queryable p99 {p:.0} ms"))
                 .unwrap_or_default()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_keeps_the_named_workloads_and_names_an_unknown_one() {
+        let set = || vec![Workload::RemoteWrite, Workload::Logs, Workload::Spans];
+        let slugs = |ws: Vec<Workload>| ws.iter().map(|w| w.slug()).collect::<Vec<_>>();
+        assert_eq!(slugs(only(set(), &[]).unwrap()), ["rw", "logs", "spans"]);
+        let picked = only(set(), &["spans".into(), "rw".into()]).unwrap();
+        assert_eq!(slugs(picked), ["rw", "spans"]);
+        let e = only(set(), &["rw-peer".into()]).unwrap_err().to_string();
+        assert!(
+            e.contains("--only rw-peer") && e.contains("choose from rw, logs, spans"),
+            "{e}"
         );
     }
 }
