@@ -536,7 +536,7 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "Per process, from the workload's start until its last record is stored (user + system time from /proc).\n"
+            "Per process, from the workload's start until its last record is stored and the engine has finished merging (user + system time from /proc; the merges of a workload's parts are its cost, and no longer run into the next workload's figures).\n"
         );
         let _ = writeln!(md, "| workload | {} | total |", roles.join(" | "));
         let _ = writeln!(md, "|---|{}---|", "---|".repeat(roles.len()));
