@@ -1,5 +1,5 @@
-//! The loop every table sink runs: take its topic's messages → decode → batch per partition → record the
-//! batch's offsets → insert (deduplicated) → commit.
+//! The loop every table sink runs: take its topic's messages → decode → batch per
+//! partition → record the batch's offsets → insert (deduplicated) → commit.
 //!
 //! Exactly-once effect: a batch holds consecutive offsets of one partition and its insert
 //! carries `insert_deduplication_token = <topic>/<partition>:<first>-<last>`. Before the
@@ -22,9 +22,9 @@
 //! The insert is retried with backoff for as long as ClickHouse is unavailable; meanwhile
 //! nothing is committed and nothing more is taken from the topic's reader (see
 //! [`crate::reader`]), so Kafka holds the backlog (bounded memory: the reader's queue per
-//! table and librdkafka's prefetch are capped). When ClickHouse refuses the data itself (a parse or type
-//! error, a violated constraint), the batch is split by message, then by row, and only the
-//! refused rows go to `obs.dlq` with ClickHouse's reason. Messages that cannot be decoded go
+//! table and librdkafka's prefetch are capped). When ClickHouse refuses the data itself (a
+//! parse or type error, a violated constraint), the batch is split by message, then by row,
+//! and only the refused rows go to `obs.dlq` with ClickHouse's reason. Messages that cannot be decoded go
 //! to `obs.dlq` too; both count as processed.
 
 use std::collections::btree_map::Entry;
