@@ -1,11 +1,10 @@
 //! Sinks: Kafka topics into ClickHouse tables.
 //!
 //! In: wire-format batches from a raw topic (read once per topic, offsets committed in a
-//! consumer group per table). Out: rows in the
-//! table, inserted through the `clickhouse` crate. Offsets are committed only after
-//! ClickHouse accepted the insert, and each insert carries an
-//! `insert_deduplication_token` naming the offsets it holds, so a retried insert is stored
-//! once. Messages that cannot be decoded go to `obs.dlq` with the reason.
+//! consumer group per table). Out: rows in the table, inserted through the `clickhouse`
+//! crate. Offsets are committed only after ClickHouse accepted the insert, and each insert
+//! carries an `insert_deduplication_token` naming the offsets it holds, so a retried insert
+//! is stored once. Messages that cannot be decoded go to `obs.dlq` with the reason.
 //!
 //! * [`table`]: what a table sink must say (topic, table, row shape, conversion).
 //! * [`logs`]: `obs.logs` → `otel_logs`.

@@ -83,8 +83,8 @@ impl Readers {
         receiver
     }
 
-    /// Reads every registered topic until a shutdown is asked for or every table of a
-    /// topic is gone; fails only when a consumer cannot be set up.
+    /// Reads every registered topic until a shutdown is asked for (a topic's reader also
+    /// stops once all its tables have); fails only when a consumer cannot be set up.
     pub async fn run(self) -> anyhow::Result<()> {
         let readers = self.topics.into_iter().map(|(topic, tables)| {
             let group = format!("{}-reader-{}", self.group_prefix, topic.name());
