@@ -22,6 +22,8 @@ pub struct ApiState {
     /// Resolutions (ms) of the rollups in `metrics_rollups` (none when the rollup
     /// processor is off).
     pub rollup_resolutions_ms: Arc<Vec<i64>>,
+    /// Range-query answers kept between requests (`None`: `results_cache_max_bytes` = 0).
+    pub results_cache: Option<Arc<crate::prom::results_cache::ResultsCache>>,
 }
 
 /// The API's routes.
@@ -54,6 +56,12 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
                 .collect()
         } else {
             Vec::new()
+        }),
+        results_cache: (cfg.query.results_cache_max_bytes > 0).then(|| {
+            Arc::new(crate::prom::results_cache::ResultsCache::new(
+                cfg.query.results_cache_max_bytes,
+                cfg.query.results_cache_freshness_secs as i64 * 1000,
+            ))
         }),
     };
     let app = router(state).merge(ops::router(ready.clone()));

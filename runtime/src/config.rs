@@ -502,6 +502,12 @@ pub struct QueryConfig {
     /// gives no `max_source_resolution`: `raw` (none), `auto` (the coarsest whose windows
     /// fit the query), or a duration (`1m`: rollups of at most 1m).
     pub max_source_resolution: String,
+    /// Bytes of PromQL range-query answers the results cache may hold (0: no cache).
+    pub results_cache_max_bytes: usize,
+    /// Steps newer than this many seconds are never cached (their data may still come);
+    /// at least 300, the age at which the sinks record a write as late
+    /// (`obs_schemas::late_writes`), so late data reaches every cached answer it changes.
+    pub results_cache_freshness_secs: u64,
 }
 
 impl Default for QueryConfig {
@@ -518,6 +524,8 @@ impl Default for QueryConfig {
             logql_max_seconds: 60,
             rules_url: "http://127.0.0.1:8092".into(),
             max_source_resolution: "raw".into(),
+            results_cache_max_bytes: 128 << 20,
+            results_cache_freshness_secs: 600,
         }
     }
 }
@@ -576,6 +584,13 @@ impl Config {
             ),
             "invalid configuration: [traces] publish_sampled = {:?}: expected \"auto\", \"always\" or \"never\"",
             self.traces.publish_sampled
+        );
+        let late_after_secs = obs_schemas::late_writes::LATE_AFTER_MS as u64 / 1000;
+        anyhow::ensure!(
+            self.query.results_cache_freshness_secs >= late_after_secs,
+            "invalid configuration: [query] results_cache_freshness_secs = {} must be at least \
+             {late_after_secs} (the age at which the sinks record a write as late)",
+            self.query.results_cache_freshness_secs
         );
         Ok(())
     }

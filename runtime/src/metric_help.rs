@@ -261,6 +261,17 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         Counter,
         "Messages a streaming SQL query could not decode, by query.",
     ),
+    // Query API.
+    (
+        "obs_query_results_cache_total",
+        Counter,
+        "PromQL range queries by how the results cache answered them (hit, partial, miss, bypass).",
+    ),
+    (
+        "obs_query_results_cache_bytes",
+        Gauge,
+        "Bytes of range-query answers the results cache holds.",
+    ),
 ];
 
 /// Registers the HELP text of every metric with the installed recorder.

@@ -27,6 +27,7 @@ pub const UNSHARDED: &[&str] = &[
     "obs_sink_intents",
     "obs_replay_log",
     "obs_schema_migrations",
+    "obs_late_writes",
 ];
 
 /// The suffix of each node's own table under a distributed one.

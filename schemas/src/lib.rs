@@ -8,9 +8,11 @@
 //! * [`cluster`]: that DDL for a ClickHouse cluster (replicated, sharded, distributed).
 //! * [`sql_output`]: the records and tables of streaming SQL queries, shaped by their output.
 //! * [`fingerprint`]: the stable series/stream hash used for Kafka keys and table keys.
+//! * [`late_writes`]: the record of sink batches older than a results cache may hold.
 
 pub mod cluster;
 pub mod fingerprint;
+pub mod late_writes;
 pub mod migrations;
 pub mod records;
 pub mod registry;

@@ -89,6 +89,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "metrics_exemplars",
         sql: include_str!("../migrations/0013_metrics_exemplars.sql"),
     },
+    Migration {
+        version: 14,
+        name: "late_writes",
+        sql: include_str!("../migrations/0014_late_writes.sql"),
+    },
 ];
 
 /// Retention per table family, in days (TTL clauses of the DDL).

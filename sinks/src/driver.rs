@@ -37,6 +37,7 @@ use obs_runtime::kafka::SharedProducer;
 use obs_runtime::ops::Readiness;
 use obs_runtime::{Config, clickhouse as ch, kafka, shutdown};
 use obs_schemas::Topic;
+use obs_schemas::late_writes::{self, LateWrite};
 use obs_schemas::records::DeadLetter;
 use obs_schemas::wire::{Codec, WireError};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -550,6 +551,7 @@ impl<T: TableSink> SinkDriver<T> {
                     self.isolate(partition, &batch).await;
                 }
             }
+            self.mark_late(&batch.rows).await;
             #[cfg(feature = "failpoints")]
             crash_after_insert();
             metrics::counter!("obs_sink_rows_total", "table" => T::TABLE)
@@ -561,6 +563,33 @@ impl<T: TableSink> SinkDriver<T> {
             tracing::debug!(table = T::TABLE, rows = batch.rows.len(), %token, "batch inserted");
         }
         self.commit(partition, batch.last + 1).await;
+    }
+
+    /// After a batch is stored, before its commit: records the tenants whose rows were late
+    /// (`obs_schemas::late_writes`), so a results cache drops the answers they change. A
+    /// crash before this is a batch read and inserted (deduplicated) again, then recorded.
+    async fn mark_late(&self, rows: &[T::Row]) {
+        let before_ms = (unix_nanos() / 1_000_000) as i64 - late_writes::LATE_AFTER_MS;
+        let late = T::late_from_ms(rows, before_ms);
+        if late.is_empty() {
+            return;
+        }
+        let marks: Vec<LateWrite> = late
+            .into_iter()
+            .map(|(tenant, from_ms)| LateWrite {
+                tenant,
+                table_name: T::TABLE.to_string(),
+                from_ms,
+            })
+            .collect();
+        retry("recording a late write", || async {
+            let mut insert = self.client.insert::<LateWrite>(late_writes::TABLE).await?;
+            for m in &marks {
+                insert.write(m).await?;
+            }
+            insert.end().await
+        })
+        .await;
     }
 
     /// Inserts, retrying every failure that can pass; `Err` when ClickHouse refuses the

@@ -7,7 +7,7 @@
 //! recently (most remote-write requests carry one sample per series, and writing the label
 //! set with each would double the rows stored).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use clickhouse::Row;
 use obs_schemas::Topic;
@@ -59,6 +59,15 @@ impl TableSink for MetricSamples {
 
     fn row_time_ns(row: &SampleRow) -> Option<i64> {
         Some(row.timestamp_ms.saturating_mul(1_000_000))
+    }
+
+    fn late_from_ms(rows: &[SampleRow], before_ms: i64) -> BTreeMap<String, i64> {
+        let mut late = BTreeMap::new();
+        for r in rows.iter().filter(|r| r.timestamp_ms < before_ms) {
+            let from = late.entry(r.tenant.clone()).or_insert(r.timestamp_ms);
+            *from = (*from).min(r.timestamp_ms);
+        }
+        late
     }
 }
 
@@ -205,6 +214,15 @@ impl TableSink for MetricSeriesTable {
 
     fn row_time_ns(_: &SeriesRow) -> Option<i64> {
         None
+    }
+
+    /// A series row written late may be a label set the samples of any earlier time need
+    /// (its samples can come in other messages, earlier ones too): from any time.
+    fn late_from_ms(rows: &[SeriesRow], before_ms: i64) -> BTreeMap<String, i64> {
+        rows.iter()
+            .filter(|r| r.last_seen_ms < before_ms)
+            .map(|r| (r.tenant.clone(), i64::MIN))
+            .collect()
     }
 }
 

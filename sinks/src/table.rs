@@ -1,5 +1,7 @@
 //! The contract between the generic driver and one table.
 
+use std::collections::BTreeMap;
+
 use clickhouse::Row;
 use obs_schemas::Topic;
 use obs_schemas::records::Attrs;
@@ -52,6 +54,12 @@ pub trait TableSink: Default + Send + Sync + 'static {
     /// The record time of a row in ns (what `obs replay --from/--to` selects on); `None`
     /// for rows that describe rather than record (series, metadata), which replay keeps.
     fn row_time_ns(row: &Self::Row) -> Option<i64>;
+    /// Per tenant, the earliest record time (ms) of `rows` older than `before_ms`: rows the
+    /// query API's results cache may hold answers for (`obs_schemas::late_writes`). Only
+    /// the tables that cache reads say so; the rest keep the default, none.
+    fn late_from_ms(_rows: &[Self::Row], _before_ms: i64) -> BTreeMap<String, i64> {
+        BTreeMap::new()
+    }
 }
 
 /// A table's record-time column and how it counts time.

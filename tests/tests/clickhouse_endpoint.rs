@@ -305,6 +305,7 @@ async fn migrations_are_idempotent_and_give_the_otel_shapes() {
             "obs_alerts",
             "obs_error_events",
             "obs_events",
+            "obs_late_writes",
             "obs_replay_log",
             "obs_schema_migrations",
             "obs_servicegraph_edges",

@@ -7,7 +7,8 @@
 //! and `bottomk` must also list the series in Prometheus's order.
 //! The range aligned to minutes is asked a third time with `max_source_resolution=auto`,
 //! so range functions over whole minutes are answered from the rollup processor's windows:
-//! equal to Prometheus too.
+//! equal to Prometheus too. Each range is also asked again, and moved back by ten steps, so
+//! cacheable queries are answered partly from the results cache: equal to Prometheus too.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -210,6 +211,32 @@ async fn range_query_from(
         .expect("JSON")
 }
 
+/// A raw range query and how the results cache answered it (`X-Obs-Results-Cache`; empty
+/// for an error or from Prometheus).
+async fn range_query_cached(
+    base: &str,
+    q: &str,
+    (start, end, step): (i64, i64, &str),
+) -> (Value, String) {
+    let r = http(120)
+        .get(format!("{base}/api/v1/query_range"))
+        .query(&[
+            ("query", q),
+            ("start", &start.to_string()),
+            ("end", &end.to_string()),
+            ("step", step),
+        ])
+        .send()
+        .await
+        .expect("query answered");
+    let outcome = r
+        .headers()
+        .get("x-obs-results-cache")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (r.json().await.expect("JSON"), outcome)
+}
+
 async fn instant_query(base: &str, q: &str, time: i64) -> Value {
     http(120)
         .get(format!("{base}/api/v1/query"))
@@ -311,12 +338,14 @@ async fn every_conformance_query_equals_prometheus() {
     let mut failures = Vec::new();
     let mut equal = 0;
     let mut compared_points = 0usize;
+    let mut cache_outcomes: BTreeMap<String, usize> = BTreeMap::new();
     let mut both_failed = Vec::new();
     for q in &queries {
         let mut ok = true;
         for &(start, end, step) in &ranges {
             let want = answer(&range_query(&prom.url(), q, start, end, step).await);
-            let got = answer(&range_query(&stack.query_url(), q, start, end, step).await);
+            let (got, first) = range_query_cached(&stack.query_url(), q, (start, end, step)).await;
+            let got = answer(&got);
             match (&want, &got) {
                 (Answer::Matrix(_, m), _) => compared_points += m.points(),
                 (Answer::Error(w), Answer::Error(g)) => {
@@ -327,6 +356,27 @@ async fn every_conformance_query_equals_prometheus() {
             if let Some(d) = difference(&want, &got, false) {
                 failures.push(format!("{q} [{start}..{end} step {step}]: {d}"));
                 ok = false;
+            }
+            // Asked again, then moved back by ten steps: a cacheable query is answered
+            // partly from the results cache, equal to Prometheus all the same.
+            let step_s: i64 = step.trim_end_matches('s').parse().unwrap();
+            for (s, e) in [(start, end), (start - 10 * step_s, end - 10 * step_s)] {
+                let want = answer(&range_query(&prom.url(), q, s, e, step).await);
+                let (got, outcome) = range_query_cached(&stack.query_url(), q, (s, e, step)).await;
+                *cache_outcomes.entry(outcome.clone()).or_insert(0) += 1;
+                if let Some(d) = difference(&want, &answer(&got), false) {
+                    failures.push(format!(
+                        "{q} [{s}..{e} step {step}] ({outcome} in the results cache): {d}"
+                    ));
+                    ok = false;
+                }
+                let errs = matches!(want, Answer::Error(_));
+                if first == "miss" && !errs && outcome != "partial" && outcome != "hit" {
+                    failures.push(format!(
+                        "{q} [{s}..{e} step {step}]: {outcome:?} in the results cache after a miss"
+                    ));
+                    ok = false;
+                }
             }
             if step == "60" {
                 let grid = (start, end, step);
@@ -374,6 +424,10 @@ async fn every_conformance_query_equals_prometheus() {
         EXTRA.len()
     );
     eprintln!("{from_rollups} queries read rollups over the range aligned to minutes");
+    eprintln!("results cache, asked again and moved: {cache_outcomes:?}");
+    let cached = cache_outcomes.get("partial").copied().unwrap_or(0)
+        + cache_outcomes.get("hit").copied().unwrap_or(0);
+    assert!(cached >= 4 * 70, "{cache_outcomes:?}");
     assert!(from_rollups >= 20, "{from_rollups} queries read rollups");
     eprintln!(
         "answered with an error by both:\n{}",

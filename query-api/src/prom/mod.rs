@@ -7,12 +7,14 @@
 //! * `store`: the metrics tables as the PromQL evaluator's sample source (`obs_promql`).
 //! * `params`: request parameters (repeated `match[]`, times).
 //! * `api`, `query`: the handlers.
+//! * `results_cache`: range-query answers kept per query and step, dropped by late data.
 //! * `rules`: `/api/v1/rules` and `/api/v1/alerts`, forwarded to the rule processor.
 
 mod api;
 pub(crate) mod params;
 mod query;
 pub(crate) use query::limits_with;
+pub mod results_cache;
 mod rules;
 pub mod selector;
 pub mod store;

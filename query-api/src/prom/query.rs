@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::api::{bad, bad_data, ok, tenant};
 use super::params::Params;
+use super::results_cache::{self, Key, Outcome, Points};
 use super::store::{self, Limits};
 use crate::server::ApiState;
 use obs_promql::value::{Labels, format_time, format_value};
@@ -154,22 +155,25 @@ fn labels_json(out: &mut String, labels: &Labels) {
     out.push('}');
 }
 
-/// The answer, written directly (large matrices would be slow through `serde_json::Value`).
-fn answer(v: &Value, grid: Grid, range: bool) -> String {
-    let point = |out: &mut String, t: i64, v: f64| {
-        let _ = write!(out, "[{},\"{}\"]", format_time(t), format_value(v));
-    };
-    let (kind, body) = match (v, range) {
-        (Value::Scalar(s), false) => {
+fn point(out: &mut String, t: i64, v: f64) {
+    let _ = write!(out, "[{},\"{}\"]", format_time(t), format_value(v));
+}
+
+fn success(kind: &str, body: &str) -> String {
+    format!("{{\"status\":\"success\",\"data\":{{\"resultType\":\"{kind}\",\"result\":{body}}}}}")
+}
+
+/// An instant query's answer at `t`, written directly (large answers would be slow through
+/// `serde_json::Value`).
+fn instant_answer(v: &Value, t: i64) -> String {
+    let (kind, body) = match v {
+        Value::Scalar(s) => {
             let mut b = String::new();
-            point(&mut b, grid.start, s[0]);
+            point(&mut b, t, s[0]);
             ("scalar", b)
         }
-        (Value::String(s), _) => (
-            "string",
-            format!("[{},{}]", format_time(grid.start), json!(s)),
-        ),
-        (Value::Vector(series), false) => {
+        Value::String(s) => ("string", format!("[{},{}]", format_time(t), json!(s))),
+        Value::Vector(series) => {
             let mut b = String::from("[");
             let mut first = true;
             for s in series {
@@ -181,13 +185,13 @@ fn answer(v: &Value, grid: Grid, range: bool) -> String {
                 b.push_str("{\"metric\":");
                 labels_json(&mut b, &s.labels);
                 b.push_str(",\"value\":");
-                point(&mut b, grid.start, x);
+                point(&mut b, t, x);
                 b.push('}');
             }
             b.push(']');
             ("vector", b)
         }
-        (Value::Matrix(series), _) => {
+        Value::Matrix(series) => {
             let mut b = String::from("[");
             for (i, s) in series.iter().enumerate() {
                 if i > 0 {
@@ -207,46 +211,31 @@ fn answer(v: &Value, grid: Grid, range: bool) -> String {
             b.push(']');
             ("matrix", b)
         }
-        (Value::Scalar(s), true) => {
-            let mut b = String::from("[{\"metric\":{},\"values\":[");
-            for (i, x) in s.iter().enumerate() {
-                if i > 0 {
-                    b.push(',');
-                }
-                point(&mut b, grid.time(i), *x);
-            }
-            b.push_str("]}]");
-            ("matrix", b)
-        }
-        (Value::Vector(series), true) => {
-            // A matrix lists its series by labels, whatever order an instant answer of the
-            // same expression would have (sort, topk).
-            let mut series: Vec<_> = series.iter().collect();
-            series.sort_by(|a, b| a.labels.cmp(&b.labels));
-            let mut b = String::from("[");
-            for (i, s) in series.iter().enumerate() {
-                if i > 0 {
-                    b.push(',');
-                }
-                b.push_str("{\"metric\":");
-                labels_json(&mut b, &s.labels);
-                b.push_str(",\"values\":[");
-                let mut first = true;
-                for (j, p) in s.points.iter().enumerate() {
-                    let Some(x) = p else { continue };
-                    if !first {
-                        b.push(',');
-                    }
-                    first = false;
-                    point(&mut b, grid.time(j), *x);
-                }
-                b.push_str("]}");
-            }
-            b.push(']');
-            ("matrix", b)
-        }
     };
-    format!("{{\"status\":\"success\",\"data\":{{\"resultType\":\"{kind}\",\"result\":{body}}}}}")
+    success(kind, &body)
+}
+
+/// A range query's answer: a matrix listing its series by labels (whatever order an
+/// instant answer of the same expression would have: sort, topk), each with its points.
+fn range_answer(points: &Points) -> String {
+    let mut b = String::from("[");
+    for (i, (labels, ps)) in points.iter().enumerate() {
+        if i > 0 {
+            b.push(',');
+        }
+        b.push_str("{\"metric\":");
+        labels_json(&mut b, labels);
+        b.push_str(",\"values\":[");
+        for (j, &(t, x)) in ps.iter().enumerate() {
+            if j > 0 {
+                b.push(',');
+            }
+            point(&mut b, t, x);
+        }
+        b.push_str("]}");
+    }
+    b.push(']');
+    success("matrix", &b)
 }
 
 /// The request's query and grid, and its tenant.
@@ -272,15 +261,85 @@ async fn run(
         Ok(x) => x,
         Err(e) => return bad_data(e),
     };
+    if a.range {
+        let query = p.get("query").unwrap_or_default();
+        return match range_points(&state, &headers, query, &a, &tenant, &limits).await {
+            Ok((points, outcome)) => {
+                metrics::counter!("obs_query_results_cache_total", "outcome" => outcome.name())
+                    .increment(1);
+                (
+                    [
+                        (header::CONTENT_TYPE, "application/json"),
+                        (CACHE_HEADER, outcome.name()),
+                    ],
+                    range_answer(&points),
+                )
+                    .into_response()
+            }
+            Err(e) => eval_error(e),
+        };
+    }
     let client = state.client.clone();
     match store::evaluate(Some(client), &tenant, &a.expr, a.grid, &limits).await {
         Ok((v, _)) => (
             [(header::CONTENT_TYPE, "application/json")],
-            answer(&v, a.grid, a.range),
+            instant_answer(&v, a.grid.start),
         )
             .into_response(),
         Err(e) => eval_error(e),
     }
+}
+
+/// The response header saying how the results cache answered a range query.
+const CACHE_HEADER: header::HeaderName = header::HeaderName::from_static("x-obs-results-cache");
+
+/// Whether the request asks not to be answered from a cache (`Cache-Control: no-cache` or
+/// `no-store`).
+fn skips_cache(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| matches!(d.trim(), "no-cache" | "no-store"))
+}
+
+/// A range query's points: its cached steps and the others evaluated, or all evaluated
+/// when the query cannot be cached (see [`results_cache`]).
+async fn range_points(
+    state: &ApiState,
+    headers: &HeaderMap,
+    query: &str,
+    a: &Asked,
+    tenant: &str,
+    limits: &Limits,
+) -> Result<(Points, Outcome), EvalError> {
+    let evaluate = |grid: Grid| async move {
+        let (v, _) =
+            store::evaluate(Some(state.client.clone()), tenant, &a.expr, grid, limits).await?;
+        results_cache::points_of(v, grid).ok_or_else(|| {
+            EvalError::Execution("a range query must return a scalar or an instant vector".into())
+        })
+    };
+    let cache = state.results_cache.as_ref().filter(|_| {
+        !skips_cache(headers)
+            && results_cache::cacheable(&a.expr, !limits.rollup_resolutions.is_empty())
+    });
+    let Some(cache) = cache else {
+        return Ok((evaluate(a.grid).await?, Outcome::Bypass));
+    };
+    if let Err(e) = cache.refresh(&state.client, tenant).await {
+        tracing::warn!(error = %e, "cannot read obs_late_writes; answering without the results cache");
+        return Ok((evaluate(a.grid).await?, Outcome::Bypass));
+    }
+    let key = Key::new(tenant, query, a.grid);
+    let plan = cache.plan(&key, a.grid);
+    let mut points = plan.cached.clone();
+    for &grid in &plan.missing {
+        results_cache::merge(&mut points, evaluate(grid).await?);
+    }
+    cache.store(&key, &plan, a.grid, &points, now_ms());
+    Ok((points, plan.outcome))
 }
 
 /// `GET|POST /api/v1/query`.
