@@ -64,6 +64,9 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
             ))
         }),
     };
+    if let Some(cache) = &state.results_cache {
+        cache.clone().spawn_late_write_reader(state.client.clone());
+    }
     let app = router(state).merge(ops::router(ready.clone()));
     ready.set(true);
     let guard = ops::guard(&cfg, Dialect::Query, Some(Access::Read))?;

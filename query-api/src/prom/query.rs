@@ -321,17 +321,14 @@ async fn range_points(
             EvalError::Execution("a range query must return a scalar or an instant vector".into())
         })
     };
-    let cache = state.results_cache.as_ref().filter(|_| {
+    let cache = state.results_cache.as_ref().filter(|c| {
         !skips_cache(headers)
             && results_cache::cacheable(&a.expr, !limits.rollup_resolutions.is_empty())
+            && c.synced()
     });
     let Some(cache) = cache else {
         return Ok((evaluate(a.grid).await?, Outcome::Bypass));
     };
-    if let Err(e) = cache.refresh(&state.client, tenant).await {
-        tracing::warn!(error = %e, "cannot read obs_late_writes; answering without the results cache");
-        return Ok((evaluate(a.grid).await?, Outcome::Bypass));
-    }
     let key = Key::new(tenant, query, a.grid);
     let plan = cache.plan(&key, a.grid);
     let mut points = plan.cached.clone();

@@ -12,8 +12,10 @@
 //! come), and queries that look at other times than their steps' (`@`, negative offsets) or
 //! read rollups (whose windows are written late by design) are not cached at all. Data that
 //! comes later than the window is recorded by the sinks in `obs_late_writes`
-//! ([`obs_schemas::late_writes`]); before answering, the cache reads the tenant's rows
-//! written since its last look and drops every cached step from each row's time on.
+//! ([`obs_schemas::late_writes`]); a background task reads the rows written since its last
+//! look every second and drops every cached step from each row's time on, so late data is
+//! in cached answers at most about a second after its row. While that task cannot read the
+//! table, the cache is not used.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
@@ -34,6 +36,12 @@ const LATE_WRITE_MARGIN_MS: i64 = 60_000;
 
 /// The tables a PromQL answer is read from, whose late writes drop cached answers.
 const READ_TABLES: &[&str] = &["metrics_samples", "metrics_series"];
+
+/// How often late writes are read.
+const LATE_WRITE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The cache is used only while late writes were read this recently.
+const SYNCED_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How a request was answered, as the `X-Obs-Results-Cache` header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,13 +109,15 @@ pub struct Plan {
     generation: u64,
 }
 
-/// Late writes seen for one tenant.
+/// Late writes read so far.
 #[derive(Default)]
 struct LateSeen {
     /// The newest `WrittenAt` (ms) read.
     through_ms: i64,
-    /// Rows applied within the margin: (table, from, written at).
-    applied: HashSet<(String, i64, i64)>,
+    /// Rows applied within the margin: (tenant, table, from, written at).
+    applied: HashSet<(String, String, i64, i64)>,
+    /// When the last read succeeded.
+    read_at: Option<std::time::Instant>,
 }
 
 #[derive(Default)]
@@ -118,7 +128,7 @@ struct Inner {
     /// Bumped whenever late data drops cached steps: an answer evaluated from a plan
     /// made before is not stored.
     generation: u64,
-    late: HashMap<String, LateSeen>,
+    late: LateSeen,
 }
 
 /// Range-query answers kept in memory up to a byte budget, least recently used out first.
@@ -131,6 +141,7 @@ pub struct ResultsCache {
 /// A row of `obs_late_writes` as the cache reads it.
 #[derive(Debug, Row, Deserialize)]
 struct LateRow {
+    tenant: String,
     table: String,
     from_ms: i64,
     at_ms: i64,
@@ -150,35 +161,53 @@ impl ResultsCache {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reads the tenant's late writes since the last look and drops the cached steps they
-    /// change. An error leaves the cache unusable for this request (the caller evaluates
-    /// without it).
-    pub async fn refresh(
-        &self,
-        client: &clickhouse::Client,
-        tenant: &str,
-    ) -> clickhouse::error::Result<()> {
-        let since = {
-            let inner = self.lock();
-            inner.late.get(tenant).map_or(0, |l| l.through_ms) - LATE_WRITE_MARGIN_MS
-        };
+    /// Reads late writes every [`LATE_WRITE_POLL`] until the process ends.
+    pub fn spawn_late_write_reader(self: std::sync::Arc<Self>, client: clickhouse::Client) {
+        tokio::spawn(async move {
+            let mut failures = 0u32;
+            loop {
+                match self.read_late_writes(&client).await {
+                    Ok(()) => failures = 0,
+                    Err(e) => {
+                        failures += 1;
+                        if failures == 3 {
+                            tracing::warn!(error = %e, "cannot read obs_late_writes; range queries are evaluated without the results cache until it can");
+                        }
+                    }
+                }
+                tokio::time::sleep(LATE_WRITE_POLL).await;
+            }
+        });
+    }
+
+    /// Reads the late writes since the last look and drops the cached steps they change.
+    async fn read_late_writes(&self, client: &clickhouse::Client) -> clickhouse::error::Result<()> {
+        let since = self.lock().late.through_ms - LATE_WRITE_MARGIN_MS;
         let rows = client
             .query(&format!(
-                "SELECT TableName AS table, FromMs AS from_ms, toUnixTimestamp64Milli(WrittenAt) AS at_ms \
-                 FROM {} WHERE Tenant = ? AND TableName IN ('{}') \
-                 AND WrittenAt > fromUnixTimestamp64Milli(toInt64(?))",
+                "SELECT Tenant AS tenant, TableName AS table, FromMs AS from_ms, \
+                 toUnixTimestamp64Milli(WrittenAt) AS at_ms FROM {} \
+                 WHERE TableName IN ('{}') AND WrittenAt > fromUnixTimestamp64Milli(toInt64(?))",
                 late_writes::TABLE,
                 READ_TABLES.join("', '")
             ))
-            .bind(tenant)
             .bind(since.max(0))
             .fetch_all::<LateRow>()
             .await?;
         let mut inner = self.lock();
         for r in rows {
-            inner.apply_late(tenant, r);
+            inner.apply_late(r);
         }
+        inner.late.read_at = Some(std::time::Instant::now());
         Ok(())
+    }
+
+    /// Whether late writes were read recently enough for cached answers to be used.
+    pub fn synced(&self) -> bool {
+        self.lock()
+            .late
+            .read_at
+            .is_some_and(|t| t.elapsed() <= SYNCED_WITHIN)
     }
 
     /// The cached part of `grid` for `key`, and what is left to evaluate.
@@ -299,14 +328,18 @@ impl ResultsCache {
 
 impl Inner {
     /// Drops the tenant's cached steps from `r.from_ms` on, once per row.
-    fn apply_late(&mut self, tenant: &str, r: LateRow) {
-        let seen = self.late.entry(tenant.to_string()).or_default();
+    fn apply_late(&mut self, r: LateRow) {
+        let seen = &mut self.late;
         seen.through_ms = seen.through_ms.max(r.at_ms);
         let horizon = seen.through_ms - 2 * LATE_WRITE_MARGIN_MS;
-        seen.applied.retain(|(_, _, at)| *at >= horizon);
-        if !seen.applied.insert((r.table, r.from_ms, r.at_ms)) {
+        seen.applied.retain(|(_, _, _, at)| *at >= horizon);
+        if !seen
+            .applied
+            .insert((r.tenant.clone(), r.table, r.from_ms, r.at_ms))
+        {
             return;
         }
+        let tenant = r.tenant.as_str();
         self.generation += 1;
         let mut freed = 0;
         self.entries.retain(|k, e| {
@@ -531,27 +564,28 @@ mod tests {
         let other_tenant = Key::new("u", "q", grid(0, 30));
         ask(&cache, &key, grid(0, 30), 60 * MIN);
         ask(&cache, &other_tenant, grid(0, 30), 60 * MIN);
-        let late = |from_ms, at_ms| LateRow {
+        let late = |tenant: &str, from_ms, at_ms| LateRow {
+            tenant: tenant.into(),
             table: "metrics_samples".into(),
             from_ms,
             at_ms,
         };
-        cache.lock().apply_late("t", late(12 * MIN + 500, 61 * MIN));
+        cache.lock().apply_late(late("t", 12 * MIN + 500, 61 * MIN));
         let plan = cache.plan(&key, grid(0, 30));
         assert_eq!(plan.missing, vec![grid(13, 30)]);
         assert_eq!(plan.cached, answer(grid(0, 12)));
         // A plan made before the late write does not store its answer.
         let stale = cache.plan(&key, grid(0, 30));
-        cache.lock().apply_late("t", late(20 * MIN, 62 * MIN));
+        cache.lock().apply_late(late("t", 20 * MIN, 62 * MIN));
         cache.store(&key, &stale, grid(0, 30), &answer(grid(0, 30)), 60 * MIN);
         assert_eq!(cache.plan(&key, grid(0, 30)).missing, vec![grid(13, 30)]);
         // Read again within the margin, the same row changes nothing.
         ask(&cache, &key, grid(0, 30), 60 * MIN);
-        cache.lock().apply_late("t", late(12 * MIN + 500, 61 * MIN));
+        cache.lock().apply_late(late("t", 12 * MIN + 500, 61 * MIN));
         assert_eq!(cache.plan(&key, grid(0, 30)).outcome, Outcome::Hit);
         // Another tenant's answers stay; a row from before the run drops all of it.
         assert_eq!(cache.plan(&other_tenant, grid(0, 30)).outcome, Outcome::Hit);
-        cache.lock().apply_late("u", late(i64::MIN, 63 * MIN));
+        cache.lock().apply_late(late("u", i64::MIN, 63 * MIN));
         assert_eq!(
             cache.plan(&other_tenant, grid(0, 30)).outcome,
             Outcome::Miss
