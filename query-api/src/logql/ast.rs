@@ -371,6 +371,42 @@ impl MetricExpr {
         }
     }
 
+    /// For each range aggregation (in [`MetricExpr::ranges`] order), the labels its series
+    /// may be cut down to before they are counted: those a `sum` directly around a
+    /// `count_over_time` or `bytes_over_time` keeps. Summing whole numbers is exact, so
+    /// series that differ only in labels the sum drops can be added up in SQL first.
+    pub fn summed_groupings(&self) -> Vec<Option<Grouping>> {
+        match self {
+            MetricExpr::Range { .. } => vec![None],
+            MetricExpr::Vector {
+                op: VectorOp::Sum,
+                grouping,
+                inner,
+                ..
+            } if matches!(
+                **inner,
+                MetricExpr::Range {
+                    func: RangeFn::CountOverTime | RangeFn::BytesOverTime,
+                    grouping: None,
+                    ..
+                }
+            ) =>
+            {
+                vec![Some(grouping.clone().unwrap_or(Grouping {
+                    without: false,
+                    labels: Vec::new(),
+                }))]
+            }
+            MetricExpr::Vector { inner, .. } => inner.summed_groupings(),
+            MetricExpr::Binary { lhs, rhs, .. } => {
+                let mut out = lhs.summed_groupings();
+                out.extend(rhs.summed_groupings());
+                out
+            }
+            MetricExpr::Number(_) | MetricExpr::Constant(_) => Vec::new(),
+        }
+    }
+
     /// Whether the expression is a plain number (no series in it).
     pub fn is_scalar(&self) -> bool {
         match self {

@@ -206,7 +206,7 @@ async fn samples(
 ) -> Result<(Vec<SeriesSet>, u64, u64), QueryError> {
     let (mut read, mut lines, mut bytes) = (0u64, 0u64, 0u64);
     let mut sets = Vec::new();
-    for range in expr.ranges() {
+    for (range, keep) in expr.ranges().into_iter().zip(expr.summed_groupings()) {
         let MetricExpr::Range {
             log,
             range_ns,
@@ -230,6 +230,7 @@ async fn samples(
                 (after, until),
                 width,
                 limit,
+                keep.as_ref(),
             );
             let mut cursor = scope.query(client, &select).fetch::<BucketRow>()?;
             while let Some(row) = cursor.next().await? {

@@ -44,10 +44,10 @@ pub fn explain(query: &str) -> Result<String, String> {
     match &expr {
         Expr::Log(l) => parts.push(explain_select(l, Read::Entries { metric: false })),
         Expr::Metric(m) => {
-            for r in m.ranges() {
+            for (r, keep) in m.ranges().into_iter().zip(m.summed_groupings()) {
                 if let MetricExpr::Range { log, .. } = r {
                     let read = if eval::Extractor::new(r).countable() {
-                        Read::Buckets
+                        Read::Buckets(keep)
                     } else {
                         Read::Entries { metric: true }
                     };
@@ -64,22 +64,22 @@ pub fn explain(query: &str) -> Result<String, String> {
 }
 
 /// How a `SELECT` reads.
-#[derive(Clone, Copy)]
 enum Read {
     /// Every entry (of a log query, or of a metric query with Rust stages).
     Entries {
         /// For a metric query.
         metric: bool,
     },
-    /// Entries counted per series and time bucket.
-    Buckets,
+    /// Entries counted per series (cut down to the labels a sum keeps, if any) and time
+    /// bucket.
+    Buckets(Option<ast::Grouping>),
 }
 
 /// One `SELECT`, its binds and the Rust stages after it.
 fn explain_select(log: &ast::LogExpr, read: Read) -> String {
-    let (select, mut names) = match read {
+    let (select, mut names) = match &read {
         Read::Entries { metric } => {
-            let range = if metric {
+            let range = if *metric {
                 Range::Metric { after: 0, until: 0 }
             } else {
                 Range::Log { start: 0, end: 0 }
@@ -89,24 +89,43 @@ fn explain_select(log: &ast::LogExpr, read: Read) -> String {
                 backward: !metric,
                 limit: 0,
             };
-            (sql::entries("", &log.selector, &log.stages, fetch), vec![])
+            (
+                sql::entries("", &log.selector, &log.stages, fetch),
+                Vec::new(),
+            )
         }
-        Read::Buckets => (
-            sql::buckets("", &log.selector, &log.stages, (0, 0), 1, 0),
-            vec![
-                "<window start ns>",
-                "<bucket ns - 1>",
-                "<bucket ns: gcd(step, range)>",
-            ],
-        ),
+        Read::Buckets(keep) => {
+            let kept = keep
+                .iter()
+                .flat_map(|g| g.labels.iter().map(|l| format!("{l:?}")));
+            let names: Vec<String> = kept
+                .clone()
+                .chain(kept)
+                .chain(
+                    [
+                        "<window start ns>",
+                        "<bucket ns - 1>",
+                        "<bucket ns: gcd(step, range)>",
+                    ]
+                    .map(String::from),
+                )
+                .collect();
+            (
+                sql::buckets("", &log.selector, &log.stages, (0, 0), 1, 0, keep.as_ref()),
+                names,
+            )
+        }
     };
-    names.extend([
-        "<tenant>",
-        "<first second>",
-        "<last second>",
-        "<start ns>",
-        "<end ns>",
-    ]);
+    names.extend(
+        [
+            "<tenant>",
+            "<first second>",
+            "<last second>",
+            "<start ns>",
+            "<end ns>",
+        ]
+        .map(String::from),
+    );
     let mut text = select.sql.clone();
     text.push_str("\n-- bound parameters, in order:");
     let last = select.binds.len();

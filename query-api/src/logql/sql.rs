@@ -3,7 +3,7 @@
 //! Every label name, value, regex and filter string is a bound parameter (`?`); the SQL
 //! text holds none of the query's strings.
 
-use super::ast::{LineOp, MatchOp, Matcher, Stage};
+use super::ast::{Grouping, LineOp, MatchOp, Matcher, Stage};
 use super::parser::anchored;
 use super::pipeline::pushed_down;
 
@@ -131,7 +131,9 @@ pub fn entries(tenant: &str, selector: &[Matcher], stages: &[Stage], fetch: Fetc
 
 /// Entries counted in SQL per series (stream labels and metadata) and per time bucket
 /// `(after + (k - 1) * width, after + k * width]`, with their line bytes: what a range
-/// aggregation without Rust stages needs when its windows are unions of buckets.
+/// aggregation without Rust stages needs when its windows are unions of buckets. With
+/// `keep`, the series are counted by those labels only (`by`, or all but them: `without`),
+/// for a sum around the aggregation that drops the others anyway.
 pub fn buckets(
     tenant: &str,
     selector: &[Matcher],
@@ -139,13 +141,29 @@ pub fn buckets(
     (after, until): (i64, i64),
     width: i64,
     limit: u64,
+    keep: Option<&Grouping>,
 ) -> Select {
     let mut f = filter(tenant, selector, stages, Range::Metric { after, until });
+    let mut binds = Vec::new();
+    let (labels, metadata) = match keep {
+        None => (STREAM_LABELS.to_string(), METADATA.to_string()),
+        Some(g) => {
+            let names = vec!["?"; g.labels.len()].join(", ");
+            let test = if g.without { "NOT has" } else { "has" };
+            let cut = |map: &str| {
+                format!("mapFilter((k, v) -> {test}(CAST([{names}] AS Array(String)), k), {map})")
+            };
+            for _ in 0..2 {
+                binds.extend(g.labels.iter().map(|l| Bind::Str(l.clone())));
+            }
+            (cut(STREAM_LABELS), cut(METADATA))
+        }
+    };
     f.sql = format!(
-        "SELECT {STREAM_LABELS} AS labels, {METADATA} AS metadata, intDiv(toUnixTimestamp64Nano(Timestamp) - toInt64(?) + toInt64(?), toInt64(?)) AS bucket, count() AS entries, sum(length(Body)) AS bytes FROM otel_logs WHERE {} GROUP BY labels, metadata, bucket LIMIT ?",
+        "SELECT {labels} AS labels, {metadata} AS metadata, intDiv(toUnixTimestamp64Nano(Timestamp) - toInt64(?) + toInt64(?), toInt64(?)) AS bucket, count() AS entries, sum(length(Body)) AS bytes FROM otel_logs WHERE {} GROUP BY labels, metadata, bucket LIMIT ?",
         f.sql
     );
-    let mut binds = vec![Bind::Int(after), Bind::Int(width - 1), Bind::Int(width)];
+    binds.extend([Bind::Int(after), Bind::Int(width - 1), Bind::Int(width)]);
     binds.append(&mut f.binds);
     binds.push(Bind::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
     f.binds = binds;
@@ -212,5 +230,59 @@ mod tests {
             ]
         );
         assert_eq!(s.sql.matches('?').count(), s.binds.len());
+    }
+
+    #[test]
+    fn a_sum_around_a_count_cuts_the_series_to_its_labels_in_sql() {
+        let Expr::Metric(m) = parse(
+            r#"sum by (level, service) (count_over_time({env="prod"}[5m])) / sum without (pod) (bytes_over_time({env="prod"}[1m])) + sum(rate({env="prod"}[1m])) + count_over_time({env="prod"}[1m])"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}")) else {
+            panic!()
+        };
+        let keep = m.summed_groupings();
+        assert_eq!(keep.len(), m.ranges().len());
+        assert_eq!(
+            keep,
+            vec![
+                Some(Grouping {
+                    without: false,
+                    labels: vec!["level".into(), "service".into()]
+                }),
+                Some(Grouping {
+                    without: true,
+                    labels: vec!["pod".into()]
+                }),
+                // rate divides per series: summed after, as Loki does.
+                None,
+                None,
+            ]
+        );
+        let s = buckets("t", &[], &[], (0, 60), 60, 10, keep[0].as_ref());
+        let cut = |map: &str| {
+            format!("mapFilter((k, v) -> has(CAST([?, ?] AS Array(String)), k), {map})")
+        };
+        assert!(
+            s.sql.starts_with(&format!(
+                "SELECT {} AS labels, {} AS metadata, ",
+                cut(STREAM_LABELS),
+                cut(METADATA)
+            )),
+            "{}",
+            s.sql
+        );
+        let names = [Bind::Str("level".into()), Bind::Str("service".into())];
+        assert_eq!(s.binds[..4], [names.clone(), names].concat());
+        assert_eq!(s.sql.matches('?').count(), s.binds.len());
+        let without = buckets("t", &[], &[], (0, 60), 60, 10, keep[1].as_ref());
+        assert!(
+            without
+                .sql
+                .contains("NOT has(CAST([?] AS Array(String)), k)")
+        );
+        let whole = buckets("t", &[], &[], (0, 60), 60, 10, None);
+        assert!(whole.sql.starts_with(&format!(
+            "SELECT {STREAM_LABELS} AS labels, {METADATA} AS metadata, "
+        )));
     }
 }
