@@ -234,7 +234,7 @@ async fn cluster_ddl_is_the_one_server_schema_sharded_replicated_and_distributed
         );
         checked += 1;
     }
-    assert_eq!(checked, 16, "data and bookkeeping tables checked");
+    assert_eq!(checked, 17, "data and bookkeeping tables checked");
 
     // Every sharding key names columns of its table; replacing tables shard by sorting-key
     // columns only, so rows that replace each other meet on one shard.

@@ -335,7 +335,10 @@ async fn range_points(
     for &grid in &plan.missing {
         results_cache::merge(&mut points, evaluate(grid).await?);
     }
-    cache.store(&key, &plan, a.grid, &points, now_ms());
+    // A hit adds no step to the cached run.
+    if !plan.missing.is_empty() {
+        cache.store(&key, &plan, a.grid, &points, now_ms());
+    }
     Ok((points, plan.outcome))
 }
 
