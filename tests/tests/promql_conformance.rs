@@ -190,11 +190,28 @@ async fn range_query(base: &str, q: &str, start: i64, end: i64, step: &str) -> V
 async fn range_query_from(
     base: &str,
     q: &str,
-    (start, end, step): (i64, i64, &str),
+    grid: (i64, i64, &str),
     resolution: &str,
     api: &str,
 ) -> Value {
-    http(120)
+    range_response(base, q, grid, resolution, api).await.0
+}
+
+/// A raw range query and how the results cache answered it (`X-Obs-Results-Cache`; empty
+/// for an error or from Prometheus).
+async fn range_query_cached(base: &str, q: &str, grid: (i64, i64, &str)) -> (Value, String) {
+    range_response(base, q, grid, "raw", "query_range").await
+}
+
+/// A range request's answer and its `X-Obs-Results-Cache` header (empty when absent).
+async fn range_response(
+    base: &str,
+    q: &str,
+    (start, end, step): (i64, i64, &str),
+    resolution: &str,
+    api: &str,
+) -> (Value, String) {
+    let r = http(120)
         .get(format!("{base}/api/v1/{api}"))
         .query(&[
             ("query", q),
@@ -202,29 +219,6 @@ async fn range_query_from(
             ("end", &end.to_string()),
             ("step", step),
             ("max_source_resolution", resolution),
-        ])
-        .send()
-        .await
-        .expect("query answered")
-        .json()
-        .await
-        .expect("JSON")
-}
-
-/// A raw range query and how the results cache answered it (`X-Obs-Results-Cache`; empty
-/// for an error or from Prometheus).
-async fn range_query_cached(
-    base: &str,
-    q: &str,
-    (start, end, step): (i64, i64, &str),
-) -> (Value, String) {
-    let r = http(120)
-        .get(format!("{base}/api/v1/query_range"))
-        .query(&[
-            ("query", q),
-            ("start", &start.to_string()),
-            ("end", &end.to_string()),
-            ("step", step),
         ])
         .send()
         .await

@@ -359,25 +359,19 @@ pub enum MetricExpr {
 impl MetricExpr {
     /// The range aggregations of the expression, left to right (each one `SELECT`).
     pub fn ranges(&self) -> Vec<&MetricExpr> {
-        match self {
-            MetricExpr::Range { .. } => vec![self],
-            MetricExpr::Vector { inner, .. } => inner.ranges(),
-            MetricExpr::Binary { lhs, rhs, .. } => {
-                let mut out = lhs.ranges();
-                out.extend(rhs.ranges());
-                out
-            }
-            MetricExpr::Number(_) | MetricExpr::Constant(_) => Vec::new(),
-        }
+        self.ranges_with_sums()
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect()
     }
 
-    /// For each range aggregation (in [`MetricExpr::ranges`] order), the labels its series
+    /// The range aggregations (as [`MetricExpr::ranges`]), each with the labels its series
     /// may be cut down to before they are counted: those a `sum` directly around a
     /// `count_over_time` or `bytes_over_time` keeps. Summing whole numbers is exact, so
     /// series that differ only in labels the sum drops can be added up in SQL first.
-    pub fn summed_groupings(&self) -> Vec<Option<Grouping>> {
+    pub fn ranges_with_sums(&self) -> Vec<(&MetricExpr, Option<Grouping>)> {
         match self {
-            MetricExpr::Range { .. } => vec![None],
+            MetricExpr::Range { .. } => vec![(self, None)],
             MetricExpr::Vector {
                 op: VectorOp::Sum,
                 grouping,
@@ -392,15 +386,16 @@ impl MetricExpr {
                 }
             ) =>
             {
-                vec![Some(grouping.clone().unwrap_or(Grouping {
+                let kept = grouping.clone().unwrap_or(Grouping {
                     without: false,
                     labels: Vec::new(),
-                }))]
+                });
+                vec![(&**inner, Some(kept))]
             }
-            MetricExpr::Vector { inner, .. } => inner.summed_groupings(),
+            MetricExpr::Vector { inner, .. } => inner.ranges_with_sums(),
             MetricExpr::Binary { lhs, rhs, .. } => {
-                let mut out = lhs.summed_groupings();
-                out.extend(rhs.summed_groupings());
+                let mut out = lhs.ranges_with_sums();
+                out.extend(rhs.ranges_with_sums());
                 out
             }
             MetricExpr::Number(_) | MetricExpr::Constant(_) => Vec::new(),

@@ -206,7 +206,7 @@ async fn samples(
 ) -> Result<(Vec<SeriesSet>, u64, u64), QueryError> {
     let (mut read, mut lines, mut bytes) = (0u64, 0u64, 0u64);
     let mut sets = Vec::new();
-    for (range, keep) in expr.ranges().into_iter().zip(expr.summed_groupings()) {
+    for (range, keep) in expr.ranges_with_sums() {
         let MetricExpr::Range {
             log,
             range_ns,

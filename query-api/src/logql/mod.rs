@@ -44,7 +44,7 @@ pub fn explain(query: &str) -> Result<String, String> {
     match &expr {
         Expr::Log(l) => parts.push(explain_select(l, Read::Entries { metric: false })),
         Expr::Metric(m) => {
-            for (r, keep) in m.ranges().into_iter().zip(m.summed_groupings()) {
+            for (r, keep) in m.ranges_with_sums() {
                 if let MetricExpr::Range { log, .. } = r {
                     let read = if eval::Extractor::new(r).countable() {
                         Read::Buckets(keep)

@@ -317,7 +317,7 @@ impl ResultsCache {
                 inner.bytes -= e.bytes;
             }
         }
-        metrics::gauge!("obs_query_results_cache_bytes").set(inner.bytes as f64);
+        inner.report_bytes();
     }
 
     /// Bytes held now.
@@ -358,6 +358,11 @@ impl Inner {
             true
         });
         self.bytes -= freed;
+        self.report_bytes();
+    }
+
+    fn report_bytes(&self) {
+        metrics::gauge!("obs_query_results_cache_bytes").set(self.bytes as f64);
     }
 }
 

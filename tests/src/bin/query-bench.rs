@@ -164,17 +164,27 @@ async fn values(
         .await?
         .json()
         .await?;
+    Ok(matrix(&v, |m| m.to_string(), |t| t.as_i64()))
+}
+
+/// Per series of a matrix answer (named by `name` from its `metric`), its `(time, value)`
+/// points, each time read by `time`.
+fn matrix(
+    v: &serde_json::Value,
+    name: impl Fn(&serde_json::Value) -> String,
+    time: impl Fn(&serde_json::Value) -> Option<i64>,
+) -> std::collections::BTreeMap<String, Vec<(i64, f64)>> {
     let mut out = std::collections::BTreeMap::new();
     for s in v["data"]["result"].as_array().into_iter().flatten() {
         let points = s["values"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|p| Some((p[0].as_i64()?, p[1].as_str()?.parse().ok()?)))
+            .filter_map(|p| Some((time(&p[0])?, p[1].as_str()?.parse().ok()?)))
             .collect();
-        out.insert(s["metric"].to_string(), points);
+        out.insert(name(&s["metric"]), points);
     }
-    Ok(out)
+    out
 }
 
 /// The largest relative difference between two answers (infinite when their series or
@@ -309,17 +319,18 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// LogQL metric queries over the shared log corpus and, as the engine's floor, one SQL
+/// LogQL metric queries over the shared log corpus (query, the stream label it sums by, the
+/// floor's condition for its selector and filters) and, as the engine's floor, one SQL
 /// statement computing the same counts (what ClickHouse alone takes to count the windows).
 const LOGQL: &[(&str, &str, &str)] = &[
     (
         "sum by (level) (count_over_time({env=\"prod\"}[5m]))",
-        "ResourceAttributes['level']",
+        "level",
         "ResourceAttributes['env'] = 'prod'",
     ),
     (
         "sum by (service) (count_over_time({env=\"prod\"} |= \"error\" [5m]))",
-        "ResourceAttributes['service']",
+        "service",
         "ResourceAttributes['env'] = 'prod' AND position(Body, 'error') > 0",
     ),
 ];
@@ -328,7 +339,7 @@ const LOGQL: &[(&str, &str, &str)] = &[
 /// at steps `start + k * step` (ns): every line counted at each step whose window
 /// `(t - range, t]` holds it (`range` a multiple of `step`), per label value and step.
 fn logql_floor_sql(
-    by: &str,
+    label: &str,
     filter: &str,
     tenant: &str,
     grid_ns: (i64, i64, i64),
@@ -340,7 +351,7 @@ fn logql_floor_sql(
     // With a = ts - start + range > 0: the steps holding the line are
     // ceil(a / step) - range / step .. ceil(a / step) - 1.
     format!(
-        "SELECT {by} AS value, k, count() AS c FROM otel_logs \
+        "SELECT ResourceAttributes['{label}'] AS value, k, count() AS c FROM otel_logs \
          ARRAY JOIN range(toInt64(greatest(0, intDiv(toUnixTimestamp64Nano(Timestamp) - {start} + {range_ns} + {step} - 1, {step}) - {per})), \
                           toInt64(least({n}, intDiv(toUnixTimestamp64Nano(Timestamp) - {start} + {range_ns} + {step} - 1, {step})))) AS k \
          WHERE Tenant = '{tenant}' AND TimestampTime >= toDateTime({lo}) AND TimestampTime <= toDateTime({hi}) \
@@ -375,26 +386,11 @@ fn loki_counts(
     v: &serde_json::Value,
     label: &str,
 ) -> std::collections::BTreeMap<String, Vec<(i64, f64)>> {
-    let mut out = std::collections::BTreeMap::new();
-    for s in v["data"]["result"].as_array().into_iter().flatten() {
-        let points = s["values"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| {
-                let secs = p[0].as_f64()?;
-                Some((
-                    (secs * 1e3).round() as i64 * 1_000_000,
-                    p[1].as_str()?.parse().ok()?,
-                ))
-            })
-            .collect();
-        out.insert(
-            s["metric"][label].as_str().unwrap_or("").to_string(),
-            points,
-        );
-    }
-    out
+    matrix(
+        v,
+        |m| m[label].as_str().unwrap_or("").to_string(),
+        |t| Some((t.as_f64()? * 1e3).round() as i64 * 1_000_000),
+    )
 }
 
 /// LogQL metric queries on obs beside the engine's floor: the shared log corpus (one line
@@ -455,10 +451,7 @@ async fn logql(stack: &Stack, end_s: i64, hours: i64, runs: usize) -> anyhow::Re
     ];
     let engine = stack.clickhouse.url();
     let mut ratios = Vec::new();
-    for &(q, by, filter) in LOGQL {
-        let label = by
-            .trim_start_matches("ResourceAttributes['")
-            .trim_end_matches("']");
+    for &(q, label, filter) in LOGQL {
         for (name, start_ns, step_s) in ranges {
             let grid_ns = (start_ns, end_ns, step_s * 1_000_000_000);
             let request = || {
@@ -472,7 +465,7 @@ async fn logql(stack: &Stack, end_s: i64, hours: i64, runs: usize) -> anyhow::Re
                         ("step", step_s.to_string()),
                     ])
             };
-            let floor_sql = logql_floor_sql(by, filter, TENANT, grid_ns, 300 * 1_000_000_000);
+            let floor_sql = logql_floor_sql(label, filter, TENANT, grid_ns, 300 * 1_000_000_000);
             let floor = || async {
                 let r = client
                     .post(format!("{engine}/?database=obs"))
