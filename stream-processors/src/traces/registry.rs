@@ -35,6 +35,14 @@ impl SeriesKey {
             labels,
         }
     }
+
+    /// The same tenant and labels under metric `name`: one key serves the several metrics
+    /// counted for one span or edge without building its labels again.
+    pub fn rename(&mut self, name: &str) -> &SeriesKey {
+        self.name.clear();
+        self.name.push_str(name);
+        self
+    }
 }
 
 /// A classic histogram's state: per-bucket (not cumulative) counts, the `+Inf` overflow
@@ -74,36 +82,50 @@ pub struct Snapshot {
 }
 
 impl Registry {
-    /// Adds `by` to a counter.
-    pub fn add(&mut self, key: SeriesKey, by: f64, now_ms: i64) {
-        self.kinds.entry(key.name.clone()).or_insert("counter");
-        let e = self.counters.entry(key).or_insert(Entry {
-            value: 0.0,
-            updated_ms: now_ms,
-            fresh: true,
-        });
+    /// Adds `by` to a counter (the key is copied only for a new series: this runs for
+    /// every span).
+    pub fn add(&mut self, key: &SeriesKey, by: f64, now_ms: i64) {
+        self.note_kind(&key.name, "counter");
+        let e = match self.counters.get_mut(key) {
+            Some(e) => e,
+            None => self.counters.entry(key.clone()).or_insert(Entry {
+                value: 0.0,
+                updated_ms: now_ms,
+                fresh: true,
+            }),
+        };
         e.value += by;
         e.updated_ms = e.updated_ms.max(now_ms);
     }
 
     /// Observes `value` in a histogram with upper bounds `bounds` (ascending).
-    pub fn observe(&mut self, key: SeriesKey, bounds: &[f64], value: f64, now_ms: i64) {
-        self.kinds.entry(key.name.clone()).or_insert("histogram");
-        let e = self.histograms.entry(key).or_insert_with(|| Entry {
-            value: Hist {
-                counts: vec![0; bounds.len() + 1],
-                sum: 0.0,
-                count: 0,
-            },
-            updated_ms: now_ms,
-            fresh: true,
-        });
+    pub fn observe(&mut self, key: &SeriesKey, bounds: &[f64], value: f64, now_ms: i64) {
+        self.note_kind(&key.name, "histogram");
+        let e = match self.histograms.get_mut(key) {
+            Some(e) => e,
+            None => self.histograms.entry(key.clone()).or_insert_with(|| Entry {
+                value: Hist {
+                    counts: vec![0; bounds.len() + 1],
+                    sum: 0.0,
+                    count: 0,
+                },
+                updated_ms: now_ms,
+                fresh: true,
+            }),
+        };
         let i = bounds.partition_point(|&b| b < value);
         let last = e.value.counts.len() - 1;
         e.value.counts[i.min(last)] += 1;
         e.value.sum += value;
         e.value.count += 1;
         e.updated_ms = e.updated_ms.max(now_ms);
+    }
+
+    /// Records the kind of metric family `name` the first time it is counted.
+    fn note_kind(&mut self, name: &str, kind: &'static str) {
+        if !self.kinds.contains_key(name) {
+            self.kinds.insert(name.to_string(), kind);
+        }
     }
 
     /// Drops series not updated since `before_ms` (Tempo's stale series removal).
@@ -296,9 +318,9 @@ mod tests {
         let key = SeriesKey::new("t", "lat", vec![("service".into(), "a".into())]);
         let bounds = [0.1, 0.2, 0.4];
         for v in [0.05, 0.1, 0.15, 0.3, 7.0] {
-            r.observe(key.clone(), &bounds, v, 1_000);
+            r.observe(&key, &bounds, v, 1_000);
         }
-        r.add(SeriesKey::new("t", "calls_total", vec![]), 5.0, 1_000);
+        r.add(&SeriesKey::new("t", "calls_total", vec![]), 5.0, 1_000);
         let out = r.samples(0, 15_000, 2, &|_| bounds.to_vec());
         assert_eq!(
             value(&out, "lat_bucket", Some("0.1")),
@@ -326,8 +348,8 @@ mod tests {
     #[test]
     fn a_snapshot_restores_the_same_registry_and_stale_series_go() {
         let mut r = Registry::default();
-        r.add(SeriesKey::new("t", "a_total", vec![]), 1.0, 1_000);
-        r.observe(SeriesKey::new("t", "h", vec![]), &[1.0], 0.5, 5_000);
+        r.add(&SeriesKey::new("t", "a_total", vec![]), 1.0, 1_000);
+        r.observe(&SeriesKey::new("t", "h", vec![]), &[1.0], 0.5, 5_000);
         let json = serde_json::to_string(&r.snapshot()).unwrap();
         let back = Registry::restore(serde_json::from_str(&json).unwrap());
         assert_eq!(back, r);

@@ -226,23 +226,23 @@ impl ServiceGraph {
             if !e.connection_type.is_empty() {
                 labels.push(("connection_type".into(), e.connection_type.into()));
             }
-            let key = |name: &str| SeriesKey::new(tenant, name, labels.clone());
-            registry.add(key("traces_service_graph_request_total"), 1.0, now_ms);
+            let mut key = SeriesKey::new(tenant, "traces_service_graph_request_total", labels);
+            registry.add(&key, 1.0, now_ms);
             if e.failed {
                 registry.add(
-                    key("traces_service_graph_request_failed_total"),
+                    key.rename("traces_service_graph_request_failed_total"),
                     1.0,
                     now_ms,
                 );
             }
             registry.observe(
-                key("traces_service_graph_request_server_seconds"),
+                key.rename("traces_service_graph_request_server_seconds"),
                 &self.buckets,
                 e.server_seconds,
                 now_ms,
             );
             registry.observe(
-                key("traces_service_graph_request_client_seconds"),
+                key.rename("traces_service_graph_request_client_seconds"),
                 &self.buckets,
                 e.client_seconds,
                 now_ms,
@@ -279,7 +279,7 @@ impl ServiceGraph {
                 Unpaired::Server(s) => ("server", s),
             };
             registry.add(
-                SeriesKey::new(
+                &SeriesKey::new(
                     tenant,
                     "traces_service_graph_unpaired_spans_total",
                     vec![(side.into(), service)],
@@ -304,7 +304,7 @@ impl ServiceGraph {
             return;
         }
         registry.add(
-            SeriesKey::new(
+            &SeriesKey::new(
                 &span.tenant,
                 "traces_service_graph_dropped_spans_total",
                 vec![(side.into(), span.service.clone())],
