@@ -202,7 +202,8 @@ fn avro_seeds() -> Vec<(String, Vec<u8>)> {
 fn avro_seeds_decode_as_what_they_were() {
     for (name, bytes) in avro_seeds() {
         obs_schemas::wire::fuzz_decode(&bytes);
-        let schema = apache_avro::Schema::parse_str(Topic::Logs.value_schema().unwrap()).unwrap();
+        let schema: obs_schemas::wire::FastSchema =
+            Topic::Logs.value_schema().unwrap().parse().unwrap();
         if name == "logs" {
             let back: LogBatch = obs_schemas::wire::decode_with(&schema, &bytes).unwrap();
             assert_eq!(back.records[0].body, "GET /a 200");
