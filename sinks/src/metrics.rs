@@ -8,6 +8,7 @@
 //! set with each would double the rows stored).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use clickhouse::Row;
 use obs_schemas::Topic;
@@ -24,10 +25,10 @@ pub struct MetricSamples;
 #[derive(Debug, Clone, Row, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct SampleRow {
-    /// Tenant.
-    pub tenant: String,
-    /// `__name__`.
-    pub metric_name: String,
+    /// Tenant (shared by the rows of one series: no copy per sample).
+    pub tenant: Arc<str>,
+    /// `__name__` (shared like the tenant).
+    pub metric_name: Arc<str>,
     /// Series fingerprint (joins `metrics_series`).
     pub fingerprint: i64,
     /// ms since the Unix epoch.
@@ -45,10 +46,11 @@ impl TableSink for MetricSamples {
 
     fn rows(&mut self, message: MetricBatch, out: &mut Vec<SampleRow>) {
         for s in message.series {
+            let (tenant, metric_name): (Arc<str>, Arc<str>) = (s.tenant.into(), s.name.into());
             for (ts, v) in s.timestamps_ms.into_iter().zip(s.values) {
                 out.push(SampleRow {
-                    tenant: s.tenant.clone(),
-                    metric_name: s.name.clone(),
+                    tenant: tenant.clone(),
+                    metric_name: metric_name.clone(),
                     fingerprint: s.fingerprint,
                     timestamp_ms: ts,
                     value: v,
@@ -64,8 +66,10 @@ impl TableSink for MetricSamples {
     fn late_from_ms(rows: &[SampleRow], before_ms: i64) -> BTreeMap<String, i64> {
         let mut late = BTreeMap::new();
         for r in rows.iter().filter(|r| r.timestamp_ms < before_ms) {
-            let from = late.entry(r.tenant.clone()).or_insert(r.timestamp_ms);
-            *from = (*from).min(r.timestamp_ms);
+            match late.get_mut(&*r.tenant) {
+                Some(from) => *from = r.timestamp_ms.min(*from),
+                None => drop(late.insert(r.tenant.to_string(), r.timestamp_ms)),
+            }
         }
         late
     }
