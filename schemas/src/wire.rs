@@ -65,8 +65,8 @@ pub struct Codec {
 /// A schema as `serde_avro_fast` walks it: the typed records' encode and decode. It writes
 /// the same bytes as apache-avro's schema-aware serde (a test compares them for every
 /// topic) at a fraction of the cost: apache-avro 0.22 looks every record field up by name
-/// in a hash map, which was ~15% of the collector's CPU under OTLP logs; measured on
-/// 100-record batches in `wire::tests`.
+/// in a hash map, which was ~15% of `obs`'s CPU under OTLP logs (docs/PERFORMANCE.md,
+/// seventh round, has the figures).
 pub type FastSchema = serde_avro_fast::Schema;
 
 /// A writer schema met in messages, parsed for both libraries.
