@@ -68,7 +68,9 @@ impl TableSink for MetricSamples {
         for r in rows.iter().filter(|r| r.timestamp_ms < before_ms) {
             match late.get_mut(&*r.tenant) {
                 Some(from) => *from = r.timestamp_ms.min(*from),
-                None => drop(late.insert(r.tenant.to_string(), r.timestamp_ms)),
+                None => {
+                    late.insert(r.tenant.to_string(), r.timestamp_ms);
+                }
             }
         }
         late
@@ -276,6 +278,20 @@ impl TableSink for MetricMetadataTable {
 mod tests {
     use super::*;
     use obs_schemas::records::MetricSeries;
+
+    #[test]
+    fn late_samples_are_recorded_per_tenant_from_their_earliest_time() {
+        let row = |tenant: &str, timestamp_ms| SampleRow {
+            tenant: tenant.into(),
+            metric_name: "up".into(),
+            fingerprint: 1,
+            timestamp_ms,
+            value: 1.0,
+        };
+        let rows = [row("a", 500), row("b", 900), row("a", 300), row("a", 1_000)];
+        let late = MetricSamples::late_from_ms(&rows, 1_000);
+        assert_eq!(late, BTreeMap::from([("a".into(), 300), ("b".into(), 900)]));
+    }
 
     fn batch(fp: i64, ts: &[i64]) -> MetricBatch {
         MetricBatch {
