@@ -5,8 +5,9 @@
 //! the writer's schema by the id in the message, so records written by an older schema
 //! version still decode.
 
+use std::any::Any;
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
@@ -19,8 +20,8 @@ use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{
     SchemaType, SubjectNameStrategy, SuppliedSchema,
 };
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::Topic;
 
@@ -172,9 +173,7 @@ impl Codec {
     /// schema it names (for topics whose records are shaped at run time).
     pub async fn decode_value(&self, bytes: &[u8]) -> Result<(Value, Arc<Schema>), WireError> {
         let Some(id) = schema_id(bytes) else {
-            return Err(WireError::Malformed(
-                "not Confluent wire format (expected magic byte 0 and a 4-byte schema id)".into(),
-            ));
+            return Err(not_wire_format());
         };
         let schema = self.reader(id).await?.avro.clone();
         let value = GenericDatumReader::builder(&schema)
@@ -229,26 +228,69 @@ impl Codec {
         })
     }
 
-    /// Decodes a message value (wire format) into `T`.
-    pub async fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, WireError> {
+    /// Decodes a message value (wire format) into `T` (which may borrow from `bytes`).
+    pub async fn decode<'a, T: Deserialize<'a>>(&self, bytes: &'a [u8]) -> Result<T, WireError> {
         let Some(id) = schema_id(bytes) else {
-            return Err(WireError::Malformed(
-                "not Confluent wire format (expected magic byte 0 and a 4-byte schema id)".into(),
-            ));
+            return Err(not_wire_format());
         };
         let schema = self.reader(id).await?;
         decode_with(&schema.fast, bytes)
     }
+
+    /// Decodes a message value into `T` once for every caller passing the same `cell`: the
+    /// first decodes, the others share its value, or its malformed-record error. For a
+    /// message several readers take apart without changing it (`obs.metrics`' four
+    /// tables): one decode instead of four. A registry that cannot be reached is not
+    /// remembered (the next call asks again); a cell holding another type than `T` is
+    /// passed by and `T` decoded on its own.
+    pub async fn decode_shared<T: DeserializeOwned + Send + Sync + 'static>(
+        &self,
+        bytes: &[u8],
+        cell: &OnceLock<SharedDecode>,
+    ) -> Result<Arc<T>, WireError> {
+        let decoded = match cell.get() {
+            Some(d) => d,
+            None => {
+                let Some(id) = schema_id(bytes) else {
+                    return Err(not_wire_format());
+                };
+                let schema = self.reader(id).await?;
+                cell.get_or_init(|| match decode_with::<T>(&schema.fast, bytes) {
+                    Ok(value) => Ok(Arc::new(value)),
+                    Err(WireError::Malformed(why) | WireError::Registry(why)) => Err(why),
+                })
+            }
+        };
+        match decoded {
+            Ok(value) => match value.clone().downcast::<T>() {
+                Ok(value) => Ok(value),
+                Err(_) => self.decode(bytes).await.map(Arc::new),
+            },
+            Err(why) => Err(WireError::Malformed(why.clone())),
+        }
+    }
+}
+
+/// A message decoded once for all its readers ([`Codec::decode_shared`]): the value, or
+/// why the bytes are not a record of their schema.
+pub type SharedDecode = Result<Arc<dyn Any + Send + Sync>, String>;
+
+/// The error of bytes without the wire format's header.
+fn not_wire_format() -> WireError {
+    WireError::Malformed(
+        "not Confluent wire format (expected magic byte 0 and a 4-byte schema id)".into(),
+    )
 }
 
 /// Decodes a wire-format message value into `T` with `schema` as the writer schema (the
 /// schema id in the header is not looked up): the decode of [`Codec::decode`] once the
 /// registry has answered, and what the fuzz targets run on outside bytes.
-pub fn decode_with<T: DeserializeOwned>(schema: &FastSchema, bytes: &[u8]) -> Result<T, WireError> {
+pub fn decode_with<'a, T: Deserialize<'a>>(
+    schema: &FastSchema,
+    bytes: &'a [u8],
+) -> Result<T, WireError> {
     if schema_id(bytes).is_none() {
-        return Err(WireError::Malformed(
-            "not Confluent wire format (expected magic byte 0 and a 4-byte schema id)".into(),
-        ));
+        return Err(not_wire_format());
     }
     serde_avro_fast::from_datum_slice(&bytes[5..], schema)
         .map_err(|e| WireError::Malformed(e.to_string()))
@@ -596,6 +638,138 @@ mod tests {
         assert_eq!(fast_bytes, apache_bytes);
         let framed = [&[0, 0, 0, 0, 7][..], &fast_bytes].concat();
         assert_eq!(decode_with::<LogBatch>(&fast, &framed).unwrap(), batch);
+    }
+
+    /// A codec that knows schema 1 as `topic`'s value schema and has no registry to ask.
+    fn codec_knowing(topic: Topic) -> Codec {
+        let codec = Codec::new("http://127.0.0.1:9");
+        let text = topic.value_schema().unwrap();
+        let schema = ReaderSchema {
+            avro: Arc::new(Schema::parse_str(text).unwrap()),
+            fast: fast_schema(text, "test").unwrap(),
+        };
+        codec.readers.write().unwrap().insert(1, Arc::new(schema));
+        codec
+    }
+
+    #[tokio::test]
+    async fn a_shared_decode_is_decoded_once_and_read_by_every_caller() {
+        let codec = codec_knowing(Topic::Metrics);
+        let batch = MetricBatch {
+            series: vec![MetricSeries {
+                fingerprint: 7,
+                name: "up".into(),
+                timestamps_ms: vec![1, 2],
+                values: vec![1.0, 0.0],
+                tenant: "t".into(),
+                ..Default::default()
+            }],
+            metadata: vec![],
+        };
+        let bytes = encode_unregistered(Topic::Metrics, 1, &batch).unwrap();
+        let cell = OnceLock::new();
+        let first = codec.decode_shared::<MetricBatch>(&bytes, &cell).await;
+        let second = codec.decode_shared::<MetricBatch>(&bytes, &cell).await;
+        let (first, second) = (first.unwrap(), second.unwrap());
+        assert_eq!(*first, batch);
+        assert!(
+            Arc::ptr_eq(&first, &second),
+            "the second caller reads the first's value"
+        );
+        // A caller wanting another type decodes on its own (here: not a log batch), and
+        // leaves the shared value as it was.
+        let other = codec.decode_shared::<LogBatch>(&bytes, &cell).await;
+        assert!(matches!(other, Err(WireError::Malformed(_))), "{other:?}");
+        let third = codec
+            .decode_shared::<MetricBatch>(&bytes, &cell)
+            .await
+            .unwrap();
+        assert!(Arc::ptr_eq(&first, &third));
+    }
+
+    #[tokio::test]
+    async fn a_shared_decode_shares_what_is_wrong_with_the_bytes() {
+        let codec = codec_knowing(Topic::Metrics);
+        // One series whose fingerprint varint never ends.
+        let cut = [0, 0, 0, 0, 1, 2, 0xff];
+        let cell = OnceLock::new();
+        let first = codec
+            .decode_shared::<MetricBatch>(&cut, &cell)
+            .await
+            .unwrap_err();
+        assert!(first.to_string().contains("EOF"), "{first}");
+        assert!(matches!(cell.get(), Some(Err(_))), "the error is kept");
+        let second = codec
+            .decode_shared::<MetricBatch>(&cut, &cell)
+            .await
+            .unwrap_err();
+        assert_eq!(second.to_string(), first.to_string());
+        // No wire-format header: named, and nothing kept.
+        let cell = OnceLock::new();
+        let e = codec
+            .decode_shared::<MetricBatch>(&[1, 0, 0, 0, 1, 0], &cell)
+            .await;
+        assert!(
+            e.unwrap_err()
+                .to_string()
+                .contains("not Confluent wire format")
+        );
+        assert!(cell.get().is_none());
+        // An unknown schema id with the registry unreachable: retriable, nothing kept.
+        let e = codec
+            .decode_shared::<MetricBatch>(&[0, 0, 0, 0, 2, 0], &cell)
+            .await;
+        assert!(matches!(e, Err(WireError::Registry(_))), "{e:?}");
+        assert!(cell.get().is_none());
+    }
+
+    /// The borrowed view decodes from a full batch's bytes (kind, histograms, exemplars and
+    /// metadata skipped) to the batch's own view.
+    #[test]
+    fn a_metric_batch_view_reads_the_batch_it_was_written_as() {
+        let series = |fp: i64, name: &str| MetricSeries {
+            fingerprint: fp,
+            name: name.into(),
+            labels: attrs(&[("job", "api"), ("pfad", "/über/∂"), ("", "")]),
+            kind: "histogram".into(),
+            timestamps_ms: vec![-5, 0, 1_700_000_000_000],
+            values: vec![f64::NAN, -0.0, 2.5],
+            histograms: vec![HistogramPoint {
+                timestamp_ms: 9,
+                bounds: vec![0.1, 1.0],
+                counts: vec![1, 2, 3],
+                sum: 4.5,
+                count: 3,
+            }],
+            exemplars: vec![Exemplar {
+                timestamp_ms: 3,
+                value: 1.5,
+                labels: attrs(&[("trace_id", "abc")]),
+            }],
+            tenant: "tenant-ä".into(),
+        };
+        let batch = MetricBatch {
+            series: vec![series(1, "a"), series(-2, ""), MetricSeries::default()],
+            metadata: vec![MetricMetadata {
+                name: "a".into(),
+                help: "help".into(),
+                ..Default::default()
+            }],
+        };
+        let fast: FastSchema = Topic::Metrics.value_schema().unwrap().parse().unwrap();
+        let bytes = encode_unregistered(Topic::Metrics, 1, &batch).unwrap();
+        let view: MetricBatchView = decode_with(&fast, &bytes).unwrap();
+        // NaN is not equal to itself: compare its bits, then the rest with NaN taken out.
+        assert!(view.series[0].values[0].is_nan() && view.series[1].values[0].is_nan());
+        let mut want = batch.view();
+        let mut got = view;
+        for s in want.series.iter_mut().chain(got.series.iter_mut()) {
+            if let Some(v) = s.values.first_mut() {
+                *v = 0.0;
+            }
+        }
+        assert_eq!(got, want);
+        assert_eq!(got.series[0].labels.get("pfad"), Some(&"/über/∂"));
     }
 
     #[test]

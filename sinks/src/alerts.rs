@@ -1,5 +1,7 @@
 //! `obs.alerts` → `obs_alerts`: the rule processor's alert transitions.
 
+use std::borrow::Cow;
+
 use clickhouse::Row;
 use obs_schemas::Topic;
 use obs_schemas::records::Alert;
@@ -44,7 +46,8 @@ impl TableSink for ObsAlerts {
     const TABLE: &'static str = "obs_alerts";
     const TIME_COLUMN: Option<TimeColumn> = Some(TimeColumn::Millis("EvaluatedAtMs"));
 
-    fn rows(&mut self, a: Alert, out: &mut Vec<AlertRow>) {
+    fn rows(&mut self, a: Cow<'_, Alert>, out: &mut Vec<AlertRow>) {
+        let a = a.into_owned();
         let fingerprint = obs_schemas::series_fingerprint(
             &a.tenant,
             &a.rule,

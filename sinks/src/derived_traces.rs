@@ -2,6 +2,8 @@
 //! `obs.servicegraph` → `obs_servicegraph_edges`, and `obs.spans.sampled` → `otel_traces`
 //! when `[sink] traces_from = "sampled"` (only the traces tail sampling keeps).
 
+use std::borrow::Cow;
+
 use clickhouse::Row;
 use obs_schemas::Topic;
 use obs_schemas::records::{ServiceGraphEdge, SpanBatch, TraceSummaryBatch};
@@ -51,7 +53,8 @@ impl TableSink for TraceSummaries {
     const TABLE: &'static str = "obs_trace_summaries";
     const TIME_COLUMN: Option<TimeColumn> = Some(TimeColumn::Nanos("Start"));
 
-    fn rows(&mut self, batch: TraceSummaryBatch, out: &mut Vec<TraceSummaryRow>) {
+    fn rows(&mut self, batch: Cow<'_, TraceSummaryBatch>, out: &mut Vec<TraceSummaryRow>) {
+        let batch = batch.into_owned();
         out.extend(batch.summaries.into_iter().map(|s| TraceSummaryRow {
             tenant: s.tenant,
             trace_id: s.trace_id,
@@ -112,7 +115,8 @@ impl TableSink for ServiceGraphEdges {
     const TABLE: &'static str = "obs_servicegraph_edges";
     const TIME_COLUMN: Option<TimeColumn> = Some(TimeColumn::Millis("WindowStartMs"));
 
-    fn rows(&mut self, e: ServiceGraphEdge, out: &mut Vec<ServiceGraphEdgeRow>) {
+    fn rows(&mut self, e: Cow<'_, ServiceGraphEdge>, out: &mut Vec<ServiceGraphEdgeRow>) {
+        let e = e.into_owned();
         out.push(ServiceGraphEdgeRow {
             tenant: e.tenant,
             client: e.client,
@@ -146,7 +150,7 @@ impl TableSink for SampledTraces {
     const TIME_COLUMN: Option<TimeColumn> = Some(TimeColumn::Nanos("Timestamp"));
     const NAME: &'static str = "otel_traces_sampled";
 
-    fn rows(&mut self, message: SpanBatch, out: &mut Vec<OtelTraceRow>) {
+    fn rows(&mut self, message: Cow<'_, SpanBatch>, out: &mut Vec<OtelTraceRow>) {
         self.0.rows(message, out);
     }
 

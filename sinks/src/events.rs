@@ -1,5 +1,7 @@
 //! `obs.events` → `obs_events`.
 
+use std::borrow::Cow;
+
 use clickhouse::Row;
 use obs_schemas::Topic;
 use obs_schemas::records::EventBatch;
@@ -43,7 +45,8 @@ impl TableSink for ObsEvents {
     const TABLE: &'static str = "obs_events";
     const TIME_COLUMN: Option<TimeColumn> = Some(TimeColumn::Nanos("Timestamp"));
 
-    fn rows(&mut self, message: EventBatch, out: &mut Vec<EventRow>) {
+    fn rows(&mut self, message: Cow<'_, EventBatch>, out: &mut Vec<EventRow>) {
+        let message = message.into_owned();
         out.extend(message.events.into_iter().map(|e| EventRow {
             timestamp: e.timestamp_ns,
             event_id: e.id,

@@ -1,5 +1,7 @@
 //! `obs.logs` → `otel_logs` (the OpenTelemetry Collector ClickHouse exporter's shape).
 
+use std::borrow::Cow;
+
 use clickhouse::Row;
 use obs_schemas::Topic;
 use obs_schemas::records::LogBatch;
@@ -58,7 +60,8 @@ impl TableSink for OtelLogs {
     const TABLE: &'static str = "otel_logs";
     const TIME_COLUMN: Option<TimeColumn> = Some(TimeColumn::Nanos("Timestamp"));
 
-    fn rows(&mut self, message: LogBatch, out: &mut Vec<OtelLogRow>) {
+    fn rows(&mut self, message: Cow<'_, LogBatch>, out: &mut Vec<OtelLogRow>) {
+        let message = message.into_owned();
         out.extend(message.records.into_iter().map(|r| OtelLogRow {
             timestamp: r.timestamp_ns,
             trace_id: r.trace_id,

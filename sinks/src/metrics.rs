@@ -7,6 +7,7 @@
 //! recently (most remote-write requests carry one sample per series, and writing the label
 //! set with each would double the rows stored).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use obs_schemas::Topic;
 use obs_schemas::records::MetricBatch;
 use serde::{Deserialize, Serialize};
 
-use crate::table::{TableSink, TimeColumn, pairs};
+use crate::table::{TableSink, TimeColumn, pairs_cloned};
 
 /// The `metrics_samples` sink.
 #[derive(Default)]
@@ -43,11 +44,13 @@ impl TableSink for MetricSamples {
     const TOPIC: Topic = Topic::Metrics;
     const TABLE: &'static str = "metrics_samples";
     const TIME_COLUMN: Option<TimeColumn> = Some(TimeColumn::Millis("TimestampMs"));
+    const SHARES_DECODE: bool = true;
 
-    fn rows(&mut self, message: MetricBatch, out: &mut Vec<SampleRow>) {
-        for s in message.series {
-            let (tenant, metric_name): (Arc<str>, Arc<str>) = (s.tenant.into(), s.name.into());
-            for (ts, v) in s.timestamps_ms.into_iter().zip(s.values) {
+    fn rows(&mut self, message: Cow<'_, MetricBatch>, out: &mut Vec<SampleRow>) {
+        for s in &message.series {
+            let (tenant, metric_name): (Arc<str>, Arc<str>) =
+                (s.tenant.as_str().into(), s.name.as_str().into());
+            for (&ts, &v) in s.timestamps_ms.iter().zip(&s.values) {
                 out.push(SampleRow {
                     tenant: tenant.clone(),
                     metric_name: metric_name.clone(),
@@ -115,10 +118,11 @@ impl TableSink for MetricExemplars {
     const TIME_COLUMN: Option<TimeColumn> = Some(TimeColumn::Millis("TimestampMs"));
     // `metrics_samples` sends the topic's undecodable messages to the DLQ.
     const DEAD_LETTERS_UNDECODABLE: bool = false;
+    const SHARES_DECODE: bool = true;
 
-    fn rows(&mut self, message: MetricBatch, out: &mut Vec<ExemplarRow>) {
-        for s in message.series {
-            for e in s.exemplars {
+    fn rows(&mut self, message: Cow<'_, MetricBatch>, out: &mut Vec<ExemplarRow>) {
+        for s in &message.series {
+            for e in &s.exemplars {
                 let find = |names: &[&str]| {
                     names
                         .iter()
@@ -134,7 +138,7 @@ impl TableSink for MetricExemplars {
                     value: e.value,
                     trace_id: find(&TRACE_ID_LABELS),
                     span_id: find(&SPAN_ID_LABELS),
-                    labels: pairs(e.labels),
+                    labels: pairs_cloned(&e.labels),
                 });
             }
         }
@@ -185,33 +189,36 @@ impl TableSink for MetricSeriesTable {
     const TOPIC: Topic = Topic::Metrics;
     const TABLE: &'static str = "metrics_series";
     const TIME_COLUMN: Option<TimeColumn> = None;
+    // It decodes every message to write only the series it has not written lately.
+    const SHARES_DECODE: bool = true;
 
-    fn rows(&mut self, message: MetricBatch, out: &mut Vec<SeriesRow>) {
+    fn rows(&mut self, message: Cow<'_, MetricBatch>, out: &mut Vec<SeriesRow>) {
         if self.written.len() > SERIES_MEMORY {
             self.written.clear();
         }
-        for s in message.series {
+        for s in &message.series {
             let last = s.timestamps_ms.iter().copied().max().unwrap_or(0);
             let written = self.written.get(&s.fingerprint);
             // A collector that has not seen the family's metadata says "unknown": behind a
             // load balancer only one collector gets each metadata request, so "unknown"
             // never replaces a kind another collector knew (nor counts as a change).
-            let kind = match written {
-                Some((_, known)) if s.kind == UNKNOWN_KIND => known.clone(),
-                _ => s.kind,
+            let kind: &str = match written {
+                Some((_, known)) if s.kind == UNKNOWN_KIND => known,
+                _ => &s.kind,
             };
             if let Some((written, written_kind)) = written
-                && *written_kind == kind
+                && written_kind == kind
                 && last < written + SERIES_REFRESH_MS
             {
                 continue;
             }
+            let kind = kind.to_string();
             self.written.insert(s.fingerprint, (last, kind.clone()));
             out.push(SeriesRow {
-                tenant: s.tenant,
-                metric_name: s.name,
+                tenant: s.tenant.clone(),
+                metric_name: s.name.clone(),
                 fingerprint: s.fingerprint,
-                labels: pairs(s.labels),
+                labels: pairs_cloned(&s.labels),
                 kind,
                 last_seen_ms: last,
             });
@@ -258,14 +265,15 @@ impl TableSink for MetricMetadataTable {
     const TOPIC: Topic = Topic::Metrics;
     const TABLE: &'static str = "metrics_metadata";
     const TIME_COLUMN: Option<TimeColumn> = None;
+    const SHARES_DECODE: bool = true;
 
-    fn rows(&mut self, message: MetricBatch, out: &mut Vec<MetadataRow>) {
-        out.extend(message.metadata.into_iter().map(|m| MetadataRow {
-            tenant: m.tenant,
-            metric_family: m.name,
-            kind: m.kind,
-            help: m.help,
-            unit: m.unit,
+    fn rows(&mut self, message: Cow<'_, MetricBatch>, out: &mut Vec<MetadataRow>) {
+        out.extend(message.metadata.iter().map(|m| MetadataRow {
+            tenant: m.tenant.clone(),
+            metric_family: m.name.clone(),
+            kind: m.kind.clone(),
+            help: m.help.clone(),
+            unit: m.unit.clone(),
         }));
     }
 
@@ -311,7 +319,7 @@ mod tests {
     #[test]
     fn every_sample_is_a_row() {
         let mut out = vec![];
-        MetricSamples.rows(batch(7, &[1, 2, 3]), &mut out);
+        MetricSamples.rows(Cow::Owned(batch(7, &[1, 2, 3])), &mut out);
         let got: Vec<(i64, i64)> = out
             .iter()
             .map(|r| (r.fingerprint, r.timestamp_ms))
@@ -323,14 +331,14 @@ mod tests {
     fn series_are_written_again_only_when_stale_or_changed() {
         let mut t = MetricSeriesTable::default();
         let mut out = vec![];
-        t.rows(batch(7, &[1_000]), &mut out);
-        t.rows(batch(7, &[2_000]), &mut out);
+        t.rows(Cow::Owned(batch(7, &[1_000])), &mut out);
+        t.rows(Cow::Owned(batch(7, &[2_000])), &mut out);
         assert_eq!(out.len(), 1);
-        t.rows(batch(7, &[1_000 + SERIES_REFRESH_MS]), &mut out);
+        t.rows(Cow::Owned(batch(7, &[1_000 + SERIES_REFRESH_MS])), &mut out);
         assert_eq!(out.len(), 2);
         let mut b = batch(7, &[1_000 + SERIES_REFRESH_MS + 1]);
         b.series[0].kind = "counter".into();
-        t.rows(b, &mut out);
+        t.rows(Cow::Owned(b), &mut out);
         assert_eq!(out.len(), 3);
     }
 
@@ -343,14 +351,20 @@ mod tests {
             b.series[0].kind = kind.into();
             b
         };
-        t.rows(with("counter", 1_000), &mut out);
+        t.rows(Cow::Owned(with("counter", 1_000)), &mut out);
         // Another collector, which got no metadata request, says "unknown".
-        t.rows(with(UNKNOWN_KIND, 2_000), &mut out);
+        t.rows(Cow::Owned(with(UNKNOWN_KIND, 2_000)), &mut out);
         assert_eq!(out.len(), 1, "not a change");
-        t.rows(with(UNKNOWN_KIND, 2_000 + SERIES_REFRESH_MS), &mut out);
+        t.rows(
+            Cow::Owned(with(UNKNOWN_KIND, 2_000 + SERIES_REFRESH_MS)),
+            &mut out,
+        );
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].kind, "counter", "the refresh keeps the known kind");
-        t.rows(with("gauge", 3_000 + SERIES_REFRESH_MS), &mut out);
+        t.rows(
+            Cow::Owned(with("gauge", 3_000 + SERIES_REFRESH_MS)),
+            &mut out,
+        );
         assert_eq!(out[2].kind, "gauge", "a real change is written");
     }
 }

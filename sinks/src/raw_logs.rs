@@ -5,6 +5,7 @@
 //!
 //! A line that is not a JSON object sends the whole message to `obs.dlq`, naming the line.
 
+use std::borrow::Cow;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use obs_runtime::json_lines::parse;
@@ -30,7 +31,7 @@ impl TableSink for RawLogs {
         Some(parse(payload, now_ns()))
     }
 
-    fn rows(&mut self, message: LogBatch, out: &mut Vec<OtelLogRow>) {
+    fn rows(&mut self, message: Cow<'_, LogBatch>, out: &mut Vec<OtelLogRow>) {
         OtelLogs.rows(message, out);
     }
 

@@ -5,19 +5,22 @@
 //! broker's fetch work is most of its CPU under load. Now each topic is fetched once and
 //! every message (shared, not copied) goes to each of its tables through a bounded channel:
 //! a table that is slow (ClickHouse retrying) holds the reader back, so nothing is dropped
-//! and memory stays bounded.
+//! and memory stays bounded. Tables that only read from a message (the four of
+//! `obs.metrics`) also share its decode: the first of them to reach it decodes it, the
+//! others read that value.
 //!
 //! Each table keeps its own consumer group and commits: the reader starts each partition
 //! at the lowest offset its tables have committed (the beginning where one has none), and
 //! each table skips the messages below its own committed offset.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use obs_runtime::config::KafkaConfig;
 use obs_runtime::{Config, kafka, shutdown};
 use obs_schemas::Topic;
+use obs_schemas::wire::SharedDecode;
 use rdkafka::Offset;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::OwnedMessage;
@@ -27,7 +30,16 @@ use tokio::sync::mpsc;
 const QUEUE: usize = 16;
 
 /// What a table receives: one message of its topic, shared with the topic's other tables.
-pub type Delivery = Arc<OwnedMessage>;
+pub type Delivery = Arc<Delivered>;
+
+/// One message of a topic as its tables share it.
+pub struct Delivered {
+    /// The message as read.
+    pub message: OwnedMessage,
+    /// The message decoded by the first table that shares decodes
+    /// ([`crate::table::TableSink::SHARES_DECODE`]), for the others to read.
+    pub decoded: OnceLock<SharedDecode>,
+}
 
 /// One table of a topic, as its reader knows it.
 struct Subscriber {
@@ -129,7 +141,10 @@ async fn read(
             _ = shutdown::wait() => return Ok(()),
         };
         let message = match next {
-            Ok(m) => Arc::new(m.detach()),
+            Ok(m) => Arc::new(Delivered {
+                message: m.detach(),
+                decoded: OnceLock::new(),
+            }),
             Err(e) => {
                 tracing::warn!(%topic, error = %e, "Kafka consumer error; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;

@@ -21,6 +21,7 @@
 //! inserts. `obs_replay_log` keeps a row per stored chunk (target, partition, offsets,
 //! range): the history of what replays did.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -288,7 +289,7 @@ async fn replay_table<T: TableSink>(
             None => summary.undecodable += 1,
             Some(m) => {
                 scratch.clear();
-                table.rows(m, &mut scratch);
+                table.rows(Cow::Owned(m), &mut scratch);
                 for row in scratch.drain(..) {
                     match T::row_time_ns(&row) {
                         Some(t) if t < opts.from_ns || t >= opts.to_ns => {

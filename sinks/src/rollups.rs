@@ -1,6 +1,8 @@
 //! `obs.metrics.rollup` → `metrics_rollups`: the rollup processor's windows, one row per
 //! series, resolution and window (a window written again after a restart replaces itself).
 
+use std::borrow::Cow;
+
 use clickhouse::Row;
 use obs_schemas::Topic;
 use obs_schemas::records::MetricRollupBatch;
@@ -53,7 +55,8 @@ impl TableSink for MetricRollups {
     const TABLE: &'static str = "metrics_rollups";
     const TIME_COLUMN: Option<TimeColumn> = Some(TimeColumn::Millis("WindowStartMs"));
 
-    fn rows(&mut self, batch: MetricRollupBatch, out: &mut Vec<MetricRollupRow>) {
+    fn rows(&mut self, batch: Cow<'_, MetricRollupBatch>, out: &mut Vec<MetricRollupRow>) {
+        let batch = batch.into_owned();
         out.extend(batch.rollups.into_iter().map(|r| MetricRollupRow {
             tenant: r.tenant,
             metric_name: r.name,

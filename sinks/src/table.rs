@@ -1,5 +1,6 @@
 //! The contract between the generic driver and one table.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use clickhouse::Row;
@@ -12,7 +13,7 @@ use serde::de::DeserializeOwned;
 /// only what a message becomes.
 pub trait TableSink: Default + Send + Sync + 'static {
     /// The topic's value type.
-    type Message: DeserializeOwned + Send;
+    type Message: DeserializeOwned + Clone + Send + Sync + 'static;
     /// One row of the table; field names are the table's column names.
     type Row: Row
         + for<'a> Row<Value<'a> = Self::Row>
@@ -48,9 +49,16 @@ pub trait TableSink: Default + Send + Sync + 'static {
     fn may_have_rows(_payload: &[u8]) -> bool {
         true
     }
-    /// Appends the rows a message becomes to `out`. The rows of a message must not depend
-    /// on state unless a row written again is harmless (a replacing table).
-    fn rows(&mut self, message: Self::Message, out: &mut Vec<Self::Row>);
+    /// Whether the table reads each message as decoded once for all the topic's tables
+    /// that say so (`rows` then gets it borrowed) rather than decoding it for itself
+    /// (owned). For tables that only read from a message (`obs.metrics`' four): a table
+    /// that moves the message's strings into its rows is faster with its own decode.
+    const SHARES_DECODE: bool = false;
+    /// Appends the rows a message becomes to `out`: the message is borrowed when the table
+    /// shares decodes ([`TableSink::SHARES_DECODE`]), owned otherwise. The rows of a
+    /// message must not depend on state unless a row written again is harmless (a
+    /// replacing table).
+    fn rows(&mut self, message: Cow<'_, Self::Message>, out: &mut Vec<Self::Row>);
     /// The record time of a row in ns (what `obs replay --from/--to` selects on); `None`
     /// for rows that describe rather than record (series, metadata), which replay keeps.
     fn row_time_ns(row: &Self::Row) -> Option<i64>;
@@ -88,4 +96,9 @@ impl TimeColumn {
 /// Attributes as a ClickHouse `Map` column takes them from the `clickhouse` crate.
 pub fn pairs(attrs: Attrs) -> Vec<(String, String)> {
     attrs.into_iter().collect()
+}
+
+/// [`pairs`] of attributes the table only borrows (a decode shared with other tables).
+pub fn pairs_cloned(attrs: &Attrs) -> Vec<(String, String)> {
+    attrs.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }

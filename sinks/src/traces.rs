@@ -1,6 +1,8 @@
 //! `obs.spans` → `otel_traces` (the OpenTelemetry Collector ClickHouse exporter's shape; the
 //! table's materialized view fills `otel_traces_trace_id_ts`).
 
+use std::borrow::Cow;
+
 use clickhouse::Row;
 use obs_schemas::Topic;
 use obs_schemas::records::SpanBatch;
@@ -78,7 +80,8 @@ impl TableSink for OtelTraces {
     const TABLE: &'static str = "otel_traces";
     const TIME_COLUMN: Option<TimeColumn> = Some(TimeColumn::Nanos("Timestamp"));
 
-    fn rows(&mut self, message: SpanBatch, out: &mut Vec<OtelTraceRow>) {
+    fn rows(&mut self, message: Cow<'_, SpanBatch>, out: &mut Vec<OtelTraceRow>) {
+        let message = message.into_owned();
         out.extend(message.spans.into_iter().map(|s| {
             let (events_timestamp, events_name, events_attributes) = s
                 .events

@@ -16,7 +16,10 @@ pub use derived::{
 };
 pub use events::{Event, EventBatch};
 pub use logs::{LogBatch, LogRecord};
-pub use metrics::{Exemplar, HistogramPoint, MetricBatch, MetricMetadata, MetricSeries};
+pub use metrics::{
+    Exemplar, HistogramPoint, MetricBatch, MetricBatchView, MetricMetadata, MetricSeries,
+    MetricSeriesView,
+};
 pub use spans::{Span, SpanBatch, SpanEvent, SpanLink, kind_number, status_number};
 
 /// String-to-string attributes, as every table stores them (`Map(LowCardinality(String), String)`).

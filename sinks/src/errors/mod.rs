@@ -6,6 +6,8 @@
 
 pub mod fingerprint;
 
+use std::borrow::Cow;
+
 use clickhouse::Row;
 use obs_schemas::Topic;
 use obs_schemas::records::{Attrs, LogBatch, SpanBatch};
@@ -119,7 +121,8 @@ impl TableSink for ErrorsFromSpans {
         may_hold_exception(payload)
     }
 
-    fn rows(&mut self, message: SpanBatch, out: &mut Vec<ErrorEventRow>) {
+    fn rows(&mut self, message: Cow<'_, SpanBatch>, out: &mut Vec<ErrorEventRow>) {
+        let message = message.into_owned();
         for s in &message.spans {
             for (i, e) in s.events.iter().enumerate() {
                 if e.name != "exception" {
@@ -165,7 +168,8 @@ impl TableSink for ErrorsFromLogs {
         may_hold_exception(payload)
     }
 
-    fn rows(&mut self, message: LogBatch, out: &mut Vec<ErrorEventRow>) {
+    fn rows(&mut self, message: Cow<'_, LogBatch>, out: &mut Vec<ErrorEventRow>) {
+        let message = message.into_owned();
         for r in &message.records {
             let error = r.severity_number >= SEVERITY_ERROR
                 || matches!(
@@ -239,9 +243,9 @@ mod tests {
         )));
         // The skipped message had no row to give; the kept one has exactly one.
         let mut rows = Vec::new();
-        ErrorsFromLogs.rows(without, &mut rows);
+        ErrorsFromLogs.rows(Cow::Owned(without), &mut rows);
         assert!(rows.is_empty());
-        ErrorsFromLogs.rows(with, &mut rows);
+        ErrorsFromLogs.rows(Cow::Owned(with), &mut rows);
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].exception_type, "ValueError");
     }
@@ -272,9 +276,9 @@ mod tests {
             &without
         )));
         let mut rows = Vec::new();
-        ErrorsFromSpans.rows(without, &mut rows);
+        ErrorsFromSpans.rows(Cow::Owned(without), &mut rows);
         assert!(rows.is_empty());
-        ErrorsFromSpans.rows(with, &mut rows);
+        ErrorsFromSpans.rows(Cow::Owned(with), &mut rows);
         assert_eq!(rows.len(), 1);
     }
 }

@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use obs_schemas::records::{Attrs, MetricBatch, MetricRollup};
+use obs_schemas::records::{Attrs, MetricBatchView, MetricRollup};
 use serde::{Deserialize, Serialize};
 
 /// Format version of [`Checkpoint`]; another version is not used.
@@ -232,7 +232,12 @@ impl Partition {
     }
 
     /// Handles input message `offset` (in offset order), appending written windows to `out`.
-    pub fn handle(&mut self, offset: i64, batch: MetricBatch, out: &mut Vec<MetricRollup>) {
+    pub fn handle(
+        &mut self,
+        offset: i64,
+        batch: &MetricBatchView<'_>,
+        out: &mut Vec<MetricRollup>,
+    ) {
         if offset < self.next_offset {
             return;
         }
@@ -241,7 +246,7 @@ impl Partition {
         self.write_due(out);
         let base = self.s.base();
         let mut newest = None;
-        for m in batch.series {
+        for m in &batch.series {
             for (&t, &v) in m.timestamps_ms.iter().zip(&m.values) {
                 if !v.is_finite() {
                     // Stale markers end a series; NaN (a summary quantile without
@@ -257,9 +262,13 @@ impl Partition {
                 }
                 let coarse = self.s.resolutions_ms.len() - 1;
                 let series = self.series.entry(m.fingerprint).or_insert_with(|| Series {
-                    tenant: m.tenant.clone(),
-                    name: m.name.clone(),
-                    labels: m.labels.clone(),
+                    tenant: m.tenant.to_string(),
+                    name: m.name.to_string(),
+                    labels: m
+                        .labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
                     prev: None,
                     open: BTreeMap::new(),
                     coarse: vec![None; coarse],
@@ -447,6 +456,7 @@ fn record(fp: i64, s: &Series, resolution_ms: i64, a: &Agg) -> MetricRollup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use obs_schemas::records::MetricBatch;
     use obs_schemas::records::MetricSeries;
 
     const MIN: i64 = 60_000;
@@ -490,7 +500,7 @@ mod tests {
         let mut p = Partition::new(0, settings(), 0);
         let mut out = Vec::new();
         for (o, chunk) in samples.chunks(3).enumerate() {
-            p.handle(o as i64, batch(7, chunk), &mut out);
+            p.handle(o as i64, &batch(7, chunk).view(), &mut out);
         }
         // Time is the last sample (t0 + 24m45s); minute windows ending 30 s before are written.
         let minutes: Vec<&MetricRollup> = out.iter().filter(|r| r.resolution_ms == MIN).collect();
@@ -525,7 +535,7 @@ mod tests {
         // Not finite: left out, and the state still checkpoints (JSON has no NaN).
         p.handle(
             99,
-            batch(7, &[(t0 + 24 * MIN + 50_000, f64::NAN)]),
+            &batch(7, &[(t0 + 24 * MIN + 50_000, f64::NAN)]).view(),
             &mut out,
         );
         assert_eq!(p.skipped(), 1);
@@ -533,9 +543,13 @@ mod tests {
             crate::state::from_bytes(&crate::state::to_bytes(&p.checkpoint())).unwrap();
         assert_eq!(cp.series.len(), 1);
         // A sample for a written minute is late; one for the open minute still counts.
-        p.handle(100, batch(7, &[(t0 + 5 * MIN, 1.0)]), &mut out);
+        p.handle(100, &batch(7, &[(t0 + 5 * MIN, 1.0)]).view(), &mut out);
         assert_eq!(p.load().1, 1);
-        p.handle(101, batch(7, &[(t0 + 24 * MIN + 20_000, 71.5)]), &mut out);
+        p.handle(
+            101,
+            &batch(7, &[(t0 + 24 * MIN + 20_000, 71.5)]).view(),
+            &mut out,
+        );
         assert_eq!(p.load().1, 1);
     }
 
@@ -546,7 +560,7 @@ mod tests {
         let mut whole = Partition::new(0, settings(), 0);
         let mut want = Vec::new();
         for (o, chunk) in samples.chunks(7).enumerate() {
-            whole.handle(o as i64, batch(7, chunk), &mut want);
+            whole.handle(o as i64, &batch(7, chunk).view(), &mut want);
         }
         assert!(whole.idle_advance(t0 + 40 * MIN));
         whole.write_due(&mut want);
@@ -569,13 +583,13 @@ mod tests {
             let mut first = Partition::new(0, settings(), 0);
             let mut got = Vec::new();
             for (o, chunk) in samples.chunks(7).enumerate().take(crash_at) {
-                first.handle(o as i64, batch(7, chunk), &mut got);
+                first.handle(o as i64, &batch(7, chunk).view(), &mut got);
             }
             let bytes = crate::state::to_bytes(&first.checkpoint());
             let mut second =
                 Partition::restore(crate::state::from_bytes(&bytes).unwrap(), settings());
             for (o, chunk) in samples.chunks(7).enumerate().skip(crash_at) {
-                second.handle(o as i64, batch(7, chunk), &mut got);
+                second.handle(o as i64, &batch(7, chunk).view(), &mut got);
             }
             assert!(second.idle_advance(t0 + 40 * MIN));
             // The move checkpointed, then a crash: the restart writes what the move writes.
@@ -597,13 +611,13 @@ mod tests {
         let mut whole = Partition::new(0, settings(), 0);
         let mut want = Vec::new();
         for (o, minute) in samples.chunks(4).enumerate() {
-            whole.handle(o as i64, batch(7, minute), &mut want);
+            whole.handle(o as i64, &batch(7, minute).view(), &mut want);
         }
         // The same minutes, with a pause after minute 10 while the wall clock is a day on.
         let mut paused = Partition::new(0, settings(), 0);
         let mut got = Vec::new();
         for (o, minute) in samples.chunks(4).enumerate() {
-            paused.handle(o as i64, batch(7, minute), &mut got);
+            paused.handle(o as i64, &batch(7, minute).view(), &mut got);
             if o == 10 {
                 assert!(paused.idle_advance(t0 + 24 * 60 * MIN));
                 paused.write_due(&mut got);

@@ -20,7 +20,7 @@ use anyhow::Context;
 use obs_runtime::publish::{Outgoing, Publisher};
 use obs_runtime::{Config, ops};
 use obs_schemas::Topic;
-use obs_schemas::records::{MetricBatch, MetricRollup, MetricRollupBatch};
+use obs_schemas::records::{MetricBatchView, MetricRollup, MetricRollupBatch};
 use obs_schemas::wire::Codec;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -164,22 +164,24 @@ struct Rollups {
 impl Checkpointed for Rollups {
     async fn handle(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) {
         let (p, offset) = (m.partition(), m.offset());
-        let batch: MetricBatch = match m.payload() {
-            Some(bytes) => match self.codec.decode::<MetricBatch>(bytes).await {
-                Ok(b) => b,
-                Err(e) => {
-                    metrics::counter!("obs_rollups_undecodable_messages_total").increment(1);
-                    tracing::warn!(partition = p, offset, error = %e, "undecodable obs.metrics message skipped (the metrics sink sends it to obs.dlq)");
-                    MetricBatch::default()
+        let batch: MetricBatchView = match m.payload() {
+            Some(bytes) => {
+                match crate::processor::decode::<MetricBatchView>(&self.codec, bytes).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        metrics::counter!("obs_rollups_undecodable_messages_total").increment(1);
+                        tracing::warn!(partition = p, offset, error = %e, "undecodable obs.metrics message skipped (the metrics sink sends it to obs.dlq)");
+                        MetricBatchView::default()
+                    }
                 }
-            },
-            None => MetricBatch::default(),
+            }
+            None => MetricBatchView::default(),
         };
         let samples: usize = batch.series.iter().map(|s| s.values.len()).sum();
         metrics::counter!("obs_rollups_samples_total").increment(samples as u64);
         if let Some(part) = self.partitions.get_mut(&p) {
             let (late, skipped) = (part.load().1, part.skipped());
-            part.handle(offset, batch, self.out.entry(p).or_default());
+            part.handle(offset, &batch, self.out.entry(p).or_default());
             metrics::counter!("obs_rollups_late_samples_total").increment(part.load().1 - late);
             metrics::counter!("obs_rollups_skipped_samples_total")
                 .increment(part.skipped() - skipped);

@@ -245,16 +245,18 @@ impl Processor {
             }
         }
         let batch = match m.payload() {
-            Some(bytes) => match self.codec.decode::<MetricBatch>(bytes).await {
-                Ok(b) => b,
-                Err(e) => {
-                    metrics::counter!("obs_processor_undecodable_messages_total").increment(1);
-                    tracing::debug!(partition, offset, error = %e, "undecodable obs.metrics message");
-                    self.watermarks
-                        .observe(partition, offset, None, Instant::now());
-                    return;
+            Some(bytes) => {
+                match crate::processor::decode::<MetricBatch>(&self.codec, bytes).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        metrics::counter!("obs_processor_undecodable_messages_total").increment(1);
+                        tracing::debug!(partition, offset, error = %e, "undecodable obs.metrics message");
+                        self.watermarks
+                            .observe(partition, offset, None, Instant::now());
+                        return;
+                    }
                 }
-            },
+            }
             None => MetricBatch::default(),
         };
         let watermark = if self.restoring.is_none() {

@@ -280,7 +280,7 @@ impl Checkpointed for Traces {
     async fn handle(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) {
         let (p, offset) = (m.partition(), m.offset());
         let spans: Vec<Span> = match m.payload() {
-            Some(bytes) => match self.codec.decode::<SpanBatch>(bytes).await {
+            Some(bytes) => match crate::processor::decode::<SpanBatch>(&self.codec, bytes).await {
                 Ok(b) => b.spans,
                 Err(e) => {
                     metrics::counter!("obs_traces_undecodable_messages_total").increment(1);
