@@ -40,7 +40,7 @@ use obs_runtime::{Config, clickhouse as ch, kafka, shutdown};
 use obs_schemas::Topic;
 use obs_schemas::late_writes::{self, LateWrite};
 use obs_schemas::records::DeadLetter;
-use obs_schemas::wire::{Codec, WireError};
+use obs_schemas::wire::Codec;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
@@ -486,9 +486,8 @@ impl<T: TableSink> SinkDriver<T> {
             }
             return;
         }
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            let decoded = if T::SHARES_DECODE {
+        let decoded = obs_runtime::registry::retry_unreachable(|| async {
+            if T::SHARES_DECODE {
                 self.codec
                     .decode_shared::<T::Message>(payload, &delivered.decoded)
                     .await
@@ -498,39 +497,31 @@ impl<T: TableSink> SinkDriver<T> {
                     .decode::<T::Message>(payload)
                     .await
                     .map(Decoded::Own)
-            };
-            match decoded {
-                Ok(Decoded::Shared(m)) => {
-                    let mut table = self.table.lock().expect("table lock");
-                    table.rows(Cow::Borrowed(&*m), rows);
-                    return;
-                }
-                Ok(Decoded::Own(m)) => {
-                    let mut table = self.table.lock().expect("table lock");
-                    table.rows(Cow::Owned(m), rows);
-                    return;
-                }
-                Err(e @ WireError::Registry(_)) => {
-                    tracing::warn!(error = %e, "schema registry unavailable; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-                Err(WireError::Malformed(_)) if !T::DEAD_LETTERS_UNDECODABLE => {
-                    metrics::counter!("obs_sink_undecodable_skipped_total", "table" => T::NAME)
-                        .increment(1);
-                    return;
-                }
-                Err(e @ WireError::Malformed(_)) => {
-                    self.dead_letter(
-                        msg.partition(),
-                        msg.offset(),
-                        msg.key().map(<[u8]>::to_vec),
-                        msg.payload().map(<[u8]>::to_vec),
-                        &e.to_string(),
-                    )
-                    .await;
-                    return;
-                }
+            }
+        })
+        .await;
+        match decoded {
+            Ok(Decoded::Shared(m)) => {
+                let mut table = self.table.lock().expect("table lock");
+                table.rows(Cow::Borrowed(&*m), rows);
+            }
+            Ok(Decoded::Own(m)) => {
+                let mut table = self.table.lock().expect("table lock");
+                table.rows(Cow::Owned(m), rows);
+            }
+            Err(_) if !T::DEAD_LETTERS_UNDECODABLE => {
+                metrics::counter!("obs_sink_undecodable_skipped_total", "table" => T::NAME)
+                    .increment(1);
+            }
+            Err(e) => {
+                self.dead_letter(
+                    msg.partition(),
+                    msg.offset(),
+                    msg.key().map(<[u8]>::to_vec),
+                    msg.payload().map(<[u8]>::to_vec),
+                    &e.to_string(),
+                )
+                .await;
             }
         }
     }

@@ -11,10 +11,9 @@ use obs_runtime::kafka::{self, SharedProducer};
 use obs_runtime::publish::Publisher;
 use obs_runtime::{Config, shutdown};
 use obs_schemas::Topic;
-use obs_schemas::wire::{Codec, WireError};
+use obs_schemas::wire::Codec;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::BorrowedMessage;
-use serde::Deserialize;
 
 /// A processor's connections, from [`connect`].
 pub struct Wiring {
@@ -110,36 +109,6 @@ pub async fn committed_or_earliest(
         .collect())
 }
 
-/// Decodes an input message, waiting out a schema registry that cannot be reached (with
-/// backoff, as the sinks do): only bytes that are not a record of their schema come back
-/// as an error. Why: a processor that skipped or dead-lettered the messages it read
-/// while the registry was away lost them from its output.
-pub async fn decode<'a, T: Deserialize<'a>>(
-    codec: &Codec,
-    bytes: &'a [u8],
-) -> Result<T, WireError> {
-    retry_registry(|| codec.decode::<T>(bytes)).await
-}
-
-/// Runs `attempt` until it succeeds or fails with anything but a registry error.
-async fn retry_registry<T, F, Fut>(mut attempt: F) -> Result<T, WireError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, WireError>>,
-{
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        match attempt().await {
-            Err(e @ WireError::Registry(_)) => {
-                tracing::warn!(error = %e, "schema registry unavailable; retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-            done => return done,
-        }
-    }
-}
-
 /// A processor whose partitions checkpoint their state (traces, rollups).
 pub trait Checkpointed {
     /// Handles one input message.
@@ -175,34 +144,5 @@ pub async fn drive(p: &mut impl Checkpointed, consumer: &StreamConsumer, input: 
     }
     if !shutdown::requested() || p.publish().await {
         p.checkpoint_all(consumer).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn registry_outages_are_waited_out_and_malformed_bytes_are_not() {
-        let mut calls = 0;
-        let got = retry_registry(|| {
-            calls += 1;
-            let answer = if calls < 4 {
-                Err(WireError::Registry("connection refused".into()))
-            } else {
-                Ok(7)
-            };
-            async move { answer }
-        })
-        .await;
-        assert_eq!((got.unwrap(), calls), (7, 4));
-        let mut calls = 0;
-        let got = retry_registry(|| {
-            calls += 1;
-            async { Err::<i32, _>(WireError::Malformed("cut short".into())) }
-        })
-        .await;
-        assert!(matches!(got, Err(WireError::Malformed(_))));
-        assert_eq!(calls, 1);
     }
 }

@@ -122,7 +122,6 @@ impl TableSink for ErrorsFromSpans {
     }
 
     fn rows(&mut self, message: Cow<'_, SpanBatch>, out: &mut Vec<ErrorEventRow>) {
-        let message = message.into_owned();
         for s in &message.spans {
             for (i, e) in s.events.iter().enumerate() {
                 if e.name != "exception" {
@@ -169,7 +168,6 @@ impl TableSink for ErrorsFromLogs {
     }
 
     fn rows(&mut self, message: Cow<'_, LogBatch>, out: &mut Vec<ErrorEventRow>) {
-        let message = message.into_owned();
         for r in &message.records {
             let error = r.severity_number >= SEVERITY_ERROR
                 || matches!(

@@ -303,7 +303,7 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
                     Err(e) => (Vec::new(), Some((bytes.to_vec(), e))),
                 }
             }
-            Some(bytes) => match crate::processor::decode::<LogBatch>(&codec, bytes).await {
+            Some(bytes) => match obs_runtime::registry::decode::<LogBatch>(&codec, bytes).await {
                 Ok(b) => (b.records, None),
                 Err(e) => (Vec::new(), Some((bytes.to_vec(), e.to_string()))),
             },

@@ -166,7 +166,7 @@ impl Checkpointed for Rollups {
         let (p, offset) = (m.partition(), m.offset());
         let batch: MetricBatchView = match m.payload() {
             Some(bytes) => {
-                match crate::processor::decode::<MetricBatchView>(&self.codec, bytes).await {
+                match obs_runtime::registry::decode::<MetricBatchView>(&self.codec, bytes).await {
                     Ok(b) => b,
                     Err(e) => {
                         metrics::counter!("obs_rollups_undecodable_messages_total").increment(1);

@@ -212,7 +212,7 @@ pub async fn run(cfg: &Config, opts: &Options) -> anyhow::Result<Report> {
             .headers()
             .is_some_and(|h| h.iter().any(|h| h.key == EVAL_HEADER));
         if !own && let Some(payload) = m.payload() {
-            match crate::processor::decode::<MetricBatch>(&codec, payload).await {
+            match obs_runtime::registry::decode::<MetricBatch>(&codec, payload).await {
                 Ok(batch) => {
                     if let Some(t) = batch
                         .series

@@ -246,7 +246,7 @@ impl Processor {
         }
         let batch = match m.payload() {
             Some(bytes) => {
-                match crate::processor::decode::<MetricBatch>(&self.codec, bytes).await {
+                match obs_runtime::registry::decode::<MetricBatch>(&self.codec, bytes).await {
                     Ok(b) => b,
                     Err(e) => {
                         metrics::counter!("obs_processor_undecodable_messages_total").increment(1);

@@ -280,14 +280,16 @@ impl Checkpointed for Traces {
     async fn handle(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) {
         let (p, offset) = (m.partition(), m.offset());
         let spans: Vec<Span> = match m.payload() {
-            Some(bytes) => match crate::processor::decode::<SpanBatch>(&self.codec, bytes).await {
-                Ok(b) => b.spans,
-                Err(e) => {
-                    metrics::counter!("obs_traces_undecodable_messages_total").increment(1);
-                    tracing::warn!(partition = p, offset, error = %e, "undecodable obs.spans message skipped (the span sink sends it to obs.dlq)");
-                    Vec::new()
+            Some(bytes) => {
+                match obs_runtime::registry::decode::<SpanBatch>(&self.codec, bytes).await {
+                    Ok(b) => b.spans,
+                    Err(e) => {
+                        metrics::counter!("obs_traces_undecodable_messages_total").increment(1);
+                        tracing::warn!(partition = p, offset, error = %e, "undecodable obs.spans message skipped (the span sink sends it to obs.dlq)");
+                        Vec::new()
+                    }
                 }
-            },
+            }
             None => Vec::new(),
         };
         metrics::counter!("obs_traces_spans_total").increment(spans.len() as u64);
