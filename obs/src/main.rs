@@ -7,6 +7,7 @@ mod demo;
 mod demo_traces;
 mod errors;
 mod explain;
+mod huge_pages;
 mod query_api;
 mod replay;
 mod sql;
@@ -433,6 +434,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {
+    huge_pages::disable_unless_asked();
     telemetry::init();
     shutdown::listen();
     if let Err(e) = run(Cli::parse()).await {
