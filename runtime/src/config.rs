@@ -58,6 +58,8 @@ pub struct KafkaConfig {
     /// How long a produce may wait for the broker's acknowledgement before the collector
     /// answers 503 (librdkafka `message.timeout.ms`).
     pub produce_timeout_ms: u64,
+    /// How the producer compresses its batches (librdkafka `compression.type`).
+    pub compression: Compression,
     /// librdkafka debug contexts for consumers (e.g. "cgrp,fetch"), logged through the
     /// stage's log; "" = none. For diagnosing group and fetch problems.
     pub debug: String,
@@ -83,6 +85,7 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             raw_partitions: 3,
             produce_timeout_ms: 10_000,
+            compression: Compression::Lz4,
             debug: String::new(),
             security_protocol: String::new(),
             ssl_ca_file: String::new(),
@@ -90,6 +93,37 @@ impl Default for KafkaConfig {
             sasl_username: String::new(),
             sasl_password: String::new(),
             properties: Default::default(),
+        }
+    }
+}
+
+/// A Kafka compression codec, as librdkafka names it: the producer's choice for the broker
+/// at hand (lz4 suits Apache Kafka; tansu 0.6 decompresses every compressed batch it is
+/// sent, at ~6× the CPU of storing it uncompressed, see docs/PERFORMANCE.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Batches sent as they are.
+    None,
+    /// gzip.
+    Gzip,
+    /// Snappy.
+    Snappy,
+    /// LZ4 (the default).
+    Lz4,
+    /// Zstandard.
+    Zstd,
+}
+
+impl Compression {
+    /// librdkafka's `compression.type` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
         }
     }
 }
@@ -640,6 +674,28 @@ mod tests {
             );
             jail.set_env("OBS_SINK__INSTANCE", "1");
             assert_eq!(Config::load(None).unwrap().sink.instance, 1);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn compression_is_one_of_librdkafkas_codecs() {
+        figment::Jail::expect_with(|jail| {
+            assert_eq!(
+                Config::load(None).unwrap().kafka.compression,
+                Compression::Lz4
+            );
+            jail.set_env("OBS_KAFKA__COMPRESSION", "none");
+            assert_eq!(
+                Config::load(None).unwrap().kafka.compression,
+                Compression::None
+            );
+            jail.set_env("OBS_KAFKA__COMPRESSION", "brotli");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(
+                e.contains("brotli") && e.contains("`none`, `gzip`, `snappy`, `lz4`"),
+                "{e}"
+            );
             Ok(())
         });
     }

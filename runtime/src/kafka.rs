@@ -44,18 +44,29 @@ pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
     c
 }
 
-/// An idempotent, `acks=all`, lz4 producer; a message not acknowledged within
-/// `produce_timeout_ms` fails instead of waiting forever.
+/// An idempotent, `acks=all` producer compressing as `[kafka] compression` says; a message
+/// not acknowledged within `produce_timeout_ms` fails instead of waiting forever.
 pub fn producer(cfg: &KafkaConfig) -> anyhow::Result<FutureProducer> {
-    client_config(cfg)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("compression.type", "lz4")
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", cfg.produce_timeout_ms.to_string())
-        .set("message.max.bytes", (8 << 20).to_string())
+    producer_config(cfg)
         .create()
         .context("creating the Kafka producer")
+}
+
+/// The settings of [`producer`].
+fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = client_config(cfg);
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", cfg.compression.as_str())
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", cfg.produce_timeout_ms.to_string())
+        .set("message.max.bytes", (8 << 20).to_string());
+    // `[kafka.properties]` come last here too, as documented: they were overridden by the
+    // settings above.
+    for (k, v) in &cfg.properties {
+        c.set(k, v);
+    }
+    c
 }
 
 /// An idempotent producer that is replaced by a fresh one after a failed delivery.
@@ -366,9 +377,32 @@ pub fn time_range_positions<C: Consumer>(
 
 #[cfg(test)]
 mod tests {
-    use super::{SharedProducer, client_config, partitions_of, producer};
-    use crate::config::KafkaConfig;
+    use super::{SharedProducer, client_config, partitions_of, producer, producer_config};
+    use crate::config::{Compression, KafkaConfig};
     use std::sync::Arc;
+
+    #[test]
+    fn the_producer_compresses_as_configured_and_properties_come_last() {
+        let c = producer_config(&KafkaConfig::default());
+        assert_eq!(c.get("compression.type"), Some("lz4"));
+        let none = KafkaConfig {
+            compression: Compression::None,
+            ..KafkaConfig::default()
+        };
+        assert_eq!(producer_config(&none).get("compression.type"), Some("none"));
+        let overridden = KafkaConfig {
+            properties: [
+                ("compression.type".to_string(), "zstd".to_string()),
+                ("linger.ms".to_string(), "50".to_string()),
+            ]
+            .into(),
+            ..none
+        };
+        let c = producer_config(&overridden);
+        assert_eq!(c.get("compression.type"), Some("zstd"));
+        assert_eq!(c.get("linger.ms"), Some("50"));
+        assert_eq!(c.get("acks"), Some("all"));
+    }
 
     #[test]
     fn security_settings_reach_librdkafka_and_its_build_supports_them() {
