@@ -2,13 +2,17 @@
 
 Produces MESSAGES records of SIZE bytes to a new 3-partition topic with an idempotent
 producer (acks=all, as the collector publishes), then reads them all back (partitions
-assigned). Prints one JSON line: produce and consume records/s and MB/s.
+assigned). Prints one JSON line: produce and consume records/s and MB/s. The records are
+`x`s, or with --text log-like lines that differ (compressible as logs are); --compression
+is the producer's codec (the broker's cost of a compressed produce is measured with it).
 
     python tools/bench_broker.py --bootstrap 127.0.0.1:9092 [--messages 200000] [--size 300]
+        [--text] [--compression none|gzip|snappy|lz4|zstd]
 """
 
 import argparse
 import json
+import random
 import time
 import uuid
 
@@ -21,6 +25,9 @@ def main():
     ap.add_argument("--bootstrap", required=True)
     ap.add_argument("--messages", type=int, default=200_000)
     ap.add_argument("--size", type=int, default=300)
+    ap.add_argument("--text", action="store_true", help="log-like lines instead of x's")
+    ap.add_argument("--compression", default="none",
+                    choices=["none", "gzip", "snappy", "lz4", "zstd"])
     args = ap.parse_args()
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": args.bootstrap})
@@ -32,15 +39,16 @@ def main():
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
-        "compression.type": "none",
+        "compression.type": args.compression,
+        "message.max.bytes": 8 << 20,
     })
-    payload = b"x" * args.size
+    payloads = text_payloads(args.size) if args.text else [b"x" * args.size]
     failed = []
     started = time.monotonic()
     for i in range(args.messages):
         while True:
             try:
-                producer.produce(topic, payload, key=str(i % 1000).encode(),
+                producer.produce(topic, payloads[i % len(payloads)], key=str(i % 1000).encode(),
                                  on_delivery=lambda e, m: e and failed.append(e))
                 break
             except BufferError:
@@ -74,11 +82,30 @@ def main():
     print(json.dumps({
         "messages": args.messages,
         "size": args.size,
+        "text": args.text,
+        "compression": args.compression,
         "produce_per_s": round(args.messages / produce_s),
         "produce_mb_per_s": round(mb / produce_s, 1),
         "consume_per_s": round(args.messages / consume_s),
         "consume_mb_per_s": round(mb / consume_s, 1),
     }))
+
+
+def text_payloads(size, count=64):
+    """`count` different payloads of `size` bytes of access-log-like lines (seeded)."""
+    rnd = random.Random(1)
+    out = []
+    for _ in range(count):
+        lines = []
+        n = 0
+        while n < size:
+            line = (f"GET /api/v1/items/{rnd.randint(0, 99999)} 200 {rnd.randint(0, 250)}ms "
+                    f"user={rnd.randint(0, 999)} service=checkout http.method=GET "
+                    f"http.route=/api/v1/items/{{id}} seq={rnd.randint(0, 10**9)}\n")
+            lines.append(line)
+            n += len(line)
+        out.append("".join(lines).encode()[:size])
+    return out
 
 
 if __name__ == "__main__":
