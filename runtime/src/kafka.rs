@@ -14,7 +14,9 @@ use obs_schemas::Topic;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::config::FromClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::error::KafkaResult;
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -22,9 +24,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::config::KafkaConfig;
 
 /// The settings every client of the brokers starts from: where they are, and how to
-/// authenticate and encrypt (`[kafka] security_protocol`, `ssl_ca_file`, `sasl_*`, then any
-/// librdkafka property from `[kafka.properties]`).
-pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
+/// authenticate and encrypt (`[kafka] security_protocol`, `ssl_ca_file`, `sasl_*`). Each
+/// builder adds its own settings; `[kafka.properties]` are applied over all of them when
+/// the client is created, as documented.
+pub fn client_config(cfg: &KafkaConfig) -> Settings {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers);
     if !cfg.security_protocol.is_empty() {
@@ -38,10 +41,44 @@ pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
         c.set("sasl.username", &cfg.sasl_username);
         c.set("sasl.password", &cfg.sasl_password);
     }
-    for (k, v) in &cfg.properties {
-        c.set(k, v);
+    Settings {
+        own: c,
+        properties: cfg.properties.clone(),
     }
-    c
+}
+
+/// A client's settings, with the user's `[kafka.properties]` kept apart so that they are
+/// applied last however the builder orders its own calls.
+///
+/// Why a type: before it, each builder set its settings after the properties had been
+/// applied, so a property such as `fetch.wait.max.ms` or `compression.type` was silently
+/// reset by the stage's own value.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    own: ClientConfig,
+    properties: std::collections::BTreeMap<String, String>,
+}
+
+impl Settings {
+    /// Sets one of the builder's own settings (a property of the same name still wins).
+    pub fn set(&mut self, key: &str, value: impl Into<String>) -> &mut Self {
+        self.own.set(key, value);
+        self
+    }
+
+    /// The settings librdkafka is given: the builder's own, then `[kafka.properties]`.
+    pub fn effective(&self) -> ClientConfig {
+        let mut c = self.own.clone();
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// Creates the client from [`Settings::effective`].
+    pub fn create<T: FromClientConfig>(&self) -> KafkaResult<T> {
+        self.effective().create()
+    }
 }
 
 /// An idempotent, `acks=all` producer compressing as `[kafka] compression` says; a message
@@ -53,7 +90,7 @@ pub fn producer(cfg: &KafkaConfig) -> anyhow::Result<FutureProducer> {
 }
 
 /// The settings of [`producer`].
-fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
+fn producer_config(cfg: &KafkaConfig) -> Settings {
     let mut c = client_config(cfg);
     c.set("enable.idempotence", "true")
         .set("acks", "all")
@@ -61,11 +98,6 @@ fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
         .set("linger.ms", "5")
         .set("message.timeout.ms", cfg.produce_timeout_ms.to_string())
         .set("message.max.bytes", (8 << 20).to_string());
-    // `[kafka.properties]` come last here too, as documented: they were overridden by the
-    // settings above.
-    for (k, v) in &cfg.properties {
-        c.set(k, v);
-    }
     c
 }
 
@@ -155,6 +187,13 @@ impl SharedProducer {
 /// stored and read back normally, by tansu and by Kafka alike. Stages therefore take their
 /// partitions themselves, as Arroyo's and Flink's Kafka sources do.
 pub fn consumer(cfg: &KafkaConfig, group: &str) -> anyhow::Result<StreamConsumer> {
+    consumer_config(cfg, group)
+        .create()
+        .context("creating the Kafka consumer")
+}
+
+/// The settings of [`consumer`].
+fn consumer_config(cfg: &KafkaConfig, group: &str) -> Settings {
     let mut client = client_config(cfg);
     if !cfg.debug.is_empty() {
         client.set("debug", &cfg.debug);
@@ -167,9 +206,8 @@ pub fn consumer(cfg: &KafkaConfig, group: &str) -> anyhow::Result<StreamConsumer
         // What librdkafka prefetches while the stage is not consuming: bounded.
         .set("queued.max.messages.kbytes", "65536")
         .set("fetch.max.bytes", (32 << 20).to_string())
-        .set("max.partition.fetch.bytes", (8 << 20).to_string())
-        .create()
-        .context("creating the Kafka consumer")
+        .set("max.partition.fetch.bytes", (8 << 20).to_string());
+    client
 }
 
 /// The offsets `client`'s consumer group has committed on `partitions` of `topic` (a
@@ -377,19 +415,24 @@ pub fn time_range_positions<C: Consumer>(
 
 #[cfg(test)]
 mod tests {
-    use super::{SharedProducer, client_config, partitions_of, producer, producer_config};
+    use super::{
+        SharedProducer, client_config, consumer_config, partitions_of, producer, producer_config,
+    };
     use crate::config::{Compression, KafkaConfig};
     use std::sync::Arc;
 
     #[test]
     fn the_producer_compresses_as_configured_and_properties_come_last() {
-        let c = producer_config(&KafkaConfig::default());
+        let c = producer_config(&KafkaConfig::default()).effective();
         assert_eq!(c.get("compression.type"), Some("lz4"));
         let none = KafkaConfig {
             compression: Compression::None,
             ..KafkaConfig::default()
         };
-        assert_eq!(producer_config(&none).get("compression.type"), Some("none"));
+        assert_eq!(
+            producer_config(&none).effective().get("compression.type"),
+            Some("none")
+        );
         let overridden = KafkaConfig {
             properties: [
                 ("compression.type".to_string(), "zstd".to_string()),
@@ -398,10 +441,35 @@ mod tests {
             .into(),
             ..none
         };
-        let c = producer_config(&overridden);
+        let c = producer_config(&overridden).effective();
         assert_eq!(c.get("compression.type"), Some("zstd"));
         assert_eq!(c.get("linger.ms"), Some("50"));
         assert_eq!(c.get("acks"), Some("all"));
+    }
+
+    #[test]
+    fn properties_override_the_consumers_own_settings_and_those_set_after_them() {
+        let cfg = KafkaConfig {
+            properties: [
+                ("fetch.max.bytes".to_string(), "1048576".to_string()),
+                ("fetch.wait.max.ms".to_string(), "20".to_string()),
+                ("group.id".to_string(), "theirs".to_string()),
+            ]
+            .into(),
+            ..KafkaConfig::default()
+        };
+        let c = consumer_config(&cfg, "obs-sink-logs").effective();
+        assert_eq!(c.get("fetch.max.bytes"), Some("1048576"));
+        assert_eq!(c.get("fetch.wait.max.ms"), Some("20"));
+        assert_eq!(c.get("group.id"), Some("theirs"));
+        assert_eq!(c.get("enable.auto.commit"), Some("false"));
+        // A builder's setting made after `client_config` returned still yields to them.
+        let mut later = client_config(&cfg);
+        later.set("fetch.max.bytes", "999");
+        assert_eq!(later.effective().get("fetch.max.bytes"), Some("1048576"));
+        let plain = consumer_config(&KafkaConfig::default(), "obs-sink-logs").effective();
+        assert_eq!(plain.get("fetch.max.bytes"), Some("33554432"));
+        assert_eq!(plain.get("group.id"), Some("obs-sink-logs"));
     }
 
     #[test]
@@ -415,7 +483,7 @@ mod tests {
             properties: [("client.id".to_string(), "obs-test".to_string())].into(),
             ..KafkaConfig::default()
         };
-        let c = client_config(&cfg);
+        let c = client_config(&cfg).effective();
         assert_eq!(c.get("security.protocol"), Some("sasl_ssl"));
         assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
         assert_eq!(c.get("sasl.username"), Some("obs"));
