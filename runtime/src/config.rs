@@ -60,6 +60,12 @@ pub struct KafkaConfig {
     pub produce_timeout_ms: u64,
     /// How the producer compresses its batches (librdkafka `compression.type`).
     pub compression: Compression,
+    /// How long the broker may hold a fetch of a raw topic waiting for more data
+    /// (librdkafka `fetch.wait.max.ms` of their readers; other topics keep librdkafka's
+    /// 500). tansu 0.6 holds even a fetch that found data about this long and answers at
+    /// most 5 MiB, so this bounds what one reader can read (see docs/PERFORMANCE.md); a
+    /// shorter wait polls an idle broker more often.
+    pub raw_fetch_wait_ms: u64,
     /// librdkafka debug contexts for consumers (e.g. "cgrp,fetch"), logged through the
     /// stage's log; "" = none. For diagnosing group and fetch problems.
     pub debug: String,
@@ -85,7 +91,8 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             raw_partitions: 3,
             produce_timeout_ms: 10_000,
-            compression: Compression::Lz4,
+            compression: Compression::None,
+            raw_fetch_wait_ms: 100,
             debug: String::new(),
             security_protocol: String::new(),
             ssl_ca_file: String::new(),
@@ -98,18 +105,19 @@ impl Default for KafkaConfig {
 }
 
 /// A Kafka compression codec, as librdkafka names it: the producer's choice for the broker
-/// at hand (lz4 suits Apache Kafka; tansu 0.6 decompresses every compressed batch it is
-/// sent, at ~6× the CPU of storing it uncompressed, see docs/PERFORMANCE.md).
+/// at hand (none for tansu 0.6, which decompresses every compressed batch it is sent, at
+/// ~6× the CPU of storing it uncompressed; lz4 suits Apache Kafka, see
+/// docs/PERFORMANCE.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
-    /// Batches sent as they are.
+    /// Batches sent as they are (the default).
     None,
     /// gzip.
     Gzip,
     /// Snappy.
     Snappy,
-    /// LZ4 (the default).
+    /// LZ4.
     Lz4,
     /// Zstandard.
     Zstd,
@@ -683,12 +691,12 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             assert_eq!(
                 Config::load(None).unwrap().kafka.compression,
-                Compression::Lz4
+                Compression::None
             );
-            jail.set_env("OBS_KAFKA__COMPRESSION", "none");
+            jail.set_env("OBS_KAFKA__COMPRESSION", "lz4");
             assert_eq!(
                 Config::load(None).unwrap().kafka.compression,
-                Compression::None
+                Compression::Lz4
             );
             jail.set_env("OBS_KAFKA__COMPRESSION", "brotli");
             let e = Config::load(None).unwrap_err().to_string();

@@ -179,24 +179,28 @@ impl SharedProducer {
 
 /// A consumer whose offsets are committed in `group`, only when the stage says so, starting
 /// from the earliest offset where the group has none. It does not join the group: give it
-/// its partitions with [`assign`].
+/// its partitions with [`assign`]. A reader of a raw `topic` has the broker hold its
+/// fetches at most `[kafka] raw_fetch_wait_ms`.
 ///
 /// Why not the broker's group coordination: tansu 0.6 keeps a group's previous leader after
 /// that member is gone (a restarted stage, a restarted broker), so every new member is
 /// handed no partitions, forever; offsets committed by a consumer outside the group are
 /// stored and read back normally, by tansu and by Kafka alike. Stages therefore take their
 /// partitions themselves, as Arroyo's and Flink's Kafka sources do.
-pub fn consumer(cfg: &KafkaConfig, group: &str) -> anyhow::Result<StreamConsumer> {
-    consumer_config(cfg, group)
+pub fn consumer(cfg: &KafkaConfig, group: &str, topic: &str) -> anyhow::Result<StreamConsumer> {
+    consumer_config(cfg, group, topic)
         .create()
         .context("creating the Kafka consumer")
 }
 
 /// The settings of [`consumer`].
-fn consumer_config(cfg: &KafkaConfig, group: &str) -> Settings {
+fn consumer_config(cfg: &KafkaConfig, group: &str, topic: &str) -> Settings {
     let mut client = client_config(cfg);
     if !cfg.debug.is_empty() {
         client.set("debug", &cfg.debug);
+    }
+    if Topic::parse(topic).is_ok_and(Topic::is_raw) {
+        client.set("fetch.wait.max.ms", cfg.raw_fetch_wait_ms.to_string());
     }
     client
         .set("group.id", group)
@@ -310,7 +314,7 @@ pub async fn ensure_topics(cfg: &KafkaConfig) -> anyhow::Result<()> {
     let topics: Vec<(String, i32)> = Topic::ALL
         .iter()
         .map(|&t| {
-            let n = if t.default_partitions() > 1 {
+            let n = if t.is_raw() {
                 cfg.raw_partitions
             } else {
                 t.default_partitions()
@@ -424,14 +428,14 @@ mod tests {
     #[test]
     fn the_producer_compresses_as_configured_and_properties_come_last() {
         let c = producer_config(&KafkaConfig::default()).effective();
-        assert_eq!(c.get("compression.type"), Some("lz4"));
-        let none = KafkaConfig {
-            compression: Compression::None,
+        assert_eq!(c.get("compression.type"), Some("none"));
+        let lz4 = KafkaConfig {
+            compression: Compression::Lz4,
             ..KafkaConfig::default()
         };
         assert_eq!(
-            producer_config(&none).effective().get("compression.type"),
-            Some("none")
+            producer_config(&lz4).effective().get("compression.type"),
+            Some("lz4")
         );
         let overridden = KafkaConfig {
             properties: [
@@ -439,7 +443,7 @@ mod tests {
                 ("linger.ms".to_string(), "50".to_string()),
             ]
             .into(),
-            ..none
+            ..lz4
         };
         let c = producer_config(&overridden).effective();
         assert_eq!(c.get("compression.type"), Some("zstd"));
@@ -458,7 +462,7 @@ mod tests {
             .into(),
             ..KafkaConfig::default()
         };
-        let c = consumer_config(&cfg, "obs-sink-logs").effective();
+        let c = consumer_config(&cfg, "obs-sink-logs", "obs.logs").effective();
         assert_eq!(c.get("fetch.max.bytes"), Some("1048576"));
         assert_eq!(c.get("fetch.wait.max.ms"), Some("20"));
         assert_eq!(c.get("group.id"), Some("theirs"));
@@ -467,9 +471,14 @@ mod tests {
         let mut later = client_config(&cfg);
         later.set("fetch.max.bytes", "999");
         assert_eq!(later.effective().get("fetch.max.bytes"), Some("1048576"));
-        let plain = consumer_config(&KafkaConfig::default(), "obs-sink-logs").effective();
+        let plain =
+            consumer_config(&KafkaConfig::default(), "obs-sink-logs", "obs.logs").effective();
         assert_eq!(plain.get("fetch.max.bytes"), Some("33554432"));
         assert_eq!(plain.get("group.id"), Some("obs-sink-logs"));
+        assert_eq!(plain.get("fetch.wait.max.ms"), Some("100"));
+        // A topic that is not raw keeps librdkafka's wait.
+        let alerts = consumer_config(&KafkaConfig::default(), "obs-sink-alerts", "obs.alerts");
+        assert_eq!(alerts.effective().get("fetch.wait.max.ms"), None);
     }
 
     #[test]

@@ -110,16 +110,23 @@ impl Topic {
     /// Default partition count: the raw topics carry the volume, the derived ones less;
     /// the sampled spans and the checkpoints follow the raw topics' partitions one to one.
     pub fn default_partitions(self) -> i32 {
-        match self {
+        if self.is_raw() { 3 } else { 1 }
+    }
+
+    /// Whether the topic carries the pipeline's volume (records as collected, their
+    /// processed forms, state): created with `[kafka] raw_partitions` and read with
+    /// `[kafka] raw_fetch_wait_ms`.
+    pub fn is_raw(self) -> bool {
+        matches!(
+            self,
             Topic::Metrics
-            | Topic::Logs
-            | Topic::LogsIngest
-            | Topic::Spans
-            | Topic::SpansSampled
-            | Topic::LogsRaw
-            | Topic::ProcessorState => 3,
-            _ => 1,
-        }
+                | Topic::Logs
+                | Topic::LogsIngest
+                | Topic::Spans
+                | Topic::SpansSampled
+                | Topic::LogsRaw
+                | Topic::ProcessorState
+        )
     }
 }
 

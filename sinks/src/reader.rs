@@ -128,7 +128,7 @@ async fn read(
     topic: Topic,
     tables: TopicTables,
 ) -> anyhow::Result<()> {
-    let consumer: StreamConsumer = kafka::consumer(cfg, &group)?;
+    let consumer: StreamConsumer = kafka::consumer(cfg, &group, topic.name())?;
     let committed: Vec<&BTreeMap<i32, i64>> = tables.tables.iter().map(|t| &t.committed).collect();
     let positions = start_positions(&tables.partitions, &committed);
     kafka::assign_at(&consumer, topic.name(), &positions)?;

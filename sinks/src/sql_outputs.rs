@@ -59,6 +59,7 @@ async fn run_one(cfg: Config, query: String) -> anyhow::Result<()> {
     let consumer = kafka::consumer(
         &cfg.kafka,
         &format!("{}-sql-{query}", cfg.sink.group_prefix),
+        &topic,
     )?;
     let owned = kafka::assign(&consumer, &topic, cfg.sink.instance, cfg.sink.instances)?;
     if owned.is_empty() {

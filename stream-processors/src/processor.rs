@@ -44,6 +44,7 @@ pub async fn connect(cfg: &Config, name: &str, input: Topic) -> anyhow::Result<W
     let consumer = kafka::consumer(
         &cfg.kafka,
         &format!("{}-{name}-{}", pc.group_prefix, pc.instance),
+        input.name(),
     )?;
     Ok(Wiring {
         counts,

@@ -116,6 +116,7 @@ fn raw_start(cfg: &Config, consumer: &StreamConsumer, p: i32) -> anyhow::Result<
     let sink = obs_runtime::kafka::consumer(
         &cfg.kafka,
         &format!("{}-otel_logs_raw", cfg.sink.group_prefix),
+        topic,
     )?;
     Ok(committed(&sink)?.map_or(Offset::Beginning, Offset::Offset))
 }

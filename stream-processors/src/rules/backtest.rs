@@ -137,8 +137,8 @@ pub async fn run(cfg: &Config, opts: &Options) -> anyhow::Result<Report> {
     let window = engines[0].window_ms();
 
     let group_id = format!("obs-backtest-{}", std::process::id());
-    let consumer = kafka::consumer(&cfg.kafka, &group_id)?;
     let topic = Topic::Metrics.name();
+    let consumer = kafka::consumer(&cfg.kafka, &group_id, topic)?;
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .context("reading the partitions of obs.metrics")?;

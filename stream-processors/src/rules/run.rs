@@ -114,8 +114,8 @@ pub async fn run(cfg: Config, ready: ops::Readiness, view: RulesView) -> anyhow:
         counts,
     );
     let group_id = format!("{}-{}", pc.group_prefix, pc.instance);
-    let consumer = kafka::consumer(&cfg.kafka, &group_id)?;
     let topic = Topic::Metrics.name();
+    let consumer = kafka::consumer(&cfg.kafka, &group_id, topic)?;
     let parts = kafka::assign(&consumer, topic, 0, 1)?;
     let catch_up = end_offsets(&consumer, topic, &parts)?;
     let (instance, instances) = (pc.instance, pc.instances);
