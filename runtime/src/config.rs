@@ -627,6 +627,12 @@ impl Config {
             "invalid configuration: [traces] publish_sampled = {:?}: expected \"auto\", \"always\" or \"never\"",
             self.traces.publish_sampled
         );
+        anyhow::ensure!(
+            self.kafka.raw_fetch_wait_ms <= 300_000,
+            "invalid configuration: [kafka] raw_fetch_wait_ms = {} must be at most 300000 \
+             (librdkafka's largest fetch.wait.max.ms)",
+            self.kafka.raw_fetch_wait_ms
+        );
         let late_after_secs = obs_schemas::late_writes::LATE_AFTER_MS as u64 / 1000;
         anyhow::ensure!(
             self.query.results_cache_freshness_secs >= late_after_secs,
@@ -698,6 +704,14 @@ mod tests {
                 Config::load(None).unwrap().kafka.compression,
                 Compression::Lz4
             );
+            jail.set_env("OBS_KAFKA__RAW_FETCH_WAIT_MS", "300001");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(
+                e.contains("[kafka] raw_fetch_wait_ms = 300001 must be at most 300000"),
+                "{e}"
+            );
+            jail.set_env("OBS_KAFKA__RAW_FETCH_WAIT_MS", "300000");
+            assert_eq!(Config::load(None).unwrap().kafka.raw_fetch_wait_ms, 300_000);
             jail.set_env("OBS_KAFKA__COMPRESSION", "brotli");
             let e = Config::load(None).unwrap_err().to_string();
             assert!(
