@@ -56,7 +56,7 @@ pub struct KafkaConfig {
     /// Partitions of each raw topic (obs.metrics, obs.logs, obs.spans) when we create it.
     pub raw_partitions: i32,
     /// How long a produce may wait for the broker's acknowledgement before the collector
-    /// answers 503 (librdkafka `message.timeout.ms`).
+    /// answers 503 (librdkafka `message.timeout.ms`; the answer comes at most 2 s later).
     pub produce_timeout_ms: u64,
     /// How the producer compresses its batches (librdkafka `compression.type`).
     pub compression: Compression,

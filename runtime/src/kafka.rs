@@ -6,6 +6,7 @@
 //! produce (tansu does not), so every stage calls [`ensure_topics`] at start-up.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
@@ -15,8 +16,8 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::FromClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::error::KafkaResult;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -111,12 +112,82 @@ fn producer_config(cfg: &KafkaConfig) -> Settings {
 #[derive(Clone)]
 pub struct SharedProducer {
     cfg: KafkaConfig,
-    current: Arc<RwLock<(u64, FutureProducer)>>,
+    current: Arc<RwLock<(u64, Arc<Session>)>>,
 }
 
 /// The producer sessions alive in this process, by configuration (see
 /// [`SharedProducer::for_process`]).
-type Sessions = Vec<(KafkaConfig, Weak<RwLock<(u64, FutureProducer)>>)>;
+type Sessions = Vec<(KafkaConfig, Weak<RwLock<(u64, Arc<Session>)>>)>;
+
+/// One producer session of a [`SharedProducer`]: its librdkafka producer, destroyed on a
+/// thread of its own once [`SharedProducer::reset`] replaced it and its last user let go.
+///
+/// Why: destroying a producer purges it, flushes for up to 500 ms, stops its polling thread
+/// and waits for librdkafka's threads; the last user of a replaced session is usually a
+/// request still holding it, on the async runtime, whose answer would wait for all that
+/// (and other tasks of that worker thread with it).
+pub struct Session {
+    producer: Option<FutureProducer>,
+    retired: AtomicBool,
+}
+
+impl Session {
+    fn new(producer: FutureProducer) -> Arc<Self> {
+        Arc::new(Session {
+            producer: Some(producer),
+            retired: AtomicBool::new(false),
+        })
+    }
+}
+
+impl std::ops::Deref for Session {
+    type Target = FutureProducer;
+
+    fn deref(&self) -> &FutureProducer {
+        self.producer
+            .as_ref()
+            .expect("a session's producer lives as long as it")
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let Some(producer) = self.producer.take() else {
+            return;
+        };
+        if !*self.retired.get_mut() {
+            // The current session, dropped with the last stage: flushed here, as it
+            // should be when the process ends.
+            return drop(producer);
+        }
+        #[cfg(test)]
+        let at = self as *const Session as usize;
+        let spawned = std::thread::Builder::new()
+            .name(RETIRED_SESSION_THREAD.into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                drop(producer);
+                let took_ms = started.elapsed().as_millis() as u64;
+                if took_ms >= 1_000 {
+                    tracing::warn!(took_ms, "destroying a replaced Kafka producer took long");
+                } else {
+                    tracing::debug!(took_ms, "replaced Kafka producer destroyed");
+                }
+                #[cfg(test)]
+                tests::retired_session_destroyed(at);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no thread to destroy a replaced Kafka producer on; destroying it here");
+        }
+    }
+}
+
+/// How much longer than the produce timeout a delivery report is waited for: librdkafka
+/// checks message timeouts about once a second.
+pub const DELIVERY_GRACE: Duration = Duration::from_secs(2);
+
+/// The name of the threads that destroy replaced producer sessions.
+const RETIRED_SESSION_THREAD: &str = "obs-kafka-retired-producer";
 
 impl SharedProducer {
     /// The producer of this process for `cfg`: the stages of one process (every stage in
@@ -135,7 +206,7 @@ impl SharedProducer {
         let current = match alive {
             Some(current) => current,
             None => {
-                let current = Arc::new(RwLock::new((0, producer(cfg)?)));
+                let current = Arc::new(RwLock::new((0, Session::new(producer(cfg)?))));
                 sessions.push((cfg.clone(), Arc::downgrade(&current)));
                 current
             }
@@ -146,8 +217,17 @@ impl SharedProducer {
         })
     }
 
+    /// How long a caller waits for a delivery report before it answers "retry later":
+    /// `[kafka] produce_timeout_ms` (librdkafka's `message.timeout.ms`) and
+    /// [`DELIVERY_GRACE`]. Why: librdkafka keeps messages that were in flight when the
+    /// broker went away past their timeout (the idempotent producer retries them in
+    /// sequence); the collectors answered 8–11 s after a broker stop with a 3 s timeout.
+    pub fn delivery_wait(&self) -> Duration {
+        Duration::from_millis(self.cfg.produce_timeout_ms) + DELIVERY_GRACE
+    }
+
     /// The current session and its generation (pass it to [`SharedProducer::reset`]).
-    pub fn get(&self) -> (u64, FutureProducer) {
+    pub fn get(&self) -> (u64, Arc<Session>) {
         let guard = self.current.read().expect("producer lock");
         (guard.0, guard.1.clone())
     }
@@ -170,10 +250,11 @@ impl SharedProducer {
                 generation = generation + 1,
                 "starting a new Kafka producer session after a failed delivery"
             );
-            std::mem::replace(&mut *guard, (generation + 1, fresh))
+            std::mem::replace(&mut *guard, (generation + 1, Session::new(fresh)))
         };
-        // Dropping a producer flushes it, which may block: not on the async runtime.
-        std::thread::spawn(move || drop(old));
+        // Whoever drops it last (often a request still waiting on it), it is destroyed
+        // on a thread of its own.
+        old.1.retired.store(true, Ordering::SeqCst);
     }
 }
 
@@ -308,6 +389,21 @@ pub fn committer(cfg: &KafkaConfig, group: &str) -> anyhow::Result<BaseConsumer>
         .with_context(|| format!("creating the offset committer of group {group}"))
 }
 
+/// Commits `offsets` in `consumer`'s group and waits for the broker's answer, on the
+/// blocking pool. Why: librdkafka's synchronous commit waits without limit while the
+/// group's coordinator is unreachable; on an async worker thread it stalled every task
+/// queued behind it, so with the broker stopped the collectors answered after 10–30 s
+/// instead of within their produce timeout.
+pub async fn commit_sync<C>(consumer: &Arc<C>, offsets: &TopicPartitionList) -> KafkaResult<()>
+where
+    C: Consumer + Send + Sync + 'static,
+{
+    let (consumer, offsets) = (consumer.clone(), offsets.clone());
+    tokio::task::spawn_blocking(move || consumer.commit(&offsets, CommitMode::Sync))
+        .await
+        .unwrap_or(Err(KafkaError::Canceled))
+}
+
 /// Creates every pipeline topic that does not exist yet (raw topics with
 /// `raw_partitions`), and waits until the broker reports them.
 pub async fn ensure_topics(cfg: &KafkaConfig) -> anyhow::Result<()> {
@@ -420,7 +516,8 @@ pub fn time_range_positions<C: Consumer>(
 #[cfg(test)]
 mod tests {
     use super::{
-        SharedProducer, client_config, consumer_config, partitions_of, producer, producer_config,
+        RETIRED_SESSION_THREAD, SharedProducer, client_config, consumer_config, partitions_of,
+        producer, producer_config,
     };
     use crate::config::{Compression, KafkaConfig};
     use std::sync::Arc;
@@ -536,6 +633,53 @@ mod tests {
         drop((a, b));
         assert_eq!(weak.strong_count(), 0);
         assert_eq!(SharedProducer::for_process(&cfg).unwrap().get().0, 0);
+    }
+
+    /// Replaced sessions destroyed so far: where each was, and the thread that did it.
+    static RETIRED_DESTROYED: std::sync::Mutex<Vec<(usize, Option<String>)>> =
+        std::sync::Mutex::new(Vec::new());
+
+    /// Called by the thread that destroyed the replaced session that was at `at`.
+    pub(super) fn retired_session_destroyed(at: usize) {
+        let name = std::thread::current().name().map(str::to_string);
+        RETIRED_DESTROYED.lock().unwrap().push((at, name));
+    }
+
+    /// The threads that destroyed the replaced session that was at `at`.
+    fn destroyers(at: usize) -> Vec<Option<String>> {
+        let done = RETIRED_DESTROYED.lock().unwrap();
+        done.iter()
+            .filter(|(a, _)| *a == at)
+            .map(|(_, n)| n.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_replaced_session_is_destroyed_on_a_thread_of_its_own_when_its_last_user_lets_go() {
+        let cfg = KafkaConfig {
+            brokers: "127.0.0.1:3".into(),
+            ..KafkaConfig::default()
+        };
+        let shared = SharedProducer::for_process(&cfg).unwrap();
+        let (generation, in_use) = shared.get();
+        let at = Arc::as_ptr(&in_use) as usize;
+        shared.reset(generation);
+        // A caller still holds the old session: it is not destroyed yet.
+        assert!(destroyers(at).is_empty());
+        drop(in_use);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while destroyers(at).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "never destroyed");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(
+            destroyers(at),
+            vec![Some(RETIRED_SESSION_THREAD.to_string())]
+        );
+        // The current session is not retired: the last stage's drop destroys it in place.
+        let current = Arc::as_ptr(&shared.get().1) as usize;
+        drop(shared);
+        assert!(destroyers(current).is_empty());
     }
 
     #[test]

@@ -309,27 +309,34 @@ impl Publisher {
             encoded.push((m.partition, bytes, headers));
         }
         let (generation, producer) = self.producer.get();
+        let deadline = tokio::time::Instant::now() + self.producer.delivery_wait();
         let sends = encoded.iter().map(|(partition, payload, headers)| {
-            producer.send(
-                FutureRecord::<(), _>::to(topic.name())
-                    .partition(*partition)
-                    .payload(payload)
-                    .headers(headers.clone()),
-                ENQUEUE_TIMEOUT,
+            tokio::time::timeout_at(
+                deadline,
+                producer.send(
+                    FutureRecord::<(), _>::to(topic.name())
+                        .partition(*partition)
+                        .payload(payload)
+                        .headers(headers.clone()),
+                    ENQUEUE_TIMEOUT,
+                ),
             )
         });
         let mut failed = false;
         let results: Vec<Result<(i32, i64), PublishError>> = join_all(sends)
             .await
             .into_iter()
-            .map(|r| match r {
-                Ok(delivery) => Ok((delivery.partition, delivery.offset)),
-                Err((e, _)) => {
+            .map(|r| match r.map_err(|_| self.not_acknowledged()) {
+                Ok(Ok(delivery)) => Ok((delivery.partition, delivery.offset)),
+                Ok(Err((e, _))) => Err(PublishError(describe(&e))),
+                Err(e) => Err(e),
+            })
+            .inspect(|r| {
+                if let Err(e) = r {
                     if !failed {
                         tracing::warn!(topic = topic.name(), error = %e, "publish failed");
                     }
                     failed = true;
-                    Err(PublishError(describe(&e)))
                 }
             })
             .collect();
@@ -424,24 +431,31 @@ impl Publisher {
         messages: &[(i32, Vec<u8>, Vec<u8>)],
     ) -> Result<Vec<(i32, i64)>, PublishError> {
         let (generation, producer) = self.producer.get();
+        let deadline = tokio::time::Instant::now() + self.producer.delivery_wait();
         let sends = messages.iter().map(|(partition, key, payload)| {
-            producer.send(
-                FutureRecord::to(topic)
-                    .partition(*partition)
-                    .key(key)
-                    .payload(payload),
-                ENQUEUE_TIMEOUT,
+            tokio::time::timeout_at(
+                deadline,
+                producer.send(
+                    FutureRecord::to(topic)
+                        .partition(*partition)
+                        .key(key)
+                        .payload(payload),
+                    ENQUEUE_TIMEOUT,
+                ),
             )
         });
         let mut out = Vec::with_capacity(messages.len());
         for r in join_all(sends).await {
-            match r {
-                Ok(d) => out.push((d.partition, d.offset)),
-                Err((e, _)) => {
-                    self.producer.reset(generation);
-                    return Err(PublishError(describe(&e)));
+            let failure = match r {
+                Ok(Ok(d)) => {
+                    out.push((d.partition, d.offset));
+                    continue;
                 }
-            }
+                Ok(Err((e, _))) => PublishError(describe(&e)),
+                Err(_) => self.not_acknowledged(),
+            };
+            self.producer.reset(generation);
+            return Err(failure);
         }
         metrics::counter!("obs_messages_published_total", "topic" => topic.to_string())
             .increment(out.len() as u64);
@@ -458,6 +472,16 @@ fn chunks<T>(mut items: Vec<T>, max: usize) -> Vec<Vec<T>> {
         items = rest;
     }
     out
+}
+
+impl Publisher {
+    /// A delivery report that did not come within [`SharedProducer::delivery_wait`].
+    fn not_acknowledged(&self) -> PublishError {
+        PublishError(format!(
+            "the Kafka broker did not acknowledge within {} ms",
+            self.producer.delivery_wait().as_millis()
+        ))
+    }
 }
 
 fn describe(e: &KafkaError) -> String {

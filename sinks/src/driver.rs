@@ -41,7 +41,7 @@ use obs_schemas::Topic;
 use obs_schemas::late_writes::{self, LateWrite};
 use obs_schemas::records::DeadLetter;
 use obs_schemas::wire::Codec;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
@@ -196,7 +196,7 @@ pub struct SinkDriver<T: TableSink> {
     /// The table's messages, from its topic's reader.
     messages: tokio::sync::mpsc::Receiver<Delivery>,
     /// Commits the table's offsets in its group.
-    committer: BaseConsumer,
+    committer: Arc<BaseConsumer>,
     /// What the group had committed at start, by partition: the reader may start lower.
     committed: BTreeMap<i32, i64>,
     group: String,
@@ -270,7 +270,7 @@ impl<T: TableSink> SinkDriver<T> {
         crate::lag::spawn(&cfg.kafka, watch, ready.clone());
         Ok(SinkDriver {
             messages,
-            committer,
+            committer: Arc::new(committer),
             committed,
             group,
             dlq: SharedProducer::for_process(&cfg.kafka)?,
@@ -783,7 +783,7 @@ impl<T: TableSink> SinkDriver<T> {
             return;
         }
         for attempt in 1..=10 {
-            match self.committer.commit(&tpl, CommitMode::Sync) {
+            match kafka::commit_sync(&self.committer, &tpl).await {
                 Ok(()) => return,
                 Err(e) => {
                     // Rows are stored and the batch is re-formed identically: a failed commit

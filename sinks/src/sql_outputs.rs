@@ -12,6 +12,7 @@
 //! cannot be decoded go to `obs.dlq`.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -21,7 +22,7 @@ use obs_runtime::{Config, clickhouse as ch, ops, shutdown};
 use obs_schemas::records::DeadLetter;
 use obs_schemas::sql_output;
 use obs_schemas::wire::{Codec, WireError};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -56,11 +57,11 @@ struct Sink {
 async fn run_one(cfg: Config, query: String) -> anyhow::Result<()> {
     let topic = sql_output::topic_name(&query);
     kafka::ensure_named_topics(&cfg.kafka, &[(topic.clone(), 1)]).await?;
-    let consumer = kafka::consumer(
+    let consumer = Arc::new(kafka::consumer(
         &cfg.kafka,
         &format!("{}-sql-{query}", cfg.sink.group_prefix),
         &topic,
-    )?;
+    )?);
     let owned = kafka::assign(&consumer, &topic, cfg.sink.instance, cfg.sink.instances)?;
     if owned.is_empty() {
         return Ok(());
@@ -110,7 +111,12 @@ async fn run_one(cfg: Config, query: String) -> anyhow::Result<()> {
 
 impl Sink {
     /// Inserts the rows of `batch` (retrying until ClickHouse accepts), then commits it.
-    async fn store(&mut self, consumer: &StreamConsumer, topic: &str, batch: Vec<OwnedMessage>) {
+    async fn store(
+        &mut self,
+        consumer: &Arc<StreamConsumer>,
+        topic: &str,
+        batch: Vec<OwnedMessage>,
+    ) {
         let mut lines = Vec::new();
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
         for m in &batch {
@@ -188,7 +194,7 @@ impl Sink {
         for (p, offset) in next {
             let _ = tpl.add_partition_offset(topic, p, Offset::Offset(offset));
         }
-        if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+        if let Err(e) = kafka::commit_sync(consumer, &tpl).await {
             tracing::warn!(topic, error = %e, "committing offsets (the rows are stored; a restart stores them again, replacing themselves)");
         }
     }
