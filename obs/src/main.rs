@@ -169,6 +169,12 @@ enum Command {
         /// profiling one of them); a partial set is printed, no report is written.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// How often the ingest → queryable probe asks the query API for its samples (ms).
+        /// Each ask costs the engine ~18 ms of CPU (chDB): asked every 100 ms, the probe
+        /// took ~10% of a core from the workload it measures (docs/PERFORMANCE.md,
+        /// eleventh round). Latencies are over by up to one poll.
+        #[arg(long, default_value_t = 250)]
+        probe_poll_ms: u64,
     },
     /// Measure the rule engine on a rule file (ingest and evaluation rate, group evaluation
     /// time, memory) beside a Prometheus evaluating the same file on the same samples.
@@ -509,6 +515,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             pids,
             setup,
             only,
+            probe_poll_ms,
         } => {
             let opts = bench::BenchOptions {
                 seconds,
@@ -520,6 +527,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 pids: bench::parse_pids(&pids)?,
                 setup,
                 only,
+                probe_poll: std::time::Duration::from_millis(probe_poll_ms.max(10)),
             };
             bench::run(&cfg, &opts).await
         }

@@ -53,6 +53,8 @@ pub struct BenchOptions {
     /// Only these workloads, by slug (`rw`, `rw-peer`, `rw-paced`, `logs`, `spans`); empty:
     /// all. A partial set is printed, never written as a report.
     pub only: Vec<String>,
+    /// How often the ingest → queryable probe asks the query API.
+    pub probe_poll: Duration,
 }
 
 const RW_HEADERS: &[(&str, &str)] = &[
@@ -209,9 +211,14 @@ async fn one_workload(
     };
     let cpu_before = procs::cpu_seconds(&opts.pids);
     let since_s = (workloads::now_ns() / 1_000_000_000) as i64 - 1;
-    let probe = w
-        .table()
-        .map(|_| probe::start(collector, query, &format!("{run}-{}", w.slug())));
+    let probe = w.table().map(|_| {
+        probe::start(
+            collector,
+            query,
+            &format!("{run}-{}", w.slug()),
+            opts.probe_poll,
+        )
+    });
     let started = Instant::now();
     let (url, headers, per_request) = match w {
         Workload::RemoteWrite | Workload::RemoteWritePaced => (

@@ -1,6 +1,6 @@
 //! Ingest → queryable latency under load: while a workload runs, one probe sample is sent
 //! by remote write every [`EVERY`] (its own series, `obs_bench_probe{run, seq}`), and the
-//! query API is asked every [`POLL`] which probes it returns. A probe's latency runs from
+//! query API is asked every `poll` (`obs bench --probe-poll-ms`) which probes it returns. A probe's latency runs from
 //! the moment its request is sent to the first answer holding it (so it is over by up to
 //! one poll). It includes the collector's own answer time: under load a probe's
 //! acknowledgement can arrive after the sample is already queryable, so timing from the
@@ -18,8 +18,6 @@ use tokio::task::JoinHandle;
 
 /// How often a probe sample is sent.
 pub const EVERY: Duration = Duration::from_millis(250);
-/// How often the query API is asked.
-pub const POLL: Duration = Duration::from_millis(100);
 
 /// A running probe.
 pub struct Probe {
@@ -37,9 +35,9 @@ pub struct Seen {
     pub unseen: usize,
 }
 
-/// Starts probing the collector at `collector` through the query API at `query`; `run`
-/// labels this probe's series apart from every other's.
-pub fn start(collector: &str, query: &str, run: &str) -> Probe {
+/// Starts probing the collector at `collector` through the query API at `query`, asked
+/// every `poll`; `run` labels this probe's series apart from every other's.
+pub fn start(collector: &str, query: &str, run: &str, poll: Duration) -> Probe {
     let stop = Arc::new(AtomicBool::new(false));
     // Probes sent and not yet seen, with when they were sent.
     let pending: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -93,7 +91,7 @@ pub fn start(collector: &str, query: &str, run: &str) -> Probe {
                         }
                     }
                 }
-                tokio::time::sleep(POLL).await;
+                tokio::time::sleep(poll).await;
             }
             seen.unseen = pending.lock().await.len();
             seen

@@ -114,6 +114,8 @@ pub struct Report {
     floors: BTreeMap<String, (u64, f64)>,
     rss: BTreeMap<String, u64>,
     previous: Option<Summary>,
+    /// How often the probes asked the query API (ms).
+    probe_poll_ms: u128,
 }
 
 /// Median and range of `values` (all zero when empty).
@@ -246,6 +248,7 @@ impl Report {
             floors,
             rss,
             previous,
+            probe_poll_ms: opts.probe_poll.as_millis(),
         }
     }
 
@@ -344,7 +347,7 @@ impl Report {
             md,
             "\nIngest → queryable: a probe sample is sent by remote write every {} ms while the workload runs; the time from sending it until the query API returns it (polled every {} ms; the collector's answer time included). Where the collectors acknowledge faster than the sinks store, Kafka holds the difference and the probes wait behind it: their latency is then the backlog's, not the pipeline's at a rate it sustains.\n",
             super::probe::EVERY.as_millis(),
-            super::probe::POLL.as_millis()
+            self.probe_poll_ms
         );
 
         self.targets(&mut md);
