@@ -221,7 +221,7 @@ impl SharedProducer {
     /// `[kafka] produce_timeout_ms` (librdkafka's `message.timeout.ms`) and
     /// [`DELIVERY_GRACE`]. Why: librdkafka keeps messages that were in flight when the
     /// broker went away past their timeout (the idempotent producer retries them in
-    /// sequence); the collectors answered 8–11 s after a broker stop with a 3 s timeout.
+    /// sequence): with a 3 s timeout, their reports had not come 5 s after a broker stop.
     pub fn delivery_wait(&self) -> Duration {
         Duration::from_millis(self.cfg.produce_timeout_ms) + DELIVERY_GRACE
     }
