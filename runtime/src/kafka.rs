@@ -18,7 +18,9 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::FromClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::producer::FutureProducer;
+use rdkafka::message::ToBytes;
+use rdkafka::producer::future_producer::Delivery;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -186,6 +188,42 @@ impl Drop for Session {
 /// checks message timeouts about once a second.
 pub const DELIVERY_GRACE: Duration = Duration::from_secs(2);
 
+/// How long a send may wait for room in the producer's queue before it fails: the queue
+/// being full means the broker is not keeping up.
+pub const ENQUEUE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Why a message sent with [`SharedProducer::send_all`] was not acknowledged.
+#[derive(Debug, Clone)]
+pub enum NotDelivered {
+    /// librdkafka reported the failure.
+    Kafka(KafkaError),
+    /// No delivery report came within this wait ([`SharedProducer::delivery_wait`]).
+    NoReport(Duration),
+}
+
+impl std::fmt::Display for NotDelivered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotDelivered::Kafka(e) => match e.rdkafka_error_code() {
+                Some(RDKafkaErrorCode::MessageTimedOut) => {
+                    f.write_str("the Kafka broker did not acknowledge in time")
+                }
+                Some(RDKafkaErrorCode::QueueFull) => {
+                    f.write_str("the Kafka producer queue is full")
+                }
+                _ => write!(f, "Kafka: {e}"),
+            },
+            NotDelivered::NoReport(wait) => write!(
+                f,
+                "the Kafka broker did not acknowledge within {} ms",
+                wait.as_millis()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for NotDelivered {}
+
 /// The name of the threads that destroy replaced producer sessions.
 const RETIRED_SESSION_THREAD: &str = "obs-kafka-retired-producer";
 
@@ -224,6 +262,54 @@ impl SharedProducer {
     /// sequence): with a 3 s timeout, their reports had not come 5 s after a broker stop.
     pub fn delivery_wait(&self) -> Duration {
         Duration::from_millis(self.cfg.produce_timeout_ms) + DELIVERY_GRACE
+    }
+
+    /// Sends `records` through the current session and waits for their delivery reports,
+    /// at most [`SharedProducer::delivery_wait`]; one result per record, in order. When
+    /// any record fails, the session is replaced ([`SharedProducer::reset`]).
+    ///
+    /// Why every send goes through here: the bounded wait and the reset after a failure
+    /// are what keep a caller from hanging on a broker that went away, and from staying on
+    /// a session the broker refuses (see [`SharedProducer`]).
+    pub async fn send_all<'a, K, P>(
+        &self,
+        records: impl IntoIterator<Item = FutureRecord<'a, K, P>>,
+    ) -> Vec<Result<Delivery, NotDelivered>>
+    where
+        K: ToBytes + ?Sized + 'a,
+        P: ToBytes + ?Sized + 'a,
+    {
+        let (generation, session) = self.get();
+        let wait = self.delivery_wait();
+        let deadline = tokio::time::Instant::now() + wait;
+        let sends = records.into_iter().map(|record| {
+            let send = session.send(record, ENQUEUE_TIMEOUT);
+            async move {
+                match tokio::time::timeout_at(deadline, send).await {
+                    Ok(Ok(delivery)) => Ok(delivery),
+                    Ok(Err((e, _))) => Err(NotDelivered::Kafka(e)),
+                    Err(_) => Err(NotDelivered::NoReport(wait)),
+                }
+            }
+        });
+        let results = futures::future::join_all(sends).await;
+        if results.iter().any(Result::is_err) {
+            self.reset(generation);
+        }
+        results
+    }
+
+    /// Sends one record as [`SharedProducer::send_all`] does.
+    pub async fn send_one<K, P>(
+        &self,
+        record: FutureRecord<'_, K, P>,
+    ) -> Result<Delivery, NotDelivered>
+    where
+        K: ToBytes + ?Sized,
+        P: ToBytes + ?Sized,
+    {
+        let mut results = self.send_all([record]).await;
+        results.pop().expect("send_all answers once per record")
     }
 
     /// The current session and its generation (pass it to [`SharedProducer::reset`]).
@@ -516,11 +602,17 @@ pub fn time_range_positions<C: Consumer>(
 #[cfg(test)]
 mod tests {
     use super::{
-        RETIRED_SESSION_THREAD, SharedProducer, client_config, consumer_config, partitions_of,
-        producer, producer_config,
+        NotDelivered, RETIRED_SESSION_THREAD, SharedProducer, client_config, commit_sync,
+        consumer_config, partitions_of, producer, producer_config,
     };
     use crate::config::{Compression, KafkaConfig};
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::error::KafkaError;
+    use rdkafka::producer::FutureRecord;
+    use rdkafka::types::RDKafkaErrorCode;
+    use rdkafka::{Offset, TopicPartitionList};
     use std::sync::Arc;
+    use std::time::Duration;
 
     #[test]
     fn the_producer_compresses_as_configured_and_properties_come_last() {
@@ -633,6 +725,109 @@ mod tests {
         drop((a, b));
         assert_eq!(weak.strong_count(), 0);
         assert_eq!(SharedProducer::for_process(&cfg).unwrap().get().0, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_send_without_a_delivery_report_fails_after_the_delivery_wait_and_replaces_the_session()
+     {
+        // No broker listens there, and librdkafka's own timeout is far away: only the
+        // delivery wait (produce timeout + grace) ends the wait, on tokio's paused clock.
+        let cfg = KafkaConfig {
+            brokers: "127.0.0.1:4".into(),
+            produce_timeout_ms: 60_000,
+            ..KafkaConfig::default()
+        };
+        let shared = SharedProducer::for_process(&cfg).unwrap();
+        assert_eq!(shared.delivery_wait(), Duration::from_millis(62_000));
+        let started = tokio::time::Instant::now();
+        let records = ["a", "b"].map(|p| FutureRecord::<(), _>::to("obs.logs").payload(p));
+        let results = shared.send_all(records).await;
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(62_000) && waited < Duration::from_millis(62_100),
+            "{waited:?}"
+        );
+        assert_eq!(results.len(), 2);
+        for r in results {
+            match r {
+                Err(e @ NotDelivered::NoReport(_)) => assert_eq!(
+                    e.to_string(),
+                    "the Kafka broker did not acknowledge within 62000 ms"
+                ),
+                other => panic!("expected no report, got {other:?}"),
+            }
+        }
+        assert_eq!(shared.get().0, 1, "the session is replaced");
+    }
+
+    #[tokio::test]
+    async fn a_send_librdkafka_refuses_fails_at_once_with_its_reason_and_replaces_the_session() {
+        let cfg = KafkaConfig {
+            brokers: "127.0.0.1:5".into(),
+            ..KafkaConfig::default()
+        };
+        let shared = SharedProducer::for_process(&cfg).unwrap();
+        // Over `message.max.bytes` (8 MiB): refused when it is queued.
+        let payload = vec![0u8; 9 << 20];
+        let r = shared
+            .send_one(FutureRecord::<(), _>::to("obs.logs").payload(&payload))
+            .await;
+        match r {
+            Err(NotDelivered::Kafka(e)) => assert_eq!(
+                e.rdkafka_error_code(),
+                Some(RDKafkaErrorCode::MessageSizeTooLarge),
+                "{e}"
+            ),
+            other => panic!("expected librdkafka's refusal, got {other:?}"),
+        }
+        assert_eq!(shared.get().0, 1, "the session is replaced");
+    }
+
+    #[test]
+    fn the_usual_delivery_failures_read_as_what_the_user_can_do_about_them() {
+        let timed_out = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        assert_eq!(
+            NotDelivered::Kafka(timed_out).to_string(),
+            "the Kafka broker did not acknowledge in time"
+        );
+        let full = KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull);
+        assert_eq!(
+            NotDelivered::Kafka(full).to_string(),
+            "the Kafka producer queue is full"
+        );
+    }
+
+    #[test]
+    fn a_commit_waiting_for_an_unreachable_broker_leaves_the_async_worker_free() {
+        // One worker thread: were the commit on it, the timer below could not fire.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let cfg = KafkaConfig {
+            brokers: "127.0.0.1:6".into(),
+            ..KafkaConfig::default()
+        };
+        let consumer: Arc<BaseConsumer> = Arc::new(
+            consumer_config(&cfg, "obs-test", "obs.logs")
+                .create()
+                .unwrap(),
+        );
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset("obs.logs", 0, Offset::Offset(5))
+            .unwrap();
+        rt.block_on(async {
+            let commit = tokio::spawn(async move { commit_sync(&consumer, &offsets).await });
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(
+                !commit.is_finished(),
+                "the commit should still wait for the coordinator: {:?}",
+                commit.await
+            );
+        });
+        // The commit still waits on the blocking pool: leave it there.
+        rt.shutdown_background();
     }
 
     /// Replaced sessions destroyed so far: where each was, and the thread that did it.

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::kafka::SharedProducer;
-use futures::future::join_all;
 use obs_schemas::Topic;
 use obs_schemas::records::{
     Event, EventBatch, LogBatch, LogRecord, MetricBatch, MetricMetadata, MetricSeries, Span,
@@ -16,7 +15,6 @@ use obs_schemas::records::{
 };
 use obs_schemas::wire::Codec;
 use obs_schemas::{series_fingerprint, stream_fingerprint};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use serde::Serialize;
@@ -51,10 +49,6 @@ const MAX_RECORDS_PER_MESSAGE: usize = 2_000;
 
 /// Most samples in one metrics message (about 14 bytes each on the wire before lz4).
 const MAX_SAMPLES_PER_MESSAGE: usize = 50_000;
-
-/// How long a send may wait for room in the producer's queue before the client is told to
-/// back off: the queue being full means the broker is not keeping up.
-const ENQUEUE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Publishes normalised records to their topics.
 #[derive(Clone)]
@@ -308,44 +302,32 @@ impl Publisher {
             }
             encoded.push((m.partition, bytes, headers));
         }
-        let (generation, producer) = self.producer.get();
-        let deadline = tokio::time::Instant::now() + self.producer.delivery_wait();
-        let sends = encoded.iter().map(|(partition, payload, headers)| {
-            tokio::time::timeout_at(
-                deadline,
-                producer.send(
-                    FutureRecord::<(), _>::to(topic.name())
-                        .partition(*partition)
-                        .payload(payload)
-                        .headers(headers.clone()),
-                    ENQUEUE_TIMEOUT,
-                ),
-            )
+        let records = encoded.iter().map(|(partition, payload, headers)| {
+            FutureRecord::<(), _>::to(topic.name())
+                .partition(*partition)
+                .payload(payload)
+                .headers(headers.clone())
         });
         let mut failed = false;
-        let results: Vec<Result<(i32, i64), PublishError>> = join_all(sends)
+        let results: Vec<Result<(i32, i64), PublishError>> = self
+            .producer
+            .send_all(records)
             .await
             .into_iter()
-            .map(|r| match r.map_err(|_| self.not_acknowledged()) {
-                Ok(Ok(delivery)) => Ok((delivery.partition, delivery.offset)),
-                Ok(Err((e, _))) => Err(PublishError(describe(&e))),
-                Err(e) => Err(e),
-            })
-            .inspect(|r| {
-                if let Err(e) = r {
+            .map(|r| match r {
+                Ok(delivery) => Ok((delivery.partition, delivery.offset)),
+                Err(e) => {
                     if !failed {
                         tracing::warn!(topic = topic.name(), error = %e, "publish failed");
+                        failed = true;
                     }
-                    failed = true;
+                    Err(PublishError(e.to_string()))
                 }
             })
             .collect();
         let delivered = results.iter().filter(|r| r.is_ok()).count();
         metrics::counter!("obs_messages_published_total", "topic" => topic.name())
             .increment(delivered as u64);
-        if failed {
-            self.producer.reset(generation);
-        }
         results
     }
 }
@@ -430,33 +412,22 @@ impl Publisher {
         topic: &str,
         messages: &[(i32, Vec<u8>, Vec<u8>)],
     ) -> Result<Vec<(i32, i64)>, PublishError> {
-        let (generation, producer) = self.producer.get();
-        let deadline = tokio::time::Instant::now() + self.producer.delivery_wait();
-        let sends = messages.iter().map(|(partition, key, payload)| {
-            tokio::time::timeout_at(
-                deadline,
-                producer.send(
-                    FutureRecord::to(topic)
-                        .partition(*partition)
-                        .key(key)
-                        .payload(payload),
-                    ENQUEUE_TIMEOUT,
-                ),
-            )
+        let records = messages.iter().map(|(partition, key, payload)| {
+            FutureRecord::to(topic)
+                .partition(*partition)
+                .key(key)
+                .payload(payload)
         });
-        let mut out = Vec::with_capacity(messages.len());
-        for r in join_all(sends).await {
-            let failure = match r {
-                Ok(Ok(d)) => {
-                    out.push((d.partition, d.offset));
-                    continue;
-                }
-                Ok(Err((e, _))) => PublishError(describe(&e)),
-                Err(_) => self.not_acknowledged(),
-            };
-            self.producer.reset(generation);
-            return Err(failure);
-        }
+        let out = self
+            .producer
+            .send_all(records)
+            .await
+            .into_iter()
+            .map(|r| {
+                r.map(|d| (d.partition, d.offset))
+                    .map_err(|e| PublishError(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         metrics::counter!("obs_messages_published_total", "topic" => topic.to_string())
             .increment(out.len() as u64);
         Ok(out)
@@ -472,24 +443,4 @@ fn chunks<T>(mut items: Vec<T>, max: usize) -> Vec<Vec<T>> {
         items = rest;
     }
     out
-}
-
-impl Publisher {
-    /// A delivery report that did not come within [`SharedProducer::delivery_wait`].
-    fn not_acknowledged(&self) -> PublishError {
-        PublishError(format!(
-            "the Kafka broker did not acknowledge within {} ms",
-            self.producer.delivery_wait().as_millis()
-        ))
-    }
-}
-
-fn describe(e: &KafkaError) -> String {
-    match e.rdkafka_error_code() {
-        Some(RDKafkaErrorCode::MessageTimedOut) => {
-            "the Kafka broker did not acknowledge in time".into()
-        }
-        Some(RDKafkaErrorCode::QueueFull) => "the Kafka producer queue is full".into(),
-        _ => format!("Kafka: {e}"),
-    }
 }

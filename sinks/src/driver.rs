@@ -33,6 +33,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use anyhow::Context;
 use clickhouse::Row;
 use obs_runtime::kafka::SharedProducer;
 use obs_runtime::ops::Readiness;
@@ -157,20 +158,13 @@ pub async fn send_dead_letter(codec: &Codec, dlq: &SharedProducer, letter: &Dead
             .encode(Topic::Dlq, letter)
             .await
             .map_err(|e| e.to_string())?;
-        let (generation, producer) = dlq.get();
-        producer
-            .send(
-                FutureRecord::to(Topic::Dlq.name())
-                    .key(&key)
-                    .payload(&bytes),
-                Duration::from_secs(5),
-            )
+        let record = FutureRecord::to(Topic::Dlq.name())
+            .key(&key)
+            .payload(&bytes);
+        dlq.send_one(record)
             .await
             .map(|_| ())
-            .map_err(|(e, _)| {
-                dlq.reset(generation);
-                e.to_string()
-            })
+            .map_err(|e| e.to_string())
     })
     .await;
 }
@@ -248,16 +242,23 @@ impl<T: TableSink> SinkDriver<T> {
     /// `<group_prefix>-<table>`, this instance's partitions), connects the DLQ producer and
     /// the ClickHouse client, and starts the progress monitor that reports stalls to
     /// `ready`.
-    pub fn new(cfg: &Config, ready: &Readiness, readers: &mut Readers) -> anyhow::Result<Self> {
+    pub async fn new(
+        cfg: &Config,
+        ready: &Readiness,
+        readers: &mut Readers,
+    ) -> anyhow::Result<Self> {
         let group = format!("{}-{}", cfg.sink.group_prefix, T::NAME);
-        let committer = kafka::committer(&cfg.kafka, &group)?;
-        let partitions = kafka::my_partitions(
-            &committer,
-            T::TOPIC.name(),
-            cfg.sink.instance,
-            cfg.sink.instances,
-        )?;
-        let committed = committed_retrying(&committer, T::TOPIC, &partitions, &group)?;
+        // librdkafka's synchronous calls wait for the broker: on the blocking pool.
+        let (kafka_cfg, sink, in_group) = (cfg.kafka.clone(), cfg.sink.clone(), group.clone());
+        let (committer, partitions, committed) = tokio::task::spawn_blocking(move || {
+            let committer = kafka::committer(&kafka_cfg, &in_group)?;
+            let partitions =
+                kafka::my_partitions(&committer, T::TOPIC.name(), sink.instance, sink.instances)?;
+            let committed = committed_retrying(&committer, T::TOPIC, &partitions, &in_group)?;
+            anyhow::Ok((committer, partitions, committed))
+        })
+        .await
+        .context("starting the sink")??;
         let messages = readers.add_table(T::TOPIC, &partitions, committed.clone());
         tracing::info!(table = T::TABLE, topic = %T::TOPIC, ?partitions, "partitions assigned");
         let watch = crate::lag::Watch {

@@ -55,25 +55,25 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
     kafka::ensure_topics(&cfg.kafka).await?;
     let mut readers = Readers::new(&cfg);
     let r = &mut readers;
-    let logs = SinkDriver::<logs::OtelLogs>::new(&cfg, &ready, r)?;
-    let samples = SinkDriver::<metrics::MetricSamples>::new(&cfg, &ready, r)?;
-    let series = SinkDriver::<metrics::MetricSeriesTable>::new(&cfg, &ready, r)?;
-    let metadata = SinkDriver::<metrics::MetricMetadataTable>::new(&cfg, &ready, r)?;
-    let exemplars = SinkDriver::<metrics::MetricExemplars>::new(&cfg, &ready, r)?;
-    let events = SinkDriver::<events::ObsEvents>::new(&cfg, &ready, r)?;
+    let logs = SinkDriver::<logs::OtelLogs>::new(&cfg, &ready, r).await?;
+    let samples = SinkDriver::<metrics::MetricSamples>::new(&cfg, &ready, r).await?;
+    let series = SinkDriver::<metrics::MetricSeriesTable>::new(&cfg, &ready, r).await?;
+    let metadata = SinkDriver::<metrics::MetricMetadataTable>::new(&cfg, &ready, r).await?;
+    let exemplars = SinkDriver::<metrics::MetricExemplars>::new(&cfg, &ready, r).await?;
+    let events = SinkDriver::<events::ObsEvents>::new(&cfg, &ready, r).await?;
     // With log pipelines, the log processor reads obs.logs.raw and writes obs.logs.
     let raw_lines =
-        optional::<raw_logs::RawLogs>(cfg.logs.pipelines_file.is_empty(), &cfg, &ready, r)?;
-    let alerts = SinkDriver::<alerts::ObsAlerts>::new(&cfg, &ready, r)?;
-    let summaries = SinkDriver::<derived_traces::TraceSummaries>::new(&cfg, &ready, r)?;
-    let edges = SinkDriver::<derived_traces::ServiceGraphEdges>::new(&cfg, &ready, r)?;
-    let rollups = SinkDriver::<rollups::MetricRollups>::new(&cfg, &ready, r)?;
-    let span_errors = SinkDriver::<errors::ErrorsFromSpans>::new(&cfg, &ready, r)?;
-    let log_errors = SinkDriver::<errors::ErrorsFromLogs>::new(&cfg, &ready, r)?;
+        optional::<raw_logs::RawLogs>(cfg.logs.pipelines_file.is_empty(), &cfg, &ready, r).await?;
+    let alerts = SinkDriver::<alerts::ObsAlerts>::new(&cfg, &ready, r).await?;
+    let summaries = SinkDriver::<derived_traces::TraceSummaries>::new(&cfg, &ready, r).await?;
+    let edges = SinkDriver::<derived_traces::ServiceGraphEdges>::new(&cfg, &ready, r).await?;
+    let rollups = SinkDriver::<rollups::MetricRollups>::new(&cfg, &ready, r).await?;
+    let span_errors = SinkDriver::<errors::ErrorsFromSpans>::new(&cfg, &ready, r).await?;
+    let log_errors = SinkDriver::<errors::ErrorsFromLogs>::new(&cfg, &ready, r).await?;
     // otel_traces from every span, or only from the traces tail sampling keeps.
     let sampled = cfg.sink.traces_from == "sampled";
-    let all_spans = optional::<traces::OtelTraces>(!sampled, &cfg, &ready, r)?;
-    let sampled_spans = optional::<derived_traces::SampledTraces>(sampled, &cfg, &ready, r)?;
+    let all_spans = optional::<traces::OtelTraces>(!sampled, &cfg, &ready, r).await?;
+    let sampled_spans = optional::<derived_traces::SampledTraces>(sampled, &cfg, &ready, r).await?;
     ready.set(true);
     tokio::try_join!(
         readers.run(),
@@ -98,14 +98,14 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
 }
 
 /// A sink that runs only when `on`: its run, or nothing to do.
-fn optional<T: TableSink>(
+async fn optional<T: TableSink>(
     on: bool,
     cfg: &Config,
     ready: &ops::Readiness,
     readers: &mut Readers,
 ) -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>> + use<T>> {
     let driver = if on {
-        Some(SinkDriver::<T>::new(cfg, ready, readers)?)
+        Some(SinkDriver::<T>::new(cfg, ready, readers).await?)
     } else {
         None
     };
