@@ -126,7 +126,7 @@ fn convert(i: usize, s: ZipkinSpan, tenant: &str) -> Result<Span, CollectorError
         .clone()
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "unknown_service".into());
-    let mut resource_attrs = Attrs::from([("service.name".to_string(), service.clone())]);
+    let mut resource_attrs = Attrs::from_iter([("service.name".to_string(), service.clone())]);
     if let Some(ip) = local.ipv4.or(local.ipv6) {
         resource_attrs.insert("host.ip".into(), ip);
     }

@@ -121,7 +121,7 @@ fn record(mut o: Map<String, Value>, now_ns: i64) -> LogRecord {
     let trace_id = take_str(&mut o, &["trace_id", "traceId"]).unwrap_or_default();
     let span_id = take_str(&mut o, &["span_id", "spanId"]).unwrap_or_default();
     let tenant = take_str(&mut o, &["tenant"]).unwrap_or_else(|| "default".into());
-    let mut resource_attrs = Attrs::from([("service.name".to_string(), service.clone())]);
+    let mut resource_attrs = Attrs::from_iter([("service.name".to_string(), service.clone())]);
     if let Some(h) = take_str(&mut o, &["host", "hostname"]) {
         resource_attrs.insert("host.name".into(), h);
     }

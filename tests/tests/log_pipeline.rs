@@ -29,7 +29,7 @@ fn hashed(kind: &str, value: &str) -> String {
     )
 }
 
-fn attrs(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
+fn attrs<M: FromIterator<(String, String)>>(pairs: &[(&str, String)]) -> M {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))

@@ -51,7 +51,8 @@ fn record(i: usize) -> LogRecord {
             ("http.route".into(), "/api/v1/items/{id}".into()),
             ("seq".into(), i.to_string()),
         ]
-        .into(),
+        .into_iter()
+        .collect(),
         tenant: "default".into(),
         ..LogRecord::default()
     }

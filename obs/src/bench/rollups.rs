@@ -26,7 +26,9 @@ fn scrape(from: usize, to: usize, t: i64, round: i64) -> MetricBatch {
             .map(|i| MetricSeries {
                 fingerprint: i as i64 * 7_919,
                 name: "bench_requests_total".into(),
-                labels: [("instance".to_string(), format!("host-{i}"))].into(),
+                labels: [("instance".to_string(), format!("host-{i}"))]
+                    .into_iter()
+                    .collect(),
                 kind: "counter".into(),
                 timestamps_ms: vec![t],
                 values: vec![(round * (i as i64 % 10 + 1)) as f64],

@@ -254,7 +254,7 @@ mod tests {
         let mut s = new_series(
             "t",
             name.into(),
-            Attrs::from([("job".to_string(), job.to_string())]),
+            Attrs::from_iter([("job".to_string(), job.to_string())]),
             "gauge".into(),
         );
         s.timestamps_ms = points.iter().map(|p| p.0).collect();

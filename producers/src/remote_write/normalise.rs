@@ -205,7 +205,7 @@ mod tests {
         let s = &series[0];
         assert_eq!(s.name, "up");
         assert_eq!(s.kind, "gauge");
-        assert_eq!(s.labels, Attrs::from([("job".into(), "p".into())]));
+        assert_eq!(s.labels, Attrs::from_iter([("job".into(), "p".into())]));
         assert_eq!(s.timestamps_ms, vec![10, 20, 30]);
         assert_eq!(s.values, vec![1.0, 0.0, 1.0]);
         assert_eq!(meta[0].kind, "gauge");

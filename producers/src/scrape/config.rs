@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use obs_schemas::records::Attrs;
 use serde::Deserialize;
 
 use super::relabel::RelabelConfig;
@@ -37,7 +38,7 @@ pub struct Global {
     #[serde(with = "durations")]
     pub scrape_timeout: Duration,
     /// Labels added to every series.
-    pub external_labels: BTreeMap<String, String>,
+    pub external_labels: Attrs,
 }
 
 impl Default for Global {
@@ -45,7 +46,7 @@ impl Default for Global {
         Global {
             scrape_interval: Duration::from_secs(60),
             scrape_timeout: Duration::from_secs(10),
-            external_labels: BTreeMap::new(),
+            external_labels: Attrs::new(),
         }
     }
 }
@@ -104,7 +105,7 @@ pub struct TargetGroup {
     pub targets: Vec<String>,
     /// Labels for these targets.
     #[serde(default)]
-    pub labels: BTreeMap<String, String>,
+    pub labels: Attrs,
 }
 
 /// `file_sd_configs` entry.

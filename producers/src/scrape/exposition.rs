@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use obs_schemas::records::Attrs;
+
 use crate::labels::parse_label_set;
 
 /// One exposed sample.
@@ -15,13 +17,13 @@ pub struct Exposed {
     /// Metric name.
     pub name: String,
     /// Labels (without `__name__`).
-    pub labels: BTreeMap<String, String>,
+    pub labels: Attrs,
     /// Value.
     pub value: f64,
     /// Explicit timestamp in ms, if the line has one.
     pub timestamp_ms: Option<i64>,
     /// OpenMetrics exemplar: labels, value, timestamp (ms).
-    pub exemplar: Option<(BTreeMap<String, String>, f64, Option<i64>)>,
+    pub exemplar: Option<(Attrs, f64, Option<i64>)>,
 }
 
 /// `# TYPE`, `# HELP` and `# UNIT` of a family.
@@ -115,7 +117,7 @@ pub fn parse(text: &str, openmetrics: bool) -> Result<Page, String> {
         }
         let (name, label_text, rest) = split_series(line).ok_or_else(|| at("not a sample"))?;
         let labels = if label_text.is_empty() {
-            BTreeMap::new()
+            Attrs::new()
         } else {
             parse_label_set(label_text).map_err(|e| at(&e))?
         };

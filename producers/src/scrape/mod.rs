@@ -22,12 +22,13 @@ pub mod probe;
 pub mod relabel;
 mod target;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use obs_schemas::records::Attrs;
 use tokio::sync::watch;
 
 use self::config::{Job, ScrapeFile, TargetGroup};
@@ -87,7 +88,7 @@ pub async fn run(path: &Path, state: AppState) -> anyhow::Result<()> {
 }
 
 /// The targets a job has now: static ones and those in its SD files, relabelled.
-fn targets(job: &Job, relabel: &Relabeller, external: &BTreeMap<String, String>) -> Vec<Target> {
+fn targets(job: &Job, relabel: &Relabeller, external: &Attrs) -> Vec<Target> {
     let mut groups: Vec<(TargetGroup, Option<String>)> = job
         .static_configs
         .iter()
@@ -116,7 +117,7 @@ fn targets(job: &Job, relabel: &Relabeller, external: &BTreeMap<String, String>)
     let mut out = Vec::new();
     for (group, file) in groups {
         for address in &group.targets {
-            let mut labels: BTreeMap<String, String> = group.labels.clone();
+            let mut labels: Attrs = group.labels.clone();
             labels.insert("__address__".into(), address.clone());
             labels.insert("__scheme__".into(), job.scheme.clone());
             labels.insert("__metrics_path__".into(), job.metrics_path.clone());
@@ -170,7 +171,7 @@ async fn run_job(
     job: Job,
     runtime: Arc<JobRuntime>,
     relabel: Relabeller,
-    external: BTreeMap<String, String>,
+    external: Attrs,
     state: AppState,
 ) {
     let refresh = job
@@ -225,7 +226,7 @@ relabel_configs:
         )
         .unwrap();
         let relabel = Relabeller::new(&job.relabel_configs).unwrap();
-        let t = targets(&job, &relabel, &BTreeMap::new());
+        let t = targets(&job, &relabel, &Attrs::new());
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].url, "http://10.0.0.1:9100/metrics");
         let l: Vec<(&str, &str)> = t[0]

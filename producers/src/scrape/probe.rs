@@ -2,11 +2,11 @@
 //! `probe_success`, `probe_duration_seconds` and (HTTP) `probe_http_status_code` with the
 //! job's `job` label and the target as `instance`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::bail;
+use obs_schemas::records::Attrs;
 use serde::Deserialize;
 
 use crate::metrics::new_series;
@@ -33,7 +33,7 @@ pub struct ProbeJob {
     pub valid_status_codes: Vec<u16>,
     /// Extra labels.
     #[serde(default)]
-    pub labels: BTreeMap<String, String>,
+    pub labels: Attrs,
 }
 
 fn fifteen_seconds() -> Duration {

@@ -2,9 +2,8 @@
 //! `labeldrop`, `labelkeep`, `hashmod`, with Prometheus's defaults (separator `;`, regex
 //! `(.*)` anchored at both ends, replacement `$1`).
 
-use std::collections::BTreeMap;
-
 use anyhow::bail;
+use obs_schemas::records::Attrs;
 use regex::Regex;
 use serde::Deserialize;
 
@@ -94,7 +93,7 @@ impl Relabeller {
     }
 
     /// Applies the rules in order; `None` when a rule drops the label set.
-    pub fn apply(&self, mut labels: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
+    pub fn apply(&self, mut labels: Attrs) -> Option<Attrs> {
         for (r, re) in &self.rules {
             let value = || {
                 r.source_labels
@@ -155,7 +154,7 @@ mod tests {
         r
     }
 
-    fn labels(p: &[(&str, &str)]) -> BTreeMap<String, String> {
+    fn labels(p: &[(&str, &str)]) -> Attrs {
         p.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()

@@ -42,7 +42,7 @@ pub struct Target {
     /// The URL scraped.
     pub url: String,
     /// Labels on every series of the target (`job`, `instance`, ...).
-    pub labels: BTreeMap<String, String>,
+    pub labels: Attrs,
 }
 
 fn now_ms() -> i64 {

@@ -1,9 +1,10 @@
 //! The Rust side of every record in `schemas/avro/`: one struct per Avro record, field for
 //! field, so serde through `apache-avro` maps them without glue code.
 //!
-//! Attribute maps are `BTreeMap`s so a record's encoding (and so its content hash) does not
-//! depend on insertion order.
+//! Attribute maps are sorted ([`Attrs`]) so a record's encoding (and so its content hash)
+//! does not depend on insertion order.
 
+mod attrs;
 mod derived;
 mod events;
 mod logs;
@@ -22,5 +23,4 @@ pub use metrics::{
 };
 pub use spans::{Span, SpanBatch, SpanEvent, SpanLink, kind_number, status_number};
 
-/// String-to-string attributes, as every table stores them (`Map(LowCardinality(String), String)`).
-pub type Attrs = std::collections::BTreeMap<String, String>;
+pub use attrs::Attrs;

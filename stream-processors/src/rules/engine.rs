@@ -203,7 +203,11 @@ impl Engine {
             if self.selected.get(&s.fingerprint) == Some(&false) {
                 continue;
             }
-            let mut labels: Labels = s.labels.clone();
+            let mut labels: Labels = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             labels.insert("__name__".into(), s.name.clone());
             if !self.selected.contains_key(&s.fingerprint) {
                 if self.selected.len() >= SELECTED_CACHE {
@@ -408,7 +412,7 @@ mod tests {
                     labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
                 ),
                 name: name.into(),
-                labels,
+                labels: labels.into_iter().collect(),
                 kind: "gauge".into(),
                 timestamps_ms: points.iter().map(|p| p.0).collect(),
                 values: points.iter().map(|p| p.1).collect(),
