@@ -212,8 +212,8 @@ pub struct SinkDriver<T: TableSink> {
 const SPARE_ROW_BUFFERS: usize = 2;
 /// The largest row buffer kept: a full batch of samples fits (up to 250,000 rows and the
 /// last message's, in a buffer grown to 2^19 rows of 56 bytes), and so does a second of
-/// one partition's spans at 100,000 spans/s over three partitions (2^16 rows of ~600
-/// bytes, 38 MB: at 32 MiB it was freed after every batch, and the next batch grew a new
+/// one partition's spans at 100,000 spans/s over three partitions (2^16 rows of 520
+/// bytes, 34 MB: at 32 MiB it was freed after every batch, and the next batch grew a new
 /// one into fresh pages, the top cost of `obs` under spans), while what is held between
 /// bursts stays bounded.
 const SPARE_ROW_BUFFER_BYTES: usize = 64 << 20;
