@@ -155,9 +155,7 @@ mod tests {
     }
 
     fn labels(p: &[(&str, &str)]) -> Attrs {
-        p.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        Attrs::from_pairs(p)
     }
 
     #[test]

@@ -32,11 +32,6 @@ impl Attrs {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
     }
-
-    /// An empty map with room for `n` entries.
-    pub fn with_capacity(n: usize) -> Self {
-        Self(LiteMap::with_capacity(n))
-    }
 }
 
 impl Deref for Attrs {

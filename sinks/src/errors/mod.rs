@@ -211,10 +211,7 @@ mod tests {
     }
 
     fn attrs(pairs: &[(&str, &str)]) -> Attrs {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        Attrs::from_pairs(pairs)
     }
 
     fn error_log(attributes: Attrs) -> LogBatch {

@@ -374,8 +374,8 @@ impl Processor {
                             (_, s) => s.as_str(),
                         }
                         .into(),
-                        labels: t.labels.clone().into_iter().collect(),
-                        annotations: t.annotations.clone().into_iter().collect(),
+                        labels: to_attrs(&t.labels),
+                        annotations: to_attrs(&t.annotations),
                         value: t.value,
                         active_at_ms: t.active_at,
                         evaluated_at_ms: t.at,
@@ -449,6 +449,11 @@ impl Processor {
             self.committed.clear();
         }
     }
+}
+
+/// A PromQL label set (or annotations) as record attributes.
+fn to_attrs(labels: &obs_promql::Labels) -> obs_schemas::records::Attrs {
+    labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 /// The samples an evaluation wrote as one metrics batch (series in label order).
