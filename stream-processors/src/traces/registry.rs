@@ -7,7 +7,9 @@
 //! different values, and a partition's samples are a deterministic function of its input.
 
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 
+use hashbrown::{Equivalent, HashMap};
 use obs_schemas::records::{MetricBatch, MetricMetadata, MetricSeries};
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub const PARTITION_LABEL: &str = "obs_partition";
 
 /// Identifies one series: tenant, metric name and labels (sorted by name).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SeriesKey {
     /// Tenant.
     pub tenant: String,
@@ -45,6 +47,102 @@ impl SeriesKey {
     }
 }
 
+impl Hash for SeriesKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        let labels = self.labels.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        hash_series(h, &self.tenant, &self.name, labels);
+    }
+}
+
+/// A series named by borrowed parts: counting a span looks its series up without building
+/// a string, and copies the parts only when the series is new (this runs for every span).
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesRef<'a> {
+    /// Tenant.
+    pub tenant: &'a str,
+    /// Metric name.
+    pub name: &'a str,
+    /// Labels, sorted by name.
+    pub labels: &'a [(&'a str, &'a str)],
+}
+
+impl SeriesRef<'_> {
+    /// The owned key of the same series.
+    fn to_key(self) -> SeriesKey {
+        SeriesKey {
+            tenant: self.tenant.to_string(),
+            name: self.name.to_string(),
+            labels: self
+                .labels
+                .iter()
+                .map(|&(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+}
+
+impl Hash for SeriesRef<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        hash_series(h, self.tenant, self.name, self.labels.iter().copied());
+    }
+}
+
+impl Equivalent<SeriesKey> for SeriesRef<'_> {
+    fn equivalent(&self, key: &SeriesKey) -> bool {
+        self.tenant == key.tenant
+            && self.name == key.name
+            && self.labels.len() == key.labels.len()
+            && self
+                .labels
+                .iter()
+                .zip(&key.labels)
+                .all(|(&(k, v), (kk, vv))| k == kk && v == vv)
+    }
+}
+
+/// The one hash of a series, whether named by a [`SeriesKey`] or a [`SeriesRef`] (a map
+/// finds a key by either only if both hash alike).
+fn hash_series<'a, H: Hasher>(
+    h: &mut H,
+    tenant: &str,
+    name: &str,
+    labels: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+) {
+    tenant.hash(h);
+    name.hash(h);
+    h.write_usize(labels.len());
+    for (k, v) in labels {
+        k.hash(h);
+        v.hash(h);
+    }
+}
+
+/// What the registry finds a series by: its key, or borrowed parts of one.
+pub trait Lookup: Hash + Equivalent<SeriesKey> {
+    /// The metric name.
+    fn name(&self) -> &str;
+    /// The owned key, stored when the series is new.
+    fn to_owned_key(&self) -> SeriesKey;
+}
+
+impl Lookup for SeriesKey {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn to_owned_key(&self) -> SeriesKey {
+        self.clone()
+    }
+}
+
+impl Lookup for SeriesRef<'_> {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn to_owned_key(&self) -> SeriesKey {
+        self.to_key()
+    }
+}
+
 /// A classic histogram's state: per-bucket (not cumulative) counts, the `+Inf` overflow
 /// last.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,8 +166,10 @@ struct Entry<T> {
 /// Derived counters and histograms of one input partition.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Registry {
-    counters: BTreeMap<SeriesKey, Entry<f64>>,
-    histograms: BTreeMap<SeriesKey, Entry<Hist>>,
+    /// Hashed, not ordered: a lookup hashes the key once instead of comparing it with
+    /// several others; output is sorted by key.
+    counters: HashMap<SeriesKey, Entry<f64>>,
+    histograms: HashMap<SeriesKey, Entry<Hist>>,
     /// Kind of each metric family, for the metadata written with the samples.
     kinds: BTreeMap<String, &'static str>,
 }
@@ -84,34 +184,40 @@ pub struct Snapshot {
 impl Registry {
     /// Adds `by` to a counter (the key is copied only for a new series: this runs for
     /// every span).
-    pub fn add(&mut self, key: &SeriesKey, by: f64, now_ms: i64) {
-        self.note_kind(&key.name, "counter");
+    pub fn add<K: Lookup>(&mut self, key: &K, by: f64, now_ms: i64) {
         let e = match self.counters.get_mut(key) {
             Some(e) => e,
-            None => self.counters.entry(key.clone()).or_insert(Entry {
-                value: 0.0,
-                updated_ms: now_ms,
-                fresh: true,
-            }),
+            None => {
+                note_kind(&mut self.kinds, key.name(), "counter");
+                self.counters.entry(key.to_owned_key()).or_insert(Entry {
+                    value: 0.0,
+                    updated_ms: now_ms,
+                    fresh: true,
+                })
+            }
         };
         e.value += by;
         e.updated_ms = e.updated_ms.max(now_ms);
     }
 
     /// Observes `value` in a histogram with upper bounds `bounds` (ascending).
-    pub fn observe(&mut self, key: &SeriesKey, bounds: &[f64], value: f64, now_ms: i64) {
-        self.note_kind(&key.name, "histogram");
+    pub fn observe<K: Lookup>(&mut self, key: &K, bounds: &[f64], value: f64, now_ms: i64) {
         let e = match self.histograms.get_mut(key) {
             Some(e) => e,
-            None => self.histograms.entry(key.clone()).or_insert_with(|| Entry {
-                value: Hist {
-                    counts: vec![0; bounds.len() + 1],
-                    sum: 0.0,
-                    count: 0,
-                },
-                updated_ms: now_ms,
-                fresh: true,
-            }),
+            None => {
+                note_kind(&mut self.kinds, key.name(), "histogram");
+                self.histograms
+                    .entry(key.to_owned_key())
+                    .or_insert_with(|| Entry {
+                        value: Hist {
+                            counts: vec![0; bounds.len() + 1],
+                            sum: 0.0,
+                            count: 0,
+                        },
+                        updated_ms: now_ms,
+                        fresh: true,
+                    })
+            }
         };
         let i = bounds.partition_point(|&b| b < value);
         let last = e.value.counts.len() - 1;
@@ -119,13 +225,6 @@ impl Registry {
         e.value.sum += value;
         e.value.count += 1;
         e.updated_ms = e.updated_ms.max(now_ms);
-    }
-
-    /// Records the kind of metric family `name` the first time it is counted.
-    fn note_kind(&mut self, name: &str, kind: &'static str) {
-        if !self.kinds.contains_key(name) {
-            self.kinds.insert(name.to_string(), kind);
-        }
     }
 
     /// Drops series not updated since `before_ms` (Tempo's stale series removal).
@@ -166,11 +265,11 @@ impl Registry {
             t_ms,
             partition: partition.to_string(),
         };
-        for (k, e) in &mut self.counters {
+        for (k, e) in in_key_order(self.counters.iter_mut()) {
             out.push(k, k.name.clone(), None, "counter", e.value, e.fresh);
             e.fresh = false;
         }
-        for (k, e) in &mut self.histograms {
+        for (k, e) in in_key_order(self.histograms.iter_mut()) {
             let b = bounds(&k.name);
             let mut cumulative = 0u64;
             let fresh = std::mem::take(&mut e.fresh);
@@ -220,14 +319,12 @@ impl Registry {
     /// The state a checkpoint keeps.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            counters: self
-                .counters
-                .iter()
+            counters: in_key_order(self.counters.iter())
+                .into_iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            histograms: self
-                .histograms
-                .iter()
+            histograms: in_key_order(self.histograms.iter())
+                .into_iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         }
@@ -246,6 +343,23 @@ impl Registry {
         r.histograms = s.histograms.into_iter().collect();
         r
     }
+}
+
+/// Records the kind of metric family `name` when its first series is counted.
+fn note_kind(kinds: &mut BTreeMap<String, &'static str>, name: &str, kind: &'static str) {
+    if !kinds.contains_key(name) {
+        kinds.insert(name.to_string(), kind);
+    }
+}
+
+/// A map's entries in key order: what is written and checkpointed does not depend on the
+/// hasher's seed.
+fn in_key_order<'a, V>(
+    entries: impl Iterator<Item = (&'a SeriesKey, V)>,
+) -> Vec<(&'a SeriesKey, V)> {
+    let mut entries: Vec<_> = entries.collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    entries
 }
 
 /// Samples being written out, grouped by tenant.
@@ -343,6 +457,63 @@ mod tests {
         assert_eq!(s.values[0], 0.0);
         let again = r.samples(15_000, 30_000, 2, &|_| bounds.to_vec());
         assert_eq!(again[0].series[0].timestamps_ms, vec![30_000]);
+    }
+
+    #[test]
+    fn a_series_counted_by_borrowed_parts_is_the_series_of_its_key() {
+        let mut r = Registry::default();
+        let labels = [("a", "1"), ("b", "2")];
+        let by_ref = SeriesRef {
+            tenant: "t",
+            name: "x_total",
+            labels: &labels,
+        };
+        let by_key = SeriesKey::new(
+            "t",
+            "x_total",
+            vec![("b".into(), "2".into()), ("a".into(), "1".into())],
+        );
+        r.add(&by_ref, 1.0, 1_000);
+        r.add(&by_key, 2.0, 1_000);
+        r.add(&by_ref, 4.0, 1_000);
+        assert_eq!(r.len(), 1, "one series whichever way it is named");
+        assert_eq!(r.counter(&by_key), Some(7.0));
+        // Parts that differ only in where a string is split are another series.
+        let other = [("a", "12"), ("b", "")];
+        r.add(
+            &SeriesRef {
+                labels: &other,
+                ..by_ref
+            },
+            1.0,
+            1_000,
+        );
+        assert_eq!(r.len(), 2);
+        assert_eq!(r.counter(&by_key), Some(7.0));
+    }
+
+    #[test]
+    fn samples_and_snapshots_come_out_in_key_order_whatever_the_insertion_order() {
+        let names = ["c_total", "a_total", "b_total", "e_total", "d_total"];
+        let mut forward = Registry::default();
+        let mut backward = Registry::default();
+        for n in names {
+            forward.add(&SeriesKey::new("t", n, vec![]), 1.0, 1_000);
+        }
+        for n in names.iter().rev() {
+            backward.add(&SeriesKey::new("t", n, vec![]), 1.0, 1_000);
+        }
+        let written = |r: &mut Registry| -> Vec<String> {
+            r.samples(0, 15_000, 0, &|_| vec![])
+                .iter()
+                .flat_map(|b| b.series.iter().map(|s| s.name.clone()))
+                .collect()
+        };
+        let sorted = vec!["a_total", "b_total", "c_total", "d_total", "e_total"];
+        assert_eq!(written(&mut forward), sorted);
+        assert_eq!(written(&mut backward), sorted);
+        let json = |r: &Registry| serde_json::to_string(&r.snapshot()).unwrap();
+        assert_eq!(json(&forward), json(&backward));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::collections::HashSet;
 use obs_schemas::records::{ServiceGraphEdge, Span};
 use serde::{Deserialize, Serialize};
 
-use super::registry::{Registry, SeriesKey};
+use super::registry::{Registry, SeriesRef};
 use super::spanmetrics::latency_seconds;
 
 /// Attributes that make a client span a database call (Tempo's `database_name_attributes`).
@@ -219,34 +219,32 @@ impl ServiceGraph {
         };
         let (edges, unpaired) = self.edges(spans);
         for e in edges {
-            let mut labels = vec![
-                ("client".to_string(), e.client.clone()),
-                ("server".to_string(), e.server.clone()),
+            // Sorted by label name.
+            let all = [
+                ("client", e.client.as_str()),
+                ("connection_type", e.connection_type),
+                ("server", e.server.as_str()),
             ];
-            if !e.connection_type.is_empty() {
-                labels.push(("connection_type".into(), e.connection_type.into()));
-            }
-            let mut key = SeriesKey::new(tenant, "traces_service_graph_request_total", labels);
+            let plain = [all[0], all[2]];
+            let labels: &[(&str, &str)] = if e.connection_type.is_empty() {
+                &plain
+            } else {
+                &all
+            };
+            let mut key = SeriesRef {
+                tenant,
+                name: "traces_service_graph_request_total",
+                labels,
+            };
             registry.add(&key, 1.0, now_ms);
             if e.failed {
-                registry.add(
-                    key.rename("traces_service_graph_request_failed_total"),
-                    1.0,
-                    now_ms,
-                );
+                key.name = "traces_service_graph_request_failed_total";
+                registry.add(&key, 1.0, now_ms);
             }
-            registry.observe(
-                key.rename("traces_service_graph_request_server_seconds"),
-                &self.buckets,
-                e.server_seconds,
-                now_ms,
-            );
-            registry.observe(
-                key.rename("traces_service_graph_request_client_seconds"),
-                &self.buckets,
-                e.client_seconds,
-                now_ms,
-            );
+            key.name = "traces_service_graph_request_server_seconds";
+            registry.observe(&key, &self.buckets, e.server_seconds, now_ms);
+            key.name = "traces_service_graph_request_client_seconds";
+            registry.observe(&key, &self.buckets, e.client_seconds, now_ms);
             let totals = match window.iter_mut().find(|t| {
                 t.tenant == tenant
                     && t.client == e.client
@@ -278,15 +276,12 @@ impl ServiceGraph {
                 Unpaired::Client(s) => ("client", s),
                 Unpaired::Server(s) => ("server", s),
             };
-            registry.add(
-                &SeriesKey::new(
-                    tenant,
-                    "traces_service_graph_unpaired_spans_total",
-                    vec![(side.into(), service)],
-                ),
-                1.0,
-                now_ms,
-            );
+            let key = SeriesRef {
+                tenant,
+                name: "traces_service_graph_unpaired_spans_total",
+                labels: &[(side, &service)],
+            };
+            registry.add(&key, 1.0, now_ms);
         }
     }
 
@@ -303,20 +298,18 @@ impl ServiceGraph {
         if span.service.is_empty() {
             return;
         }
-        registry.add(
-            &SeriesKey::new(
-                &span.tenant,
-                "traces_service_graph_dropped_spans_total",
-                vec![(side.into(), span.service.clone())],
-            ),
-            1.0,
-            now_ms,
-        );
+        let key = SeriesRef {
+            tenant: &span.tenant,
+            name: "traces_service_graph_dropped_spans_total",
+            labels: &[(side, &span.service)],
+        };
+        registry.add(&key, 1.0, now_ms);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::registry::SeriesKey;
     use super::*;
 
     fn span(id: &str, parent: &str, service: &str, kind: &str, ms: i64) -> Span {

@@ -5,10 +5,12 @@
 //! encoding), labelled `service`, `span_name`, `span_kind` (`SPAN_KIND_SERVER`, ...),
 //! `status_code` (`STATUS_CODE_ERROR`, ...) and the configured dimensions.
 
+use std::borrow::Cow;
+
 use obs_schemas::records::Span;
 use prost::encoding::{encoded_len_varint, key_len};
 
-use super::registry::{Registry, SeriesKey};
+use super::registry::{Registry, SeriesRef};
 
 /// Tempo's built-in span-metric labels (a dimension with one of these names gets `__`).
 const INTRINSIC: [&str; 5] = [
@@ -49,17 +51,18 @@ impl SpanMetrics {
         }
     }
 
-    /// Counts one span at partition time `now_ms`.
+    /// Counts one span at partition time `now_ms` (its labels are borrowed from the span:
+    /// strings are copied only for a new series).
     pub fn observe(&self, registry: &mut Registry, span: &Span, now_ms: i64) {
-        let mut labels = vec![
-            ("service".to_string(), span.service.clone()),
-            ("span_name".to_string(), span.name.clone()),
-            ("span_kind".to_string(), span_kind_label(&span.kind)),
-            (
-                "status_code".to_string(),
-                status_code_label(&span.status_code),
-            ),
-        ];
+        let kind = span_kind_label(&span.kind);
+        let status = status_code_label(&span.status_code);
+        let mut labels: Vec<(&str, &str)> = Vec::with_capacity(4 + self.dimensions.len());
+        labels.extend([
+            ("service", span.service.as_str()),
+            ("span_name", span.name.as_str()),
+            ("span_kind", &*kind),
+            ("status_code", &*status),
+        ]);
         for (attr, label) in &self.dimensions {
             let value = span
                 .resource_attrs
@@ -67,24 +70,21 @@ impl SpanMetrics {
                 .or_else(|| span.attrs.get(attr));
             if let Some(v) = value.filter(|v| !v.is_empty()) {
                 labels.retain(|(l, _)| l != label);
-                labels.push((label.clone(), v.clone()));
+                labels.push((label, v));
             }
         }
         labels.retain(|(_, v)| !v.is_empty());
-        let latency = latency_seconds(span);
-        let mut key = SeriesKey::new(&span.tenant, "traces_spanmetrics_calls_total", labels);
+        labels.sort_unstable();
+        let mut key = SeriesRef {
+            tenant: &span.tenant,
+            name: "traces_spanmetrics_calls_total",
+            labels: &labels,
+        };
         registry.add(&key, 1.0, now_ms);
-        registry.add(
-            key.rename("traces_spanmetrics_size_total"),
-            otlp_size(span) as f64,
-            now_ms,
-        );
-        registry.observe(
-            key.rename("traces_spanmetrics_latency"),
-            &self.buckets,
-            latency,
-            now_ms,
-        );
+        key.name = "traces_spanmetrics_size_total";
+        registry.add(&key, otlp_size(span) as f64, now_ms);
+        key.name = "traces_spanmetrics_latency";
+        registry.observe(&key, &self.buckets, latency_seconds(span), now_ms);
     }
 }
 
@@ -97,19 +97,27 @@ pub fn latency_seconds(span: &Span) -> f64 {
     }
 }
 
-/// `Server` → `SPAN_KIND_SERVER` (the OTLP enum's name, as Tempo labels it).
-pub fn span_kind_label(kind: &str) -> String {
+/// `Server` → `SPAN_KIND_SERVER` (the OTLP enum's name, as Tempo labels it); the kinds
+/// the collectors store are constants, so only an unknown kind allocates.
+pub fn span_kind_label(kind: &str) -> Cow<'static, str> {
     match kind {
-        "" => "SPAN_KIND_UNSPECIFIED".into(),
-        k => format!("SPAN_KIND_{}", k.to_ascii_uppercase()),
+        "" | "Unspecified" => "SPAN_KIND_UNSPECIFIED".into(),
+        "Internal" => "SPAN_KIND_INTERNAL".into(),
+        "Server" => "SPAN_KIND_SERVER".into(),
+        "Client" => "SPAN_KIND_CLIENT".into(),
+        "Producer" => "SPAN_KIND_PRODUCER".into(),
+        "Consumer" => "SPAN_KIND_CONSUMER".into(),
+        k => format!("SPAN_KIND_{}", k.to_ascii_uppercase()).into(),
     }
 }
 
-/// `Error` → `STATUS_CODE_ERROR`.
-pub fn status_code_label(code: &str) -> String {
+/// `Error` → `STATUS_CODE_ERROR`; only an unknown code allocates.
+pub fn status_code_label(code: &str) -> Cow<'static, str> {
     match code {
-        "" => "STATUS_CODE_UNSET".into(),
-        c => format!("STATUS_CODE_{}", c.to_ascii_uppercase()),
+        "" | "Unset" => "STATUS_CODE_UNSET".into(),
+        "Ok" => "STATUS_CODE_OK".into(),
+        "Error" => "STATUS_CODE_ERROR".into(),
+        c => format!("STATUS_CODE_{}", c.to_ascii_uppercase()).into(),
     }
 }
 
@@ -203,6 +211,7 @@ fn hex_len(hex: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use super::super::registry::SeriesKey;
     use super::*;
     use obs_schemas::records::{SpanEvent, SpanLink};
     use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -323,9 +332,27 @@ mod tests {
 
     #[test]
     fn labels_follow_tempo() {
-        assert_eq!(span_kind_label("Server"), "SPAN_KIND_SERVER");
-        assert_eq!(span_kind_label("Unspecified"), "SPAN_KIND_UNSPECIFIED");
-        assert_eq!(status_code_label("Error"), "STATUS_CODE_ERROR");
+        for (kind, label) in [
+            ("", "SPAN_KIND_UNSPECIFIED"),
+            ("Unspecified", "SPAN_KIND_UNSPECIFIED"),
+            ("Internal", "SPAN_KIND_INTERNAL"),
+            ("Server", "SPAN_KIND_SERVER"),
+            ("Client", "SPAN_KIND_CLIENT"),
+            ("Producer", "SPAN_KIND_PRODUCER"),
+            ("Consumer", "SPAN_KIND_CONSUMER"),
+            ("Gateway", "SPAN_KIND_GATEWAY"),
+        ] {
+            assert_eq!(span_kind_label(kind), label, "{kind:?}");
+        }
+        for (code, label) in [
+            ("", "STATUS_CODE_UNSET"),
+            ("Unset", "STATUS_CODE_UNSET"),
+            ("Ok", "STATUS_CODE_OK"),
+            ("Error", "STATUS_CODE_ERROR"),
+            ("Weird", "STATUS_CODE_WEIRD"),
+        ] {
+            assert_eq!(status_code_label(code), label, "{code:?}");
+        }
         let m = SpanMetrics::new(
             &["service".into(), "http.method".into(), "9x".into()],
             vec![],
