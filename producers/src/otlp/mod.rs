@@ -39,7 +39,11 @@ pub fn id_hex(bytes: &[u8], len: usize, what: &str) -> Result<String, CollectorE
             bytes.len()
         )));
     }
-    Ok(hex::encode(bytes))
+    // Through a byte buffer: `hex::encode` collects chars one by one, which showed up at
+    // ~1.5% of the collector's CPU under spans (three ids per span).
+    let mut out = vec![0; bytes.len() * 2];
+    hex::encode_to_slice(bytes, &mut out).expect("the buffer is twice the input's length");
+    Ok(String::from_utf8(out).expect("hex digits are ASCII"))
 }
 
 /// Decodes an OTLP request message in either wire format, naming what is wrong on failure.
@@ -65,4 +69,22 @@ pub struct Status {
     /// Human-readable message.
     #[prost(string, tag = "2")]
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_lower_case_hex_and_all_zero_is_no_id() {
+        let id = [0x0a, 0xf7, 0x65, 0x19, 0x16, 0xcd, 0x43, 0xdd];
+        assert_eq!(id_hex(&id, 8, "span_id").unwrap(), "0af7651916cd43dd");
+        assert_eq!(id_hex(&[0; 8], 8, "span_id").unwrap(), "");
+        assert_eq!(id_hex(&[], 8, "span_id").unwrap(), "");
+        let err = id_hex(&id[..3], 8, "span_id").unwrap_err().to_string();
+        assert!(
+            err.contains("invalid span_id: 3 bytes, expected 8"),
+            "{err}"
+        );
+    }
 }

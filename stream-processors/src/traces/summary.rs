@@ -8,13 +8,14 @@ use obs_schemas::records::{Span, TraceSummary};
 /// The root of a trace: the earliest span without a parent, else the earliest span whose
 /// parent is not in the trace (the root was never received), else the earliest span.
 pub fn root(spans: &[Span]) -> Option<&Span> {
-    let ids: HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
     let by_start = |a: &&Span, b: &&Span| (a.start_ns, &a.span_id).cmp(&(b.start_ns, &b.span_id));
     spans
         .iter()
         .filter(|s| s.parent_span_id.is_empty())
         .min_by(by_start)
         .or_else(|| {
+            // Only a trace without a parentless span needs its span ids: most have one.
+            let ids: HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
             spans
                 .iter()
                 .filter(|s| !ids.contains(s.parent_span_id.as_str()))
