@@ -27,18 +27,6 @@ pub struct SeriesKey {
     pub labels: Vec<(String, String)>,
 }
 
-impl SeriesKey {
-    /// A key from unsorted labels.
-    pub fn new(tenant: &str, name: &str, mut labels: Vec<(String, String)>) -> SeriesKey {
-        labels.sort();
-        SeriesKey {
-            tenant: tenant.to_string(),
-            name: name.to_string(),
-            labels,
-        }
-    }
-}
-
 impl Hash for SeriesKey {
     fn hash<H: Hasher>(&self, h: &mut H) {
         let labels = self.labels.iter().map(|(k, v)| (k.as_str(), v.as_str()));
@@ -59,7 +47,7 @@ pub struct SeriesRef<'a> {
 }
 
 impl SeriesRef<'_> {
-    /// The owned key of the same series.
+    /// The owned key of the same series, stored when the series is new.
     fn to_key(self) -> SeriesKey {
         SeriesKey {
             tenant: self.tenant.to_string(),
@@ -109,32 +97,6 @@ fn hash_series<'a, H: Hasher>(
     }
 }
 
-/// What the registry finds a series by: its key, or borrowed parts of one.
-pub trait Lookup: Hash + Equivalent<SeriesKey> {
-    /// The metric name.
-    fn name(&self) -> &str;
-    /// The owned key, stored when the series is new.
-    fn to_owned_key(&self) -> SeriesKey;
-}
-
-impl Lookup for SeriesKey {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn to_owned_key(&self) -> SeriesKey {
-        self.clone()
-    }
-}
-
-impl Lookup for SeriesRef<'_> {
-    fn name(&self) -> &str {
-        self.name
-    }
-    fn to_owned_key(&self) -> SeriesKey {
-        self.to_key()
-    }
-}
-
 /// A classic histogram's state: per-bucket (not cumulative) counts, the `+Inf` overflow
 /// last.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,12 +138,12 @@ pub struct Snapshot {
 impl Registry {
     /// Adds `by` to a counter (the key is copied only for a new series: this runs for
     /// every span).
-    pub fn add<K: Lookup>(&mut self, key: &K, by: f64, now_ms: i64) {
+    pub fn add(&mut self, key: &SeriesRef, by: f64, now_ms: i64) {
         let e = match self.counters.get_mut(key) {
             Some(e) => e,
             None => {
-                note_kind(&mut self.kinds, key.name(), "counter");
-                self.counters.entry(key.to_owned_key()).or_insert(Entry {
+                note_kind(&mut self.kinds, key.name, "counter");
+                self.counters.entry(key.to_key()).or_insert(Entry {
                     value: 0.0,
                     updated_ms: now_ms,
                     fresh: true,
@@ -193,13 +155,13 @@ impl Registry {
     }
 
     /// Observes `value` in a histogram with upper bounds `bounds` (ascending).
-    pub fn observe<K: Lookup>(&mut self, key: &K, bounds: &[f64], value: f64, now_ms: i64) {
+    pub fn observe(&mut self, key: &SeriesRef, bounds: &[f64], value: f64, now_ms: i64) {
         let e = match self.histograms.get_mut(key) {
             Some(e) => e,
             None => {
-                note_kind(&mut self.kinds, key.name(), "histogram");
+                note_kind(&mut self.kinds, key.name, "histogram");
                 self.histograms
-                    .entry(key.to_owned_key())
+                    .entry(key.to_key())
                     .or_insert_with(|| Entry {
                         value: Hist {
                             counts: vec![0; bounds.len() + 1],
@@ -236,7 +198,7 @@ impl Registry {
     }
 
     /// A counter's value, for tests and diagnostics.
-    pub fn counter(&self, key: &SeriesKey) -> Option<f64> {
+    pub fn counter(&self, key: &SeriesRef) -> Option<f64> {
         self.counters.get(key).map(|e| e.value)
     }
 
@@ -409,6 +371,15 @@ impl Out {
 mod tests {
     use super::*;
 
+    /// Tenant `t`'s series `name` with `labels` (sorted by name).
+    fn key<'a>(name: &'a str, labels: &'a [(&'a str, &'a str)]) -> SeriesRef<'a> {
+        SeriesRef {
+            tenant: "t",
+            name,
+            labels,
+        }
+    }
+
     fn value(batches: &[MetricBatch], name: &str, le: Option<&str>) -> f64 {
         batches
             .iter()
@@ -421,12 +392,12 @@ mod tests {
     #[test]
     fn histograms_come_out_cumulative_with_sum_and_count() {
         let mut r = Registry::default();
-        let key = SeriesKey::new("t", "lat", vec![("service".into(), "a".into())]);
+        let lat = key("lat", &[("service", "a")]);
         let bounds = [0.1, 0.2, 0.4];
         for v in [0.05, 0.1, 0.15, 0.3, 7.0] {
-            r.observe(&key, &bounds, v, 1_000);
+            r.observe(&lat, &bounds, v, 1_000);
         }
-        r.add(&SeriesKey::new("t", "calls_total", vec![]), 5.0, 1_000);
+        r.add(&key("calls_total", &[]), 5.0, 1_000);
         let out = r.samples(0, 15_000, 2, &|_| bounds.to_vec());
         assert_eq!(
             value(&out, "lat_bucket", Some("0.1")),
@@ -452,24 +423,19 @@ mod tests {
     }
 
     #[test]
-    fn a_series_counted_by_borrowed_parts_is_the_series_of_its_key() {
+    fn a_series_stored_under_its_owned_key_is_found_by_its_borrowed_parts() {
         let mut r = Registry::default();
         let labels = [("a", "1"), ("b", "2")];
-        let by_ref = SeriesRef {
-            tenant: "t",
-            name: "x_total",
-            labels: &labels,
-        };
-        let by_key = SeriesKey::new(
-            "t",
-            "x_total",
-            vec![("b".into(), "2".into()), ("a".into(), "1".into())],
-        );
+        let by_ref = key("x_total", &labels);
         r.add(&by_ref, 1.0, 1_000);
-        r.add(&by_key, 2.0, 1_000);
+        // A restored registry's keys were built from owned strings, not from a lookup.
+        let mut r = Registry::restore(r.snapshot());
+        let (a, b) = (String::from("a"), String::from("2"));
+        let built_apart = [(a.as_str(), "1"), ("b", b.as_str())];
+        r.add(&key("x_total", &built_apart), 2.0, 1_000);
         r.add(&by_ref, 4.0, 1_000);
         assert_eq!(r.len(), 1, "one series whichever way it is named");
-        assert_eq!(r.counter(&by_key), Some(7.0));
+        assert_eq!(r.counter(&by_ref), Some(7.0));
         // The same characters split differently ("" "a1" "b" "2" against "a" "1" "b"
         // "2") are another series: each string's end is part of the hash and the match.
         let other = [("", "a1"), ("b", "2")];
@@ -482,7 +448,7 @@ mod tests {
             1_000,
         );
         assert_eq!(r.len(), 2);
-        assert_eq!(r.counter(&by_key), Some(7.0));
+        assert_eq!(r.counter(&by_ref), Some(7.0));
     }
 
     #[test]
@@ -491,10 +457,10 @@ mod tests {
         let mut forward = Registry::default();
         let mut backward = Registry::default();
         for n in names {
-            forward.add(&SeriesKey::new("t", n, vec![]), 1.0, 1_000);
+            forward.add(&key(n, &[]), 1.0, 1_000);
         }
         for n in names.iter().rev() {
-            backward.add(&SeriesKey::new("t", n, vec![]), 1.0, 1_000);
+            backward.add(&key(n, &[]), 1.0, 1_000);
         }
         let written = |r: &mut Registry| -> Vec<String> {
             r.samples(0, 15_000, 0, &|_| vec![])
@@ -512,14 +478,14 @@ mod tests {
     #[test]
     fn a_snapshot_restores_the_same_registry_and_stale_series_go() {
         let mut r = Registry::default();
-        r.add(&SeriesKey::new("t", "a_total", vec![]), 1.0, 1_000);
-        r.observe(&SeriesKey::new("t", "h", vec![]), &[1.0], 0.5, 5_000);
+        r.add(&key("a_total", &[]), 1.0, 1_000);
+        r.observe(&key("h", &[]), &[1.0], 0.5, 5_000);
         let json = serde_json::to_string(&r.snapshot()).unwrap();
         let back = Registry::restore(serde_json::from_str(&json).unwrap());
         assert_eq!(back, r);
         let mut r = back;
         r.drop_stale(2_000);
         assert_eq!(r.len(), 1);
-        assert_eq!(r.counter(&SeriesKey::new("t", "a_total", vec![])), None);
+        assert_eq!(r.counter(&key("a_total", &[])), None);
     }
 }

@@ -309,7 +309,6 @@ impl ServiceGraph {
 
 #[cfg(test)]
 mod tests {
-    use super::super::registry::SeriesKey;
     use super::*;
 
     fn span(id: &str, parent: &str, service: &str, kind: &str, ms: i64) -> Span {
@@ -347,11 +346,11 @@ mod tests {
             g.observe_late(&mut r, &s, 10);
         }
         let dropped = |side: &str| {
-            r.counter(&SeriesKey::new(
-                "t",
-                "traces_service_graph_dropped_spans_total",
-                vec![(side.into(), "shop".into())],
-            ))
+            r.counter(&SeriesRef {
+                tenant: "t",
+                name: "traces_service_graph_dropped_spans_total",
+                labels: &[(side, "shop")],
+            })
         };
         assert_eq!(dropped("server"), Some(2.0));
         assert_eq!(dropped("client"), Some(1.0));

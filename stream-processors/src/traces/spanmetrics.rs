@@ -211,7 +211,6 @@ fn hex_len(hex: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::super::registry::SeriesKey;
     use super::*;
     use obs_schemas::records::{SpanEvent, SpanLink};
     use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -379,17 +378,18 @@ mod tests {
         span.resource_attrs.insert("env".into(), "prod".into());
         m.observe(&mut r, &span, 1);
         m.observe(&mut r, &span, 2);
-        let key = SeriesKey::new(
-            "t",
-            "traces_spanmetrics_calls_total",
-            vec![
-                ("service".into(), "api".into()),
-                ("span_name".into(), "GET".into()),
-                ("span_kind".into(), "SPAN_KIND_SERVER".into()),
-                ("status_code".into(), "STATUS_CODE_UNSET".into()),
-                ("env".into(), "prod".into()),
+        // Labels sorted by name, as every series stores them.
+        let key = SeriesRef {
+            tenant: "t",
+            name: "traces_spanmetrics_calls_total",
+            labels: &[
+                ("env", "prod"),
+                ("service", "api"),
+                ("span_kind", "SPAN_KIND_SERVER"),
+                ("span_name", "GET"),
+                ("status_code", "STATUS_CODE_UNSET"),
             ],
-        );
+        };
         assert_eq!(r.counter(&key), Some(2.0));
         assert_eq!(latency_seconds(&span), 0.05);
     }
