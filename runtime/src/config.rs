@@ -261,13 +261,14 @@ impl Default for CollectorConfig {
 pub struct SinkConfig {
     /// Consumer group id prefix; each table's sink appends its name.
     pub group_prefix: String,
-    /// A batch is inserted when it holds this many rows... (ClickHouse wants few, large
-    /// inserts: every insert is a part its merges rewrite; see docs/PERFORMANCE.md)
+    /// A table's batches (one per partition, inserted together) are inserted when they
+    /// hold this many rows between them... (ClickHouse wants few, large inserts: every
+    /// insert is a part its merges rewrite; see docs/PERFORMANCE.md)
     pub batch_max_rows: usize,
     /// ...or this many bytes of Kafka messages (bounds a sink's memory where rows are
     /// large: logs, spans)...
     pub batch_max_bytes: usize,
-    /// ...or when its first message is this old.
+    /// ...or when the oldest one's first message is this old.
     pub batch_max_wait_ms: u64,
     /// Address serving the sink's /metrics, /healthz, /readyz.
     pub listen: String,

@@ -94,6 +94,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "late_writes",
         sql: include_str!("../migrations/0014_late_writes.sql"),
     },
+    Migration {
+        version: 15,
+        name: "sink_intents_token",
+        sql: include_str!("../migrations/0015_sink_intents_token.sql"),
+    },
 ];
 
 /// Retention per table family, in days (TTL clauses of the DDL).

@@ -1,14 +1,20 @@
 //! The loop every table sink runs: take its topic's messages → decode → batch per
 //! partition → record the batch's offsets → insert (deduplicated) → commit.
 //!
-//! Exactly-once effect: a batch holds consecutive offsets of one partition and its insert
-//! carries `insert_deduplication_token = <topic>/<partition>:<first>-<last>`. Before the
-//! insert, the batch's range is written to `obs_sink_intents`; when the sink (re)starts
+//! Exactly-once effect: a batch holds consecutive offsets of one partition. The batches of
+//! all the table's partitions are inserted together, as one insert carrying
+//! `insert_deduplication_token = <topic>/<p>:<first>-<last>[,<p>:<first>-<last>...]`
+//! (one part, one statement, where a statement per partition cost the engine a fixed ~6 ms
+//! each and made more parts to merge). Before the insert, each batch's range is written to
+//! `obs_sink_intents` with that token, all in one statement; when the sink (re)starts
 //! reading a partition at offset `a` and an intent `[a, b]` exists, it closes that batch at
-//! exactly `b`, whatever the size and time limits say. So a batch re-read after a crash
-//! between insert and commit is the same batch with the same token, and ClickHouse stores it
-//! once. A partition whose Kafka committed offset is behind the newest recorded batch (a
-//! commit lost or given up on) resumes at that batch rather than re-reading the partition.
+//! exactly `b`, whatever the size and time limits say, and inserts it under the recorded
+//! token. So a batch re-read after a crash between insert and commit is deduplicated by
+//! ClickHouse; a batch that shared its insert with other partitions' batches is then read
+//! back (below), since its rows alone under the shared token would be taken for a repeat
+//! of the whole insert. A partition whose Kafka committed offset is behind the newest
+//! recorded batch (a commit lost or given up on) resumes at that batch rather than
+//! re-reading the partition.
 //!
 //! The token alone is not enough: ClickHouse (26.9) writes a token to its deduplication log
 //! before it commits the part, so a ClickHouse crash in between leaves the token without the
@@ -16,8 +22,9 @@
 //! answer, and for every batch re-formed after a crash, the acknowledged batch is read back
 //! (through the table's record-time column, compared by content) and missing rows are
 //! stored again under a new token (`obs_sink_rows_restored_total`).
-//! Otherwise a batch is flushed at `sink.batch_max_rows` rows, `sink.batch_max_bytes` bytes
-//! of messages, or when its first message is `sink.batch_max_wait_ms` old.
+//! Otherwise the batches are flushed together when they hold `sink.batch_max_rows` rows or
+//! `sink.batch_max_bytes` bytes of messages between them, or when the oldest one's first
+//! message is `sink.batch_max_wait_ms` old.
 //!
 //! The insert is retried with backoff for as long as ClickHouse is unavailable; meanwhile
 //! nothing is committed and nothing more is taken from the topic's reader (see
@@ -89,28 +96,46 @@ struct Batch<R> {
     /// `(offset, index of its first row)` per message with rows, in order.
     messages: Vec<(i64, usize)>,
     started: Instant,
-    /// Where the batch must end, from an intent written before a crash.
-    end: Option<i64>,
+    /// What an earlier run recorded for this batch before a crash: it is re-formed.
+    recorded: Option<Recorded>,
+}
+
+/// A batch's intent, as an earlier run wrote it before its insert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Recorded {
+    /// Where the batch ends.
+    last: i64,
+    /// The token its insert carried.
+    token: String,
 }
 
 impl<R> Batch<R> {
-    /// Whether to insert it now: at the end an intent recorded, else at a size or age limit.
-    fn due(&self, max_rows: usize, max_bytes: usize, max_wait: Duration) -> bool {
-        match self.end {
-            Some(end) => self.last >= end,
-            None => {
-                self.rows.len() >= max_rows
-                    || self.bytes >= max_bytes
-                    || self.started.elapsed() >= max_wait
-            }
-        }
+    /// Whether a re-formed batch has reached the end its intent recorded.
+    fn complete(&self) -> bool {
+        self.recorded.as_ref().is_some_and(|r| self.last >= r.last)
     }
+}
+
+/// Whether the batches being formed (not re-formed) are due, together: at a size limit
+/// between them, or when the oldest is `max_wait` old.
+fn fresh_due<R>(
+    batches: &BTreeMap<i32, Batch<R>>,
+    max_rows: usize,
+    max_bytes: usize,
+    max_wait: Duration,
+) -> bool {
+    let fresh = || batches.values().filter(|b| b.recorded.is_none());
+    fresh().map(|b| b.rows.len()).sum::<usize>() >= max_rows
+        || fresh().map(|b| b.bytes).sum::<usize>() >= max_bytes
+        || fresh().any(|b| b.started.elapsed() >= max_wait)
 }
 
 /// The rows an insert carries.
 pub(crate) enum Rows<'a, R> {
     /// All of them.
     All(&'a [R]),
+    /// All the rows of several batches, in order.
+    Chunks(&'a [&'a [R]]),
     /// Those at the given positions.
     Some(&'a [R], &'a [usize]),
 }
@@ -134,6 +159,16 @@ enum Outcome {
     AfterUnansweredAttempt,
 }
 
+/// Why a batch's rows are read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Missing {
+    /// ClickHouse acknowledged them under a token, but may not hold them.
+    Acknowledged,
+    /// A re-formed batch whose insert carried other partitions' batches too: whether that
+    /// insert happened before the crash is not known.
+    Unknown,
+}
+
 fn unix_nanos() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -148,6 +183,8 @@ struct Intent {
     partition: i32,
     first_offset: i64,
     last_offset: i64,
+    /// The token of the insert carrying the batch (with other partitions' batches).
+    token: String,
 }
 
 /// Writes `letter` to `obs.dlq`, retrying until the broker acknowledges it.
@@ -207,9 +244,9 @@ pub struct SinkDriver<T: TableSink> {
     spare_rows: std::sync::Mutex<Vec<Vec<T::Row>>>,
 }
 
-/// How many emptied row buffers a table keeps: enough for batches of two partitions
-/// flushed back to back.
-const SPARE_ROW_BUFFERS: usize = 2;
+/// How many emptied row buffers a table keeps: one per partition of a raw topic (three by
+/// default), whose batches are flushed together.
+const SPARE_ROW_BUFFERS: usize = 3;
 /// The largest row buffer kept: a full batch of samples fits (up to 250,000 rows and the
 /// last message's, in a buffer grown to 2^19 rows of 56 bytes), and so does a second of
 /// one partition's spans at 100,000 spans/s over three partitions (2^16 rows of 520
@@ -304,7 +341,7 @@ impl<T: TableSink> SinkDriver<T> {
         loop {
             let wait = batches
                 .values()
-                .filter(|b| b.end.is_none())
+                .filter(|b| b.recorded.is_none())
                 .map(|b| self.max_wait.saturating_sub(b.started.elapsed()))
                 .min()
                 .unwrap_or(Duration::from_secs(3600));
@@ -348,16 +385,16 @@ impl<T: TableSink> SinkDriver<T> {
                     }
                     if batches
                         .get(&p)
-                        .is_some_and(|b| b.end.is_some_and(|e| offset > e))
+                        .is_some_and(|b| b.recorded.as_ref().is_some_and(|r| offset > r.last))
                     {
                         let b = batches.remove(&p).expect("checked above");
-                        self.flush(p, b).await;
+                        self.flush(vec![(p, b)]).await;
                     }
                     let batch = match batches.entry(p) {
                         Entry::Occupied(o) => o.into_mut(),
                         Entry::Vacant(v) => {
-                            let end = if recorded_to.get(&p).is_none_or(|&r| offset <= r) {
-                                self.intent_end(p, offset).await
+                            let recorded = if recorded_to.get(&p).is_none_or(|&r| offset <= r) {
+                                self.intent(p, offset).await
                             } else {
                                 None
                             };
@@ -368,7 +405,7 @@ impl<T: TableSink> SinkDriver<T> {
                                 bytes: 0,
                                 messages: Vec::new(),
                                 started: Instant::now(),
-                                end,
+                                recorded,
                             })
                         }
                     };
@@ -389,14 +426,17 @@ impl<T: TableSink> SinkDriver<T> {
                 }
                 Err(_) => {} // a batch is due
             }
-            let due: Vec<i32> = batches
+            let complete: Vec<i32> = batches
                 .iter()
-                .filter(|(_, b)| b.due(self.max_rows, self.max_bytes, self.max_wait))
+                .filter(|(_, b)| b.complete())
                 .map(|(&p, _)| p)
                 .collect();
-            for p in due {
+            for p in complete {
                 let b = batches.remove(&p).expect("listed above");
-                self.flush(p, b).await;
+                self.flush(vec![(p, b)]).await;
+            }
+            if fresh_due(&batches, self.max_rows, self.max_bytes, self.max_wait) {
+                self.flush(take_fresh(&mut batches)).await;
             }
         }
     }
@@ -407,11 +447,11 @@ impl<T: TableSink> SinkDriver<T> {
     /// offsets). Bounded by [`DRAIN_LIMIT`]: with ClickHouse down nothing more is
     /// committed, and the next start re-reads what was not.
     async fn drain(&self, batches: BTreeMap<i32, Batch<T::Row>>) {
+        let mut batches = batches;
         let work = async {
-            for (p, b) in batches {
-                if b.end.is_none() {
-                    self.flush(p, b).await;
-                }
+            let fresh = take_fresh(&mut batches);
+            if !fresh.is_empty() {
+                self.flush(fresh).await;
             }
         };
         if tokio::time::timeout(DRAIN_LIMIT, work).await.is_err() {
@@ -440,32 +480,39 @@ impl<T: TableSink> SinkDriver<T> {
         newest
     }
 
-    /// The end an earlier run recorded for a batch starting at `first`, if any.
-    async fn intent_end(&self, partition: i32, first: i64) -> Option<i64> {
-        let end: Option<i64> = retry("reading sink intents", || async {
+    /// What an earlier run recorded for a batch starting at `first`, if anything.
+    async fn intent(&self, partition: i32, first: i64) -> Option<Recorded> {
+        let recorded: Option<(i64, String)> = retry("reading sink intents", || async {
             self.client
                 .query(
-                    "SELECT LastOffset FROM obs_sink_intents WHERE ConsumerGroup = ? AND Topic = ? \
-                     AND Partition = ? AND FirstOffset = ? ORDER BY CreatedAt DESC LIMIT 1",
+                    "SELECT LastOffset, Token FROM obs_sink_intents WHERE ConsumerGroup = ? \
+                     AND Topic = ? AND Partition = ? AND FirstOffset = ? \
+                     ORDER BY CreatedAt DESC LIMIT 1",
                 )
                 .bind(&self.group)
                 .bind(T::TOPIC.name())
                 .bind(partition)
                 .bind(first)
-                .fetch_optional::<i64>()
+                .fetch_optional::<(i64, String)>()
                 .await
         })
         .await;
-        if let Some(e) = end {
-            tracing::info!(
-                table = T::TABLE,
-                partition,
-                first,
-                last = e,
-                "re-forming a batch recorded before a restart"
-            );
-        }
-        end
+        let (last, token) = recorded?;
+        // Intents written before tokens were recorded name their own batch's token.
+        let token = if token.is_empty() {
+            dedup_token(T::TOPIC, &[(partition, first, last)])
+        } else {
+            token
+        };
+        tracing::info!(
+            table = T::TABLE,
+            partition,
+            first,
+            last,
+            %token,
+            "re-forming a batch recorded before a restart"
+        );
+        Some(Recorded { last, token })
     }
 
     /// Decodes one message into rows; a message that cannot be decoded goes to the DLQ.
@@ -563,58 +610,126 @@ impl<T: TableSink> SinkDriver<T> {
         metrics::counter!("obs_sink_dlq_total", "table" => T::TABLE).increment(1);
     }
 
-    /// Records the batch's range, inserts it (retrying until ClickHouse accepts), commits.
-    async fn flush(&self, partition: i32, batch: Batch<T::Row>) {
-        if !batch.rows.is_empty() {
-            if batch.end.is_none() {
-                let intent = Intent {
-                    consumer_group: self.group.clone(),
-                    topic: T::TOPIC.name().to_string(),
-                    partition,
-                    first_offset: batch.first,
-                    last_offset: batch.last,
-                };
-                retry("recording the batch intent", || async {
-                    let mut insert = self.client.insert::<Intent>(INTENTS_TABLE).await?;
-                    insert.write(&intent).await?;
-                    insert.end().await
-                })
-                .await;
-            }
-            let token = dedup_token(T::TOPIC, partition, batch.first, batch.last);
+    /// Inserts `batches` (the fresh batches of the table's partitions, or one re-formed
+    /// batch) as one insert, after recording their ranges, retrying until ClickHouse
+    /// accepts; then commits their partitions.
+    async fn flush(&self, batches: Vec<(i32, Batch<T::Row>)>) {
+        let filled: Vec<&(i32, Batch<T::Row>)> =
+            batches.iter().filter(|(_, b)| !b.rows.is_empty()).collect();
+        if !filled.is_empty() {
+            let ranges: Vec<(i32, i64, i64)> =
+                filled.iter().map(|(p, b)| (*p, b.first, b.last)).collect();
+            let chunks: Vec<&[T::Row]> = filled.iter().map(|(_, b)| b.rows.as_slice()).collect();
+            let own_token = dedup_token(T::TOPIC, &ranges);
+            let reformed = filled.iter().find_map(|(_, b)| b.recorded.as_ref());
+            debug_assert!(reformed.is_none() || batches.len() == 1, "re-formed alone");
             let started = Instant::now();
-            match self.insert_retrying(Rows::All(&batch.rows), &token).await {
-                Ok(Outcome::Stored) if batch.end.is_none() => {}
-                // Re-formed after a crash, or sent again after an answer that never came:
-                // an earlier attempt may have left the token without the rows.
-                Ok(_) => self.store_missing(&batch.rows, &token).await,
-                Err(rejected) => {
-                    tracing::warn!(
-                        partition,
-                        first = batch.first,
-                        last = batch.last,
-                        error = %rejected,
-                        "ClickHouse rejected the batch's data; isolating the rows it refuses"
-                    );
-                    self.isolate(partition, &batch).await;
+            match reformed {
+                None => {
+                    self.record_intents(&ranges, &own_token).await;
+                    self.insert_checked(&filled, &chunks, &own_token, false)
+                        .await;
+                }
+                Some(r) if r.token == own_token => {
+                    self.insert_checked(&filled, &chunks, &own_token, true)
+                        .await;
+                }
+                Some(r) => {
+                    // Its insert carried other partitions' batches too: these rows alone
+                    // under that token would be acknowledged as a repeat of that insert,
+                    // stored or not. So what ClickHouse lacks of them is stored instead.
+                    let (p, b) = filled[0];
+                    let stored = self
+                        .store_missing(&b.rows, &r.token, Missing::Unknown)
+                        .await;
+                    if let Err(rejected) = stored {
+                        tracing::warn!(
+                            table = T::TABLE,
+                            partition = p,
+                            error = %rejected,
+                            "ClickHouse rejected a re-formed batch's data; isolating the rows it refuses"
+                        );
+                        self.isolate(*p, b).await;
+                    }
                 }
             }
-            self.mark_late(&batch.rows).await;
+            let rows: usize = chunks.iter().map(|c| c.len()).sum();
+            let bytes: usize = filled.iter().map(|(_, b)| b.bytes).sum();
+            self.mark_late(&chunks).await;
             #[cfg(feature = "failpoints")]
             crash_after_insert();
-            metrics::counter!("obs_sink_rows_total", "table" => T::TABLE)
-                .increment(batch.rows.len() as u64);
+            metrics::counter!("obs_sink_rows_total", "table" => T::TABLE).increment(rows as u64);
             metrics::counter!("obs_sink_input_bytes_total", "table" => T::TABLE)
-                .increment(batch.bytes as u64);
+                .increment(bytes as u64);
             metrics::histogram!("obs_sink_batch_seconds", "table" => T::TABLE)
                 .record(started.elapsed().as_secs_f64());
-            tracing::debug!(table = T::TABLE, rows = batch.rows.len(), %token, "batch inserted");
+            tracing::debug!(table = T::TABLE, rows, token = %own_token, "batch inserted");
         }
-        self.commit(partition, batch.last + 1).await;
-        keep_spare(
-            &mut self.spare_rows.lock().expect("spare rows lock"),
-            batch.rows,
-        );
+        let next: Vec<(i32, i64)> = batches.iter().map(|(p, b)| (*p, b.last + 1)).collect();
+        self.commit(&next).await;
+        let mut spares = self.spare_rows.lock().expect("spare rows lock");
+        for (_, b) in batches {
+            keep_spare(&mut spares, b.rows);
+        }
+    }
+
+    /// Writes the ranges of the batches about to be inserted under `token`, in one insert.
+    async fn record_intents(&self, ranges: &[(i32, i64, i64)], token: &str) {
+        let intents: Vec<Intent> = ranges
+            .iter()
+            .map(|&(partition, first, last)| Intent {
+                consumer_group: self.group.clone(),
+                topic: T::TOPIC.name().to_string(),
+                partition,
+                first_offset: first,
+                last_offset: last,
+                token: token.to_string(),
+            })
+            .collect();
+        retry("recording the batch intents", || async {
+            let mut insert = self.client.insert::<Intent>(INTENTS_TABLE).await?;
+            for intent in &intents {
+                insert.write(intent).await?;
+            }
+            insert.end().await
+        })
+        .await;
+    }
+
+    /// Inserts the `chunks` of the `filled` batches under `token`; reads them back when
+    /// ClickHouse may have acknowledged them without storing them (`reformed`, or an
+    /// attempt that got no answer), and isolates the refused rows when it refuses data.
+    async fn insert_checked(
+        &self,
+        filled: &[&(i32, Batch<T::Row>)],
+        chunks: &[&[T::Row]],
+        token: &str,
+        reformed: bool,
+    ) {
+        match self.insert_retrying(Rows::Chunks(chunks), token).await {
+            Ok(Outcome::Stored) if !reformed => {}
+            // Re-formed after a crash, or sent again after an answer that never came:
+            // an earlier attempt may have left the token without the rows.
+            Ok(_) => {
+                for chunk in chunks {
+                    let stored = self
+                        .store_missing(chunk, token, Missing::Acknowledged)
+                        .await;
+                    self.refused_again(stored);
+                }
+            }
+            Err(rejected) => {
+                tracing::warn!(
+                    table = T::TABLE,
+                    %token,
+                    error = %rejected,
+                    "ClickHouse rejected the batch's data; isolating the rows it refuses"
+                );
+                for (p, b) in filled {
+                    self.isolate(*p, b).await;
+                }
+            }
+        }
     }
 
     /// An emptied row buffer of a stored batch, if one is kept.
@@ -625,9 +740,15 @@ impl<T: TableSink> SinkDriver<T> {
     /// After a batch is stored, before its commit: records the tenants whose rows were late
     /// (`obs_schemas::late_writes`), so a results cache drops the answers they change. A
     /// crash before this is a batch read and inserted (deduplicated) again, then recorded.
-    async fn mark_late(&self, rows: &[T::Row]) {
+    async fn mark_late(&self, chunks: &[&[T::Row]]) {
         let before_ms = (unix_nanos() / 1_000_000) as i64 - late_writes::LATE_AFTER_MS;
-        let late = T::late_from_ms(rows, before_ms);
+        let mut late: BTreeMap<String, i64> = BTreeMap::new();
+        for chunk in chunks {
+            for (tenant, from_ms) in T::late_from_ms(chunk, before_ms) {
+                let earliest = late.entry(tenant).or_insert(from_ms);
+                *earliest = (*earliest).min(from_ms);
+            }
+        }
         if late.is_empty() {
             return;
         }
@@ -687,11 +808,14 @@ impl<T: TableSink> SinkDriver<T> {
                 .get(n + 1)
                 .map_or(batch.rows.len(), |&(_, next)| next);
             let rows = &batch.rows[start..end];
-            let token = dedup_token(T::TOPIC, partition, offset, offset);
+            let token = dedup_token(T::TOPIC, &[(partition, offset, offset)]);
             match self.insert_retrying(Rows::All(rows), &token).await {
                 Ok(Outcome::Stored) => continue,
                 Ok(Outcome::AfterUnansweredAttempt) => {
-                    self.store_missing(rows, &token).await;
+                    let stored = self
+                        .store_missing(rows, &token, Missing::Acknowledged)
+                        .await;
+                    self.refused_again(stored);
                     continue;
                 }
                 Err(_) => {}
@@ -704,8 +828,14 @@ impl<T: TableSink> SinkDriver<T> {
                 {
                     Ok(Outcome::Stored) => {}
                     Ok(Outcome::AfterUnansweredAttempt) => {
-                        self.store_missing(std::slice::from_ref(row), &row_token)
+                        let stored = self
+                            .store_missing(
+                                std::slice::from_ref(row),
+                                &row_token,
+                                Missing::Acknowledged,
+                            )
                             .await;
+                        self.refused_again(stored);
                     }
                     Err(reason) => {
                         let value = serde_json::to_vec(row).ok();
@@ -724,8 +854,13 @@ impl<T: TableSink> SinkDriver<T> {
     /// a token of their own, until nothing is missing. Needed because ClickHouse (26.9)
     /// records an insert's token in its deduplication log before it commits the part: a
     /// crash in between leaves the token without the rows, and a retry carrying it is
-    /// acknowledged and stores nothing.
-    async fn store_missing(&self, rows: &[T::Row], token: &str) {
+    /// acknowledged and stores nothing. `Err` is ClickHouse refusing the missing rows.
+    async fn store_missing(
+        &self,
+        rows: &[T::Row],
+        token: &str,
+        why: Missing,
+    ) -> Result<(), String> {
         let mut backoff = Duration::from_millis(200);
         for round in 1u32.. {
             let missing = match stored::missing::<T>(&self.client, T::TABLE, rows).await {
@@ -738,7 +873,7 @@ impl<T: TableSink> SinkDriver<T> {
                 }
             };
             if missing.is_empty() {
-                return;
+                return Ok(());
             }
             if T::TIME_COLUMN.is_none() {
                 // A replacing table cannot be read back by record time: its batch is simply
@@ -748,6 +883,15 @@ impl<T: TableSink> SinkDriver<T> {
                     token,
                     rows = rows.len(),
                     "writing an uncertain batch of a replacing table again"
+                );
+            } else if why == Missing::Unknown {
+                tracing::info!(
+                    table = T::TABLE,
+                    token,
+                    missing = missing.len(),
+                    rows = rows.len(),
+                    "storing what ClickHouse lacks of a re-formed batch whose insert was shared \
+                     with other partitions' batches"
                 );
             } else {
                 tracing::warn!(
@@ -767,24 +911,33 @@ impl<T: TableSink> SinkDriver<T> {
                 .insert_retrying(Rows::Some(rows, &missing), &again)
                 .await
             {
-                Ok(Outcome::Stored) => return,
+                Ok(Outcome::Stored) => return Ok(()),
                 Ok(Outcome::AfterUnansweredAttempt) => {} // read back again
-                Err(e) => {
-                    // The same rows were accepted before the crash; a refusal now is
-                    // ClickHouse's verdict on the data: logged, not looped on.
-                    tracing::error!(table = T::TABLE, error = %e, "ClickHouse refused rows it had accepted");
-                    return;
-                }
+                Err(e) => return Err(e),
             }
+        }
+        unreachable!("the rounds are unbounded")
+    }
+
+    /// After ClickHouse refused rows of a batch it had acknowledged before: its verdict on
+    /// the data, logged, not looped on.
+    fn refused_again(&self, result: Result<(), String>) {
+        if let Err(e) = result {
+            tracing::error!(table = T::TABLE, error = %e, "ClickHouse refused rows it had accepted");
         }
     }
 
-    /// Commits `next` for the partition (synchronously: the batch is durable now).
-    async fn commit(&self, partition: i32, next: i64) {
+    /// Commits the `next` offsets of the partitions, in one request (synchronously: the
+    /// batches are durable now).
+    async fn commit(&self, next: &[(i32, i64)]) {
         let mut tpl = TopicPartitionList::new();
-        if let Err(e) = tpl.add_partition_offset(T::TOPIC.name(), partition, Offset::Offset(next)) {
-            tracing::error!(error = %e, "cannot build the offset commit");
-            return;
+        for &(partition, offset) in next {
+            if let Err(e) =
+                tpl.add_partition_offset(T::TOPIC.name(), partition, Offset::Offset(offset))
+            {
+                tracing::error!(error = %e, "cannot build the offset commit");
+                return;
+            }
         }
         for attempt in 1..=10 {
             match kafka::commit_sync(&self.committer, &tpl).await {
@@ -798,9 +951,8 @@ impl<T: TableSink> SinkDriver<T> {
             }
         }
         tracing::error!(
-            partition,
-            next,
-            "giving up committing offsets; the batch will be re-read and deduplicated"
+            ?next,
+            "giving up committing offsets; the batches will be re-read and deduplicated"
         );
     }
 }
@@ -851,6 +1003,11 @@ where
                 insert.write(row).await?;
             }
         }
+        Rows::Chunks(chunks) => {
+            for row in chunks.iter().flat_map(|c| c.iter()) {
+                insert.write(row).await?;
+            }
+        }
         Rows::Some(all, positions) => {
             for &i in positions {
                 insert.write(&all[i]).await?;
@@ -882,10 +1039,31 @@ fn error_code(text: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-/// The token naming exactly the offsets of a batch: the same offsets give the same token,
-/// so ClickHouse stores a retried insert once.
-pub fn dedup_token(topic: Topic, partition: i32, first: i64, last: i64) -> String {
-    format!("{}/{partition}:{first}-{last}", topic.name())
+/// The token naming exactly the offsets of an insert's batches, `(partition, first, last)`
+/// in partition order: the same offsets give the same token, so ClickHouse stores a
+/// retried insert once.
+pub fn dedup_token(topic: Topic, ranges: &[(i32, i64, i64)]) -> String {
+    let mut token = format!("{}/", topic.name());
+    for (n, (partition, first, last)) in ranges.iter().enumerate() {
+        if n > 0 {
+            token.push(',');
+        }
+        token.push_str(&format!("{partition}:{first}-{last}"));
+    }
+    token
+}
+
+/// Takes the batches being formed (not re-formed) out of `batches`, to be inserted together.
+fn take_fresh<R>(batches: &mut BTreeMap<i32, Batch<R>>) -> Vec<(i32, Batch<R>)> {
+    let fresh: Vec<i32> = batches
+        .iter()
+        .filter(|(_, b)| b.recorded.is_none())
+        .map(|(&p, _)| p)
+        .collect();
+    fresh
+        .into_iter()
+        .map(|p| (p, batches.remove(&p).expect("listed above")))
+        .collect()
 }
 
 #[cfg(test)]
@@ -906,25 +1084,83 @@ mod tests {
         assert_eq!(error_code("no code"), None);
     }
 
-    #[test]
-    fn a_batch_is_due_at_its_rows_bytes_or_age_limit_or_at_its_recorded_end() {
-        let batch = |rows: usize, bytes: usize, end: Option<i64>| Batch {
+    fn batch(rows: usize, bytes: usize, recorded_last: Option<i64>) -> Batch<u8> {
+        Batch {
             first: 0,
             last: 9,
             rows: vec![0u8; rows],
             bytes,
             messages: vec![],
             started: Instant::now(),
-            end,
-        };
+            recorded: recorded_last.map(|last| Recorded {
+                last,
+                token: "t".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn batches_are_due_together_at_their_rows_bytes_or_oldest_age() {
         let hour = Duration::from_secs(3600);
-        assert!(!batch(9, 99, None).due(10, 100, hour));
-        assert!(batch(10, 99, None).due(10, 100, hour));
-        assert!(batch(9, 100, None).due(10, 100, hour));
-        assert!(batch(1, 1, None).due(10, 100, Duration::ZERO));
-        // A batch re-formed from an intent ends exactly where the intent says.
-        assert!(!batch(10, 100, Some(12)).due(10, 100, Duration::ZERO));
-        assert!(batch(1, 1, Some(9)).due(10, 100, hour));
+        let of = |list: Vec<Batch<u8>>| -> BTreeMap<i32, Batch<u8>> { (0..).zip(list).collect() };
+        assert!(!fresh_due(&of(vec![batch(9, 99, None)]), 10, 100, hour));
+        assert!(fresh_due(&of(vec![batch(10, 99, None)]), 10, 100, hour));
+        assert!(fresh_due(&of(vec![batch(9, 100, None)]), 10, 100, hour));
+        // The limits are on the batches of all partitions together.
+        assert!(!fresh_due(
+            &of(vec![batch(4, 40, None), batch(5, 50, None)]),
+            10,
+            100,
+            hour
+        ));
+        assert!(fresh_due(
+            &of(vec![batch(5, 40, None), batch(5, 50, None)]),
+            10,
+            100,
+            hour
+        ));
+        assert!(fresh_due(
+            &of(vec![batch(4, 50, None), batch(5, 50, None)]),
+            10,
+            100,
+            hour
+        ));
+        assert!(fresh_due(
+            &of(vec![batch(1, 1, None)]),
+            10,
+            100,
+            Duration::ZERO
+        ));
+        // Re-formed batches are not counted: each ends where its intent says.
+        assert!(!fresh_due(
+            &of(vec![batch(10, 100, Some(12))]),
+            10,
+            100,
+            Duration::ZERO
+        ));
+        assert!(!fresh_due(
+            &of(vec![batch(5, 50, Some(12)), batch(5, 50, None)]),
+            10,
+            100,
+            hour
+        ));
+        assert!(!batch(10, 100, Some(12)).complete());
+        assert!(batch(1, 1, Some(9)).complete());
+        assert!(!batch(1, 1, None).complete());
+    }
+
+    #[test]
+    fn the_fresh_batches_are_taken_and_re_formed_ones_left() {
+        let mut batches: BTreeMap<i32, Batch<u8>> = BTreeMap::new();
+        batches.insert(0, batch(1, 1, None));
+        batches.insert(1, batch(1, 1, Some(20)));
+        batches.insert(2, batch(1, 1, None));
+        let taken: Vec<i32> = take_fresh(&mut batches)
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(taken, [0, 2]);
+        assert_eq!(batches.keys().copied().collect::<Vec<_>>(), [1]);
     }
 
     #[test]
@@ -948,8 +1184,9 @@ mod tests {
         keep_spare(&mut spares, full);
         assert_eq!(spares.len(), 1);
         assert!(spares[0].is_empty() && spares[0].capacity() == 1 << 19);
-        keep_spare(&mut spares, Vec::with_capacity(10));
-        keep_spare(&mut spares, Vec::with_capacity(10));
+        for _ in 0..SPARE_ROW_BUFFERS {
+            keep_spare(&mut spares, Vec::with_capacity(10));
+        }
         assert_eq!(
             spares.len(),
             SPARE_ROW_BUFFERS,
@@ -974,7 +1211,11 @@ mod tests {
     }
 
     #[test]
-    fn token_names_topic_partition_and_offsets() {
-        assert_eq!(dedup_token(Topic::Logs, 2, 10, 19), "obs.logs/2:10-19");
+    fn token_names_topic_partitions_and_offsets() {
+        assert_eq!(dedup_token(Topic::Logs, &[(2, 10, 19)]), "obs.logs/2:10-19");
+        assert_eq!(
+            dedup_token(Topic::Spans, &[(0, 5, 9), (2, 10, 19)]),
+            "obs.spans/0:5-9,2:10-19"
+        );
     }
 }

@@ -30,6 +30,31 @@ async fn crash_sink_after_inserts(stack: &mut Stack, inserts: u64) {
     .unwrap();
 }
 
+/// Sends logs request `n` of `run` to the collector and expects it acknowledged.
+async fn send_logs(stack: &Stack, run: &str, n: u64) {
+    let response = stack
+        .client()
+        .post(stack.otlp_logs_url())
+        .header("content-type", "application/x-protobuf")
+        .body(load::logs_request(run, n))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+}
+
+/// How many log rows of `run` are stored, and how many distinct sequence numbers they have.
+async fn stored(ch: &clickhouse::Client, run: &str) -> (u64, u64) {
+    ch.query(
+        "SELECT count(), uniqExact(LogAttributes['seq']) FROM otel_logs \
+         WHERE LogAttributes['run'] = ?",
+    )
+    .bind(run)
+    .fetch_one::<(u64, u64)>()
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sink_killed_at_random_points_stores_every_acknowledged_record_once() {
     let mut stack = Stack::start_with_separate_sink(&[("OBS_SINK__BATCH_MAX_WAIT_MS", "100")])
@@ -104,31 +129,13 @@ async fn rows_clickhouse_acknowledges_without_storing_are_stored_again() {
         .unwrap();
     stack.kill_sink();
     let run = format!("lost-part-{}", now_ns());
-    let response = stack
-        .client()
-        .post(stack.otlp_logs_url())
-        .header("content-type", "application/x-protobuf")
-        .body(load::logs_request(&run, 0))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    send_logs(&stack, &run, 0).await;
 
     // The sink stores the batch and dies before committing its offset.
     crash_sink_after_inserts(&mut stack, 1).await;
     let ch = stack.db();
-    let stored = |ch: clickhouse::Client, run: String| async move {
-        ch.query(
-            "SELECT count(), uniqExact(LogAttributes['seq']) FROM otel_logs \
-             WHERE LogAttributes['run'] = ?",
-        )
-        .bind(run)
-        .fetch_one::<(u64, u64)>()
-        .await
-        .unwrap()
-    };
     assert_eq!(
-        stored(ch.clone(), run.clone()).await,
+        stored(&ch, &run).await,
         (load::LOGS, load::LOGS),
         "the crashed sink's insert\n{}",
         stack.sink_log()
@@ -142,7 +149,7 @@ async fn rows_clickhouse_acknowledges_without_storing_are_stored_again() {
     .execute()
     .await
     .unwrap();
-    assert_eq!(stored(ch.clone(), run.clone()).await, (0, 0));
+    assert_eq!(stored(&ch, &run).await, (0, 0));
 
     stack.start_sink().await.unwrap();
     wait_for(
@@ -150,7 +157,7 @@ async fn rows_clickhouse_acknowledges_without_storing_are_stored_again() {
         Duration::from_secs(60),
         || {
             let (ch, run) = (ch.clone(), run.clone());
-            async move { (stored(ch, run).await.0 >= load::LOGS).then_some(()) }
+            async move { (stored(&ch, &run).await.0 >= load::LOGS).then_some(()) }
         },
     )
     .await
@@ -173,8 +180,120 @@ async fn rows_clickhouse_acknowledges_without_storing_are_stored_again() {
         stack.sink_log()
     );
     assert_eq!(
-        stored(ch.clone(), run.clone()).await,
+        stored(&ch, &run).await,
         (load::LOGS, load::LOGS),
+        "each row once\n{}",
+        stack.sink_log()
+    );
+}
+
+/// The batches of all partitions go to ClickHouse as one insert, under one token naming
+/// every partition's range. A batch re-formed after a crash cannot be inserted alone under
+/// that token (ClickHouse would take it for a repeat of the whole insert, stored or not),
+/// so it is read back: here the sink stores a backlog spread over partitions and dies
+/// before committing, then the rows of one partition's batch are deleted (as a ClickHouse
+/// crash between its deduplication log and the part commit would leave them). The
+/// restarted sink must store those rows again and the other partitions' rows not twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_that_shared_its_insert_is_re_formed_and_stored_once() {
+    // A long wait, so the backlog of every partition is in the first insert.
+    let mut stack = Stack::start_with_separate_sink(&[("OBS_SINK__BATCH_MAX_WAIT_MS", "3000")])
+        .await
+        .unwrap();
+    stack.kill_sink();
+    let run = format!("shared-insert-{}", now_ns());
+    const REQUESTS: u64 = 6; // services svc-0, svc-1, svc-2: streams in different partitions
+    for n in 0..REQUESTS {
+        send_logs(&stack, &run, n).await;
+    }
+    let total = REQUESTS * load::LOGS;
+
+    crash_sink_after_inserts(&mut stack, 1).await;
+    let ch = stack.db();
+    assert_eq!(
+        stored(&ch, &run).await,
+        (total, total),
+        "the crashed sink's one insert\n{}",
+        stack.sink_log()
+    );
+    // Its intents: one row per partition, all naming the one insert's token.
+    let intents: Vec<(i32, String)> = ch
+        .query(
+            "SELECT Partition, Token FROM obs_sink_intents \
+             WHERE ConsumerGroup LIKE '%otel_logs' AND Topic = 'obs.logs' ORDER BY Partition",
+        )
+        .fetch_all()
+        .await
+        .unwrap();
+    assert!(
+        intents.len() >= 2,
+        "batches of several partitions: {intents:?}"
+    );
+    let token = &intents[0].1;
+    assert!(
+        intents.iter().all(|(_, t)| t == token),
+        "one insert: {intents:?}"
+    );
+    for (partition, _) in &intents {
+        assert!(
+            token.contains(&format!("{partition}:")),
+            "{token} names partition {partition}"
+        );
+    }
+
+    // One partition's batch lost, the others stored.
+    ch.query(
+        "ALTER TABLE otel_logs DELETE WHERE LogAttributes['run'] = ? AND ServiceName = 'svc-0' \
+         SETTINGS mutations_sync = 2",
+    )
+    .bind(&run)
+    .execute()
+    .await
+    .unwrap();
+    let lost = REQUESTS.div_ceil(3) * load::LOGS;
+    assert_eq!(stored(&ch, &run).await.0, total - lost);
+
+    stack.start_sink().await.unwrap();
+    wait_for(
+        "the lost batch to be stored again",
+        Duration::from_secs(60),
+        || {
+            let (ch, run) = (ch.clone(), run.clone());
+            async move { (stored(&ch, &run).await.0 >= total).then_some(()) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", stack.sink_log()));
+    // Every re-formed batch has been through its flush (counted once it is stored).
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", stack.ports.sink);
+    wait_for(
+        "every re-formed batch to be flushed",
+        Duration::from_secs(60),
+        || {
+            let url = metrics_url.clone();
+            async move {
+                let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+                let rows: f64 = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("obs_sink_rows_total{table=\"otel_logs\"} "))?
+                    .parse()
+                    .ok()?;
+                (rows >= total as f64).then_some(())
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", stack.sink_log()));
+    assert!(
+        stack
+            .log_text("sink")
+            .contains("storing what ClickHouse lacks of a re-formed batch"),
+        "{}",
+        stack.sink_log()
+    );
+    assert_eq!(
+        stored(&ch, &run).await,
+        (total, total),
         "each row once\n{}",
         stack.sink_log()
     );
