@@ -145,6 +145,16 @@ fn shown(values: &[f64], digits: usize) -> String {
 }
 
 /// Thousands as `k`, millions as `M`, for rates.
+/// One run's CPU seconds per million records of each role, then their total: `a / b / total`.
+fn cpu_cells(roles: &[String], cpu: &BTreeMap<String, f64>) -> String {
+    let mut cells: Vec<String> = roles
+        .iter()
+        .map(|r| cpu.get(r).map_or_else(|| "—".into(), |v| format!("{v:.2}")))
+        .collect();
+    cells.push(format!("{:.2}", cpu.values().sum::<f64>()));
+    cells.join(" / ")
+}
+
 fn rate(v: f64) -> String {
     if v >= 1e6 {
         format!("{:.2}M", v / 1e6)
@@ -402,22 +412,26 @@ impl Report {
         }
 
         let _ = writeln!(md, "## Every run\n");
+        // Per run too: a drift from run to run (state that grows) shows only here.
+        let roles = self.roles();
         let _ = writeln!(
             md,
-            "| run | workload | acknowledged/s | stored/s | queryable p99 ms |\n|---|---|---|---|---|"
+            "| run | workload | acknowledged/s | stored/s | queryable p99 ms | CPU s per million: {} / total |\n|---|---|---|---|---|---|",
+            roles.join(" / ")
         );
         for (r, run) in self.runs.iter().enumerate() {
             for w in &run.workloads {
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} |",
                     r + 1,
                     w.name,
                     rate(w.acked_per_s),
                     w.stored_per_s.map(rate).unwrap_or_else(|| "—".into()),
                     w.queryable_p99_ms
                         .map(|p| format!("{p:.0}"))
-                        .unwrap_or_else(|| "—".into())
+                        .unwrap_or_else(|| "—".into()),
+                    cpu_cells(&roles, &w.cpu_per_million)
                 );
             }
         }
@@ -515,21 +529,24 @@ impl Report {
         let _ = writeln!(md);
     }
 
+    /// The processes whose CPU the runs measured, in name order.
+    fn roles(&self) -> Vec<String> {
+        let mut r: Vec<String> = self
+            .runs
+            .iter()
+            .flat_map(|r| {
+                r.workloads
+                    .iter()
+                    .flat_map(|w| w.cpu_per_million.keys().cloned())
+            })
+            .collect();
+        r.sort();
+        r.dedup();
+        r
+    }
+
     fn cpu(&self, md: &mut String, names: &[String]) {
-        let roles: Vec<String> = {
-            let mut r: Vec<String> = self
-                .runs
-                .iter()
-                .flat_map(|r| {
-                    r.workloads
-                        .iter()
-                        .flat_map(|w| w.cpu_per_million.keys().cloned())
-                })
-                .collect();
-            r.sort();
-            r.dedup();
-            r
-        };
+        let roles = self.roles();
         if roles.is_empty() {
             return;
         }
@@ -649,6 +666,13 @@ fn latest_summary(dir: &Path) -> Option<Summary> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_s_cpu_is_listed_per_role_then_totalled() {
+        let roles = vec!["broker".to_string(), "engine".into(), "obs".into()];
+        let cpu: BTreeMap<String, f64> = [("broker".to_string(), 1.5), ("obs".into(), 2.25)].into();
+        assert_eq!(cpu_cells(&roles, &cpu), "1.50 / — / 2.25 / 3.75");
+    }
 
     #[test]
     fn medians_and_ranges_of_odd_and_even_counts() {
