@@ -144,7 +144,6 @@ fn shown(values: &[f64], digits: usize) -> String {
     }
 }
 
-/// Thousands as `k`, millions as `M`, for rates.
 /// One run's CPU seconds per million records of each role, then their total: `a / b / total`.
 fn cpu_cells(roles: &[String], cpu: &BTreeMap<String, f64>) -> String {
     let mut cells: Vec<String> = roles
@@ -155,6 +154,7 @@ fn cpu_cells(roles: &[String], cpu: &BTreeMap<String, f64>) -> String {
     cells.join(" / ")
 }
 
+/// Thousands as `k`, millions as `M`, for rates.
 fn rate(v: f64) -> String {
     if v >= 1e6 {
         format!("{:.2}M", v / 1e6)
