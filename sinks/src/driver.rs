@@ -446,8 +446,7 @@ impl<T: TableSink> SinkDriver<T> {
     /// the next start, which re-forms it whole (its token must cover exactly its recorded
     /// offsets). Bounded by [`DRAIN_LIMIT`]: with ClickHouse down nothing more is
     /// committed, and the next start re-reads what was not.
-    async fn drain(&self, batches: BTreeMap<i32, Batch<T::Row>>) {
-        let mut batches = batches;
+    async fn drain(&self, mut batches: BTreeMap<i32, Batch<T::Row>>) {
         let work = async {
             let fresh = take_fresh(&mut batches);
             if !fresh.is_empty() {
@@ -686,10 +685,20 @@ impl<T: TableSink> SinkDriver<T> {
                 token: token.to_string(),
             })
             .collect();
-        retry("recording the batch intents", || async {
-            let mut insert = self.client.insert::<Intent>(INTENTS_TABLE).await?;
-            for intent in &intents {
-                insert.write(intent).await?;
+        self.insert_bookkeeping("recording the batch intents", INTENTS_TABLE, &intents)
+            .await;
+    }
+
+    /// Inserts bookkeeping `rows` (intents, late-write marks: a row written twice is
+    /// harmless, so no token) into `table`, retrying until ClickHouse accepts them.
+    async fn insert_bookkeeping<R>(&self, what: &str, table: &str, rows: &[R])
+    where
+        R: Row + for<'a> Row<Value<'a> = R> + Serialize + Send + Sync + 'static,
+    {
+        retry(what, || async {
+            let mut insert = self.client.insert::<R>(table).await?;
+            for row in rows {
+                insert.write(row).await?;
             }
             insert.end().await
         })
@@ -760,14 +769,8 @@ impl<T: TableSink> SinkDriver<T> {
                 from_ms,
             })
             .collect();
-        retry("recording a late write", || async {
-            let mut insert = self.client.insert::<LateWrite>(late_writes::TABLE).await?;
-            for m in &marks {
-                insert.write(m).await?;
-            }
-            insert.end().await
-        })
-        .await;
+        self.insert_bookkeeping("recording a late write", late_writes::TABLE, &marks)
+            .await;
     }
 
     /// Inserts, retrying every failure that can pass; `Err` when ClickHouse refuses the

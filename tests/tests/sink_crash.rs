@@ -264,26 +264,11 @@ async fn a_batch_that_shared_its_insert_is_re_formed_and_stored_once() {
     )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", stack.sink_log()));
-    // Every re-formed batch has been through its flush (counted once it is stored).
-    let metrics_url = format!("http://127.0.0.1:{}/metrics", stack.ports.sink);
-    wait_for(
-        "every re-formed batch to be flushed",
-        Duration::from_secs(60),
-        || {
-            let url = metrics_url.clone();
-            async move {
-                let text = reqwest::get(url).await.ok()?.text().await.ok()?;
-                let rows: f64 = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("obs_sink_rows_total{table=\"otel_logs\"} "))?
-                    .parse()
-                    .ok()?;
-                (rows >= total as f64).then_some(())
-            }
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", stack.sink_log()));
+    // Every re-formed batch has been through its flush: the sink has committed past it.
+    stack
+        .wait_sink_caught_up("otel_logs")
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", stack.sink_log()));
     assert!(
         stack
             .log_text("sink")
