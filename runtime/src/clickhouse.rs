@@ -1,6 +1,6 @@
-//! The ClickHouse client every stage uses: the `clickhouse` crate with its defaults (LZ4,
-//! RowBinary with schema validation), pointed at any server speaking ClickHouse's HTTP
-//! interface.
+//! The ClickHouse client every stage uses: the `clickhouse` crate with its defaults
+//! (RowBinary with schema validation; LZ4 as `[clickhouse] compression` says), pointed at
+//! any server speaking ClickHouse's HTTP interface.
 
 use crate::config::ClickHouseConfig;
 
@@ -20,7 +20,15 @@ pub fn server_client(cfg: &ClickHouseConfig) -> clickhouse::Client {
     } else {
         clickhouse::Client::default()
     };
-    let mut c = base.with_url(&cfg.url).with_user(&cfg.user);
+    let compression = if cfg.compression.compresses(&cfg.url) {
+        clickhouse::Compression::Lz4
+    } else {
+        clickhouse::Compression::None
+    };
+    let mut c = base
+        .with_url(&cfg.url)
+        .with_user(&cfg.user)
+        .with_compression(compression);
     if !cfg.password.is_empty() {
         c = c.with_password(&cfg.password);
     }

@@ -175,6 +175,52 @@ pub struct ClickHouseConfig {
     /// `{shard}` and `{replica}` macros); empty: one server. `obs migrate --print` shows the
     /// DDL.
     pub cluster: String,
+    /// Whether request and response bodies are LZ4-compressed (ClickHouse's block
+    /// compression): `auto` compresses unless the server is on this host.
+    pub compression: HttpCompression,
+}
+
+/// The body compression of the ClickHouse HTTP interface: LZ4 saves a network's bandwidth,
+/// and on loopback only costs both ends CPU (~0.3 CPU µs per span row, compressed by `obs`
+/// and decompressed by the server; docs/PERFORMANCE.md, fifteenth round).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpCompression {
+    /// LZ4 unless the URL's host is a loopback address or `localhost` (the default).
+    Auto,
+    /// Always LZ4.
+    Lz4,
+    /// Never.
+    None,
+}
+
+impl HttpCompression {
+    /// Whether bodies to and from the server at `url` are compressed.
+    pub fn compresses(self, url: &str) -> bool {
+        match self {
+            HttpCompression::Lz4 => true,
+            HttpCompression::None => false,
+            HttpCompression::Auto => !is_loopback_url(url),
+        }
+    }
+}
+
+/// Whether `url`'s host is `localhost` or a loopback address (`127.0.0.0/8`, `::1`).
+fn is_loopback_url(url: &str) -> bool {
+    let Some(after_scheme) = url.split_once("://").map(|(_, rest)| rest) else {
+        return false;
+    };
+    let authority = after_scheme.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl ClickHouseConfig {
@@ -195,6 +241,7 @@ impl Default for ClickHouseConfig {
             user: "default".into(),
             password: String::new(),
             cluster: String::new(),
+            compression: HttpCompression::Auto,
         }
     }
 }
@@ -689,6 +736,48 @@ mod tests {
             );
             jail.set_env("OBS_SINK__INSTANCE", "1");
             assert_eq!(Config::load(None).unwrap().sink.instance, 1);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn clickhouse_bodies_are_compressed_unless_the_server_is_on_this_host() {
+        let auto = HttpCompression::Auto;
+        for local in [
+            "http://127.0.0.1:8123",
+            "http://127.0.0.2:18123/",
+            "http://localhost:8123",
+            "https://LOCALHOST",
+            "http://[::1]:8123",
+            "http://user:pw@127.0.0.1:8123/?x=1",
+        ] {
+            assert!(!auto.compresses(local), "{local}");
+            assert!(HttpCompression::Lz4.compresses(local), "{local}");
+        }
+        for remote in [
+            "http://clickhouse:8123",
+            "https://ch.example.com:8443",
+            "http://10.0.0.5:8123",
+            "http://[2001:db8::1]:8123",
+            "http://127.0.0.1.example.com",
+            "127.0.0.1:8123",
+        ] {
+            assert!(auto.compresses(remote), "{remote}");
+            assert!(!HttpCompression::None.compresses(remote), "{remote}");
+        }
+        figment::Jail::expect_with(|jail| {
+            assert_eq!(
+                Config::load(None).unwrap().clickhouse.compression,
+                HttpCompression::Auto
+            );
+            jail.set_env("OBS_CLICKHOUSE__COMPRESSION", "lz4");
+            assert_eq!(
+                Config::load(None).unwrap().clickhouse.compression,
+                HttpCompression::Lz4
+            );
+            jail.set_env("OBS_CLICKHOUSE__COMPRESSION", "zstd");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("zstd"), "{e}");
             Ok(())
         });
     }

@@ -90,9 +90,14 @@ async fn stored(stack: &Stack, from_ms: i64, to_ms: i64) -> Option<Samples> {
 async fn prometheus_remote_write_matches_its_own_tsdb() {
     // Debian's Prometheus 2.42 build does not send remote_write `headers` (checked with a
     // plain HTTP server), so the tenant comes from the collector's default.
-    let stack = Stack::start_with(&[("OBS_COLLECTOR__DEFAULT_TENANT", TENANT)])
-        .await
-        .unwrap();
+    // LZ4 bodies to and from ClickHouse, as a remote server gets them: the other tests'
+    // stacks are on loopback, where `compression = "auto"` sends them plain.
+    let stack = Stack::start_with(&[
+        ("OBS_COLLECTOR__DEFAULT_TENANT", TENANT),
+        ("OBS_CLICKHOUSE__COMPRESSION", "lz4"),
+    ])
+    .await
+    .unwrap();
     let config = obs_e2e::prometheus::self_scrape_remote_write(
         &format!("{}/api/v1/write", stack.collector_url()),
         "    metadata_config:\n      send: true\n      send_interval: 2s\n",
