@@ -457,12 +457,7 @@ pub fn warn_if_open(auth: &Auth, addr: &str, what: &str) {
         return;
     }
     let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let loopback = host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if !loopback {
+    if !crate::config::is_loopback_host(host) {
         tracing::warn!(
             "{what} listens on {addr} WITHOUT AUTHENTICATION: anyone who can reach it can read and write every tenant. Set [auth] enabled = true with credentials (see config/obs.example.toml)"
         );

@@ -207,17 +207,17 @@ impl HttpCompression {
 
 /// Whether `url`'s host is `localhost` or a loopback address (`127.0.0.0/8`, `::1`).
 fn is_loopback_url(url: &str) -> bool {
-    let Some(after_scheme) = url.split_once("://").map(|(_, rest)| rest) else {
-        return false;
-    };
-    let authority = after_scheme.split(['/', '?', '#']).next().unwrap_or("");
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = if let Some(v6) = host_port.strip_prefix('[') {
-        v6.split(']').next().unwrap_or("")
-    } else {
-        host_port.split(':').next().unwrap_or("")
-    };
-    host.eq_ignore_ascii_case("localhost")
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(is_loopback_host))
+        .unwrap_or(false)
+}
+
+/// Whether `host` (a name, an IPv4 address, or an IPv6 address with or without brackets)
+/// is `localhost` or a loopback address: a listener or server only this machine reaches.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
