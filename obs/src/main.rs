@@ -469,7 +469,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "sink ops",
                 &guard,
             );
-            let sink = async { tokio::try_join!(obs_sinks::run(cfg.clone(), ready), ops_server) };
+            let sink =
+                async { tokio::try_join!(obs_sinks::run(cfg.clone(), ready, None), ops_server) };
             tokio::select! {
                 r = sink => r.map(|_| ()),
                 _ = async {
@@ -555,7 +556,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "processor ops",
                 &guard,
             );
-            let processor = obs_stream_processors::run(cfg.clone(), ready, view);
+            let processor = obs_stream_processors::run(cfg.clone(), ready, view, None);
             tokio::try_join!(processor, ops_server).map(|_| ())
         }
         Command::Rules {
@@ -921,7 +922,9 @@ fn is_connection_error(e: &anyhow::Error) -> bool {
     )
 }
 
-/// Every stage in one process, sharing nothing but configuration. On SIGTERM (or Ctrl-C)
+/// Every stage in one process, sharing configuration and one read of `obs.spans` (the
+/// sinks' reader hands each span message to the trace processor too, see
+/// `obs_runtime::tap`). On SIGTERM (or Ctrl-C)
 /// every stage finishes what it holds and the process exits 0; if a stage fails, the
 /// others are stopped the same way and the process exits with its error.
 async fn up(cfg: Config, with_sink: bool, with_processor: bool) -> anyhow::Result<()> {
@@ -933,6 +936,12 @@ async fn up(cfg: Config, with_sink: bool, with_processor: bool) -> anyhow::Resul
     let mut stages = tokio::task::JoinSet::new();
     migrate(&cfg).await?;
     let guard = ops::guard(&cfg, Dialect::Query, Some(Access::Read))?;
+    let (spans_host, spans_joiner) = if with_sink && with_processor {
+        let (h, j) = obs_runtime::tap::pair(obs_schemas::Topic::Spans);
+        (Some(h), Some(j))
+    } else {
+        (None, None)
+    };
     stages.spawn(named(
         "collector",
         obs_producers::run(cfg.clone(), ops::Readiness::default()),
@@ -940,7 +949,10 @@ async fn up(cfg: Config, with_sink: bool, with_processor: bool) -> anyhow::Resul
     if with_sink {
         let ready = ops::Readiness::default();
         let (addr, router) = (cfg.sink.listen.clone(), ops::router(ready.clone()));
-        stages.spawn(named("sink", obs_sinks::run(cfg.clone(), ready)));
+        stages.spawn(named(
+            "sink",
+            obs_sinks::run(cfg.clone(), ready, spans_host),
+        ));
         let guard = guard.clone();
         stages.spawn(named("sink ops", async move {
             ops::serve(&addr, router, "sink ops", &guard).await
@@ -959,7 +971,7 @@ async fn up(cfg: Config, with_sink: bool, with_processor: bool) -> anyhow::Resul
         );
         stages.spawn(named(
             "processor",
-            obs_stream_processors::run(cfg.clone(), ready, view),
+            obs_stream_processors::run(cfg.clone(), ready, view, spans_joiner),
         ));
         let guard = guard.clone();
         stages.spawn(named("processor ops", async move {

@@ -1,7 +1,7 @@
 //! Runtime shared by every stage, so that no stage depends on another stage's internals:
 //! configuration ([`config`]), Kafka clients and topic set-up ([`kafka`]), the ClickHouse
 //! client ([`clickhouse`]), `/metrics` `/healthz` `/readyz` ([`ops`]), logging
-//! ([`telemetry`]), publishing records to their topics ([`publish`]), label-name rules ([`labels`]), JSON lines from log agents as log records ([`json_lines`]), the request tenant ([`tenant`]) and a
+//! ([`telemetry`]), publishing records to their topics ([`publish`]), label-name rules ([`labels`]), JSON lines from log agents as log records ([`json_lines`]), the request tenant ([`tenant`]), one read of a topic shared by a sink and a processor ([`tap`]) and a
 //! clean stop on SIGTERM ([`shutdown`]).
 
 pub mod auth;
@@ -16,6 +16,7 @@ pub mod publish;
 pub mod registry;
 pub mod shutdown;
 pub mod sql_queries;
+pub mod tap;
 pub mod telemetry;
 pub mod tenant;
 pub mod tls;

@@ -76,6 +76,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ),
     // Sinks.
     (
+        "obs_shared_reader_joined",
+        Gauge,
+        "1 while a processor of this process reads the topic along with the sinks' reader (one fetch for both, obs up), 0 once it reads with its own consumer.",
+    ),
+    (
         "obs_sink_rows_total",
         Counter,
         "Rows inserted into ClickHouse, by table.",

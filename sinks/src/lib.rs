@@ -50,10 +50,18 @@ use reader::Readers;
 use table::TableSink;
 
 /// Runs every table sink until one fails or a shutdown is asked for; `ready` turns true
-/// once all are started and reports each sink's stalls.
-pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
+/// once all are started and reports each sink's stalls. `tap`: a processor of this process
+/// that may read its input along with the sinks' reader of that topic.
+pub async fn run(
+    cfg: Config,
+    ready: ops::Readiness,
+    tap: Option<obs_runtime::tap::Host>,
+) -> anyhow::Result<()> {
     kafka::ensure_topics(&cfg.kafka).await?;
     let mut readers = Readers::new(&cfg);
+    if let Some(host) = tap {
+        readers.host(host);
+    }
     let r = &mut readers;
     let logs = SinkDriver::<logs::OtelLogs>::new(&cfg, &ready, r).await?;
     let samples = SinkDriver::<metrics::MetricSamples>::new(&cfg, &ready, r).await?;

@@ -12,34 +12,39 @@
 //! Each table keeps its own consumer group and commits: the reader starts each partition
 //! at the lowest offset its tables have committed (the beginning where one has none), and
 //! each table skips the messages below its own committed offset.
+//!
+//! In `obs up` the trace processor may read `obs.spans` along with the tables (see
+//! [`obs_runtime::tap`]): it gets each message first, the reader starts each partition at
+//! the lower of the tables' and the processor's starts, and the processor is let go to its
+//! own consumer when it, or a table, holds the other back past its patience.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use obs_runtime::config::KafkaConfig;
+pub use obs_runtime::tap::{Delivered, Delivery};
+use obs_runtime::tap::{Host, JoinRequest};
 use obs_runtime::{Config, kafka, shutdown};
 use obs_schemas::Topic;
-use obs_schemas::wire::SharedDecode;
 use rdkafka::Offset;
-use rdkafka::consumer::StreamConsumer;
-use rdkafka::message::OwnedMessage;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use tokio::sync::mpsc;
 
 /// Messages a table may have waiting before its topic's reader waits for it.
 const QUEUE: usize = 16;
 
-/// What a table receives: one message of its topic, shared with the topic's other tables.
-pub type Delivery = Arc<Delivered>;
+/// Messages a processor reading along may have waiting (it reads in bursts between its
+/// publishes).
+const JOINER_QUEUE: usize = 64;
 
-/// One message of a topic as its tables share it.
-pub struct Delivered {
-    /// The message as read.
-    pub message: OwnedMessage,
-    /// The message decoded by the first table that shares decodes
-    /// ([`crate::table::TableSink::SHARES_DECODE`]), for the others to read.
-    pub decoded: OnceLock<SharedDecode>,
-}
+/// How long a reader waits, at its start, for the processor that may read along to ask.
+const JOIN_WAIT: Duration = Duration::from_secs(60);
+
+/// How far (in messages) the tables may start below a joining processor on a partition:
+/// the processor gets nothing until the reader has passed those, so further behind (a
+/// sink catching up after an outage) it reads with its own consumer instead.
+const JOIN_SLACK: i64 = 1_000;
 
 /// One table of a topic, as its reader knows it.
 struct Subscriber {
@@ -55,11 +60,13 @@ struct TopicTables {
 }
 
 /// The readers of every topic some table sink reads: tables register with
-/// [`Readers::add_table`], then [`Readers::run`] reads.
+/// [`Readers::add_table`], a processor that may read along with [`Readers::host`], then
+/// [`Readers::run`] reads.
 pub struct Readers {
     kafka: KafkaConfig,
     group_prefix: String,
     topics: HashMap<Topic, TopicTables>,
+    hosts: HashMap<Topic, Host>,
 }
 
 impl Readers {
@@ -69,7 +76,14 @@ impl Readers {
             kafka: cfg.kafka.clone(),
             group_prefix: cfg.sink.group_prefix.clone(),
             topics: HashMap::new(),
+            hosts: HashMap::new(),
         }
+    }
+
+    /// Lets a processor of this process read along with the reader of `host.topic`
+    /// (see [`obs_runtime::tap`]); without tables of that topic it is refused.
+    pub fn host(&mut self, host: Host) {
+        self.hosts.insert(host.topic, host);
     }
 
     /// Registers a table reading `partitions` of `topic` whose group has committed
@@ -97,10 +111,11 @@ impl Readers {
 
     /// Reads every registered topic until a shutdown is asked for (a topic's reader also
     /// stops once all its tables have); fails only when a consumer cannot be set up.
-    pub async fn run(self) -> anyhow::Result<()> {
+    pub async fn run(mut self) -> anyhow::Result<()> {
         let readers = self.topics.into_iter().map(|(topic, tables)| {
             let group = format!("{}-reader-{}", self.group_prefix, topic.name());
-            read(&self.kafka, group, topic, tables)
+            let host = self.hosts.remove(&topic);
+            read(&self.kafka, group, topic, tables, host)
         });
         futures::future::try_join_all(readers).await.map(|_| ())
     }
@@ -121,16 +136,117 @@ fn start_positions(partitions: &[i32], committed: &[&BTreeMap<i32, i64>]) -> BTr
         .collect()
 }
 
+/// Where the tables and a joining processor read from together, or why the processor
+/// should read on its own: `tables` are the tables' starts (resolved to offsets), `joiner`
+/// the processor's.
+fn admit(
+    tables: &BTreeMap<i32, i64>,
+    joiner: &BTreeMap<i32, i64>,
+) -> Result<BTreeMap<i32, i64>, String> {
+    let mut starts = tables.clone();
+    for (&p, &at) in joiner {
+        let Some(&table_at) = tables.get(&p) else {
+            return Err(format!("the sinks do not read partition {p}"));
+        };
+        if table_at < at - JOIN_SLACK {
+            return Err(format!(
+                "the sinks start partition {p} at offset {table_at}, {} messages before the processor",
+                at - table_at
+            ));
+        }
+        starts.insert(p, table_at.min(at));
+    }
+    Ok(starts)
+}
+
+/// The starts of `positions`, the beginning of a partition read as its first offset.
+async fn resolve(
+    consumer: &Arc<StreamConsumer>,
+    topic: Topic,
+    positions: &BTreeMap<i32, Offset>,
+) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let (c, positions) = (consumer.clone(), positions.clone());
+    tokio::task::spawn_blocking(move || {
+        positions
+            .into_iter()
+            .map(|(p, at)| match at {
+                Offset::Offset(o) => Ok((p, o)),
+                _ => c
+                    .fetch_watermarks(topic.name(), p, Duration::from_secs(10))
+                    .map(|(low, _)| (p, low))
+                    .map_err(|e| anyhow::anyhow!("reading the start of {topic}/{p}: {e}")),
+            })
+            .collect()
+    })
+    .await?
+}
+
+/// A processor reading along: where its messages go and how long it may hold the reader
+/// (or be held).
+struct Joined {
+    sender: mpsc::Sender<Delivery>,
+    patience: Duration,
+}
+
+/// Answers a processor's request to read along; the positions the reader starts at, and
+/// the processor if admitted.
+async fn answer(
+    consumer: &Arc<StreamConsumer>,
+    topic: Topic,
+    positions: BTreeMap<i32, Offset>,
+    request: JoinRequest,
+) -> anyhow::Result<(BTreeMap<i32, Offset>, Option<Joined>)> {
+    let resolved = resolve(consumer, topic, &positions).await?;
+    match admit(&resolved, &request.starts) {
+        Ok(starts) => {
+            let (sender, receiver) = mpsc::channel(JOINER_QUEUE);
+            if request.reply.send(Some(receiver)).is_err() {
+                return Ok((positions, None)); // the processor stopped meanwhile
+            }
+            metrics::gauge!("obs_shared_reader_joined", "topic" => topic.name()).set(1.0);
+            tracing::info!(%topic, "the processor reads along with the sinks' reader");
+            let starts = starts.into_iter().map(|(p, o)| (p, Offset::Offset(o)));
+            let joined = Joined {
+                sender,
+                patience: request.patience,
+            };
+            Ok((starts.collect(), Some(joined)))
+        }
+        Err(why) => {
+            metrics::gauge!("obs_shared_reader_joined", "topic" => topic.name()).set(0.0);
+            tracing::info!(%topic, %why, "the processor reads with its own consumer");
+            let _ = request.reply.send(None);
+            Ok((positions, None))
+        }
+    }
+}
+
+/// Lets the processor reading along go (it reads on with its own consumer).
+fn let_go(joined: &mut Option<Joined>, topic: Topic, why: &str) {
+    if joined.take().is_some() {
+        metrics::gauge!("obs_shared_reader_joined", "topic" => topic.name()).set(0.0);
+        tracing::warn!(%topic, why, "the processor now reads with its own consumer");
+    }
+}
+
 /// The loop of one topic's reader.
 async fn read(
     cfg: &KafkaConfig,
     group: String,
     topic: Topic,
     tables: TopicTables,
+    host: Option<Host>,
 ) -> anyhow::Result<()> {
-    let consumer: StreamConsumer = kafka::consumer(cfg, &group, topic.name())?;
+    let consumer = Arc::new(kafka::consumer(cfg, &group, topic.name())?);
     let committed: Vec<&BTreeMap<i32, i64>> = tables.tables.iter().map(|t| &t.committed).collect();
-    let positions = start_positions(&tables.partitions, &committed);
+    let mut positions = start_positions(&tables.partitions, &committed);
+    let mut joined = None;
+    if let Some(host) = host {
+        tracing::info!(%topic, "waiting for the processor that may read along");
+        if let Some(request) = host.request(JOIN_WAIT).await {
+            (positions, joined) = answer(&consumer, topic, positions, request).await?;
+        }
+    }
     kafka::assign_at(&consumer, topic.name(), &positions)?;
     tracing::info!(%topic, tables = tables.tables.len(), ?positions, "topic reader started");
     let mut senders: Vec<mpsc::Sender<Delivery>> =
@@ -141,22 +257,49 @@ async fn read(
             _ = shutdown::wait() => return Ok(()),
         };
         let message = match next {
-            Ok(m) => Arc::new(Delivered {
-                message: m.detach(),
-                decoded: OnceLock::new(),
-            }),
+            Ok(m) => Delivered::new(m.detach()),
             Err(e) => {
                 tracing::warn!(%topic, error = %e, "Kafka consumer error; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
         };
+        if let Some(j) = &joined {
+            // The processor first: it must not wait on a sink for longer than its patience.
+            let sent = tokio::select! {
+                r = tokio::time::timeout(j.patience, j.sender.send(message.clone())) => r,
+                _ = shutdown::wait() => return Ok(()),
+            };
+            match sent {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => let_go(&mut joined, topic, "it stopped reading"),
+                Err(_) => let_go(&mut joined, topic, "it held the reader back"),
+            }
+        }
         let mut i = 0;
         while i < senders.len() {
-            // A full queue waits: the slowest table sets the pace.
-            let sent = tokio::select! {
-                r = senders[i].send(message.clone()) => r.is_ok(),
-                _ = shutdown::wait() => return Ok(()),
+            // A full queue waits: the slowest table sets the pace (and a table that
+            // keeps a processor reading along waiting past its patience lets it go).
+            let send = senders[i].send(message.clone());
+            let sent = match joined.as_ref().map(|j| j.patience) {
+                None => tokio::select! {
+                    r = send => r.is_ok(),
+                    _ = shutdown::wait() => return Ok(()),
+                },
+                Some(patience) => {
+                    tokio::pin!(send);
+                    tokio::select! {
+                        r = &mut send => r.is_ok(),
+                        _ = tokio::time::sleep(patience) => {
+                            let_go(&mut joined, topic, "a sink held the reader back");
+                            tokio::select! {
+                                r = &mut send => r.is_ok(),
+                                _ = shutdown::wait() => return Ok(()),
+                            }
+                        }
+                        _ = shutdown::wait() => return Ok(()),
+                    }
+                }
             };
             if sent {
                 i += 1;
@@ -191,5 +334,28 @@ mod tests {
         );
         let only = start_positions(&[0], &[&a]);
         assert_eq!(only, BTreeMap::from([(0, Offset::Offset(10))]));
+    }
+
+    #[test]
+    fn a_processor_reads_along_from_the_lower_start_unless_the_sinks_are_far_behind_it() {
+        let tables = BTreeMap::from([(0, 100), (1, 50), (2, 7)]);
+        // The processor starts below the tables on 0 (its oldest open trace), above on 1.
+        let got = admit(&tables, &BTreeMap::from([(0, 90), (1, 60)]));
+        assert_eq!(got, Ok(BTreeMap::from([(0, 90), (1, 50), (2, 7)])));
+        // Exactly JOIN_SLACK messages behind is admitted, one more is not.
+        let edge = BTreeMap::from([(0, 100 + JOIN_SLACK)]);
+        assert_eq!(admit(&tables, &edge).unwrap()[&0], 100);
+        let far = BTreeMap::from([(0, 101 + JOIN_SLACK)]);
+        assert_eq!(
+            admit(&tables, &far),
+            Err(format!(
+                "the sinks start partition 0 at offset 100, {} messages before the processor",
+                JOIN_SLACK + 1
+            ))
+        );
+        assert_eq!(
+            admit(&tables, &BTreeMap::from([(3, 0)])),
+            Err("the sinks do not read partition 3".into())
+        );
     }
 }

@@ -34,15 +34,17 @@ pub mod window;
 pub use rules::api::RulesView;
 
 /// Runs every stream processor (`obs processor`): the rule, trace, log, rollup and SQL processors, until
-/// a shutdown is asked for or one of them fails.
+/// a shutdown is asked for or one of them fails. `spans`: the sinks' reader of `obs.spans`
+/// in this process, which the trace processor may read along with.
 pub async fn run(
     cfg: obs_runtime::Config,
     ready: obs_runtime::ops::Readiness,
     view: RulesView,
+    spans: Option<obs_runtime::tap::Joiner>,
 ) -> anyhow::Result<()> {
     tokio::try_join!(
         rules::run::run(cfg.clone(), ready.clone(), view),
-        traces::run::run(cfg.clone(), ready.clone()),
+        traces::run::run(cfg.clone(), ready.clone(), spans),
         rollups::run::run(cfg.clone(), ready.clone()),
         sql::run::run(cfg.clone(), ready.clone()),
         logs::run::run(cfg, ready)

@@ -90,7 +90,11 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
         last_publish: Instant::now(),
         last_checkpoint: Instant::now(),
     };
-    processor::drive(&mut r, &consumer, Topic::Metrics).await;
+    processor::drive(
+        &mut r,
+        &mut processor::Input::assigned(consumer, Topic::Metrics),
+    )
+    .await;
     tracing::info!("rollup processor stopped");
     Ok(())
 }
@@ -162,7 +166,7 @@ struct Rollups {
 }
 
 impl Checkpointed for Rollups {
-    async fn handle(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) {
+    async fn handle<M: Message + Sync>(&mut self, m: &M) {
         let (p, offset) = (m.partition(), m.offset());
         let batch: MetricBatchView = match m.payload() {
             Some(bytes) => {

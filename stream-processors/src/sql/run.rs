@@ -28,7 +28,6 @@ use obs_schemas::records::DeadLetter;
 use obs_schemas::sql_output::{self, WindowRows};
 use obs_schemas::wire::{Codec, DynamicWriter};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
@@ -168,7 +167,7 @@ async fn run_query(cfg: Config, ready: ops::Readiness, def: QueryDef) -> anyhow:
     tracing::info!(query = s.q.name(), input = %s.q.input, output = s.topic, done_until_ms = done_until, "SQL query started");
     ready.report(&component, None);
     let input = s.q.input;
-    processor::drive(&mut s, &consumer, input).await;
+    processor::drive(&mut s, &mut processor::Input::assigned(consumer, input)).await;
     tracing::info!(query = s.q.name(), "SQL query stopped");
     Ok(())
 }
@@ -229,7 +228,7 @@ struct SqlQuery {
 }
 
 impl Checkpointed for SqlQuery {
-    async fn handle(&mut self, m: &BorrowedMessage<'_>) {
+    async fn handle<M: Message + Sync>(&mut self, m: &M) {
         let (p, offset) = (m.partition(), m.offset());
         let query = self.q.name().to_string();
         let mut rows = self.empty.clone();

@@ -31,7 +31,7 @@ use super::partition::{Outputs, Partition, Settings};
 use super::sampling::Policies;
 use super::servicegraph::ServiceGraph;
 use super::spanmetrics::SpanMetrics;
-use crate::processor::{self, Checkpointed, Wiring};
+use crate::processor::{self, Checkpointed, Input, Wiring};
 use crate::state;
 
 /// Series of span and service-graph metrics not updated for this long stop being written.
@@ -89,7 +89,11 @@ fn publish_sampled(cfg: &Config, has_policies: bool) -> anyhow::Result<bool> {
 
 /// Runs the trace processor until a shutdown is asked for. While it restores its
 /// partitions, `ready` reports it as a problem (`/readyz` answers 503).
-pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: Config,
+    ready: ops::Readiness,
+    joiner: Option<obs_runtime::tap::Joiner>,
+) -> anyhow::Result<()> {
     if !cfg.traces.enabled {
         tracing::info!("[traces] enabled = false: spans are not correlated");
         return Ok(());
@@ -112,16 +116,18 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
         consumer,
     } = processor::connect(&cfg, "traces", Topic::Spans).await?;
     let partitions = restore(&cfg, &consumer, &owned, &counts, &codec, &settings).await?;
-    let mut tpl = TopicPartitionList::new();
-    for p in partitions.values() {
-        tpl.add_partition_offset(Topic::Spans.name(), p.id(), Offset::Offset(p.read_from()))?;
-    }
-    consumer
-        .assign(&tpl)
-        .context("assigning the obs.spans partitions")?;
+    let starts = partitions
+        .values()
+        .map(|p| (p.id(), p.read_from()))
+        .collect();
+    // Read along with the sinks' reader of obs.spans at most half an idle partition's
+    // time behind it, so that waiting never moves a partition's time on.
+    let patience = Duration::from_millis(cfg.traces.idle_partition_ms / 2);
+    let mut input = Input::start(consumer, Topic::Spans, starts, joiner, patience).await?;
     tracing::info!(
         partitions = ?owned,
         policies = !settings.policies.is_empty(),
+        reads_along_with_the_sinks = input.reads_along(),
         "trace processor started"
     );
     ready.report("traces", None);
@@ -139,7 +145,7 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
         last_publish: Instant::now(),
         last_checkpoint: Instant::now(),
     };
-    processor::drive(&mut t, &consumer, Topic::Spans).await;
+    processor::drive(&mut t, &mut input).await;
     tracing::info!("trace processor stopped");
     Ok(())
 }
@@ -277,7 +283,7 @@ struct Traces {
 }
 
 impl Checkpointed for Traces {
-    async fn handle(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) {
+    async fn handle<M: Message + Sync>(&mut self, m: &M) {
         let (p, offset) = (m.partition(), m.offset());
         let spans: Vec<Span> = match m.payload() {
             Some(bytes) => {
