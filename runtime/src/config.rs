@@ -389,6 +389,10 @@ pub struct ProcessorConfig {
     /// Evaluations older than this (s, against the wall clock) notify nobody: catching up
     /// on retained history must not page anyone.
     pub notify_max_age_secs: u64,
+    /// A processor checkpoint larger than this (bytes, compressed) goes to
+    /// `obs.processor.state` in parts of this size; at most 4 MiB, half the producer's
+    /// message limit.
+    pub state_part_bytes: usize,
 }
 
 impl Default for ProcessorConfig {
@@ -408,6 +412,7 @@ impl Default for ProcessorConfig {
             alertmanagers: Vec::new(),
             resend_delay_secs: 60,
             notify_max_age_secs: 600,
+            state_part_bytes: 4 << 20,
         }
     }
 }
@@ -676,6 +681,12 @@ impl Config {
             self.traces.publish_sampled
         );
         anyhow::ensure!(
+            (1..=4 << 20).contains(&self.processor.state_part_bytes),
+            "invalid configuration: [processor] state_part_bytes = {} must be from 1 to 4194304 \
+             (4 MiB: half the producer's 8 MiB message.max.bytes)",
+            self.processor.state_part_bytes
+        );
+        anyhow::ensure!(
             self.kafka.raw_fetch_wait_ms <= 300_000,
             "invalid configuration: [kafka] raw_fetch_wait_ms = {} must be at most 300000 \
              (librdkafka's largest fetch.wait.max.ms)",
@@ -802,6 +813,18 @@ mod tests {
             );
             jail.set_env("OBS_KAFKA__RAW_FETCH_WAIT_MS", "300000");
             assert_eq!(Config::load(None).unwrap().kafka.raw_fetch_wait_ms, 300_000);
+            assert_eq!(
+                Config::load(None).unwrap().processor.state_part_bytes,
+                4 << 20
+            );
+            jail.set_env("OBS_PROCESSOR__STATE_PART_BYTES", "4194305");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(
+                e.contains("[processor] state_part_bytes = 4194305 must be from 1 to 4194304"),
+                "{e}"
+            );
+            jail.set_env("OBS_PROCESSOR__STATE_PART_BYTES", "512");
+            assert_eq!(Config::load(None).unwrap().processor.state_part_bytes, 512);
             jail.set_env("OBS_KAFKA__COMPRESSION", "brotli");
             let e = Config::load(None).unwrap_err().to_string();
             assert!(

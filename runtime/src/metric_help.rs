@@ -122,6 +122,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ),
     // Rule processor.
     (
+        "obs_processor_state_split_total",
+        Counter,
+        "Processor checkpoints larger than [processor] state_part_bytes, written to obs.processor.state in parts.",
+    ),
+    (
         "obs_processor_samples_total",
         Counter,
         "Samples the rule processor read, by outcome (kept, refused over max_samples_per_tenant).",

@@ -111,12 +111,23 @@ impl Readers {
 
     /// Reads every registered topic until a shutdown is asked for (a topic's reader also
     /// stops once all its tables have); fails only when a consumer cannot be set up.
-    pub async fn run(mut self) -> anyhow::Result<()> {
-        let readers = self.topics.into_iter().map(|(topic, tables)| {
-            let group = format!("{}-reader-{}", self.group_prefix, topic.name());
-            let host = self.hosts.remove(&topic);
-            read(&self.kafka, group, topic, tables, host)
-        });
+    pub async fn run(self) -> anyhow::Result<()> {
+        let Readers {
+            kafka,
+            group_prefix,
+            topics,
+            mut hosts,
+        } = self;
+        let readers: Vec<_> = topics
+            .into_iter()
+            .map(|(topic, tables)| {
+                let group = format!("{group_prefix}-reader-{}", topic.name());
+                let host = hosts.remove(&topic);
+                read(&kafka, group, topic, tables, host)
+            })
+            .collect();
+        // A processor asking to read along a topic no table reads is refused now.
+        drop(hosts);
         futures::future::try_join_all(readers).await.map(|_| ())
     }
 }
@@ -334,6 +345,21 @@ mod tests {
         );
         let only = start_positions(&[0], &[&a]);
         assert_eq!(only, BTreeMap::from([(0, Offset::Offset(10))]));
+    }
+
+    #[tokio::test]
+    async fn a_processor_asking_to_read_along_a_topic_no_table_reads_is_refused_at_once() {
+        let mut cfg = Config::default();
+        cfg.kafka.brokers = "127.0.0.1:1".into(); // never reached: nothing is fetched
+        let mut readers = Readers::new(&cfg);
+        let _logs = readers.add_table(Topic::Logs, &[0], BTreeMap::from([(0, 0)]));
+        let (host, joiner) = obs_runtime::tap::pair(Topic::Spans);
+        readers.host(host);
+        let running = tokio::spawn(readers.run());
+        let asked = joiner.join(BTreeMap::from([(0, 0)]), Duration::from_secs(1));
+        let answer = tokio::time::timeout(Duration::from_secs(5), asked).await;
+        running.abort();
+        assert!(matches!(answer, Ok(None)), "refused, not left waiting");
     }
 
     #[test]

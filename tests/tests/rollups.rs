@@ -3,7 +3,7 @@
 //! every row of `metrics_rollups` (1m and 1h windows) equals the count, sum, min, max,
 //! first, last and counter increase the test computes from the raw samples ClickHouse
 //! stored, with no window missing or extra. Then the same with the processor SIGKILLed
-//! while the samples arrive. And PromQL range functions answered from the rollups
+//! while the samples arrive, its checkpoints written in parts. And PromQL range functions answered from the rollups
 //! (`max_source_resolution`) equal the answers from the raw samples. (Late samples are unit-tested: the collector already refuses
 //! a sample older than its series' newest.)
 //!
@@ -424,9 +424,11 @@ async fn sigkill_of_the_processor_neither_loses_nor_changes_a_window() {
     // the 1 s idle time: the idle move must write the windows of the samples it has
     // without making the next minutes' samples late (it once took the wall clock as its
     // time, and a CI run lost 472 of 472 samples after the last restart).
+    // Checkpoints of over 256 bytes go in parts: each restart restores from parts.
     let mut stack = Stack::start_with_separate_processor(&[
         ("OBS_ROLLUPS__IDLE_PARTITION_MS", "1000"),
         ("OBS_ROLLUPS__CHECKPOINT_INTERVAL_MS", "300"),
+        ("OBS_PROCESSOR__STATE_PART_BYTES", "256"),
     ])
     .await
     .expect("stack started");
@@ -444,7 +446,10 @@ async fn sigkill_of_the_processor_neither_loses_nor_changes_a_window() {
                 Duration::from_secs(60),
                 || async {
                     let n = stack.processor_metric("obs_rollups_samples_total").await?;
-                    (n > 0.0).then_some(())
+                    let split = stack
+                        .processor_metric("obs_processor_state_split_total")
+                        .await?;
+                    (n > 0.0 && split > 0.0).then_some(())
                 },
             )
             .await

@@ -1,5 +1,5 @@
 //! The trace processor killed with SIGKILL while spans keep arriving, as its own process
-//! (`obs processor`, 10 times) and inside `obs up`, where it reads `obs.spans` along with
+//! (`obs processor`, 10 times, its checkpoints written in parts) and inside `obs up`, where it reads `obs.spans` along with
 //! the sinks' reader (6 times, the sinks killed with it): afterwards
 //! `sum(traces_spanmetrics_calls_total)` equals the number of spans acknowledged, exactly,
 //! every trace has exactly one summary holding all of its spans, and the service graph
@@ -19,7 +19,10 @@ const SETTINGS: [(&str, &str); 4] = [
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_neither_loses_nor_repeats_span_metrics_or_summaries() {
-    let stack = Stack::start_with_separate_processor(&SETTINGS)
+    // Checkpoints of over 4 KiB go in parts: restarts restore from parts.
+    let mut settings = SETTINGS.to_vec();
+    settings.push(("OBS_PROCESSOR__STATE_PART_BYTES", "4096"));
+    let stack = Stack::start_with_separate_processor(&settings)
         .await
         .expect("stack started");
     sigkill_while_spans_flow(stack, 10, true).await;
@@ -87,6 +90,14 @@ async fn sigkill_while_spans_flow(mut stack: Stack, kills: u64, separate: bool) 
         .await
         .unwrap_or_else(|e| panic!("{e:#}\n{}", log(&stack)));
         if separate {
+            wait_for("a checkpoint in parts", Duration::from_secs(60), || async {
+                let n = stack
+                    .processor_metric("obs_processor_state_split_total")
+                    .await?;
+                (n > 0.0).then_some(())
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", log(&stack)));
             stack.crash_processor(&kill.to_string()).await;
         } else {
             assert!(

@@ -84,6 +84,7 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
         publisher,
         codec,
         state_partitions: counts[&Topic::ProcessorState],
+        state_part_bytes: cfg.processor.state_part_bytes,
         out_partitions: counts[&Topic::MetricsRollup],
         out: BTreeMap::new(),
         dirty: HashSet::new(),
@@ -157,6 +158,8 @@ struct Rollups {
     publisher: Publisher,
     codec: Arc<Codec>,
     state_partitions: i32,
+    /// `[processor] state_part_bytes`.
+    state_part_bytes: usize,
     out_partitions: i32,
     /// Windows written, by input partition, not published yet.
     out: BTreeMap<i32, Vec<MetricRollup>>,
@@ -284,7 +287,7 @@ impl Rollups {
                 state::to_bytes(&part.checkpoint()),
             ));
         }
-        if !state::write(&self.publisher, &messages).await {
+        if !state::write(&self.publisher, &messages, self.state_part_bytes).await {
             return false;
         }
         let mut tpl = TopicPartitionList::new();

@@ -145,6 +145,7 @@ async fn run_query(cfg: Config, ready: ops::Readiness, def: QueryDef) -> anyhow:
         topic,
         component: component.clone(),
         state_partitions: counts[&obs_schemas::Topic::ProcessorState],
+        state_part_bytes: cfg.processor.state_part_bytes,
         read_before: cp
             .as_ref()
             .map(|c| c.read_until.clone())
@@ -217,6 +218,8 @@ struct SqlQuery {
     topic: String,
     component: String,
     state_partitions: i32,
+    /// `[processor] state_part_bytes`.
+    state_part_bytes: usize,
     /// The checkpoint's `read_until`: messages below it are read again.
     read_before: BTreeMap<i32, i64>,
     read_until: BTreeMap<i32, i64>,
@@ -389,7 +392,7 @@ impl SqlQuery {
             state::key(&self.component, 0),
             state::to_bytes(&cp),
         );
-        if !state::write(&self.publisher, &[message]).await {
+        if !state::write(&self.publisher, &[message], self.state_part_bytes).await {
             return false;
         }
         let mut tpl = TopicPartitionList::new();

@@ -139,6 +139,7 @@ pub async fn run(
         publisher,
         codec,
         state_partitions: counts[&Topic::ProcessorState],
+        state_part_bytes: cfg.processor.state_part_bytes,
         sampled_partitions: counts[&Topic::SpansSampled],
         out: Outputs::default(),
         dirty: HashSet::new(),
@@ -275,6 +276,8 @@ struct Traces {
     publisher: Publisher,
     codec: Arc<Codec>,
     state_partitions: i32,
+    /// `[processor] state_part_bytes`.
+    state_part_bytes: usize,
     sampled_partitions: i32,
     out: Outputs,
     dirty: HashSet<i32>,
@@ -480,7 +483,7 @@ impl Traces {
             }
             messages.push((p % self.state_partitions, checkpoint::key(p), cp.to_bytes()));
         }
-        if !state::write(&self.publisher, &messages).await {
+        if !state::write(&self.publisher, &messages, self.state_part_bytes).await {
             return false;
         }
         let mut tpl = TopicPartitionList::new();
