@@ -7,17 +7,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use obs_runtime::kafka::{self, SharedProducer};
 use obs_runtime::publish::Publisher;
 use obs_runtime::tap::{Delivery, Joiner};
 use obs_runtime::{Config, shutdown};
 use obs_schemas::Topic;
 use obs_schemas::wire::Codec;
+use rdkafka::Offset;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::{Offset, TopicPartitionList};
 
 /// A processor's connections, from [`connect`].
 pub struct Wiring {
@@ -75,8 +74,8 @@ pub async fn committed_or_earliest(
     partitions: &[i32],
 ) -> anyhow::Result<std::collections::BTreeMap<i32, i64>> {
     use anyhow::Context;
+    use rdkafka::TopicPartitionList;
     use rdkafka::consumer::Consumer;
-    use rdkafka::{Offset, TopicPartitionList};
     let mut tpl = TopicPartitionList::new();
     for &p in partitions {
         tpl.add_partition(topic.name(), p);
@@ -189,12 +188,11 @@ impl Input {
     }
 
     fn assign(&self, starts: &BTreeMap<i32, i64>) -> anyhow::Result<()> {
-        let mut tpl = TopicPartitionList::new();
-        for (&p, &at) in starts {
-            tpl.add_partition_offset(self.topic.name(), p, Offset::Offset(at))?;
-        }
-        rdkafka::consumer::Consumer::assign(&self.consumer, &tpl)
-            .with_context(|| format!("assigning the {} partitions", self.topic))
+        let at = starts
+            .iter()
+            .map(|(&p, &o)| (p, Offset::Offset(o)))
+            .collect();
+        kafka::assign_at(&self.consumer, self.topic.name(), &at)
     }
 
     /// The next message from the sink's reader at or past where the processor is on its

@@ -907,6 +907,14 @@ impl Stack {
         }
     }
 
+    /// A value of the sink's `/metrics` (of `obs up`, or of the separate sink): the line
+    /// that is exactly `series` (name and labels) followed by its value.
+    pub async fn sink_metric(&self, series: &str) -> Option<f64> {
+        let text = self.sink_metrics().await.ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
     /// A value of the separate processor's `/metrics` (the first line starting with
     /// `name`), 0 when it has no such line, `None` when it does not answer.
     pub async fn processor_metric(&self, name: &str) -> Option<f64> {

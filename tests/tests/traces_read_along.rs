@@ -15,10 +15,9 @@ const MS: i64 = 1_000_000;
 
 /// The value of `obs_shared_reader_joined{topic="obs.spans"}` on the sink's /metrics.
 async fn joined(stack: &Stack) -> Option<f64> {
-    let text = stack.sink_metrics().await.ok()?;
-    text.lines()
-        .find(|l| l.starts_with("obs_shared_reader_joined{topic=\"obs.spans\"}"))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    stack
+        .sink_metric("obs_shared_reader_joined{topic=\"obs.spans\"}")
+        .await
 }
 
 /// Trace `i`'s id: 32 hex digits.

@@ -36,9 +36,8 @@ async fn sigkill_of_obs_up_reading_spans_along_neither_loses_nor_repeats() {
 
 /// Whether the trace processor of `obs up` reads `obs.spans` along with the sinks' reader.
 async fn reads_along(stack: &Stack) -> bool {
-    let text = stack.sink_metrics().await.unwrap_or_default();
-    text.lines()
-        .any(|l| l == "obs_shared_reader_joined{topic=\"obs.spans\"} 1")
+    let series = "obs_shared_reader_joined{topic=\"obs.spans\"}";
+    stack.sink_metric(series).await == Some(1.0)
 }
 
 /// Kills the processor (`separate`) or `obs up` `kills` times while spans flow, then
