@@ -24,6 +24,18 @@ pub struct ApiState {
     pub rollup_resolutions_ms: Arc<Vec<i64>>,
     /// Range-query answers kept between requests (`None`: `results_cache_max_bytes` = 0).
     pub results_cache: Option<Arc<crate::prom::results_cache::ResultsCache>>,
+    /// Labels of the series PromQL queries have read, by fingerprint.
+    pub series_labels: Arc<crate::prom::series_labels::SeriesLabels>,
+}
+
+impl ApiState {
+    /// The database as PromQL reads it.
+    pub fn database(&self) -> crate::prom::store::Database {
+        crate::prom::store::Database {
+            client: self.client.clone(),
+            labels: self.series_labels.clone(),
+        }
+    }
 }
 
 /// The API's routes.
@@ -63,6 +75,9 @@ pub async fn run(cfg: Config, ready: ops::Readiness) -> anyhow::Result<()> {
                 cfg.query.results_cache_freshness_secs as i64 * 1000,
             ))
         }),
+        series_labels: Arc::new(crate::prom::series_labels::SeriesLabels::new(
+            cfg.query.series_labels_cache_entries,
+        )),
     };
     if let Some(cache) = &state.results_cache {
         cache.clone().spawn_late_write_reader(state.client.clone());

@@ -134,7 +134,7 @@ async fn rows(
         end: now,
         step: 1,
     };
-    let (value, _) = store::evaluate(Some(state.client.clone()), tenant, &expr, grid, limits)
+    let (value, _) = store::evaluate(Some(state.database()), tenant, &expr, grid, limits)
         .await
         .map_err(|e| match e {
             obs_promql::EvalError::Execution(m) | obs_promql::EvalError::Storage(m) => m,

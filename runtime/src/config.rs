@@ -603,6 +603,10 @@ pub struct QueryConfig {
     /// at least 300, the age at which the sinks record a write as late
     /// (`obs_schemas::late_writes`), so late data reaches every cached answer it changes.
     pub results_cache_freshness_secs: u64,
+    /// Series whose labels PromQL keeps between queries (by fingerprint, which names one
+    /// label set for good), so a query reads `metrics_series` only for series new to it
+    /// (0: every query reads it).
+    pub series_labels_cache_entries: usize,
 }
 
 impl Default for QueryConfig {
@@ -621,6 +625,7 @@ impl Default for QueryConfig {
             max_source_resolution: "raw".into(),
             results_cache_max_bytes: 128 << 20,
             results_cache_freshness_secs: 600,
+            series_labels_cache_entries: 200_000,
         }
     }
 }

@@ -278,6 +278,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "PromQL range queries by how the results cache answered them (hit, partial, miss, bypass).",
     ),
     (
+        "obs_query_series_lookups_total",
+        Counter,
+        "PromQL selector reads by where their series' labels came from (kept from earlier queries, or read from metrics_series).",
+    ),
+    (
         "obs_query_results_cache_bytes",
         Gauge,
         "Bytes of range-query answers the results cache holds.",

@@ -173,6 +173,12 @@ pub fn hash_secret(secret: &str) -> String {
 }
 
 /// The `/metrics` text of the listener at `base` (a stage's ops address).
+/// The value of the line of a `/metrics` page that is exactly `series` (name and labels).
+fn series_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 async fn metrics_page(base: &str) -> anyhow::Result<String> {
     Ok(http(10)
         .get(format!("{base}/metrics"))
@@ -910,9 +916,13 @@ impl Stack {
     /// A value of the sink's `/metrics` (of `obs up`, or of the separate sink): the line
     /// that is exactly `series` (name and labels) followed by its value.
     pub async fn sink_metric(&self, series: &str) -> Option<f64> {
-        let text = self.sink_metrics().await.ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        series_value(&self.sink_metrics().await.ok()?, series)
+    }
+
+    /// A value of the query API's `/metrics`, as [`Stack::sink_metric`] reads the sink's
+    /// (`None` also when the series has not been counted yet).
+    pub async fn query_metric(&self, series: &str) -> Option<f64> {
+        series_value(&metrics_page(&self.query_url()).await.ok()?, series)
     }
 
     /// A value of the separate processor's `/metrics` (the first line starting with

@@ -5,7 +5,7 @@
 //! SQL.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use obs_e2e::promql_demo::Demo;
 use obs_e2e::{Stack, http};
@@ -263,7 +263,14 @@ async fn grafana_calls_injection_tenants_errors_and_explain() {
     let (status, v) = get(&format!("{base}/api/v1/explain"), &[("query", q)], None).await;
     assert_eq!(status, 200, "{v}");
     let sql: Vec<String> = serde_json::from_value(v["data"]["sql"].clone()).unwrap();
-    assert_eq!(sql.len(), 1, "{sql:?}");
+    // The samples, then the series' labels when they are not kept from earlier queries.
+    assert_eq!(sql.len(), 2, "{sql:?}");
+    assert!(
+        sql[1].starts_with("/* only for series whose labels the query API has not kept */ SELECT")
+            && sql[1].contains("any(Labels) AS labels FROM metrics_series"),
+        "{}",
+        sql[1]
+    );
     assert!(
         sql[0].contains("FROM metrics_series WHERE Tenant = 'default'"),
         "{}",
@@ -363,5 +370,106 @@ async fn a_query_past_the_sample_bound_is_refused() {
     assert!(
         msg.contains("too many samples") && msg.contains("promql_max_samples"),
         "{msg}"
+    );
+}
+
+/// One series of `labels_kept_total` with `job` = `job`, one sample a minute over
+/// `[from_ms, to_ms)`, sent by remote write.
+async fn write_job(stack: &Stack, job: &str, from_ms: i64, to_ms: i64) {
+    use obs_e2e::remote_write::{self, Series};
+    let series = [Series {
+        name: "labels_kept_total",
+        labels: vec![("job", job.to_string())],
+        samples: (from_ms..to_ms).step_by(60_000).map(|t| (t, 1.0)).collect(),
+    }];
+    let url = format!("{}/api/v1/write", stack.collector_url());
+    let (status, text) = remote_write::post(&url, remote_write::body(&series)).await;
+    assert_eq!(status, 204, "{text}");
+}
+
+/// The labels of a query's series are kept between queries (by fingerprint, a hash of the
+/// labels): asked again, a query reads no `metrics_series` and answers the same; a series
+/// new to the metric still appears, with its own labels, because its fingerprint is new.
+#[tokio::test(flavor = "multi_thread")]
+async fn series_labels_are_kept_between_queries_and_new_series_still_appear() {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let end = now - now % 60_000;
+    let stack = Stack::start().await.unwrap();
+    for job in ["a", "b"] {
+        write_job(&stack, job, end - 600_000, end).await;
+    }
+    let query = format!("{}/api/v1/query", stack.query_url());
+    let at = ((end - 60_000) / 1000).to_string();
+    let jobs = |v: &Value| -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = v["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let m = &s["metric"];
+                assert_eq!(m.as_object().unwrap().len(), 2, "{m}");
+                assert_eq!(m["__name__"], "labels_kept_total", "{m}");
+                (
+                    m["job"].as_str().unwrap().to_string(),
+                    s["value"][1].to_string(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let params = [("query", "labels_kept_total"), ("time", at.as_str())];
+    let ask = || get(&query, &params, None);
+    let first = obs_e2e::wait_for("both series queryable", Duration::from_secs(60), || async {
+        let (_, v) = ask().await;
+        let j = jobs(&v);
+        (j.len() == 2).then_some(j)
+    })
+    .await
+    .unwrap();
+    let counted = |outcome: &'static str| {
+        let stack = &stack;
+        async move {
+            stack
+                .query_metric(&format!(
+                    "obs_query_series_lookups_total{{outcome=\"{outcome}\"}}"
+                ))
+                .await
+                .unwrap_or(0.0)
+        }
+    };
+    let (read, kept) = (counted("read").await, counted("kept").await);
+    assert!(read >= 1.0, "the first answer read metrics_series");
+    let (status, v) = ask().await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(jobs(&v), first);
+    assert_eq!(
+        (counted("read").await, counted("kept").await),
+        (read, kept + 1.0),
+        "asked again, the labels are the kept ones"
+    );
+    write_job(&stack, "c", end - 600_000, end).await;
+    let third = obs_e2e::wait_for(
+        "the new series queryable",
+        Duration::from_secs(60),
+        || async {
+            let (_, v) = ask().await;
+            let j = jobs(&v);
+            (j.len() == 3).then_some(j)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        third,
+        [("a", "\"1\""), ("b", "\"1\""), ("c", "\"1\"")]
+            .map(|(j, v)| (j.to_string(), v.to_string()))
+    );
+    assert!(
+        counted("read").await > read,
+        "the new series' labels were read"
     );
 }

@@ -5,6 +5,7 @@
 //!
 //! * `selector`: `match[]` selectors → SQL with bound values.
 //! * `store`: the metrics tables as the PromQL evaluator's sample source (`obs_promql`).
+//! * `series_labels`: labels of series by fingerprint, kept between queries.
 //! * `params`: request parameters (repeated `match[]`, times).
 //! * `api`, `query`: the handlers.
 //! * `results_cache`: range-query answers kept per query and step, dropped by late data.
@@ -17,6 +18,7 @@ pub(crate) use query::limits_with;
 pub mod results_cache;
 mod rules;
 pub mod selector;
+pub mod series_labels;
 pub mod store;
 
 pub use api::routes;

@@ -279,8 +279,7 @@ async fn run(
             Err(e) => eval_error(e),
         };
     }
-    let client = state.client.clone();
-    match store::evaluate(Some(client), &tenant, &a.expr, a.grid, &limits).await {
+    match store::evaluate(Some(state.database()), &tenant, &a.expr, a.grid, &limits).await {
         Ok((v, _)) => (
             [(header::CONTENT_TYPE, "application/json")],
             instant_answer(&v, a.grid.start),
@@ -315,8 +314,7 @@ async fn range_points(
     limits: &Limits,
 ) -> Result<(Points, Outcome), EvalError> {
     let evaluate = |grid: Grid| async move {
-        let (v, _) =
-            store::evaluate(Some(state.client.clone()), tenant, &a.expr, grid, limits).await?;
+        let (v, _) = store::evaluate(Some(state.database()), tenant, &a.expr, grid, limits).await?;
         results_cache::points_of(v, grid).ok_or_else(|| {
             EvalError::Execution("a range query must return a scalar or an instant vector".into())
         })
