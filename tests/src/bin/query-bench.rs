@@ -313,6 +313,24 @@ async fn main() -> anyhow::Result<()> {
             );
         }
     }
+    // The engine's time for a small read grows with the parts it opens, which differ from
+    // run to run (merges after loading; data across midnight is two partitions).
+    let parts: Vec<(String, u64)> = stack
+        .db()
+        .query(
+            "SELECT table, count() FROM system.parts WHERE active AND database = 'obs' \
+             AND table IN ('metrics_samples', 'metrics_series') GROUP BY table ORDER BY table",
+        )
+        .fetch_all()
+        .await?;
+    println!(
+        "\nActive parts after the PromQL queries: {}.",
+        parts
+            .iter()
+            .map(|(t, n)| format!("{t} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let geo = |v: &[f64]| (v.iter().map(|r| r.ln()).sum::<f64>() / v.len() as f64).exp();
     let (geo_ratio, geo_floor, geo_cached) = (geo(&ratios), geo(&floors), geo(&cached_ratios));
     ratios.sort_by(|x, y| x.total_cmp(y));
