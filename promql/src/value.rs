@@ -157,25 +157,44 @@ impl SeriesBuilder {
 /// A float as Prometheus writes it in answers: shortest round-trip decimal, `NaN`, `+Inf`,
 /// `-Inf`.
 pub fn format_value(v: f64) -> String {
+    let mut out = String::new();
+    write_value(&mut out, v);
+    out
+}
+
+/// [`format_value`] appended to `out` (an answer of many points allocates nothing per
+/// point).
+pub fn write_value(out: &mut String, v: f64) {
+    use std::fmt::Write;
     if v.is_nan() {
-        "NaN".into()
+        out.push_str("NaN");
     } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
     } else {
-        format!("{v}")
+        let _ = write!(out, "{v}");
     }
 }
 
 /// A timestamp in ms as Prometheus writes it: seconds with up to three decimals.
 pub fn format_time(ms: i64) -> String {
+    let mut out = String::new();
+    write_time(&mut out, ms);
+    out
+}
+
+/// [`format_time`] appended to `out`.
+pub fn write_time(out: &mut String, ms: i64) {
+    use std::fmt::Write;
     let (secs, frac) = (ms.div_euclid(1000), ms.rem_euclid(1000));
-    if frac == 0 {
-        secs.to_string()
+    let _ = if frac == 0 {
+        write!(out, "{secs}")
+    } else if frac % 100 == 0 {
+        write!(out, "{secs}.{}", frac / 100)
+    } else if frac % 10 == 0 {
+        write!(out, "{secs}.{:02}", frac / 10)
     } else {
-        format!("{secs}.{frac:03}")
-            .trim_end_matches('0')
-            .to_string()
-    }
+        write!(out, "{secs}.{frac:03}")
+    };
 }
 
 /// How Prometheus 2.x orders values for `sort`, `sort_desc`, `topk` and `bottomk`:
@@ -213,6 +232,9 @@ mod tests {
         assert_eq!(format_time(1_700_000_000_000), "1700000000");
         assert_eq!(format_time(1_700_000_000_500), "1700000000.5");
         assert_eq!(format_time(1_700_000_000_025), "1700000000.025");
+        assert_eq!(format_time(1_700_000_000_050), "1700000000.05");
+        assert_eq!(format_time(1_700_000_000_120), "1700000000.12");
+        assert_eq!(format_time(1_700_000_000_001), "1700000000.001");
         assert_eq!(format_value(0.1 + 0.2), "0.30000000000000004");
         assert_eq!(format_value(1e21), "1000000000000000000000");
         assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");

@@ -16,7 +16,7 @@ use super::params::Params;
 use super::results_cache::{self, Key, Outcome, Points};
 use super::store::{self, Limits};
 use crate::server::ApiState;
-use obs_promql::value::{Labels, format_time, format_value};
+use obs_promql::value::{Labels, format_time, format_value, write_time, write_value};
 use obs_promql::{self as promql, EvalError, Grid, Value};
 
 /// The request's limits; `max_source_resolution` (else `[query] max_source_resolution`)
@@ -156,7 +156,11 @@ fn labels_json(out: &mut String, labels: &Labels) {
 }
 
 fn point(out: &mut String, t: i64, v: f64) {
-    let _ = write!(out, "[{},\"{}\"]", format_time(t), format_value(v));
+    out.push('[');
+    write_time(out, t);
+    out.push_str(",\"");
+    write_value(out, v);
+    out.push_str("\"]");
 }
 
 fn success(kind: &str, body: &str) -> String {

@@ -1,8 +1,10 @@
 //! What PromQL reads from ClickHouse: the series a selector matches and their samples in a
 //! time range, as the evaluator's [`SeriesSource`]. Label matching (`=`, `!=`, `=~`, `!~`
 //! with bound values and regexes), the tenant, the metric name (the samples table's sort
-//! key) and the time bounds are all in the SQL; samples come back ordered by series and
-//! time. Windows, functions, aggregations and vector matching run in `obs_promql`.
+//! key) and the time bounds are all in the SQL; samples come back as arrays per series,
+//! sorted here, with the series' labels from [`SeriesLabels`]. A query's reads are planned
+//! by an evaluation over no data and sent together. Windows, functions, aggregations and
+//! vector matching run in `obs_promql`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -63,16 +65,12 @@ struct ReadKey {
 
 impl Read {
     fn key(&self) -> ReadKey {
-        key_of(&self.vs, self.resolution_ms, self.from_ms, self.to_ms)
-    }
-}
-
-fn key_of(vs: &VectorSelector, resolution_ms: Option<i64>, from_ms: i64, to_ms: i64) -> ReadKey {
-    ReadKey {
-        selector: vs.to_string(),
-        resolution_ms,
-        from_ms,
-        to_ms,
+        ReadKey {
+            selector: self.vs.to_string(),
+            resolution_ms: self.resolution_ms,
+            from_ms: self.from_ms,
+            to_ms: self.to_ms,
+        }
     }
 }
 
