@@ -427,12 +427,11 @@ pub async fn exemplars(
     if end < start {
         return bad_data("end timestamp must not be before start timestamp");
     }
-    let mut selectors = Selectors(Vec::new());
-    let _ = promql_parser::util::walk_expr(&mut selectors, &expr);
+    let selectors = store::selectors(&expr);
     // Per series (its labels), its exemplars; a series two selectors match is listed once.
     let mut found: BTreeMap<BTreeMap<String, String>, BTreeMap<(i64, u64), serde_json::Value>> =
         BTreeMap::new();
-    for vs in &selectors.0 {
+    for vs in &selectors {
         let statement = match store::exemplars_statement(vs, &tenant, start, end) {
             Ok(s) => s,
             Err(e) => return bad_data(e),
@@ -495,21 +494,3 @@ struct ExemplarSeries {
 
 /// One stored exemplar: ms, value, its labels.
 type StoredExemplar = (i64, f64, Vec<(String, String)>);
-
-/// The vector selectors of a query (those of range selectors too), as Prometheus's
-/// `parser.ExtractSelectors` finds them.
-struct Selectors(Vec<promql_parser::parser::VectorSelector>);
-
-impl promql_parser::util::ExprVisitor for Selectors {
-    type Error = std::convert::Infallible;
-
-    fn pre_visit(&mut self, expr: &promql_parser::parser::Expr) -> Result<bool, Self::Error> {
-        use promql_parser::parser::Expr;
-        match expr {
-            Expr::VectorSelector(vs) => self.0.push(vs.clone()),
-            Expr::MatrixSelector(ms) => self.0.push(ms.vs.clone()),
-            _ => {}
-        }
-        Ok(true)
-    }
-}

@@ -767,23 +767,47 @@ pub async fn evaluate(
     limits: &Limits,
 ) -> Result<(obs_promql::Value, Vec<String>), EvalError> {
     let statements = Arc::new(Mutex::new(Vec::new()));
-    let storage = |client, labels, planned| {
-        Storage::new(client, labels, tenant, limits, statements.clone(), planned)
+    let (client, labels) = match db {
+        Some(db) => (Some(db.client), db.labels),
+        None => (None, Arc::new(SeriesLabels::new(0))),
     };
-    let Some(db) = db else {
-        let source = storage(None, Arc::new(SeriesLabels::new(0)), None);
-        let value = obs_promql::evaluate(Box::new(source), expr, grid, &limits.promql).await?;
-        let statements = std::mem::take(&mut *statements.lock().expect("statements lock"));
-        return Ok((value, statements));
-    };
-    let mut source = storage(Some(db.client), db.labels, None);
-    let reads = plan(tenant, expr, grid, limits).await;
-    if reads.len() > 1 {
-        source.prefetch(reads).await?;
+    // Only a query reading several selectors has reads to send together; for the others
+    // the planning evaluation would be work for nothing.
+    let read_ahead = client.is_some() && selectors(expr).len() > 1;
+    let mut source = Storage::new(client, labels, tenant, limits, statements.clone(), None);
+    if read_ahead {
+        let reads = plan(tenant, expr, grid, limits).await;
+        if reads.len() > 1 {
+            source.prefetch(reads).await?;
+        }
     }
     let value = obs_promql::evaluate(Box::new(source), expr, grid, &limits.promql).await?;
     let statements = std::mem::take(&mut *statements.lock().expect("statements lock"));
     Ok((value, statements))
+}
+
+/// The vector selectors of a query (those of range selectors too), as Prometheus's
+/// `parser.ExtractSelectors` finds them.
+pub fn selectors(expr: &promql_parser::parser::Expr) -> Vec<VectorSelector> {
+    let mut found = Selectors(Vec::new());
+    let _ = promql_parser::util::walk_expr(&mut found, expr);
+    found.0
+}
+
+struct Selectors(Vec<VectorSelector>);
+
+impl promql_parser::util::ExprVisitor for Selectors {
+    type Error = std::convert::Infallible;
+
+    fn pre_visit(&mut self, expr: &promql_parser::parser::Expr) -> Result<bool, Self::Error> {
+        use promql_parser::parser::Expr;
+        match expr {
+            Expr::VectorSelector(vs) => self.0.push(vs.clone()),
+            Expr::MatrixSelector(ms) => self.0.push(ms.vs.clone()),
+            _ => {}
+        }
+        Ok(true)
+    }
 }
 
 /// The reads evaluating `expr` over `grid` asks for, found by evaluating it over no data:
@@ -938,6 +962,11 @@ mod tests {
         };
         let expr = obs_promql::parse(r#"sum(rate(a{x="1"}[5m])) / sum(rate(b[5m] offset 1m)) + c"#)
             .unwrap();
+        assert_eq!(selectors(&expr).len(), 3, "the query is read ahead");
+        assert_eq!(
+            selectors(&obs_promql::parse("rate(a[5m])").unwrap()).len(),
+            1
+        );
         let reads: Vec<(String, Option<i64>, i64, i64)> = plan("t", &expr, grid, &limits)
             .await
             .into_iter()
