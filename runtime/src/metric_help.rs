@@ -283,6 +283,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "PromQL selector reads by where their series' labels came from (kept from earlier queries, or read from metrics_series).",
     ),
     (
+        "obs_query_results_cache_late_writes_total",
+        Counter,
+        "Late writes (rows of obs_late_writes) the results cache has read and dropped its answers' steps for.",
+    ),
+    (
         "obs_query_results_cache_bytes",
         Gauge,
         "Bytes of range-query answers the results cache holds.",

@@ -93,6 +93,36 @@ async fn until_cached(
     (body, seen.into_inner().unwrap())
 }
 
+/// Waits until the sinks have stored (and recorded as late) everything sent so far and the
+/// query API's results cache has read every late write recorded.
+async fn all_late_writes_read(stack: &Stack) {
+    for table in ["metrics_samples", "metrics_series"] {
+        stack.wait_sink_caught_up(table).await.unwrap();
+    }
+    let recorded: u64 = stack
+        .db()
+        .query(
+            "SELECT count() FROM obs_late_writes \
+             WHERE TableName IN ('metrics_samples', 'metrics_series')",
+        )
+        .fetch_one()
+        .await
+        .unwrap();
+    assert!(recorded > 0, "the samples sent were late and recorded so");
+    wait_for(
+        "the query API to read every late write",
+        Duration::from_secs(30),
+        || async move {
+            let read = stack
+                .query_metric("obs_query_results_cache_late_writes_total")
+                .await?;
+            (read >= recorded as f64).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+}
+
 async fn server_now_ms(stack: &Stack) -> i64 {
     stack
         .db()
@@ -144,6 +174,9 @@ async fn cached_answers_equal_evaluation_and_late_data_reaches_them() {
     })
     .await
     .unwrap();
+    // The sinks record the late writes after storing the rows: once the query API has read
+    // them all, none can still drop the answer cached next.
+    all_late_writes_read(&stack).await;
     let (cached, outcomes) = until_cached(
         &base,
         query,

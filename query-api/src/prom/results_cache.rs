@@ -339,6 +339,7 @@ impl Inner {
         {
             return;
         }
+        metrics::counter!("obs_query_results_cache_late_writes_total").increment(1);
         let tenant = r.tenant.as_str();
         self.generation += 1;
         let mut freed = 0;
