@@ -10,7 +10,7 @@ use promql_parser::parser::{Call, Expr, VectorSelector};
 use regex::Regex;
 
 use super::eval::{EvalError, Evaluator, Result, exec, span, unwrap_parens};
-use super::range_fns::{self, Window};
+use super::range_fns::{self, Resets, Window};
 use super::rollup;
 use super::value::{Grid, Labels, Series, SeriesBuilder, Value, by_value, drop_name};
 
@@ -411,7 +411,13 @@ impl Evaluator {
         let keep_name = name == "last_over_time";
         let mut b = SeriesBuilder::new(n);
         let mut step_args = vec![0.0; scalars.len()];
+        let counter = matches!(name, "rate" | "increase");
         for s in w.series {
+            let resets = if counter {
+                Resets::find(&s.samples)
+            } else {
+                Vec::new()
+            };
             let points: Vec<Option<f64>> = (0..n)
                 .map(|i| {
                     let (lo, hi) = w.bounds[i];
@@ -425,6 +431,10 @@ impl Evaluator {
                         start: lo,
                         end: hi,
                         eval_time: grid.time(i),
+                        resets: counter.then_some(Resets {
+                            at: &resets,
+                            first: from,
+                        }),
                     };
                     range_fns::apply(name, &window, &step_args)
                 })

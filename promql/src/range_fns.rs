@@ -13,6 +13,30 @@ pub struct Window<'a> {
     pub end: i64,
     /// The evaluation time itself (`predict_linear` predicts from it).
     pub eval_time: i64,
+    /// The series' counter resets, when the caller found them once for all its windows
+    /// (`None`: `rate` and `increase` look for them in the window).
+    pub resets: Option<Resets<'a>>,
+}
+
+/// Where a series' counter resets are. `rate` and `increase` add the value before each
+/// reset; over a range of many steps, each window scanning its samples for resets cost
+/// more than the rest of the function (a chain of dependent additions), so the resets are
+/// found once per series and each window adds only its own, in the same order.
+#[derive(Clone, Copy)]
+pub struct Resets<'a> {
+    /// Indices into the series of the samples lower than the one before, ascending.
+    pub at: &'a [usize],
+    /// The index into the series of the window's first sample.
+    pub first: usize,
+}
+
+impl Resets<'_> {
+    /// The indices of the samples of `samples` lower than the one before.
+    pub fn find(samples: &[(i64, f64)]) -> Vec<usize> {
+        (1..samples.len())
+            .filter(|&k| samples[k].1 < samples[k - 1].1)
+            .collect()
+    }
 }
 
 /// The range-vector functions this engine evaluates, by PromQL name.
@@ -92,9 +116,20 @@ fn extrapolated(w: &Window<'_>, is_counter: bool, is_rate: bool) -> Option<f64> 
     let (first, last) = (*s.first()?, *s.last()?);
     let mut result = last.1 - first.1;
     if is_counter {
-        for p in s.windows(2) {
-            if p[1].1 < p[0].1 {
-                result += p[0].1;
+        match w.resets {
+            Some(r) => {
+                let end = r.first + s.len();
+                let from = r.at.partition_point(|&k| k <= r.first);
+                for &k in r.at[from..].iter().take_while(|&&k| k < end) {
+                    result += s[k - r.first - 1].1;
+                }
+            }
+            None => {
+                for p in s.windows(2) {
+                    if p[1].1 < p[0].1 {
+                        result += p[0].1;
+                    }
+                }
             }
         }
     }
@@ -336,6 +371,7 @@ mod tests {
             start,
             end,
             eval_time: end,
+            resets: None,
         }
     }
 
@@ -355,6 +391,46 @@ mod tests {
         let inc = apply("increase", &w(&z, 0, 60_000), &[]).unwrap();
         assert!((inc - 31.0).abs() < 1e-9, "{inc}");
         assert_eq!(apply("rate", &w(&z[..1], 0, 60_000), &[]), None);
+    }
+
+    /// With the resets found once per series, `rate` and `increase` give the very bits
+    /// they give scanning each window: the same values added in the same order, for every
+    /// window of a counter that resets often (including at a window's first sample).
+    #[test]
+    fn resets_found_once_give_the_same_bits_as_a_scan_of_each_window() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut value = 0.0;
+        let samples: Vec<(i64, f64)> = (0..500)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                value = if x.is_multiple_of(7) {
+                    (x % 1000) as f64 / 7.0
+                } else {
+                    value + (x % 10_000) as f64 / 3.0
+                };
+                (i * 15_000, value)
+            })
+            .collect();
+        let at = Resets::find(&samples);
+        assert!(at.len() > 50, "the series resets often: {}", at.len());
+        for first in 0..samples.len() {
+            for len in [1, 2, 3, 7, 20, 41] {
+                let window = &samples[first..(first + len).min(samples.len())];
+                let (start, end) = (window[0].0 - 7_000, window[window.len() - 1].0 + 3_000);
+                let mut found = w(window, start, end);
+                found.resets = Some(Resets { at: &at, first });
+                for f in ["rate", "increase"] {
+                    let scanned = apply(f, &w(window, start, end), &[]).map(f64::to_bits);
+                    assert_eq!(
+                        apply(f, &found, &[]).map(f64::to_bits),
+                        scanned,
+                        "{f} {first}+{len}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -224,6 +224,7 @@ mod tests {
                         start,
                         end,
                         eval_time: end,
+                        resets: None,
                     };
                     for f in FUNCTIONS {
                         let want = raw_apply(f, &w, &[]);

@@ -437,3 +437,58 @@ async fn every_conformance_query_equals_prometheus() {
         failures.join("\n")
     );
 }
+
+/// Values are written digit for digit as Prometheus writes them, as a scalar and in vector
+/// and matrix answers: the shortest decimal that reads back as the value; of two as near
+/// (the value exactly half-way), the even one, where Rust's `{}` takes the higher (obs wrote
+/// `1658206780088562.3` for `…562.2`); no exponent in a scalar, but one in samples under
+/// 1e-6 and from 1e21 on (`1e+21`, `-1.5e-07`).
+#[tokio::test(flavor = "multi_thread")]
+async fn values_are_written_digit_for_digit_as_prometheus_writes_them() {
+    let stack = Stack::start().await.unwrap();
+    let prom = obs_e2e::prometheus::Prometheus::start(
+        stack.dir(),
+        "prometheus",
+        "global:\n  scrape_interval: 1m\n",
+        &stack.dir().join("prometheus-data"),
+    )
+    .await
+    .unwrap();
+    let time = 1_700_000_000;
+    let literals = [
+        "1658206780088562.25",
+        "-26829767983277.3125",
+        "233115890514796.125",
+        "0.1 + 0.2",
+        "1e21",
+        "-1.5e-7",
+        "9.99e-7",
+        "1e-6",
+        "1e20",
+        "2",
+        "-0.0 * 1",
+        "5e-324",
+        "1.7976931348623157e308",
+        "1 / 3",
+        "0 / 0",
+        "-1 / 0",
+    ];
+    for lit in literals {
+        let instant = |base: String| async move {
+            instant_query(&base, lit, time).await["data"]["result"][1].clone()
+        };
+        let (ours, theirs) = (instant(stack.query_url()).await, instant(prom.url()).await);
+        assert!(theirs.is_string(), "{lit}: Prometheus answered {theirs}");
+        assert_eq!(ours, theirs, "{lit} as a scalar");
+        let q = format!("vector({lit})");
+        let range = |base: String| {
+            let q = q.clone();
+            async move {
+                range_query(&base, &q, time, time + 60, "30").await["data"]["result"][0]["values"]
+                    .clone()
+            }
+        };
+        let (ours, theirs) = (range(stack.query_url()).await, range(prom.url()).await);
+        assert_eq!(ours, theirs, "{q} over a range");
+    }
+}

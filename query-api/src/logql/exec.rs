@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use clickhouse::Row;
+use obs_promql::value::format_value;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -105,21 +106,6 @@ pub fn secs(ns: i64) -> Value {
         json!(ns / 1_000_000_000)
     } else {
         json!((ns / 1_000_000) as f64 / 1000.0)
-    }
-}
-
-/// A sample value as Prometheus and Loki write it.
-pub fn value_text(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        }
-    } else {
-        format!("{v}")
     }
 }
 
@@ -275,7 +261,7 @@ async fn samples(
 }
 
 fn sample_json(labels: &Labels, t: i64, v: f64) -> Value {
-    json!({"metric": labels, "value": [secs(t), value_text(v)]})
+    json!({"metric": labels, "value": [secs(t), format_value(v)]})
 }
 
 /// A metric query at one time: Loki's `vector` result.
@@ -311,7 +297,7 @@ pub async fn matrix(
             series
                 .entry(labels)
                 .or_default()
-                .push(json!([secs(t), value_text(v)]));
+                .push(json!([secs(t), format_value(v)]));
         }
         t += step;
     }

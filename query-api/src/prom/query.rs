@@ -16,7 +16,9 @@ use super::params::Params;
 use super::results_cache::{self, Key, Outcome, Points};
 use super::store::{self, Limits};
 use crate::server::ApiState;
-use obs_promql::value::{Labels, format_time, format_value, write_time, write_value};
+use obs_promql::value::{
+    Labels, format_time, format_value, write_sample_value, write_time, write_value,
+};
 use obs_promql::{self as promql, EvalError, Grid, Value};
 
 /// The request's limits; `max_source_resolution` (else `[query] max_source_resolution`)
@@ -155,16 +157,28 @@ fn labels_json(out: &mut String, labels: &Labels) {
     out.push('}');
 }
 
+/// `[t,"v"]` of a vector or matrix answer.
 fn point(out: &mut String, t: i64, v: f64) {
     out.push('[');
     write_time(out, t);
     out.push_str(",\"");
-    write_value(out, v);
+    write_sample_value(out, v);
     out.push_str("\"]");
 }
 
 fn success(kind: &str, body: &str) -> String {
-    format!("{{\"status\":\"success\",\"data\":{{\"resultType\":\"{kind}\",\"result\":{body}}}}}")
+    let mut out = String::with_capacity(64 + body.len());
+    open_success(&mut out, kind);
+    out.push_str(body);
+    out.push_str("}}");
+    out
+}
+
+/// The start of a successful answer of `kind`, up to its result (closed by `}}`).
+fn open_success(out: &mut String, kind: &str) {
+    out.push_str("{\"status\":\"success\",\"data\":{\"resultType\":\"");
+    out.push_str(kind);
+    out.push_str("\",\"result\":");
 }
 
 /// An instant query's answer at `t`, written directly (large answers would be slow through
@@ -172,8 +186,12 @@ fn success(kind: &str, body: &str) -> String {
 fn instant_answer(v: &Value, t: i64) -> String {
     let (kind, body) = match v {
         Value::Scalar(s) => {
-            let mut b = String::new();
-            point(&mut b, t, s[0]);
+            // Prometheus writes a scalar answer without an exponent, unlike samples.
+            let mut b = String::from("[");
+            write_time(&mut b, t);
+            b.push_str(",\"");
+            write_value(&mut b, s[0]);
+            b.push_str("\"]");
             ("scalar", b)
         }
         Value::String(s) => ("string", format!("[{},{}]", format_time(t), json!(s))),
@@ -222,7 +240,12 @@ fn instant_answer(v: &Value, t: i64) -> String {
 /// A range query's answer: a matrix listing its series by labels (whatever order an
 /// instant answer of the same expression would have: sort, topk), each with its points.
 fn range_answer(points: &Points) -> String {
-    let mut b = String::from("[");
+    // Written in place, sized for ~28 bytes a point: answers reach megabytes, and growing
+    // and then copying them showed in profiles.
+    let n: usize = points.values().map(Vec::len).sum();
+    let mut b = String::with_capacity(64 + 28 * n + 128 * points.len());
+    open_success(&mut b, "matrix");
+    b.push('[');
     for (i, (labels, ps)) in points.iter().enumerate() {
         if i > 0 {
             b.push(',');
@@ -239,7 +262,8 @@ fn range_answer(points: &Points) -> String {
         b.push_str("]}");
     }
     b.push(']');
-    success("matrix", &b)
+    b.push_str("}}");
+    b
 }
 
 /// The request's query and grid, and its tenant.

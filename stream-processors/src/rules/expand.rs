@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use gotmpl::{MissingKey, Template, TemplateError, Value};
 use obs_promql::Labels;
+use obs_promql::value::Decimal;
 
 /// Runs an instant query at the evaluation time for the `query` template function.
 pub type QueryFn = Arc<dyn Fn(&str) -> Result<Vec<(Labels, f64)>, String> + Send + Sync>;
@@ -418,13 +419,12 @@ pub fn go_non_finite(v: f64) -> Option<&'static str> {
 
 /// Go's `strconv.FormatFloat(v, 'e' or 'E', -1, 64)` (the shortest exponent form).
 pub fn go_exp(v: f64, letter: char) -> String {
-    if let Some(s) = go_non_finite(v) {
-        return s.into();
-    }
-    let s = format!("{v:e}");
-    let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
-    let e: i32 = e.parse().unwrap_or(0);
-    format!("{m}{letter}{}{:02}", if e < 0 { '-' } else { '+' }, e.abs())
+    let Some(d) = Decimal::new(v) else {
+        return go_non_finite(v).unwrap_or_default().into();
+    };
+    let mut out = String::new();
+    d.exponential(&mut out, letter);
+    out
 }
 
 /// Go's `%g` (`prec` significant digits) or `%v` (`None`: shortest) for a float64.
@@ -440,13 +440,18 @@ pub fn go_g(v: f64, prec: Option<usize>) -> String {
         };
     }
     // Significant digits and decimal exponent, rounded as Go rounds them.
-    let sci = match prec {
-        Some(p) => format!("{:.*e}", p.max(1) - 1, v.abs()),
-        None => format!("{:e}", v.abs()),
+    let (digits, exp) = match prec {
+        Some(p) => {
+            let sci = format!("{:.*e}", p.max(1) - 1, v.abs());
+            let (mantissa, exp) = sci.split_once('e').expect("exponent");
+            let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+            (digits, exp.parse::<i32>().expect("exponent digits"))
+        }
+        None => {
+            let d = Decimal::new(v).expect("finite");
+            (d.digits().to_string(), d.exponent())
+        }
     };
-    let (mantissa, exp) = sci.split_once('e').expect("exponent");
-    let exp: i32 = exp.parse().expect("exponent digits");
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
     let digits = digits.trim_end_matches('0');
     let digits = if digits.is_empty() { "0" } else { digits };
     let nd = digits.len() as i32;
