@@ -159,10 +159,15 @@ fn labels_json(out: &mut String, labels: &Labels) {
 
 /// `[t,"v"]` of a vector or matrix answer.
 fn point(out: &mut String, t: i64, v: f64) {
+    point_written(out, t, v, write_sample_value);
+}
+
+/// `[t,"v"]` with the value written by `write`.
+fn point_written(out: &mut String, t: i64, v: f64, write: fn(&mut String, f64)) {
     out.push('[');
     write_time(out, t);
     out.push_str(",\"");
-    write_sample_value(out, v);
+    write(out, v);
     out.push_str("\"]");
 }
 
@@ -187,11 +192,8 @@ fn instant_answer(v: &Value, t: i64) -> String {
     let (kind, body) = match v {
         Value::Scalar(s) => {
             // Prometheus writes a scalar answer without an exponent, unlike samples.
-            let mut b = String::from("[");
-            write_time(&mut b, t);
-            b.push_str(",\"");
-            write_value(&mut b, s[0]);
-            b.push_str("\"]");
+            let mut b = String::new();
+            point_written(&mut b, t, s[0], write_value);
             ("scalar", b)
         }
         Value::String(s) => ("string", format!("[{},{}]", format_time(t), json!(s))),

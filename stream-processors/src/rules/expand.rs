@@ -658,6 +658,8 @@ mod tests {
     }
 
     #[test]
+    // The ties are written out exactly: their last digits are the point.
+    #[allow(clippy::excessive_precision)]
     fn floats_print_as_go_prints_them() {
         for (v, want) in [
             (1.0, "1"),
@@ -671,9 +673,14 @@ mod tests {
             (f64::NEG_INFINITY, "-Inf"),
             (f64::NAN, "NaN"),
             (-2.5, "-2.5"),
+            // Half-way between two shortest decimals: Go takes the even last digit.
+            (2115347345748811.25, "2.1153473457488112e+15"),
+            (233115890514796.125, "2.3311589051479612e+14"),
         ] {
             assert_eq!(go_g(v, None), want, "{v}");
         }
+        assert_eq!(go_exp(2115347345748811.25, 'e'), "2.1153473457488112e+15");
+        assert_eq!(go_exp(-0.0, 'E'), "-0E+00");
         assert_eq!(go_g(12345.0, Some(4)), "1.234e+04");
         assert_eq!(go_g(100.0, Some(4)), "100");
         assert_eq!(go_g(1.5, Some(4)), "1.5");
