@@ -174,6 +174,13 @@ pub fn write_value(out: &mut String, v: f64) {
     }
 }
 
+/// [`write_sample_value`] as a string (exemplar values are written so too).
+pub fn format_sample_value(v: f64) -> String {
+    let mut out = String::new();
+    write_sample_value(&mut out, v);
+    out
+}
+
 /// A value of a vector or matrix answer as Prometheus 2.42's API writes it (its jsoniter
 /// `marshalValue`): as [`write_value`], but with an exponent (`1e+21`, `-1.5e-07`) when the
 /// magnitude is under 1e-6 or at least 1e21.

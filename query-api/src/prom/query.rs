@@ -17,7 +17,7 @@ use super::results_cache::{self, Key, Outcome, Points};
 use super::store::{self, Limits};
 use crate::server::ApiState;
 use obs_promql::value::{
-    Labels, format_time, format_value, write_sample_value, write_time, write_value,
+    Labels, format_sample_value, format_time, write_sample_value, write_time, write_value,
 };
 use obs_promql::{self as promql, EvalError, Grid, Value};
 
@@ -481,7 +481,7 @@ pub async fn exemplars(
                     (ms, value.to_bits()),
                     json!({
                         "labels": exemplar_labels,
-                        "value": format_value(value),
+                        "value": format_sample_value(value),
                         "timestamp": seconds(ms),
                     }),
                 );
