@@ -157,44 +157,47 @@ impl SeriesBuilder {
 /// A float as Prometheus writes it in answers: shortest round-trip decimal, `NaN`, `+Inf`,
 /// `-Inf`.
 pub fn format_value(v: f64) -> String {
-    let mut out = String::new();
-    write_value(&mut out, v);
-    out
+    formatted(v, write_value)
 }
 
 /// [`format_value`] appended to `out` (an answer of many points allocates nothing per
 /// point): Go's `FormatFloat(v, 'f', -1, 64)`, as Prometheus writes scalars and
 /// `count_values` labels, and Loki its samples.
 pub fn write_value(out: &mut String, v: f64) {
-    if written_plainly(out, v) {
-        return;
-    }
-    if let Some(d) = Decimal::of(out, v) {
-        d.positional(out);
-    }
+    write_float(out, v, false);
 }
 
 /// [`write_sample_value`] as a string (exemplar values are written so too).
 pub fn format_sample_value(v: f64) -> String {
-    let mut out = String::new();
-    write_sample_value(&mut out, v);
-    out
+    formatted(v, write_sample_value)
 }
 
 /// A value of a vector or matrix answer as Prometheus 2.42's API writes it (its jsoniter
 /// `marshalValue`): as [`write_value`], but with an exponent (`1e+21`, `-1.5e-07`) when the
 /// magnitude is under 1e-6 or at least 1e21.
 pub fn write_sample_value(out: &mut String, v: f64) {
+    write_float(out, v, true);
+}
+
+fn formatted(v: f64, write: fn(&mut String, f64)) -> String {
+    let mut out = String::new();
+    write(&mut out, v);
+    out
+}
+
+/// [`write_value`], or with `sample` [`write_sample_value`].
+fn write_float(out: &mut String, v: f64, sample: bool) {
     if written_plainly(out, v) {
         return;
     }
-    if let Some(d) = Decimal::of(out, v) {
-        let abs = v.abs();
-        if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
-            d.exponential(out, 'e');
-        } else {
-            d.positional(out);
-        }
+    let Some(d) = Decimal::of(out, v) else {
+        return;
+    };
+    let abs = v.abs();
+    if sample && abs != 0.0 && !(1e-6..1e21).contains(&abs) {
+        d.exponential(out, 'e');
+    } else {
+        d.positional(out);
     }
 }
 
